@@ -1,0 +1,200 @@
+"""Typed settings from a TOML file plus `DICOMNODE_<SECTION>__<KEY>` environment overrides.
+
+Everything is validated at start-up; an invalid value stops the node with a message naming the
+key. Insecure combinations (an API reachable beyond loopback without a token) are refused.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from dicomnode.uids import DEFAULT_UID_ROOT, is_valid_uid
+
+ENV_PREFIX = "DICOMNODE_"
+
+AETitle = Annotated[str, Field(min_length=1, max_length=16, pattern=r"^[\x21-\x5b\x5d-\x7e ]+$")]
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used; the message names the offending key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NodeSettings(_Section):
+    ae_title: AETitle = "DICOMNODE"
+    host: str = "127.0.0.1"
+    port: Port = 11112
+    data_dir: Path = Path("var")
+    study_stable_seconds: float = Field(10.0, ge=0)
+    allowed_calling_ae_titles: list[AETitle] = []
+    uid_root: str = DEFAULT_UID_ROOT
+    max_associations: int = Field(10, ge=1, le=1000)
+    max_pdu_size: int = Field(131072, ge=0)
+    acse_timeout: float = Field(30.0, gt=0)
+    dimse_timeout: float = Field(60.0, gt=0)
+    network_timeout: float = Field(60.0, gt=0)
+    min_free_mb: int = Field(500, ge=0)
+    log_salt: str = ""
+    tls_certificate: Path | None = None
+    tls_private_key: Path | None = None
+    tls_ca_certificate: Path | None = None
+    tls_required: bool = False
+
+    @field_validator("ae_title")
+    @classmethod
+    def _strip(cls, value: str) -> str:
+        return value.strip()
+
+    @field_validator("uid_root")
+    @classmethod
+    def _uid_root(cls, value: str) -> str:
+        if not value.endswith("."):
+            value += "."
+        if not is_valid_uid(value[:-1]) or len(value) > 44:
+            raise ValueError("must be a valid UID prefix of at most 44 characters")
+        return value
+
+
+class Destination(_Section):
+    name: str = Field(min_length=1)
+    ae_title: AETitle
+    host: str = Field(min_length=1)
+    port: Port
+    tls: bool = False
+
+
+class ApiSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    token: str = ""
+    show_patient_identifiers: bool = True
+    viewer_url: str = ""
+
+
+class ModelSettings(_Section):
+    package: str = ""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    demo_architecture: str = "efficientnet_b4"
+    threads: int = Field(0, ge=0)
+
+
+class DatabaseSettings(_Section):
+    url: str = ""
+
+
+class DeliverySettings(_Section):
+    max_attempts: int = Field(0, ge=0)
+    backoff_initial_seconds: float = Field(5.0, gt=0)
+    backoff_max_seconds: float = Field(600.0, gt=0)
+
+
+class Settings(_Section):
+    node: NodeSettings = NodeSettings()
+    destinations: list[Destination] = []
+    api: ApiSettings = ApiSettings()
+    model: ModelSettings = ModelSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    delivery: DeliverySettings = DeliverySettings()
+
+    @model_validator(mode="after")
+    def _secure(self) -> Settings:
+        if not self.api.token and not _is_loopback(self.api.host):
+            raise ValueError(
+                f"api.host = {self.api.host!r} is reachable beyond loopback but api.token is "
+                "empty: set a token (or DICOMNODE_API__TOKEN) or bind to 127.0.0.1"
+            )
+        names = [d.name for d in self.destinations]
+        if len(names) != len(set(names)):
+            raise ValueError("destinations: names must be unique")
+        tls = (self.node.tls_certificate, self.node.tls_private_key)
+        if any(tls) and not all(tls):
+            raise ValueError("node.tls_certificate and node.tls_private_key go together")
+        if self.node.tls_required and not all(tls):
+            raise ValueError("node.tls_required needs node.tls_certificate and tls_private_key")
+        return self
+
+    @property
+    def data_dir(self) -> Path:
+        return self.node.data_dir
+
+    @property
+    def database_url(self) -> str:
+        return self.database.url or f"sqlite:///{(self.node.data_dir / 'dicomnode.db').resolve()}"
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    """`DICOMNODE_NODE__PORT=11113` → {"node": {"port": "11113"}}; JSON values are parsed."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        section, _, key = name[len(ENV_PREFIX) :].lower().partition("__")
+        value: Any = raw
+        if raw[:1] in "[{":
+            try:
+                value = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"{name}: not valid JSON ({exc.msg})") from exc
+        out.setdefault(section, {})[key] = value
+    return out
+
+
+def load_settings(
+    path: str | Path | None = None, *, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Read `path` (optional), apply environment overrides, validate."""
+    data: dict[str, Any] = {}
+    base = Path.cwd()
+    if path is not None:
+        path = Path(path)
+        try:
+            data = tomllib.loads(path.read_text("utf-8"))
+        except FileNotFoundError as exc:
+            raise ConfigError(f"configuration file {path} does not exist") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
+    env = os.environ if environ is None else environ
+    for section, values in _env_overrides(env).items():
+        if section == "destinations":
+            raise ConfigError("destinations cannot be set per key from the environment")
+        current = data.setdefault(section, {})
+        if not isinstance(current, dict):
+            raise ConfigError(f"{section}: must be a table")
+        current.update(values)
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+    if not settings.node.data_dir.is_absolute():
+        node = settings.node.model_copy(update={"data_dir": (base / settings.node.data_dir)})
+        settings = settings.model_copy(update={"node": node})
+    return settings
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        lines.append(f"{key}: {err['msg']}")
+    return "invalid configuration: " + "; ".join(lines)

@@ -1,0 +1,131 @@
+"""structlog set-up: one JSON object per line (console renderer on a terminal), stdlib loggers
+(pynetdicom, uvicorn, apscheduler) routed through the same processors, and a PHI filter.
+
+The PHI filter is the last line of defence: code never logs patient attributes or raw UIDs on
+purpose, but anything that slips into an event (a key naming a patient attribute, a UID inside
+a message from a library) is hashed before it is written.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import MutableMapping
+from typing import Any, TextIO
+
+import structlog
+
+from dicomnode.uids import hash_uid
+
+#: Event keys whose values are patient attributes: never written, only hashed.
+PHI_KEYS = frozenset(
+    {
+        "patient_name", "patientname", "patient_id", "patientid", "patient_birth_date",
+        "patientbirthdate", "accession_number", "accessionnumber", "other_patient_ids",
+        "patient_address", "referring_physician_name", "institution_name",
+        "study_instance_uid", "series_instance_uid", "sop_instance_uid",
+    }
+)  # fmt: skip
+#: A run of at least four dot-separated numbers: a DICOM UID, wherever it appears.
+UID_PATTERN = re.compile(r"(?<![\w.])\d+(?:\.\d+){3,}(?![\w.])")
+
+_salt = ""
+
+
+def set_salt(salt: str) -> None:
+    global _salt
+    _salt = salt
+
+
+def scrub_text(text: str) -> str:
+    """Replace every UID-looking run in free text by its salted hash."""
+    return UID_PATTERN.sub(lambda m: "uid:" + hash_uid(m.group(0), _salt), text)
+
+
+def _scrub_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return scrub_text(value)
+    if isinstance(value, (list, tuple)):
+        return type(value)(_scrub_value(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _scrub_value(v) for k, v in value.items()}
+    return value
+
+
+def phi_filter(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """structlog processor: hash patient attributes and UIDs that slipped into an event."""
+    for key in list(event_dict):
+        if key.lower() in PHI_KEYS:
+            value = event_dict.pop(key)
+            event_dict[key + "_hash"] = hash_uid(str(value), _salt)
+        elif key not in ("timestamp", "level", "logger"):
+            event_dict[key] = _scrub_value(event_dict[key])
+    return event_dict
+
+
+def configure_logging(
+    *, level: str = "INFO", json: bool | None = None, stream: TextIO | None = None, salt: str = ""
+) -> None:
+    """Configure structlog and the stdlib root logger once, at the composition root."""
+    set_salt(salt)
+    stream = stream or sys.stdout
+    if json is None:
+        json = not stream.isatty()
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.format_exc_info,
+        phi_filter,
+    ]
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if json
+        else structlog.dev.ConsoleRenderer(colors=stream.isatty())
+    )
+    structlog.configure(
+        processors=[structlog.stdlib.filter_by_level, *shared, _to_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=False,
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[*shared[:-2], _stdlib_message_scrub, phi_filter],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+    )
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # pynetdicom logs dataset identifiers and every PDU at DEBUG/INFO: keep it to warnings.
+    import pynetdicom
+
+    pynetdicom._config.LOG_REQUEST_IDENTIFIERS = False
+    pynetdicom._config.LOG_RESPONSE_IDENTIFIERS = False
+    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logging.getLogger(name).handlers[:] = []
+        logging.getLogger(name).propagate = True
+
+
+def _to_formatter(
+    logger: Any, method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    return structlog.stdlib.ProcessorFormatter.wrap_for_formatter(logger, method, event_dict)  # type: ignore[return-value]
+
+
+def _stdlib_message_scrub(
+    _: Any, __: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    event = event_dict.get("event")
+    if isinstance(event, str):
+        event_dict["event"] = scrub_text(event)
+    return event_dict
+
+
+def get_logger(name: str) -> structlog.stdlib.BoundLogger:
+    return structlog.stdlib.get_logger(name)  # type: ignore[no-any-return]

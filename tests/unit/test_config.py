@@ -1,0 +1,89 @@
+from pathlib import Path
+
+import pytest
+
+from dicomnode.config import ConfigError, load_settings
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_shipped_config_loads_with_documented_defaults():
+    s = load_settings(REPO / "configs" / "dicomnode.toml", environ={})
+    assert s.node.ae_title == "DICOMNODE" and s.node.port == 11112
+    assert s.api.host == "127.0.0.1" and s.api.token == ""
+    assert s.model.package == "" and s.database.url == ""
+    assert s.database_url.startswith("sqlite:///") and s.node.data_dir.is_absolute()
+
+
+def test_every_setting_appears_in_the_shipped_config_with_a_comment():
+    from dicomnode.config import Destination, Settings
+
+    text = (REPO / "configs" / "dicomnode.toml").read_text()
+    lines = text.splitlines()
+    sections = {name: f.annotation for name, f in Settings.model_fields.items()}
+    for section, model in sections.items():
+        model = Destination if section == "destinations" else model
+        for key in model.model_fields:
+            hits = [i for i, ln in enumerate(lines) if ln.lstrip("# ").startswith(f"{key} =")]
+            assert hits, f"{section}.{key} is not in configs/dicomnode.toml"
+            i = hits[0]
+            while i > 0 and lines[i - 1].strip() and not lines[i - 1].lstrip().startswith("#"):
+                i -= 1
+            assert i == 0 or lines[i - 1].lstrip().startswith("#") or lines[i].lstrip().startswith("#"), (
+                f"{section}.{key} has no comment"
+            )
+
+
+def test_environment_overrides_each_key(tmp_path):
+    env = {
+        "DICOMNODE_NODE__PORT": "11999",
+        "DICOMNODE_NODE__ALLOWED_CALLING_AE_TITLES": '["ORTHANC", "MODALITY"]',
+        "DICOMNODE_API__TOKEN": "s3cret",
+        "DICOMNODE_MODEL__DEVICE": "cpu",
+        "UNRELATED": "x",
+    }
+    s = load_settings(None, environ=env)
+    assert s.node.port == 11999
+    assert s.node.allowed_calling_ae_titles == ["ORTHANC", "MODALITY"]
+    assert s.api.token == "s3cret" and s.model.device == "cpu"
+
+
+@pytest.mark.parametrize(
+    ("env", "key"),
+    [
+        ({"DICOMNODE_NODE__PORT": "99999"}, "node.port"),
+        ({"DICOMNODE_NODE__AE_TITLE": "A" * 17}, "node.ae_title"),
+        ({"DICOMNODE_MODEL__DEVICE": "tpu"}, "model.device"),
+        ({"DICOMNODE_NODE__UID_ROOT": "1.2.x"}, "node.uid_root"),
+        ({"DICOMNODE_NODE__SURPRISE": "1"}, "node.surprise"),
+    ],
+)
+def test_invalid_values_name_the_key(env, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_settings(None, environ=env)
+
+
+def test_api_beyond_loopback_without_token_is_refused():
+    with pytest.raises(ConfigError, match="token"):
+        load_settings(None, environ={"DICOMNODE_API__HOST": "0.0.0.0"})
+    s = load_settings(None, environ={"DICOMNODE_API__HOST": "0.0.0.0", "DICOMNODE_API__TOKEN": "t"})
+    assert s.api.host == "0.0.0.0"
+
+
+def test_bad_toml_and_missing_file_are_clear(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[node\nport = 1")
+    with pytest.raises(ConfigError, match="invalid TOML"):
+        load_settings(bad, environ={})
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(tmp_path / "nope.toml", environ={})
+
+
+def test_destinations_from_file(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        '[[destinations]]\nname="pacs"\nae_title="ORTHANC"\nhost="127.0.0.1"\nport=4242\n'
+        '[[destinations]]\nname="pacs"\nae_title="B"\nhost="h"\nport=1\n'
+    )
+    with pytest.raises(ConfigError, match="unique"):
+        load_settings(cfg, environ={})

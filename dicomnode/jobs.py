@@ -1,0 +1,405 @@
+"""All SQL of the node: jobs, studies, results and the delivery outbox.
+
+Claiming is one atomic UPDATE … WHERE id = (SELECT … LIMIT 1) RETURNING, which SQLite runs under
+its single writer lock and PostgreSQL under FOR UPDATE SKIP LOCKED, so no job is handed to two
+workers. A claimed job carries a lease; a job whose lease expired (its worker died) is claimable
+again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col
+
+from dicomnode.tables import (
+    TERMINAL_JOB_STATES,
+    Delivery,
+    DeliveryState,
+    Job,
+    JobState,
+    Result,
+    ResultKind,
+    Study,
+    utcnow,
+)
+
+
+@dataclass(frozen=True)
+class Received:
+    """What the SCP knows about an instance when it commits the job row."""
+
+    sop_instance_uid: str
+    sop_class_uid: str
+    study_instance_uid: str
+    series_instance_uid: str
+    modality: str
+    body_part: str
+    view_position: str
+    calling_ae_title: str
+    spool_path: str
+    study: dict[str, str]
+
+
+class Jobs:
+    """Repository over the node's tables. Thread-safe: one short session per call."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._postgres = engine.dialect.name == "postgresql"
+
+    def session(self) -> Session:
+        return Session(self.engine, expire_on_commit=False)
+
+    def ping(self) -> None:
+        with self.session() as s:
+            s.exec(select(1)).one()  # type: ignore[call-overload]
+
+    # --- receiving --------------------------------------------------------------------------
+
+    def exists(self, sop_instance_uid: str) -> bool:
+        with self.session() as s:
+            stmt = select(Job.id).where(Job.sop_instance_uid == sop_instance_uid)
+            return s.exec(stmt).first() is not None  # type: ignore[call-overload]
+
+    def enqueue(self, item: Received) -> tuple[int, bool]:
+        """Insert the job and update its study; return (job id, created). Duplicates: created=False."""
+        now = utcnow()
+        with self.session() as s:
+            job = Job(
+                sop_instance_uid=item.sop_instance_uid,
+                sop_class_uid=item.sop_class_uid,
+                study_instance_uid=item.study_instance_uid,
+                series_instance_uid=item.series_instance_uid,
+                modality=item.modality,
+                body_part=item.body_part,
+                view_position=item.view_position,
+                calling_ae_title=item.calling_ae_title,
+                spool_path=item.spool_path,
+                received_at=now,
+            )
+            s.add(job)
+            try:
+                s.flush()
+            except IntegrityError:
+                s.rollback()
+                existing = s.exec(  # type: ignore[call-overload]
+                    select(Job.id).where(Job.sop_instance_uid == item.sop_instance_uid)
+                ).one()
+                return int(existing[0]), False
+            self._touch_study(s, item, now)
+            s.commit()
+            assert job.id is not None
+            return job.id, True
+
+    def _touch_study(self, s: Session, item: Received, now: datetime) -> None:
+        study = s.get(Study, item.study_instance_uid)
+        if study is None:
+            study = Study(study_instance_uid=item.study_instance_uid, first_received_at=now)
+            for key, value in item.study.items():
+                setattr(study, key, value)
+        modalities = set(filter(None, study.modalities.split(","))) | {item.modality}
+        study.modalities = ",".join(sorted(m for m in modalities if m))
+        study.body_part = study.body_part or item.body_part
+        study.last_received_at = now
+        s.add(study)
+        try:
+            s.flush()
+        except IntegrityError:  # another association created the study first
+            s.rollback()
+            raise
+
+    # --- working ----------------------------------------------------------------------------
+
+    def claim(self, *, owner: str, lease_seconds: float) -> Job | None:
+        """Atomically take the oldest queued job (or one whose lease expired)."""
+        now = utcnow()
+        claimable = or_(
+            col(Job.state) == JobState.QUEUED,
+            and_(col(Job.state) == JobState.PROCESSING, col(Job.lease_expires_at) < now),
+        )
+        pick = select(Job.id).where(claimable).order_by(col(Job.id)).limit(1)
+        if self._postgres:
+            pick = pick.with_for_update(skip_locked=True)
+        stmt = (
+            update(Job)
+            .where(col(Job.id) == pick.scalar_subquery())
+            .where(claimable)
+            .values(
+                state=JobState.PROCESSING,
+                lease_owner=owner,
+                lease_expires_at=now + timedelta(seconds=lease_seconds),
+                started_at=now,
+                attempts=Job.attempts + 1,
+            )
+            .returning(Job.id)
+        )
+        with self.session() as s:
+            row = s.execute(stmt).first()
+            s.commit()
+            if row is None:
+                return None
+            return s.get(Job, row[0])
+
+    def finish(
+        self,
+        job_id: int,
+        *,
+        state: JobState,
+        reason: str | None = None,
+        probability: float | None = None,
+        outcome: str | None = None,
+        model_version: str | None = None,
+        preprocess_ms: float | None = None,
+        inference_ms: float | None = None,
+    ) -> None:
+        with self.session() as s:
+            s.execute(
+                update(Job)
+                .where(col(Job.id) == job_id)
+                .values(
+                    state=state,
+                    reason=reason,
+                    probability=probability,
+                    outcome=outcome,
+                    model_version=model_version,
+                    preprocess_ms=preprocess_ms,
+                    inference_ms=inference_ms,
+                    finished_at=utcnow(),
+                    lease_owner=None,
+                    lease_expires_at=None,
+                )
+            )
+            s.commit()
+
+    def requeue(self, job_id: int) -> bool:
+        """Put a failed (or stuck) job back in the queue; True if it was requeued."""
+        with self.session() as s:
+            n = s.execute(
+                update(Job)
+                .where(col(Job.id) == job_id)
+                .where(col(Job.state).in_([JobState.FAILED, JobState.PROCESSING]))
+                .values(state=JobState.QUEUED, reason=None, lease_owner=None,
+                        lease_expires_at=None)
+            ).rowcount  # type: ignore[attr-defined]
+            s.commit()
+            return bool(n)
+
+    def release_owned(self, owner: str) -> int:
+        """At start-up or shutdown: jobs this node held go back to the queue."""
+        with self.session() as s:
+            n = s.execute(
+                update(Job)
+                .where(col(Job.state) == JobState.PROCESSING, col(Job.lease_owner) == owner)
+                .values(state=JobState.QUEUED, lease_owner=None, lease_expires_at=None)
+            ).rowcount  # type: ignore[attr-defined]
+            s.commit()
+            return int(n)
+
+    def queue_depth(self) -> int:
+        with self.session() as s:
+            stmt = select(func.count()).select_from(Job).where(Job.state == JobState.QUEUED)
+            return int(s.execute(stmt).scalar_one())
+
+    # --- studies and reports ----------------------------------------------------------------
+
+    def studies_to_report(self, *, stable_seconds: float) -> list[str]:
+        """Studies quiet for `stable_seconds`, all jobs finished, and new classified images since
+        the last report version."""
+        cutoff = utcnow() - timedelta(seconds=stable_seconds)
+        unfinished = (
+            select(Job.id)
+            .where(col(Job.study_instance_uid) == Study.study_instance_uid)
+            .where(col(Job.state).not_in(TERMINAL_JOB_STATES))
+            .exists()
+        )
+        classified = (
+            select(func.count())
+            .select_from(Job)
+            .where(col(Job.study_instance_uid) == Study.study_instance_uid)
+            .where(col(Job.state) == JobState.CLASSIFIED)
+            .scalar_subquery()
+        )
+        stmt = (
+            select(Study.study_instance_uid)
+            .where(col(Study.last_received_at) <= cutoff)
+            .where(~unfinished)
+            .where(classified > Study.reported_job_count)
+            .order_by(col(Study.last_received_at))
+        )
+        with self.session() as s:
+            return [row[0] for row in s.execute(stmt)]
+
+    def classified_jobs(self, study_instance_uid: str) -> list[Job]:
+        with self.session() as s:
+            stmt = (
+                select(Job)
+                .where(Job.study_instance_uid == study_instance_uid)
+                .where(Job.state == JobState.CLASSIFIED)
+                .order_by(col(Job.id))
+            )
+            return list(s.exec(stmt).all())  # type: ignore[call-overload]
+
+    def study(self, study_instance_uid: str) -> Study | None:
+        with self.session() as s:
+            return s.get(Study, study_instance_uid)
+
+    def record_report(
+        self,
+        *,
+        study_instance_uid: str,
+        version: int,
+        job_count: int,
+        outcome: str,
+        max_probability: float,
+    ) -> None:
+        with self.session() as s:
+            study = s.get(Study, study_instance_uid)
+            assert study is not None
+            study.report_version = version
+            study.reported_job_count = job_count
+            study.outcome = outcome
+            study.max_probability = max_probability
+            study.reported_at = utcnow()
+            s.add(study)
+            s.commit()
+
+    # --- results and the outbox -------------------------------------------------------------
+
+    def add_result(
+        self,
+        *,
+        kind: ResultKind,
+        sop_instance_uid: str,
+        study_instance_uid: str,
+        path: str,
+        destinations: Iterable[str],
+        job_id: int | None = None,
+        version: int = 1,
+    ) -> Result:
+        """Record a result and queue it for every destination. Idempotent by SOP Instance UID."""
+        with self.session() as s:
+            found = s.exec(  # type: ignore[call-overload]
+                select(Result).where(Result.sop_instance_uid == sop_instance_uid)
+            ).first()
+            result = found[0] if found is not None else None
+            if result is None:
+                result = Result(
+                    kind=kind,
+                    sop_instance_uid=sop_instance_uid,
+                    study_instance_uid=study_instance_uid,
+                    job_id=job_id,
+                    version=version,
+                    path=path,
+                )
+                s.add(result)
+                s.flush()
+            assert result.id is not None
+            have = {
+                row[0]
+                for row in s.execute(
+                    select(Delivery.destination).where(Delivery.result_id == result.id)
+                )
+            }
+            for name in destinations:
+                if name not in have:
+                    s.add(Delivery(result_id=result.id, destination=name))
+            s.commit()
+            return result
+
+    def results_for_study(self, study_instance_uid: str, kind: ResultKind | None = None) -> list[Result]:
+        with self.session() as s:
+            stmt = select(Result).where(Result.study_instance_uid == study_instance_uid)
+            if kind is not None:
+                stmt = stmt.where(Result.kind == kind)
+            return [r[0] for r in s.execute(stmt.order_by(col(Result.id)))]
+
+    def due_deliveries(self, *, limit: int = 100) -> list[tuple[Delivery, Result]]:
+        now = utcnow()
+        stmt = (
+            select(Delivery, Result)
+            .join(Result, col(Result.id) == Delivery.result_id)
+            .where(col(Delivery.state) == DeliveryState.PENDING)
+            .where(col(Delivery.next_attempt_at) <= now)
+            .order_by(col(Delivery.next_attempt_at), col(Delivery.id))
+            .limit(limit)
+        )
+        with self.session() as s:
+            return [(d, r) for d, r in s.execute(stmt)]
+
+    def delivery_succeeded(self, delivery_id: int, *, status: int) -> None:
+        self._update_delivery(
+            delivery_id,
+            state=DeliveryState.DELIVERED,
+            last_status=status,
+            last_error=None,
+            delivered_at=utcnow(),
+            attempts=Delivery.attempts + 1,
+        )
+
+    def delivery_failed(
+        self, delivery_id: int, *, status: int | None, error: str, retry_at: datetime | None
+    ) -> None:
+        """Record a failed attempt; `retry_at=None` gives up (state failed)."""
+        self._update_delivery(
+            delivery_id,
+            state=DeliveryState.PENDING if retry_at else DeliveryState.FAILED,
+            last_status=status,
+            last_error=error[:500],
+            next_attempt_at=retry_at or utcnow(),
+            attempts=Delivery.attempts + 1,
+        )
+
+    def retry_delivery(self, delivery_id: int) -> bool:
+        with self.session() as s:
+            n = s.execute(
+                update(Delivery)
+                .where(col(Delivery.id) == delivery_id, col(Delivery.state) == DeliveryState.FAILED)
+                .values(state=DeliveryState.PENDING, next_attempt_at=utcnow())
+            ).rowcount  # type: ignore[attr-defined]
+            s.commit()
+            return bool(n)
+
+    def _update_delivery(self, delivery_id: int, **values: Any) -> None:
+        with self.session() as s:
+            s.execute(update(Delivery).where(col(Delivery.id) == delivery_id).values(**values))
+            s.commit()
+
+    def deliveries_for(self, result_ids: Sequence[int]) -> list[Delivery]:
+        if not result_ids:
+            return []
+        with self.session() as s:
+            stmt = select(Delivery).where(col(Delivery.result_id).in_(result_ids))
+            return [d[0] for d in s.execute(stmt.order_by(col(Delivery.id)))]
+
+    # --- listing for the API ----------------------------------------------------------------
+
+    def list_jobs(
+        self,
+        *,
+        state: JobState | None = None,
+        study_instance_uid: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[Job]:
+        stmt = select(Job)
+        if state is not None:
+            stmt = stmt.where(Job.state == state)
+        if study_instance_uid is not None:
+            stmt = stmt.where(Job.study_instance_uid == study_instance_uid)
+        stmt = stmt.order_by(col(Job.id).desc()).limit(limit).offset(offset)
+        with self.session() as s:
+            return [j[0] for j in s.execute(stmt)]
+
+    def get_job(self, job_id: int) -> Job | None:
+        with self.session() as s:
+            return s.get(Job, job_id)
+
+    def jobs_for_study(self, study_instance_uid: str) -> list[Job]:
+        return self.list_jobs(study_instance_uid=study_instance_uid, limit=10_000)

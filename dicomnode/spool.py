@@ -1,0 +1,102 @@
+"""The on-disk spool: received instances and produced results, written durably.
+
+Paths come from a salted hash of the SOP Instance UID, never the UID itself, so a hostile UID
+(`../../x`) cannot name a path. Writes go to a temporary file in the same file system, are
+fsynced, renamed into place, and the directory is fsynced: after `write` returns, the bytes
+survive a crash.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+
+class SpoolFull(OSError):
+    """Free space is below the configured minimum; the caller answers 0xA700."""
+
+
+class Spool:
+    def __init__(self, root: Path, *, min_free_mb: int = 0) -> None:
+        self.root = Path(root)
+        self.min_free_bytes = min_free_mb * 1024 * 1024
+        self.tmp = self.root / "tmp"
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        self._clean_tmp()
+
+    def _clean_tmp(self) -> None:
+        """Partial writes left by a crash are never acknowledged: remove them."""
+        for leftover in self.tmp.iterdir():
+            with contextlib.suppress(OSError):
+                leftover.unlink()
+
+    def relative_path(self, key: str, *, kind: str, suffix: str = ".dcm") -> str:
+        digest = hashlib.sha256(f"{kind}\x1f{key}".encode()).hexdigest()
+        return f"{kind}/{digest[:2]}/{digest[2:4]}/{digest[:40]}{suffix}"
+
+    def path(self, relative: str) -> Path:
+        path = (self.root / relative).resolve()
+        if not path.is_relative_to(self.root.resolve()):
+            raise ValueError("path escapes the spool")
+        return path
+
+    def free_bytes(self) -> int:
+        return shutil.disk_usage(self.root).free
+
+    def check_space(self, incoming: int = 0) -> None:
+        if self.min_free_bytes and self.free_bytes() - incoming < self.min_free_bytes:
+            raise SpoolFull("free space below the configured minimum")
+
+    def write_bytes(self, relative: str, data: bytes | memoryview) -> Path:
+        return self.write_stream(relative, [data])
+
+    def write_stream(self, relative: str, chunks: Iterator[bytes] | list) -> Path:  # type: ignore[type-arg]
+        """Durably write `chunks` to `relative`; nothing is left behind on failure."""
+        target = self.path(relative)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = _mkstemp(self.tmp)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                for chunk in chunks:
+                    fh.write(chunk)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp_name, target)
+            _fsync_dir(target.parent)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp_name)
+            raise
+        return target
+
+    def open(self, relative: str) -> BinaryIO:
+        return self.path(relative).open("rb")
+
+    def exists(self, relative: str) -> bool:
+        return self.path(relative).is_file()
+
+    def delete(self, relative: str) -> bool:
+        try:
+            self.path(relative).unlink()
+            return True
+        except FileNotFoundError:
+            return False
+
+
+def _mkstemp(directory: Path) -> tuple[int, str]:
+    import tempfile
+
+    return tempfile.mkstemp(dir=directory, prefix="in-", suffix=".part")
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,256 @@
+"""Fracture classifier: loads a model package (or the untrained demo), predicts, explains.
+
+One forward pass per batch: `forward_features` gives the last feature map F (B, C, h, w),
+`forward_head` turns it into logits, and the heatmap is a class activation map from the same
+F. For a global-average-pool + linear head, logit_k = b_k + mean_hw(w_k · F), so with a
+two-class softmax the evidence for "fracture" at each cell is (w_fracture - w_normal) · F —
+the gradient of the logit difference, i.e. what Grad-CAM computes for this head. Architectures
+without such a head are refused rather than given a misleading heatmap.
+
+The probability is softmax(logits / card.temperature)[fracture]. Threads are the node's
+business (`torch.set_num_threads` is set by the composition root, not here).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import timm
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from timm.data import resolve_model_data_config
+
+from dicomnode import preprocess
+from dicomnode.card import ModelCard, ModelPackageError, read_package
+
+DEMO_NAME = "dicomnode fracture triage"
+
+
+class Outcome(StrEnum):
+    POSITIVE = "positive"
+    DOUBT = "doubt"
+    NEGATIVE = "negative"
+
+
+def outcome_for(probability: float, card: ModelCard) -> Outcome:
+    """Positive at or above the high-specificity threshold, negative below the
+    high-sensitivity one, doubt in between."""
+    if probability >= card.threshold_high:
+        return Outcome.POSITIVE
+    if probability < card.threshold_low:
+        return Outcome.NEGATIVE
+    return Outcome.DOUBT
+
+
+@dataclass(frozen=True)
+class Prediction:
+    #: Calibrated P(fracture) in [0, 1] (temperature from the card).
+    probability: float
+    outcome: Outcome
+    #: float32 in [0, 1], same aspect ratio and orientation as the input image (smaller:
+    #: long side at most `preprocess.HEATMAP_MAX_SIZE`); all zeros when nothing is evidence.
+    heatmap: np.ndarray
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.probability <= 1.0:
+            raise ValueError("probability must be in [0, 1]")
+        if self.heatmap.ndim != 2:
+            raise ValueError("heatmap must be 2-D")
+
+
+def create_model(
+    architecture: str, *, num_classes: int = 2, pretrained: bool = False
+) -> torch.nn.Module:
+    """A timm model with a `num_classes` head (no download unless `pretrained`)."""
+    return timm.create_model(architecture, pretrained=pretrained, num_classes=num_classes)
+
+
+def resolve_device(device: str) -> str:
+    """Resolve "auto" to "cuda" when available, else "cpu"; other values must be torch devices."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        torch.device(device)
+    except (RuntimeError, ValueError) as exc:
+        raise ValueError(f"unknown device {device!r}") from exc
+    return device
+
+
+def _check_cam_head(model: torch.nn.Module, card: ModelCard) -> torch.nn.Linear:
+    """The linear classifier of an average-pool + linear head, or ModelPackageError."""
+    get_classifier = getattr(model, "get_classifier", None)
+    head = get_classifier() if callable(get_classifier) else None
+    pool = getattr(model, "global_pool", None)
+    timm_api = all(
+        callable(getattr(model, name, None)) for name in ("forward_features", "forward_head")
+    )
+    if (
+        not timm_api
+        or not isinstance(head, torch.nn.Linear)
+        or getattr(pool, "pool_type", None) != "avg"
+    ):
+        raise ModelPackageError(
+            f"architecture {card.architecture} has no average-pool + linear head "
+            "(needed for the class activation map)"
+        )
+    if head.out_features != len(card.class_names):
+        raise ModelPackageError(
+            f"model has {head.out_features} outputs but the card names "
+            f"{len(card.class_names)} classes"
+        )
+    return head
+
+
+class Classifier:
+    """A model in eval mode on one device with its card; safe to call from several threads."""
+
+    card: ModelCard
+    device: str
+
+    def __init__(self, model: torch.nn.Module, card: ModelCard, *, device: str = "auto") -> None:
+        self.card = card
+        self.device = resolve_device(device)
+        head = _check_cam_head(model, card)
+        model.eval().requires_grad_(False)
+        self._model = model.to(self.device).to(memory_format=torch.channels_last)
+        timm_model: Any = self._model  # timm's forward_features/forward_head are not typed
+        self._features: Callable[[torch.Tensor], torch.Tensor] = timm_model.forward_features
+        self._head: Callable[[torch.Tensor], torch.Tensor] = timm_model.forward_head
+        weight = head.weight.detach().to(torch.float32)
+        fracture = card.fracture_index
+        others = [i for i in range(weight.shape[0]) if i != fracture]
+        # Evidence for fracture against the other class(es): w_f - w_n for two classes.
+        self._cam_weight = (weight[fracture] - weight[others].mean(dim=0)).to(self.device)
+
+    @property
+    def model(self) -> torch.nn.Module:
+        """The underlying network (eval mode), e.g. for export."""
+        return self._model
+
+    @classmethod
+    def from_package(cls, folder: str | Path, *, device: str = "auto") -> Classifier:
+        """Load a verified package (card ↔ weights SHA-256 via `read_package`), strictly."""
+        card, weights_path = read_package(folder)
+        try:
+            model = create_model(card.architecture, num_classes=len(card.class_names))
+        except RuntimeError as exc:  # timm: "Unknown model (...)"
+            raise ModelPackageError(f"unknown architecture {card.architecture!r}") from exc
+        try:
+            state = load_file(weights_path, device="cpu")
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise ModelPackageError(f"cannot read the weights: {exc}") from exc
+        missing, unexpected = _key_mismatch(model, state)
+        if missing or unexpected:
+            raise ModelPackageError(
+                f"weights do not fit architecture {card.architecture}: "
+                f"{len(missing)} missing keys (e.g. {', '.join(missing[:3]) or '-'}), "
+                f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3]) or '-'})"
+            )
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as exc:  # shapes differ
+            first = str(exc).splitlines()[1:2] or ["shape mismatch"]
+            raise ModelPackageError(
+                f"weights do not fit architecture {card.architecture}: {first[0].strip()}"
+            ) from exc
+        return cls(model, card, device=device)
+
+    @classmethod
+    def demo(
+        cls, *, architecture: str = "efficientnet_b4", device: str = "auto", seed: int = 0
+    ) -> Classifier:
+        """Deterministic random initialisation, labelled untrained (UNTRAINED DEMO).
+
+        Input size and normalisation come from timm's data config for the architecture at
+        its test size (efficientnet_b4: 384, the size timm evaluates it at).
+        """
+        with torch.random.fork_rng(devices=[]):  # seeded without touching the global RNG
+            torch.manual_seed(seed)
+            model = create_model(architecture, num_classes=2)
+        config = resolve_model_data_config(model, use_test_size=True)
+        mean, std = (tuple(float(v) for v in config[key]) for key in ("mean", "std"))
+        card = ModelCard(
+            name=DEMO_NAME,
+            version=f"demo-{architecture}-seed{seed}",
+            architecture=architecture,
+            input_size=int(config["input_size"][-1]),
+            mean=(mean[0], mean[1], mean[2]),
+            std=(std[0], std[1], std[2]),
+            trained=False,
+            training_data="none: randomly initialised weights",
+            limitations=("Untrained demonstration model: its outputs carry no information.",),
+        )
+        return cls(model, card, device=device)
+
+    def predict(self, image: np.ndarray) -> Prediction:
+        """Classify one image from `preprocess.to_grayscale` (float32 HxW in [0, 1])."""
+        return self.predict_batch([image])[0]
+
+    def predict_batch(self, images: Sequence[np.ndarray]) -> list[Prediction]:
+        """Classify several images in one forward pass (any sizes; each is letterboxed)."""
+        if not images:
+            return []
+        card = self.card
+        batch = np.stack(
+            [
+                preprocess.to_model_input(
+                    image, input_size=card.input_size, mean=card.mean, std=card.std
+                )
+                for image in images
+            ]
+        )
+        x = torch.from_numpy(batch).to(self.device).contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            features = self._features(x)
+            logits = self._head(features)
+            probabilities = torch.softmax(logits.float() / card.temperature, dim=1)
+            cam = torch.einsum("bchw,c->bhw", features.float(), self._cam_weight).relu()
+        fracture = probabilities[:, card.fracture_index].cpu().numpy()
+        cams = cam.cpu().numpy().astype(np.float32)
+        predictions = []
+        for image, p, grid in zip(images, fracture, cams, strict=True):
+            probability = float(np.clip(p, 0.0, 1.0))
+            predictions.append(
+                Prediction(
+                    probability=probability,
+                    outcome=outcome_for(probability, card),
+                    heatmap=_image_heatmap(grid, (int(image.shape[0]), int(image.shape[1]))),
+                )
+            )
+        return predictions
+
+
+def _image_heatmap(grid: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Non-negative CAM grid → image geometry, normalised to a peak of 1 over the image itself
+    (evidence in the letterbox bars is cropped away first), all zeros when there is none."""
+    heatmap = preprocess.heatmap_to_image(grid, shape)
+    peak = float(heatmap.max())
+    if peak <= 0.0 or not np.isfinite(peak):
+        return np.zeros_like(heatmap)
+    heatmap *= np.float32(1.0 / peak)
+    return np.clip(heatmap, 0.0, 1.0, out=heatmap)
+
+
+def _key_mismatch(
+    model: torch.nn.Module, state: dict[str, torch.Tensor]
+) -> tuple[list[str], list[str]]:
+    expected = set(model.state_dict())
+    return sorted(expected - set(state)), sorted(set(state) - expected)
+
+
+def load_classifier(
+    package: str | Path | None,
+    *,
+    device: str = "auto",
+    demo_architecture: str = "efficientnet_b4",
+) -> Classifier:
+    """The package's classifier, or the untrained demo when no package is configured."""
+    if package is None or str(package) == "":
+        return Classifier.demo(architecture=demo_architecture, device=device)
+    return Classifier.from_package(package, device=device)

@@ -103,9 +103,7 @@ def read_package(folder: str | Path) -> tuple[ModelCard, Path]:
     folder = Path(folder)
     card_path, weights_path = folder / CARD_FILE, folder / WEIGHTS_FILE
     if not card_path.is_file() or not weights_path.is_file():
-        raise ModelPackageError(
-            f"model package {folder} needs both {CARD_FILE} and {WEIGHTS_FILE}"
-        )
+        raise ModelPackageError(f"model package {folder} needs both {CARD_FILE} and {WEIGHTS_FILE}")
     try:
         card = ModelCard.from_json(json.loads(card_path.read_text("utf-8")))
     except json.JSONDecodeError as exc:

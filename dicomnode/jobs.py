@@ -59,17 +59,17 @@ class Jobs:
 
     def ping(self) -> None:
         with self.session() as s:
-            s.exec(select(1)).one()  # type: ignore[call-overload]
+            s.execute(select(1)).one()
 
     # --- receiving --------------------------------------------------------------------------
 
     def exists(self, sop_instance_uid: str) -> bool:
         with self.session() as s:
             stmt = select(Job.id).where(Job.sop_instance_uid == sop_instance_uid)
-            return s.exec(stmt).first() is not None  # type: ignore[call-overload]
+            return s.execute(stmt).first() is not None
 
     def enqueue(self, item: Received) -> tuple[int, bool]:
-        """Insert the job and update its study; return (job id, created). Duplicates: created=False."""
+        """Insert the job and update its study; return (job id, created); a duplicate: False."""
         now = utcnow()
         with self.session() as s:
             job = Job(
@@ -89,7 +89,7 @@ class Jobs:
                 s.flush()
             except IntegrityError:
                 s.rollback()
-                existing = s.exec(  # type: ignore[call-overload]
+                existing = s.execute(
                     select(Job.id).where(Job.sop_instance_uid == item.sop_instance_uid)
                 ).one()
                 return int(existing[0]), False
@@ -185,8 +185,7 @@ class Jobs:
                 update(Job)
                 .where(col(Job.id) == job_id)
                 .where(col(Job.state).in_([JobState.FAILED, JobState.PROCESSING]))
-                .values(state=JobState.QUEUED, reason=None, lease_owner=None,
-                        lease_expires_at=None)
+                .values(state=JobState.QUEUED, reason=None, lease_owner=None, lease_expires_at=None)
             ).rowcount  # type: ignore[attr-defined]
             s.commit()
             return bool(n)
@@ -244,7 +243,7 @@ class Jobs:
                 .where(Job.state == JobState.CLASSIFIED)
                 .order_by(col(Job.id))
             )
-            return list(s.exec(stmt).all())  # type: ignore[call-overload]
+            return list(s.scalars(stmt).all())
 
     def study(self, study_instance_uid: str) -> Study | None:
         with self.session() as s:
@@ -285,10 +284,9 @@ class Jobs:
     ) -> Result:
         """Record a result and queue it for every destination. Idempotent by SOP Instance UID."""
         with self.session() as s:
-            found = s.exec(  # type: ignore[call-overload]
-                select(Result).where(Result.sop_instance_uid == sop_instance_uid)
+            result = s.scalars(
+                select(Result).where(col(Result.sop_instance_uid) == sop_instance_uid)
             ).first()
-            result = found[0] if found is not None else None
             if result is None:
                 result = Result(
                     kind=kind,
@@ -313,7 +311,9 @@ class Jobs:
             s.commit()
             return result
 
-    def results_for_study(self, study_instance_uid: str, kind: ResultKind | None = None) -> list[Result]:
+    def results_for_study(
+        self, study_instance_uid: str, kind: ResultKind | None = None
+    ) -> list[Result]:
         with self.session() as s:
             stmt = select(Result).where(Result.study_instance_uid == study_instance_uid)
             if kind is not None:

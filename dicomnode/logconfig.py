@@ -107,6 +107,7 @@ def configure_logging(
     pynetdicom._config.LOG_RESPONSE_IDENTIFIERS = False
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    logging.getLogger("highdicom").setLevel(logging.WARNING)  # logs raw UIDs at INFO
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True

@@ -1,0 +1,119 @@
+"""The persistent outbox: deliver results to every destination, retrying with backoff.
+
+Each result is a file under the data dir and one Delivery row per destination. A failed
+attempt schedules the next one (exponential backoff, capped); results survive restarts because
+the rows and files do. The same SOP Instance UIDs are sent on every retry, so a peer never gets
+duplicates.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import timedelta
+from pathlib import Path
+
+import structlog
+
+from dicomnode.config import Settings
+from dicomnode.jobs import Jobs
+from dicomnode.metrics import Metrics
+from dicomnode.scu import AssociationFailed, send_files
+from dicomnode.spool import Spool
+from dicomnode.tables import Delivery, Result, utcnow
+
+log = structlog.stdlib.get_logger("dicomnode.outbox")
+
+
+def backoff_seconds(attempts: int, *, initial: float, maximum: float) -> float:
+    """Delay before attempt `attempts + 1`: initial, 2×, 4×, … capped at `maximum`."""
+    return float(min(maximum, initial * 2 ** max(0, attempts - 1)))
+
+
+def deliver_due(*, jobs: Jobs, spool: Spool, settings: Settings, metrics: Metrics) -> int:
+    """One pass over due deliveries; returns how many were delivered."""
+    by_destination: dict[str, list[tuple[Delivery, Result]]] = defaultdict(list)
+    for delivery, result in jobs.due_deliveries():
+        by_destination[delivery.destination].append((delivery, result))
+    destinations = {d.name: d for d in settings.destinations}
+    delivered = 0
+    for name, items in by_destination.items():
+        destination = destinations.get(name)
+        if destination is None:
+            for delivery, _ in items:
+                _failed(jobs, delivery, settings, None, "destination no longer configured",
+                        give_up=True, metrics=metrics)  # fmt: skip
+            continue
+        paths = {spool.path(result.path): (delivery, result) for delivery, result in items}
+        missing = [p for p in paths if not p.is_file()]
+        for path in missing:
+            delivery, _ = paths.pop(path)
+            _failed(jobs, delivery, settings, None, "result file missing", give_up=True,
+                    metrics=metrics)  # fmt: skip
+        if not paths:
+            continue
+        bound = log.bind(destination=name, count=len(paths))
+        try:
+            outcomes = send_files(
+                list(paths), destination=destination, calling_ae_title=settings.node.ae_title
+            )
+        except AssociationFailed as exc:
+            bound.warning("delivery attempt failed", reason=str(exc))
+            for delivery, _ in paths.values():
+                _failed(jobs, delivery, settings, None, str(exc), metrics=metrics)
+            continue
+        for outcome in outcomes:
+            delivery, result = paths[outcome.path]
+            if outcome.ok:
+                assert delivery.id is not None
+                jobs.delivery_succeeded(delivery.id, status=outcome.status or 0)
+                metrics.delivered.inc()
+                delivered += 1
+                if result.job_id is not None:
+                    _observe_end_to_end(jobs, result.job_id, metrics)
+            else:
+                error = outcome.error or f"peer answered 0x{outcome.status:04X}"
+                _failed(jobs, delivery, settings, outcome.status, error, metrics=metrics)
+        bound.info("delivery attempt finished", delivered=sum(o.ok for o in outcomes))
+    return delivered
+
+
+def _failed(
+    jobs: Jobs,
+    delivery: Delivery,
+    settings: Settings,
+    status: int | None,
+    error: str,
+    *,
+    metrics: Metrics,
+    give_up: bool = False,
+) -> None:
+    attempts = delivery.attempts + 1
+    limit = settings.delivery.max_attempts
+    retry_at = None
+    if not give_up and (limit == 0 or attempts < limit):
+        delay = backoff_seconds(
+            attempts,
+            initial=settings.delivery.backoff_initial_seconds,
+            maximum=settings.delivery.backoff_max_seconds,
+        )
+        retry_at = utcnow() + timedelta(seconds=delay)
+        metrics.delivery_retries.inc()
+    assert delivery.id is not None
+    jobs.delivery_failed(delivery.id, status=status, error=error, retry_at=retry_at)
+
+
+def _observe_end_to_end(jobs: Jobs, job_id: int, metrics: Metrics) -> None:
+    job = jobs.get_job(job_id)
+    if job is not None:
+        received = job.received_at
+        metrics.end_to_end_seconds.observe((utcnow() - _aware(received)).total_seconds())
+
+
+def _aware(value):  # type: ignore[no-untyped-def]
+    from datetime import UTC
+
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def result_path(spool: Spool, result: Result) -> Path:
+    return spool.path(result.path)

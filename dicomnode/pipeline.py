@@ -1,0 +1,267 @@
+"""Orchestration of one job and of one study report, with every dependency passed in.
+
+job:    spool file → eligible? → preprocess → classify (+ heatmap) → SC → outbox → record
+study:  quiet for study_stable_seconds → SR over all classified images (new version when late
+        images arrive, naming the previous one) → outbox → record
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from io import BytesIO
+
+import structlog
+from pydicom import Dataset, dcmread
+from pydicom.errors import InvalidDicomError
+
+from dicomnode import preprocess
+from dicomnode.classifier import Classifier, Outcome, Prediction, outcome_for
+from dicomnode.config import Settings
+from dicomnode.jobs import Jobs
+from dicomnode.metrics import Metrics
+from dicomnode.sc import build_sc
+from dicomnode.spool import Spool
+from dicomnode.sr import build_sr
+from dicomnode.tables import Job, JobState, ResultKind
+from dicomnode.uids import derive_uid, hash_uid
+
+log = structlog.stdlib.get_logger("dicomnode.pipeline")
+
+_READ_ERRORS = (InvalidDicomError, ValueError, KeyError, TypeError, EOFError, OSError,
+                AttributeError, IndexError, OverflowError, NotImplementedError)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class OutputUIDs:
+    """Every UID the node writes is derived, so repeating a job repeats its objects exactly."""
+
+    root: str
+    model_version: str
+
+    def sc_series(self, study_uid: str) -> str:
+        return derive_uid(self.root, study_uid, self.model_version, "sc-series")
+
+    def sc_instance(self, source_sop_uid: str) -> str:
+        return derive_uid(self.root, source_sop_uid, self.model_version, "sc")
+
+    def sr_series(self, study_uid: str) -> str:
+        return derive_uid(self.root, study_uid, self.model_version, "sr-series")
+
+    def sr_instance(self, study_uid: str, version: int) -> str:
+        return derive_uid(self.root, study_uid, self.model_version, "sr", str(version))
+
+
+class Pipeline:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        jobs: Jobs,
+        spool: Spool,
+        classifier: Classifier,
+        metrics: Metrics,
+    ) -> None:
+        self.settings = settings
+        self.jobs = jobs
+        self.spool = spool
+        self.classifier = classifier
+        self.metrics = metrics
+        self.uids = OutputUIDs(settings.node.uid_root, classifier.card.version)
+        self.salt = settings.node.log_salt
+        self.destinations = [d.name for d in settings.destinations]
+
+    # --- one image ----------------------------------------------------------------------------
+
+    def process(self, job: Job) -> JobState:
+        """Run one claimed job to a terminal state and record it. Never raises for bad input."""
+        assert job.id is not None
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(
+            job_id=job.id, study=hash_uid(job.study_instance_uid, self.salt)
+        )
+        try:
+            ds = dcmread(self.spool.path(job.spool_path))
+        except FileNotFoundError:
+            return self._finish(job, JobState.FAILED, "spooled file is missing")
+        except _READ_ERRORS as exc:
+            return self._finish(job, JobState.FAILED, f"cannot read dataset ({type(exc).__name__})")
+        reason = preprocess.eligibility(ds, uid_root=self.settings.node.uid_root)
+        if reason is not None:
+            self.metrics.skipped.inc()
+            return self._finish(job, JobState.SKIPPED, reason)
+        started = time.perf_counter()
+        try:
+            image = preprocess.to_grayscale(ds)
+        except preprocess.NotClassifiable as exc:
+            return self._finish(job, JobState.FAILED, exc.reason)
+        except _READ_ERRORS as exc:
+            return self._finish(
+                job, JobState.FAILED, f"pixel data cannot be decoded ({type(exc).__name__})"
+            )
+        decoded = time.perf_counter()
+        prediction = self.classifier.predict(image)
+        inferred = time.perf_counter()
+        self.metrics.inference_seconds.observe(inferred - decoded)
+        self._write_header(ds)
+        sc = build_sc(
+            source=ds,
+            image=image,
+            prediction=prediction,
+            card=self.classifier.card,
+            sop_instance_uid=self.uids.sc_instance(job.sop_instance_uid),
+            series_instance_uid=self.uids.sc_series(job.study_instance_uid),
+            instance_number=_instance_number(ds),
+        )
+        self._store_result(sc, kind=ResultKind.SC, job_id=job.id, version=1)
+        self.metrics.classified.inc()
+        return self._finish(
+            job,
+            JobState.CLASSIFIED,
+            None,
+            prediction=prediction,
+            preprocess_ms=(decoded - started) * 1000,
+            inference_ms=(inferred - decoded) * 1000,
+        )
+
+    def _finish(
+        self,
+        job: Job,
+        state: JobState,
+        reason: str | None,
+        *,
+        prediction: Prediction | None = None,
+        preprocess_ms: float | None = None,
+        inference_ms: float | None = None,
+    ) -> JobState:
+        assert job.id is not None
+        self.jobs.finish(
+            job.id,
+            state=state,
+            reason=reason,
+            probability=prediction.probability if prediction else None,
+            outcome=str(prediction.outcome) if prediction else None,
+            model_version=self.classifier.card.version if prediction else None,
+            preprocess_ms=preprocess_ms,
+            inference_ms=inference_ms,
+        )
+        if state == JobState.FAILED:
+            self.metrics.failed.inc()
+        log.info(
+            "job finished",
+            state=str(state),
+            reason=reason,
+            outcome=str(prediction.outcome) if prediction else None,
+            probability=round(prediction.probability, 4) if prediction else None,
+            model=self.classifier.card.display_name,
+            preprocess_ms=round(preprocess_ms, 1) if preprocess_ms else None,
+            inference_ms=round(inference_ms, 1) if inference_ms else None,
+        )
+        return state
+
+    # --- one study ----------------------------------------------------------------------------
+
+    def report_study(self, study_instance_uid: str) -> int | None:
+        """Build and queue the next SR version for a stable study; returns the version made."""
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(study=hash_uid(study_instance_uid, self.salt))
+        study = self.jobs.study(study_instance_uid)
+        classified = self.jobs.classified_jobs(study_instance_uid)
+        if study is None or not classified:
+            return None
+        sources, predictions = [], []
+        for job in classified:
+            header = self._read_header(job.sop_instance_uid)
+            if header is None or job.probability is None:
+                log.warning("image left out of the report: header missing", job_id=job.id)
+                continue
+            sources.append(header)
+            predictions.append(self._recorded_prediction(job.probability))
+        if not sources:
+            return None
+        version = study.report_version + 1
+        previous = self._previous_report(study_instance_uid, study.report_version)
+        sr = build_sr(
+            sources=sources,
+            predictions=predictions,
+            card=self.classifier.card,
+            sop_instance_uid=self.uids.sr_instance(study_instance_uid, version),
+            series_instance_uid=self.uids.sr_series(study_instance_uid),
+            instance_number=version,
+            previous_versions=[previous] if previous is not None else [],
+            uid_root=self.settings.node.uid_root,
+        )
+        self._store_result(sr, kind=ResultKind.SR, job_id=None, version=version)
+        top = max(p.probability for p in predictions)
+        outcome = outcome_for(top, self.classifier.card)
+        self.jobs.record_report(
+            study_instance_uid=study_instance_uid,
+            version=version,
+            job_count=len(classified),
+            outcome=str(outcome),
+            max_probability=top,
+        )
+        log.info("study reported", version=version, images=len(sources), outcome=str(outcome),
+                 probability=round(top, 4))  # fmt: skip
+        return version
+
+    def _recorded_prediction(self, probability: float) -> Prediction:
+        import numpy as np
+
+        outcome: Outcome = outcome_for(probability, self.classifier.card)
+        return Prediction(probability=probability, outcome=outcome,
+                          heatmap=np.zeros((1, 1), dtype=np.float32))  # fmt: skip
+
+    def _previous_report(self, study_instance_uid: str, version: int) -> Dataset | None:
+        if version < 1:
+            return None
+        uid = self.uids.sr_instance(study_instance_uid, version)
+        path = self.spool.path(self.spool.relative_path(uid, kind="out"))
+        try:
+            return dcmread(path, stop_before_pixels=True)
+        except (FileNotFoundError, *_READ_ERRORS):
+            return None
+
+    # --- files --------------------------------------------------------------------------------
+
+    def _store_result(self, ds: Dataset, *, kind: ResultKind, job_id: int | None,
+                      version: int) -> None:  # fmt: skip
+        uid = str(ds.SOPInstanceUID)
+        relative = self.spool.relative_path(uid, kind="out")
+        buffer = BytesIO()
+        ds.save_as(buffer, enforce_file_format=True)
+        self.spool.write_bytes(relative, buffer.getbuffer())
+        self.jobs.add_result(
+            kind=kind,
+            sop_instance_uid=uid,
+            study_instance_uid=str(ds.StudyInstanceUID),
+            path=relative,
+            destinations=self.destinations,
+            job_id=job_id,
+            version=version,
+        )
+
+    def _write_header(self, ds: Dataset) -> None:
+        """Keep the source's header (no pixels): the SR needs it after the image is deleted."""
+        header = Dataset()
+        header.update({e.tag: e for e in ds if e.tag < 0x7FE00010})
+        header.file_meta = ds.file_meta
+        buffer = BytesIO()
+        header.save_as(buffer, enforce_file_format=False)
+        relative = self.spool.relative_path(str(ds.SOPInstanceUID), kind="hdr")
+        self.spool.write_bytes(relative, buffer.getbuffer())
+
+    def _read_header(self, sop_instance_uid: str) -> Dataset | None:
+        relative = self.spool.relative_path(sop_instance_uid, kind="hdr")
+        try:
+            return dcmread(self.spool.path(relative), force=True)
+        except (FileNotFoundError, *_READ_ERRORS):
+            return None
+
+
+def _instance_number(ds: Dataset) -> int:
+    try:
+        value = int(ds.get("InstanceNumber") or 1)
+    except (TypeError, ValueError):
+        return 1
+    return value if 0 < value < 2**31 else 1

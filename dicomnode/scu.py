@@ -1,0 +1,115 @@
+"""Sending DICOM objects: one association per send, every status checked, always released."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydicom import dcmread
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pynetdicom import AE, evt
+from pynetdicom.sop_class import Verification
+
+from dicomnode.config import Destination
+
+
+class AssociationFailed(ConnectionError):
+    """The peer could not be reached, rejected the association or aborted it."""
+
+
+@dataclass(frozen=True)
+class SendOutcome:
+    path: Path
+    status: int | None  # None: no response (association lost)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        # 0xB000, 0xB007, 0xB006 are warnings: the peer stored the object.
+        return self.status is not None and (self.status == 0 or self.status >> 12 == 0xB)
+
+
+def _nodelay(event: Any) -> None:
+    with contextlib.suppress(AttributeError, OSError):
+        event.assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def _ae(calling_ae_title: str, timeout: float) -> AE:
+    ae = AE(ae_title=calling_ae_title)
+    ae.acse_timeout = timeout
+    ae.dimse_timeout = timeout
+    ae.network_timeout = timeout
+    return ae
+
+
+def send_files(
+    paths: Sequence[Path],
+    *,
+    destination: Destination,
+    calling_ae_title: str,
+    timeout: float = 30.0,
+) -> list[SendOutcome]:
+    """C-STORE `paths` over one association. Raises AssociationFailed if none could be made."""
+    datasets = [(p, dcmread(p)) for p in paths]
+    ae = _ae(calling_ae_title, timeout)
+    for sop_class in sorted({str(ds.SOPClassUID) for _, ds in datasets}):
+        ae.add_requested_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+    assoc = ae.associate(
+        destination.host,
+        destination.port,
+        ae_title=destination.ae_title,
+        evt_handlers=[(evt.EVT_CONN_OPEN, _nodelay)],
+    )
+    if not assoc.is_established:
+        raise AssociationFailed(_why_not(assoc))
+    outcomes: list[SendOutcome] = []
+    try:
+        for path, ds in datasets:
+            if not assoc.is_established:
+                outcomes.append(SendOutcome(path, None, "association lost"))
+                continue
+            try:
+                status = assoc.send_c_store(ds)
+            except (ValueError, RuntimeError) as exc:
+                outcomes.append(SendOutcome(path, None, f"not sent: {exc}"))
+                continue
+            code = int(status.Status) if status and "Status" in status else None
+            outcomes.append(
+                SendOutcome(path, code, None if code is not None else "no response from peer")
+            )
+    finally:
+        if assoc.is_established:
+            assoc.release()
+        else:
+            assoc.abort()
+    return outcomes
+
+
+def _why_not(assoc: Any) -> str:
+    if assoc.is_rejected:
+        return "association rejected by the peer"
+    if assoc.is_aborted:
+        return "association aborted"
+    return "peer unreachable or did not answer"
+
+
+def echo(*, host: str, port: int, called_ae_title: str, calling_ae_title: str,
+         timeout: float = 10.0) -> int:  # fmt: skip
+    """C-ECHO; returns the status (0 = success). Raises AssociationFailed."""
+    ae = _ae(calling_ae_title, timeout)
+    ae.add_requested_context(Verification)
+    assoc = ae.associate(host, port, ae_title=called_ae_title)
+    if not assoc.is_established:
+        raise AssociationFailed(_why_not(assoc))
+    try:
+        status = assoc.send_c_echo()
+        if not status or "Status" not in status:
+            raise AssociationFailed("no response to C-ECHO")
+        return int(status.Status)
+    finally:
+        if assoc.is_established:
+            assoc.release()

@@ -1,0 +1,83 @@
+"""Background loops: the job worker (classify, then report stable studies) and the outbox.
+
+They run in threads started by the composition root (`node.py`); each loop wakes on an event
+(a new job was committed) or on a short poll, and stops when asked.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import structlog
+from sqlalchemy.exc import SQLAlchemyError
+
+from dicomnode.jobs import Jobs
+from dicomnode.pipeline import Pipeline
+
+log = structlog.stdlib.get_logger("dicomnode.worker")
+
+
+class Loop(threading.Thread):
+    """Run `step` repeatedly; sleep `idle` seconds (or until woken) when it did nothing."""
+
+    def __init__(self, name: str, step: Callable[[], bool], *, idle: float) -> None:
+        super().__init__(name=name, daemon=True)
+        self.step = step
+        self.idle = idle
+        self.wake = threading.Event()
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                busy = self.step()
+            except SQLAlchemyError as exc:
+                log.error("database error in loop; will retry", loop=self.name,
+                          error=type(exc).__name__)  # fmt: skip
+                busy = False
+            except Exception:
+                # A bug must not kill the loop (and with it the node): log it and go on.
+                log.exception("unexpected error in loop; will retry", loop=self.name)
+                busy = False
+            if not busy:
+                self.wake.wait(self.idle)
+                self.wake.clear()
+
+    def stop(self, timeout: float | None = None) -> None:
+        self.stopping.set()
+        self.wake.set()
+        self.join(timeout)
+
+
+class JobWorker:
+    """Claim → process one job at a time; between jobs, build reports for stable studies."""
+
+    def __init__(self, *, jobs: Jobs, pipeline: Pipeline, owner: str, stable_seconds: float,
+                 lease_seconds: float = 600.0) -> None:  # fmt: skip
+        self.jobs = jobs
+        self.pipeline = pipeline
+        self.owner = owner
+        self.stable_seconds = stable_seconds
+        self.lease_seconds = lease_seconds
+
+    def step(self) -> bool:
+        job = self.jobs.claim(owner=self.owner, lease_seconds=self.lease_seconds)
+        if job is not None:
+            try:
+                self.pipeline.process(job)
+            except Exception as exc:
+                # Unexpected (a bug, not bad input): record it on the job so it is visible and
+                # retryable from the API, instead of leaving it stuck in `processing`.
+                log.exception("job crashed", job_id=job.id)
+                assert job.id is not None
+                from dicomnode.tables import JobState
+
+                self.jobs.finish(job.id, state=JobState.FAILED,
+                                 reason=f"internal error ({type(exc).__name__})")  # fmt: skip
+            return True
+        reported = False
+        for study_uid in self.jobs.studies_to_report(stable_seconds=self.stable_seconds):
+            self.pipeline.report_study(study_uid)
+            reported = True
+        return reported

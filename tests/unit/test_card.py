@@ -14,8 +14,12 @@ from dicomnode.card import (
 
 def _card(**kw):
     values = dict(
-        name="t", version="1", architecture="a", input_size=64,
-        mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25),
+        name="t",
+        version="1",
+        architecture="a",
+        input_size=64,
+        mean=(0.5, 0.5, 0.5),
+        std=(0.25, 0.25, 0.25),
     )
     values.update(kw)
     return ModelCard(**values)

@@ -29,9 +29,9 @@ def test_every_setting_appears_in_the_shipped_config_with_a_comment():
             i = hits[0]
             while i > 0 and lines[i - 1].strip() and not lines[i - 1].lstrip().startswith("#"):
                 i -= 1
-            assert i == 0 or lines[i - 1].lstrip().startswith("#") or lines[i].lstrip().startswith("#"), (
-                f"{section}.{key} has no comment"
-            )
+            assert (
+                i == 0 or lines[i - 1].lstrip().startswith("#") or lines[i].lstrip().startswith("#")
+            ), f"{section}.{key} has no comment"
 
 
 def test_environment_overrides_each_key(tmp_path):

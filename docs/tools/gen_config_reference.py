@@ -88,6 +88,31 @@ NOTES: dict[str, str] = {
     "model.threads": "CPU threads for inference (`torch.set_num_threads`); 0: PyTorch's default.",
     "database.url": "SQLAlchemy URL. Empty: SQLite at `data_dir/dicomnode.db` (WAL, "
     "`synchronous=FULL`).",
+    # Keys of branches not yet merged, written from their committed code; a note for a key
+    # that does not exist is never printed. Verify after merge: issues 3, 8, 9.
+    "node.node_id": "This node's id in a shared database (owner of its leases); unique per "
+    "node, stable across restarts. Empty: `<ae_title>@<hostname>:<port>`.",
+    "node.spool_dir": "Spool directory; default `data_dir/spool`. Nodes sharing one database "
+    "must share it too.",
+    "database.lease_seconds": "Lease on a job, report or delivery a node works on; renewed "
+    "while the node lives, returned to the queue when it expires.",
+    "database.auto_upgrade": "Apply schema migrations at start (under a lock). false: refuse "
+    "to start when the schema needs an upgrade.",
+    "model.runtime": "`auto` (ONNX Runtime on CPU, PyTorch on CUDA), `torch`, `onnxruntime` "
+    "or `openvino`; a non-PyTorch runtime is checked against PyTorch at start.",
+    "model.max_batch": "Images classified in one forward pass when that many are queued.",
+    "orthanc.url": "Orthanc REST API (e.g. `http://127.0.0.1:8042`). Empty: no Orthanc "
+    "integration.",
+    "orthanc.username": "Orthanc REST user; empty: no authentication.",
+    "orthanc.password": "Password of `orthanc.username`.",
+    "orthanc.destination": "The `[[destinations]]` name that is this Orthanc: once a study's "
+    "SR is delivered there, its outcome is recorded on the study.",
+    "orthanc.record_outcome": "Record the outcome on the study in Orthanc (metadata "
+    "`AIOutcome`, `AIProbability`, `AIModel`; labels from Orthanc 1.12).",
+    "orthanc.pull": "Accept `POST /api/orthanc/studies/{id}` (router plugin in pull mode) and "
+    "fetch the study's instances over REST.",
+    "orthanc.modalities": "Series modalities fetched when a pull request names no instances.",
+    "orthanc.timeout": "Seconds to wait for Orthanc's REST API.",
 }
 
 

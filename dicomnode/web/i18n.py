@@ -6,6 +6,8 @@ cookie, the browser's Accept-Language (highest q first), English.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 LANG_COOKIE = "dicomnode_lang"
 DEFAULT_LANGUAGE = "en"
 
@@ -19,7 +21,7 @@ MESSAGES: dict[str, dict[str, str]] = {
             "package before clinical use."
         ),
         "model": "Model",
-        "studies_total": "studies",
+        "studies_total": "Studies",
         "filters": "Filters",
         "outcome": "Outcome",
         "state": "State",
@@ -75,7 +77,7 @@ MESSAGES: dict[str, dict[str, str]] = {
             "пакет моделі перед клінічним використанням."
         ),
         "model": "Модель",
-        "studies_total": "досліджень",
+        "studies_total": "Досліджень",
         "filters": "Фільтри",
         "outcome": "Результат",
         "state": "Стан",
@@ -152,7 +154,7 @@ def choose_language(*, query: str | None, cookie: str | None, accept_language: s
     return DEFAULT_LANGUAGE
 
 
-def translator(language: str):  # type: ignore[no-untyped-def]
+def translator(language: str) -> Callable[[str], str]:
     """`t(key)`: the message in `language`, falling back to English, then to the key."""
     catalog = MESSAGES.get(language, MESSAGES[DEFAULT_LANGUAGE])
     fallback = MESSAGES[DEFAULT_LANGUAGE]

@@ -6,6 +6,7 @@ rows every few seconds. Filters are ordinary query parameters, so a filtered vie
 
 from __future__ import annotations
 
+import functools
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -42,6 +43,7 @@ STATIC_DIR = HERE / "static"
 TEMPLATES = Jinja2Templates(directory=str(HERE / "templates"))
 REFRESH_SECONDS = 10
 THUMBNAIL_SIZE = 256
+THUMBNAIL_CACHE = 512  # PNGs of ~20-40 kB each
 HTTP_422 = 422  # starlette renamed the constant (…_ENTITY → …_CONTENT); the code is what counts
 
 
@@ -95,6 +97,12 @@ def add_api_routes(app: FastAPI, ctx: ApiContext, auth: TokenAuth) -> None:
     """`/api/worklist` and SC thumbnails, on `app` itself (so `app.routes` lists them)."""
     deps = [Depends(auth)]
 
+    @functools.lru_cache(maxsize=THUMBNAIL_CACHE)
+    def render(path: str) -> bytes:
+        # A result file never changes under its UID-derived path: rendering once is enough
+        # (each page refresh would otherwise decode every SC again on a busy 2-core node).
+        return render_png(dcmread(path), max_size=THUMBNAIL_SIZE)
+
     @app.get("/api/worklist", dependencies=deps)
     def worklist(
         outcome: Annotated[list[StudyOutcome] | None, Query()] = None,
@@ -134,8 +142,11 @@ def add_api_routes(app: FastAPI, ctx: ApiContext, auth: TokenAuth) -> None:
         relative = sc_result_path(ctx.jobs.engine, sop_instance_uid)
         if relative is None or ctx.spool is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, "no such secondary capture")
+        path = ctx.spool.path(relative)
         try:
-            png = render_png(dcmread(ctx.spool.path(relative)), max_size=THUMBNAIL_SIZE)
+            if not path.is_file():  # deleted by retention: the cached picture is gone too
+                raise FileNotFoundError(relative)
+            png = render(str(path))
         except FileNotFoundError:
             raise HTTPException(
                 status.HTTP_404_NOT_FOUND, "secondary capture no longer stored"

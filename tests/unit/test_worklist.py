@@ -289,6 +289,8 @@ def test_unknown_things_give_404_and_retry_only_failed_jobs(filled, tmp_path):
         response = client.get(path, headers=AUTH)
         assert response.status_code == 404 and response.json()["detail"], path
     assert client.post("/api/jobs/99999/retry", headers=AUTH).status_code == 404
+    gone = client.get("/api/results/9.1.1.99/thumbnail.png", headers=AUTH)  # file deleted
+    assert gone.status_code == 404 and gone.json()["detail"] == "secondary capture no longer stored"
     failed = client.get("/api/jobs?state=failed", headers=AUTH).json()["jobs"]
     assert [j["study_instance_uid"] for j in failed] == ["9.5"]
     classified = client.get("/api/jobs?state=classified&study_instance_uid=9.2",

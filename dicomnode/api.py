@@ -6,13 +6,13 @@ returned behind the token and only when `api.show_patient_identifiers` is true.
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response, status
-from fastapi.responses import JSONResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
 from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -20,8 +20,11 @@ from dicomnode.card import ModelCard
 from dicomnode.config import Settings
 from dicomnode.jobs import Jobs
 from dicomnode.metrics import Metrics
-from dicomnode.tables import Job, JobState, Study
+from dicomnode.spool import Spool
+from dicomnode.tables import Job, JobState, ResultKind, Study
 from dicomnode.uids import hash_uid
+from dicomnode.web import routes as web
+from dicomnode.web.auth import TokenAuth
 
 
 @dataclass
@@ -31,24 +34,15 @@ class ApiContext:
     metrics: Metrics
     card: Callable[[], ModelCard | None]
     readiness: Callable[[], dict[str, bool]]
+    #: Where result files are (SC thumbnails); None: thumbnails answer 404.
+    spool: Spool | None = None
 
 
 def create_app(ctx: ApiContext) -> FastAPI:
-    app = FastAPI(title="dicomnode", version="0.1.0", docs_url="/docs", redoc_url=None)
-    token = ctx.settings.api.token
-
-    def require_token(request: Request) -> None:
-        if not token:
-            return
-        header = request.headers.get("authorization", "")
-        scheme, _, given = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip(), token):
-            raise HTTPException(
-                status_code=status.HTTP_401_UNAUTHORIZED,
-                detail="missing or wrong bearer token",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-
+    # The schema and docs are behind the token too, so they are served by routes below.
+    app = FastAPI(title="dicomnode", version="0.1.0", docs_url=None, redoc_url=None,
+                  openapi_url=None)  # fmt: skip
+    require_token = TokenAuth(ctx.settings.api.token)
     auth = [Depends(require_token)]
 
     @app.get("/healthz")
@@ -79,10 +73,13 @@ def create_app(ctx: ApiContext) -> FastAPI:
     @app.get("/api/jobs", dependencies=auth)
     def list_jobs(
         state: JobState | None = None,
+        study_instance_uid: str | None = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
         offset: Annotated[int, Query(ge=0)] = 0,
     ) -> dict[str, Any]:
-        rows = ctx.jobs.list_jobs(state=state, limit=limit, offset=offset)
+        rows = ctx.jobs.list_jobs(
+            state=state, study_instance_uid=study_instance_uid, limit=limit, offset=offset
+        )
         return {"jobs": [job_json(j) for j in rows], "limit": limit, "offset": offset}
 
     @app.get("/api/jobs/{job_id}", dependencies=auth)
@@ -108,6 +105,20 @@ def create_app(ctx: ApiContext) -> FastAPI:
             raise HTTPException(status.HTTP_404_NOT_FOUND, "no such study")
         return study_json(ctx, study)
 
+    # --- OpenAPI schema and docs (behind the token) ---------------------------------------
+
+    @app.get("/openapi.json", dependencies=auth, include_in_schema=False)
+    def openapi() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", dependencies=auth, include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="dicomnode API")
+
+    # --- worklist API and page (dicomnode/web) --------------------------------------------
+
+    web.add_api_routes(app, ctx, require_token)
+    web.add_page_routes(app, ctx, TokenAuth(ctx.settings.api.token, cookie_for_any_method=True))
     return app
 
 
@@ -174,6 +185,9 @@ def study_json(ctx: ApiContext, study: Study) -> dict[str, Any]:
                 "sop_instance_uid": r.sop_instance_uid,
                 "version": r.version,
                 "job_id": r.job_id,
+                "thumbnail": web.thumbnail_url(r.sop_instance_uid)
+                if r.kind == ResultKind.SC
+                else None,
                 "deliveries": by_result.get(r.id or 0, []),
             }
             for r in results

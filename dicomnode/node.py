@@ -117,7 +117,7 @@ class Node:
             return
         ctx = ApiContext(settings=s, jobs=self.jobs, metrics=self.metrics,
                          card=lambda: self.classifier.card if self.classifier else None,
-                         readiness=self.readiness)  # fmt: skip
+                         readiness=self.readiness, spool=self.spool)  # fmt: skip
         config = uvicorn.Config(create_app(ctx), host=s.api.host, port=s.api.port,
                                 log_config=None, access_log=False, lifespan="off")  # fmt: skip
         self.api_server = uvicorn.Server(config)

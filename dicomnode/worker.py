@@ -75,6 +75,7 @@ class JobWorker:
 
                 self.jobs.finish(job.id, state=JobState.FAILED,
                                  reason=f"internal error ({type(exc).__name__})")  # fmt: skip
+                self.pipeline.metrics.failed.inc()
             return True
         reported = False
         for study_uid in self.jobs.studies_to_report(stable_seconds=self.stable_seconds):

@@ -1,0 +1,1 @@
+"""The worklist web page, its login, and the worklist/thumbnail API routes."""

@@ -1,0 +1,319 @@
+"""Routes of the worklist: `/api/worklist`, SC thumbnails, the page at `/` and its login.
+
+The page is rendered on the server (Jinja2); a little plain JavaScript re-fetches the table
+rows every few seconds. Filters are ordinary query parameters, so a filtered view is a link.
+"""
+
+from __future__ import annotations
+
+import functools
+from datetime import date
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+from urllib.parse import urlencode
+
+from fastapi import Depends, FastAPI, Form, HTTPException, Query, Request, status
+from fastapi.responses import FileResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+from pydicom import dcmread
+from pydicom.errors import InvalidDicomError
+
+from dicomnode.sc import render_png
+from dicomnode.web.auth import SESSION_COOKIE, TokenAuth
+from dicomnode.web.i18n import LANG_COOKIE, LANGUAGES, MESSAGES, choose_language, translator
+from dicomnode.worklist import (
+    MAX_LIMIT,
+    FilterError,
+    StudyOutcome,
+    StudyState,
+    WorklistFilters,
+    WorklistPage,
+    WorklistRow,
+    format_date,
+    format_time,
+    query_worklist,
+    sc_result_path,
+)
+
+if TYPE_CHECKING:
+    from dicomnode.api import ApiContext
+
+HERE = Path(__file__).parent
+STATIC_DIR = HERE / "static"
+TEMPLATES = Jinja2Templates(directory=str(HERE / "templates"))
+REFRESH_SECONDS = 10
+THUMBNAIL_SIZE = 256
+THUMBNAIL_CACHE = 512  # PNGs of ~20-40 kB each
+HTTP_422 = 422  # starlette renamed the constant (…_ENTITY → …_CONTENT); the code is what counts
+
+
+def thumbnail_url(sop_instance_uid: str) -> str:
+    return f"/api/results/{sop_instance_uid}/thumbnail.png"
+
+
+def viewer_link(template: str, study_instance_uid: str) -> str | None:
+    """`api.viewer_url` with {study_instance_uid} filled in; None when not configured."""
+    if not template:
+        return None
+    return template.replace("{study_instance_uid}", study_instance_uid)
+
+
+def show_identifiers(ctx: ApiContext) -> bool:
+    """Patient identifiers only ever go out behind a token, and only when configured to."""
+    return bool(ctx.settings.api.token) and ctx.settings.api.show_patient_identifiers
+
+
+def row_json(ctx: ApiContext, row: WorklistRow) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "study_instance_uid": row.study_instance_uid,
+        "study_date": format_date(row.study_date),
+        "study_time": format_time(row.study_time),
+        "study_description": row.study_description,
+        "modalities": list(row.modalities),
+        "body_part": row.body_part,
+        "images": row.images,
+        "images_classified": row.images_classified,
+        "outcome": row.outcome.value if row.outcome else None,
+        "max_probability": row.max_probability,
+        "state": row.state.value,
+        "report_version": row.report_version,
+        "received_at": row.first_received_at.isoformat(),
+        "links": {
+            "study": f"/api/studies/{row.study_instance_uid}",
+            "viewer": viewer_link(ctx.settings.api.viewer_url, row.study_instance_uid),
+            "thumbnails": [thumbnail_url(uid) for uid in row.secondary_captures],
+        },
+    }
+    if show_identifiers(ctx):
+        data["patient"] = {
+            "name": row.patient_name,
+            "id": row.patient_id,
+            "accession_number": row.accession_number,
+        }
+    return data
+
+
+def add_api_routes(app: FastAPI, ctx: ApiContext, auth: TokenAuth) -> None:
+    """`/api/worklist` and SC thumbnails, on `app` itself (so `app.routes` lists them)."""
+    deps = [Depends(auth)]
+
+    @functools.lru_cache(maxsize=THUMBNAIL_CACHE)
+    def render(path: str) -> bytes:
+        # A result file never changes under its UID-derived path: rendering once is enough
+        # (each page refresh would otherwise decode every SC again on a busy 2-core node).
+        return render_png(dcmread(path), max_size=THUMBNAIL_SIZE)
+
+    @app.get("/api/worklist", dependencies=deps)
+    def worklist(
+        outcome: Annotated[list[StudyOutcome] | None, Query()] = None,
+        state: Annotated[list[StudyState] | None, Query()] = None,
+        modality: Annotated[str | None, Query(description="e.g. CR, DX")] = None,
+        date_from: Annotated[date | None, Query(description="study date, inclusive")] = None,
+        date_to: Annotated[date | None, Query(description="study date, inclusive")] = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
+        offset: Annotated[int, Query(ge=0)] = 0,
+    ) -> dict[str, Any]:
+        """Studies in reading order: positive (highest probability first), doubt, negative,
+        then those without an outcome yet; oldest first within a group."""
+        try:
+            filters = WorklistFilters(
+                outcomes=tuple(outcome or ()), states=tuple(state or ()),
+                modality=modality.strip().upper() if modality else None,
+                date_from=date_from, date_to=date_to, limit=limit, offset=offset,
+            )  # fmt: skip
+        except FilterError as exc:
+            raise HTTPException(HTTP_422, str(exc)) from None
+        page = query_worklist(ctx.jobs.engine, filters)
+        return {
+            "studies": [row_json(ctx, row) for row in page.rows],
+            "total": page.total,
+            "limit": limit,
+            "offset": offset,
+        }
+
+    @app.get(
+        "/api/results/{sop_instance_uid}/thumbnail.png",
+        dependencies=deps,
+        response_class=Response,
+        responses={200: {"content": {"image/png": {}}}},
+    )
+    def thumbnail(sop_instance_uid: str) -> Response:
+        """A PNG of a Secondary Capture the node made (what the viewer will show)."""
+        relative = sc_result_path(ctx.jobs.engine, sop_instance_uid)
+        if relative is None or ctx.spool is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "no such secondary capture")
+        path = ctx.spool.path(relative)
+        try:
+            if not path.is_file():  # deleted by retention: the cached picture is gone too
+                raise FileNotFoundError(relative)
+            png = render(str(path))
+        except FileNotFoundError:
+            raise HTTPException(
+                status.HTTP_404_NOT_FOUND, "secondary capture no longer stored"
+            ) from None
+        except (InvalidDicomError, ValueError, OSError) as exc:
+            raise HTTPException(
+                status.HTTP_500_INTERNAL_SERVER_ERROR,
+                f"secondary capture cannot be rendered ({type(exc).__name__})",
+            ) from None
+        return Response(png, media_type="image/png",
+                        headers={"Cache-Control": "private, max-age=3600"})  # fmt: skip
+
+
+# --- the page ---------------------------------------------------------------------------------
+
+
+def _language(request: Request) -> str:
+    return choose_language(
+        query=request.query_params.get("lang"),
+        cookie=request.cookies.get(LANG_COOKIE),
+        accept_language=request.headers.get("accept-language", ""),
+    )
+
+
+def _remember_language(request: Request, response: Response, language: str) -> None:
+    if request.query_params.get("lang") in MESSAGES:
+        response.set_cookie(LANG_COOKIE, language, samesite="lax", max_age=365 * 86400)
+
+
+def _safe_next(value: str) -> str:
+    """Only same-site paths after login (no open redirect)."""
+    return value if value.startswith("/") and not value.startswith("//") else "/"
+
+
+def add_page_routes(app: FastAPI, ctx: ApiContext, auth: TokenAuth) -> None:
+    """`/`, `/login`, `/logout` and `/static/*`. `auth` accepts the session cookie."""
+    static_files = {p.name: p for p in STATIC_DIR.iterdir() if p.is_file()}
+
+    def render_login(request: Request, *, error: bool, code: int, next_path: str) -> Response:
+        language = _language(request)
+        response = TEMPLATES.TemplateResponse(
+            request,
+            "login.html",
+            {"t": translator(language), "lang": language, "languages": _languages(),
+             "error": error, "next": _safe_next(next_path)},
+            status_code=code,
+        )  # fmt: skip
+        _remember_language(request, response, language)
+        return response
+
+    @app.get("/login", include_in_schema=False)
+    def login_form(request: Request, next: str = "/") -> Response:
+        if not auth.enabled:
+            return RedirectResponse(_safe_next(next), status.HTTP_303_SEE_OTHER)
+        return render_login(request, error=False, code=200, next_path=next)
+
+    @app.post("/login", include_in_schema=False)
+    def login(
+        request: Request, token: Annotated[str, Form()] = "", next: Annotated[str, Form()] = "/"
+    ) -> Response:
+        if auth.enabled and not auth.check_token(token):
+            return render_login(request, error=True, code=401, next_path=next)
+        response = RedirectResponse(_safe_next(next), status.HTTP_303_SEE_OTHER)
+        if auth.enabled:
+            secure = request.url.scheme == "https"
+            response.set_cookie(SESSION_COOKIE, auth.session_value(), httponly=True,
+                                samesite="strict", secure=secure)  # fmt: skip
+        return response
+
+    @app.post("/logout", dependencies=[Depends(auth)], include_in_schema=False)
+    def logout() -> Response:
+        response = RedirectResponse("/login", status.HTTP_303_SEE_OTHER)
+        response.delete_cookie(SESSION_COOKIE)
+        return response
+
+    @app.get("/static/{name}", dependencies=[Depends(auth)], include_in_schema=False)
+    def static(name: str) -> Response:
+        path = static_files.get(name)
+        if path is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "no such file")
+        return FileResponse(path, headers={"Cache-Control": "private, max-age=300"})
+
+    @app.get("/", include_in_schema=False)
+    def page(request: Request) -> Response:
+        if not auth.is_authorized(request):
+            path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            return render_login(request, error=False, code=401, next_path=path)
+        language = _language(request)
+        params = request.query_params
+        error = None
+        try:
+            filters = WorklistFilters.from_strings(
+                outcome=params.getlist("outcome"), state=params.getlist("state"),
+                modality=params.get("modality", ""), date_from=params.get("date_from", ""),
+                date_to=params.get("date_to", ""), limit=params.get("limit", ""),
+                offset=params.get("offset", ""),
+            )  # fmt: skip
+        except FilterError as exc:
+            error = str(exc)
+            filters = WorklistFilters()
+        page = query_worklist(ctx.jobs.engine, filters)
+        card = ctx.card()
+        context = {
+            "t": translator(language),
+            "lang": language,
+            "languages": _languages(),
+            "page": page,
+            "rows": [_row_view(ctx, row) for row in page.rows],
+            "filters": filters,
+            "form": _form_values(params),
+            "error": error,
+            "card": card,
+            "untrained": card is not None and not card.trained,
+            "show_identifiers": show_identifiers(ctx),
+            "auth_enabled": auth.enabled,
+            "refresh_seconds": REFRESH_SECONDS,
+            "outcomes": [o.value for o in StudyOutcome],
+            "states": [s.value for s in StudyState],
+            "pages": _pagination(request, page),
+            "lang_links": {code: _with(request, lang=code, offset=None) for code in LANGUAGES},
+        }
+        template = "rows.html" if params.get("fragment") == "rows" else "worklist.html"
+        code = HTTP_422 if error else 200
+        response = TEMPLATES.TemplateResponse(request, template, context, status_code=code)
+        response.headers["Cache-Control"] = "no-store"
+        _remember_language(request, response, language)
+        return response
+
+
+def _languages() -> list[tuple[str, str]]:
+    return [(code, MESSAGES[code]["language_name"]) for code in LANGUAGES]
+
+
+def _form_values(params: Any) -> dict[str, Any]:
+    return {
+        "outcome": params.get("outcome", ""),
+        "state": params.get("state", ""),
+        "modality": params.get("modality", ""),
+        "date_from": params.get("date_from", ""),
+        "date_to": params.get("date_to", ""),
+    }
+
+
+def _with(request: Request, **changes: Any) -> str:
+    """The current URL with some query parameters changed (None removes one)."""
+    items = [(k, v) for k, v in request.query_params.multi_items() if k not in changes]
+    items += [(k, str(v)) for k, v in changes.items() if v is not None]
+    items = [(k, v) for k, v in items if k != "fragment"]
+    return "/" + (f"?{urlencode(items)}" if items else "")
+
+
+def _pagination(request: Request, page: WorklistPage) -> dict[str, Any]:
+    f = page.filters
+    previous = max(0, f.offset - f.limit)
+    return {
+        "number": f.offset // f.limit + 1,
+        "count": max(1, -(-page.total // f.limit)),
+        "previous": _with(request, offset=previous) if f.offset > 0 else None,
+        "next": _with(request, offset=f.offset + f.limit)
+        if f.offset + f.limit < page.total
+        else None,
+    }
+
+
+def _row_view(ctx: ApiContext, row: WorklistRow) -> dict[str, Any]:
+    data = row_json(ctx, row)
+    probability = row.max_probability
+    data["probability_text"] = f"{probability:.2f}" if probability is not None else "–"
+    data["outcome_key"] = row.outcome.value if row.outcome else "none"
+    return data

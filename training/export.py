@@ -1,0 +1,292 @@
+"""Export a training checkpoint as the model package the node loads.
+
+    python -m training.export --checkpoint RUN/best.pt --out PKG [--onnx]
+
+Writes `weights.safetensors` and `model.json` (via `dicomnode.card.write_card`, which records
+the weights' SHA-256). The temperature and the two operating points are fitted on the
+validation logits stored in the checkpoint (see `training.thresholds`). The package is then
+loaded with `dicomnode.classifier.Classifier.from_package` and checked to reproduce the
+checkpoint model's probability on a probe image (< 1e-4).
+
+With `--onnx`, `model.onnx` is written too, with outputs `logits` (B, classes) and `features`
+(B, C, h, w: the last feature map, from which the class activation map is computed), a dynamic
+batch axis and input `input` (B, 3, S, S) as `preprocess.to_model_input` makes it. Its outputs
+are compared with PyTorch's on a probe image and random inputs; the export fails (and removes
+the file) when the logits differ by more than 1e-4, or the features by more than 1e-4 of their
+largest magnitude.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+
+from dicomnode import preprocess
+from dicomnode.card import CARD_FILE, WEIGHTS_FILE, ModelCard, sha256_file, write_card
+from dicomnode.classifier import Classifier, create_model
+from training.checkpoint import load_checkpoint
+from training.config import ConfigError
+from training.metrics import (
+    bootstrap_auc_ci,
+    brier_score,
+    expected_calibration_error,
+    roc_auc,
+)
+from training.thresholds import calibrated_probability, choose_thresholds, fit_temperature
+
+ONNX_FILE = "model.onnx"
+ONNX_TOLERANCE = 1e-4
+PACKAGE_TOLERANCE = 1e-4
+DEFAULT_NAME = "dicomnode fracture triage"
+
+
+class ExportError(RuntimeError):
+    """The export would produce a package that does not reproduce the trained model."""
+
+
+def probe_image(*, seed: int = 0) -> np.ndarray:
+    """A fixed non-square greyscale test image (gradient, disc and noise) in [0, 1]."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:300, 0:240].astype(np.float32)
+    disc = ((yy - 150) ** 2 + (xx - 120) ** 2 < 60**2).astype(np.float32)
+    image = 0.2 + 0.4 * xx / 240 + 0.3 * disc + rng.normal(0, 0.05, xx.shape)
+    return np.clip(image, 0, 1).astype(np.float32)
+
+
+class _LogitsAndFeatures(torch.nn.Module):
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        model: Any = self.model  # a timm model: forward_features / forward_head
+        features = model.forward_features(x)
+        return model.forward_head(features), features
+
+
+def export_onnx(model: torch.nn.Module, path: Path, inputs: torch.Tensor) -> dict[str, float]:
+    """Write `path`, run it with ONNX Runtime on `inputs`; max abs difference per output."""
+    import onnxruntime
+
+    wrapper = _LogitsAndFeatures(model).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+        torch.onnx.export(
+            wrapper,
+            (inputs[:1],),
+            str(path),
+            input_names=["input"],
+            output_names=["logits", "features"],
+            dynamic_axes={name: {0: "batch"} for name in ("input", "logits", "features")},
+            opset_version=17,
+            dynamo=False,  # the dynamo exporter needs onnxscript, not a dependency
+        )
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    ort_logits, ort_features = session.run(None, {"input": inputs.numpy()})
+    with torch.inference_mode():
+        logits, features = wrapper(inputs)
+    features_diff = float(np.abs(ort_features - features.numpy()).max())
+    return {
+        "logits": float(np.abs(ort_logits - logits.numpy()).max()),
+        "features": features_diff,
+        "features_relative": features_diff / max(1.0, float(features.abs().max())),
+    }
+
+
+def _limitations(checkpoint: dict[str, Any]) -> tuple[str, ...]:
+    data = checkpoint["data"]
+    notes = [
+        "Operating points and calibration were fitted on a validation split of the training "
+        "source; check them on local data before clinical use.",
+    ]
+    if not data.get("group_by"):
+        notes.append(
+            "Split by image, not by patient (no patient identifiers): images of one patient "
+            "may be in both training and validation, so the metrics may be optimistic."
+        )
+    if checkpoint.get("init") == "random":
+        notes.append("Trained from random initialisation (no ImageNet weights).")
+    return tuple(notes)
+
+
+def export(
+    *,
+    checkpoint: Path,
+    out: Path,
+    onnx: bool = False,
+    name: str = DEFAULT_NAME,
+    version: str = "",
+    target_sensitivity: float = 0.95,
+    target_specificity: float = 0.95,
+    calibrate: bool = True,
+    training_data: str = "",
+    force: bool = False,
+) -> ModelCard:
+    """Write the package; return its card (see the module docstring)."""
+    state = load_checkpoint(checkpoint)
+    info, validation = state["model_info"], state["validation"]
+    class_names = tuple(info["class_names"])
+    fracture = class_names.index("fracture")
+    model = create_model(info["architecture"], num_classes=len(class_names))
+    model.load_state_dict(state["model"])
+    model.eval()
+
+    logits = validation["logits"].double().numpy()
+    labels = validation["labels"].numpy().astype(np.int64)
+    targets = np.where(labels == 1, fracture, 1 - fracture)  # label 1 = fracture class
+    temperature = fit_temperature(logits, targets) if calibrate else 1.0
+    p_raw = calibrated_probability(logits, temperature=1.0, class_index=fracture)
+    p = calibrated_probability(logits, temperature=temperature, class_index=fracture)
+    points = choose_thresholds(
+        labels, p, target_sensitivity=target_sensitivity, target_specificity=target_specificity
+    )
+    auc = roc_auc(labels, p)
+    ci = bootstrap_auc_ci(labels, p)
+    metrics: dict[str, Any] = {
+        "validation": {
+            "images": int(labels.size),
+            "fracture": int(labels.sum()),
+            "epoch": int(validation["epoch"]),
+            "auc": round(auc, 6),
+            "auc_ci95": [round(ci[0], 6), round(ci[1], 6)],
+            "ece": round(expected_calibration_error(labels, p), 6),
+            "ece_before_temperature": round(expected_calibration_error(labels, p_raw), 6),
+            "brier": round(brier_score(labels, p), 6),
+            **{k: v for k, v in points.to_json().items() if k not in ("low", "high")},
+        },
+        "training": {
+            "best_epoch": int(state["best"]["epoch"]),
+            "epochs_run": int(state["epoch"]),
+            "init": str(state.get("init", "")),
+            "split": {k: state["data"][k] for k in ("split_seed", "group_by", "counts")},
+            "versions": dict(state.get("versions", {})),
+        },
+    }
+
+    out.mkdir(parents=True, exist_ok=True)
+    if (out / CARD_FILE).exists() and not force:
+        raise ExportError(f"{out} already holds a model package (use --force to replace it)")
+    if not onnx:
+        (out / ONNX_FILE).unlink(missing_ok=True)  # never leave a stale ONNX next to new weights
+    weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(weights, str(out / WEIGHTS_FILE), metadata={"architecture": info["architecture"]})
+    created = dt.datetime.now(dt.UTC)
+    size = int(info["input_size"])
+    probe = probe_image()
+    batch = torch.from_numpy(
+        np.stack(
+            [preprocess.to_model_input(probe, input_size=size, mean=info["mean"], std=info["std"])]
+        )
+    )
+    if onnx:
+        generator = torch.Generator().manual_seed(0)
+        inputs = torch.cat([batch, torch.randn(3, 3, size, size, generator=generator)])
+        diffs = export_onnx(model, out / ONNX_FILE, inputs)
+        metrics["onnx_max_abs_diff"] = diffs
+        worst = max(diffs["logits"], diffs["features_relative"])
+        if worst > ONNX_TOLERANCE:
+            (out / ONNX_FILE).unlink()
+            raise ExportError(
+                f"ONNX outputs differ from PyTorch by {worst:.2e} (> {ONNX_TOLERANCE}; logits "
+                "absolute, features relative to their largest value); model.onnx was not kept"
+            )
+    card = ModelCard(
+        name=name,
+        version=version
+        or f"{info['architecture']}-{created:%Y%m%d}-{sha256_file(out / WEIGHTS_FILE)[:8]}",
+        architecture=info["architecture"],
+        input_size=size,
+        mean=tuple(info["mean"]),
+        std=tuple(info["std"]),
+        class_names=class_names,
+        threshold_low=points.low,
+        threshold_high=points.high,
+        trained=True,
+        temperature=temperature,
+        training_data=training_data or state["data"]["description"],
+        metrics=metrics,
+        created=created.isoformat(timespec="seconds"),
+        limitations=_limitations(state),
+    )
+    card = write_card(out, card)
+
+    # The package must give the checkpoint's probability through the node's own code path.
+    with torch.inference_mode():
+        expected = calibrated_probability(
+            model(batch).double().numpy(), temperature=temperature, class_index=fracture
+        )[0]
+    served = Classifier.from_package(out, device="cpu").predict(probe).probability
+    if abs(served - expected) > PACKAGE_TOLERANCE:
+        (out / CARD_FILE).unlink()  # an unusable package must not be loadable
+        raise ExportError(
+            f"the package gives P(fracture) {served:.6f} on the probe image, the checkpoint "
+            f"{expected:.6f}: preprocessing or the classifier differs from training"
+        )
+    return card
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m training.export", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--checkpoint", required=True, type=Path, help="e.g. RUN/best.pt")
+    parser.add_argument("--out", required=True, type=Path, help="package folder to write")
+    parser.add_argument("--onnx", action="store_true", help="also write a checked model.onnx")
+    parser.add_argument("--name", default=DEFAULT_NAME)
+    parser.add_argument(
+        "--version", default="", help="default: ARCH-YYYYMMDD-<first 8 hex of the weights' SHA-256>"
+    )
+    parser.add_argument("--target-sensitivity", type=float, default=0.95)
+    parser.add_argument("--target-specificity", type=float, default=0.95)
+    parser.add_argument(
+        "--no-temperature", action="store_true", help="skip temperature scaling (T = 1)"
+    )
+    parser.add_argument(
+        "--training-data",
+        default="",
+        help="description for the card (default: from the checkpoint)",
+    )
+    parser.add_argument("--force", action="store_true", help="replace an existing package")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        card = export(
+            checkpoint=args.checkpoint,
+            out=args.out,
+            onnx=args.onnx,
+            name=args.name,
+            version=args.version,
+            target_sensitivity=args.target_sensitivity,
+            target_specificity=args.target_specificity,
+            calibrate=not args.no_temperature,
+            training_data=args.training_data,
+            force=args.force,
+        )
+    except (ConfigError, ExportError, ValueError) as exc:
+        print(f"export: {exc}", file=sys.stderr)
+        return 2
+    validation = card.metrics["validation"]
+    print(
+        f"wrote {args.out}: {card.architecture} version {card.version}, thresholds "
+        f"{card.threshold_low:.4f}/{card.threshold_high:.4f}, temperature "
+        f"{card.temperature:.3f}, validation AUC {validation['auc']:.4f}"
+    )
+    if "onnx_max_abs_diff" in card.metrics:
+        print(f"ONNX max abs diff vs PyTorch: {card.metrics['onnx_max_abs_diff']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

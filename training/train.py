@@ -1,0 +1,504 @@
+"""Train the fracture classifier.
+
+    python -m training.train --data DIR --out DIR [--config FILE.toml] [--resume CKPT]
+
+Reads the data (FracAtlas or class-folder layout, see `training.data`), reuses or writes the
+split file (default `DATA/split.json`: the split belongs to the data set, so every run is
+tested on the same images), then trains a timm network with AdamW and a cosine schedule with
+warm-up, class-weighted loss (or a balanced sampler) and X-ray augmentation, validating each
+epoch and stopping early when the validation AUC stops improving. Mixed precision and
+channels-last are used on CUDA only.
+
+Written to OUT: `last.pt` every epoch, `best.pt` when the validation AUC improves (both with
+optimizer, scheduler, epoch, early-stopping and RNG state, and the validation logits that
+`training.export` uses to fit the thresholds and temperature), `metrics.jsonl` (one JSON line
+per epoch), `config.json` (the resolved configuration) and a copy of the split file.
+
+`--resume OUT/last.pt` continues the same run with the configuration stored in the checkpoint:
+on CPU with the same seed it gives the same numbers as an uninterrupted run, because each
+epoch's order and augmentations are seeded from (seed, epoch) and the global RNG is restored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import sys
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import timm
+import torch
+from torch.utils.data import DataLoader, RandomSampler, Sampler, WeightedRandomSampler
+
+import dicomnode
+from training.checkpoint import (
+    BEST,
+    LAST,
+    METRICS_LOG,
+    append_metrics,
+    load_checkpoint,
+    rewind_metrics,
+    save_checkpoint,
+    split_digest,
+)
+from training.config import ConfigError, TrainConfig, config_from_dict, load_config
+from training.data import (
+    CLASS_NAMES,
+    DataError,
+    LabelledImages,
+    RadiographDataset,
+    Sample,
+    Split,
+    load_or_make_split,
+    read_dataset,
+    select,
+)
+from training.metrics import roc_auc
+from training.model import (
+    Runtime,
+    build_model,
+    cosine_with_warmup,
+    make_optimizer,
+    model_info,
+)
+
+__all__ = ["BEST", "LAST", "METRICS_LOG", "EarlyStopping", "RunResult", "main", "run"]
+T = TypeVar("T")
+Loader = DataLoader[tuple[torch.Tensor, int]]
+
+
+def log(message: str) -> None:
+    print(message, flush=True)
+
+
+def progress(items: Iterable[T], *, total: int, desc: str) -> Iterator[T]:
+    """tqdm on a terminal (if installed); otherwise a plain line about every 10 %."""
+    if sys.stderr.isatty():
+        try:
+            from tqdm.auto import tqdm
+        except ImportError:
+            pass
+        else:
+            yield from tqdm(items, total=total, desc=desc, leave=False, dynamic_ncols=True)
+            return
+    step = max(1, total // 10)
+    start = time.monotonic()
+    for i, item in enumerate(items, 1):
+        yield item
+        if i % step == 0 or i == total:
+            log(f"  {desc}: {i}/{total} batches, {time.monotonic() - start:.0f} s")
+
+
+def train_one_epoch(
+    model: torch.nn.Module,
+    loader: Loader,
+    *,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    criterion: torch.nn.Module,
+    scaler: torch.amp.GradScaler,
+    runtime: Runtime,
+    desc: str,
+) -> float:
+    """One pass over the training data; returns the mean loss. The LR is stepped per batch."""
+    model.train()
+    total, count = 0.0, 0
+    for x, y in progress(loader, total=len(loader), desc=desc):
+        x, y = runtime.to_device(x), y.to(runtime.device)
+        optimizer.zero_grad(set_to_none=True)
+        with runtime.autocast():
+            loss = criterion(model(x).float(), y)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        total += float(loss.detach()) * y.numel()
+        count += y.numel()
+    return total / max(1, count)
+
+
+@torch.no_grad()
+def predict_logits(
+    model: torch.nn.Module, loader: Loader, runtime: Runtime
+) -> tuple[np.ndarray, np.ndarray]:
+    """(logits (N, classes) float64, labels (N,)) in the loader's order, eval mode."""
+    model.eval()
+    outputs, labels = [], []
+    for x, y in loader:
+        with runtime.autocast():
+            outputs.append(model(runtime.to_device(x)).float().cpu())
+        labels.append(y)
+    return torch.cat(outputs).double().numpy(), torch.cat(labels).numpy()
+
+
+def _loaders(
+    train_set: RadiographDataset,
+    val_set: RadiographDataset,
+    *,
+    config: TrainConfig,
+    runtime: Runtime,
+    epoch: int,
+) -> tuple[Loader, Loader]:
+    """This epoch's loaders; order and worker seeds come from a generator seeded by the epoch."""
+    generator = torch.Generator().manual_seed((config.seed * 1_000_003 + epoch) % 2**63)
+    sampler: Sampler[int]
+    if config.imbalance == "sampler":
+        labels = np.array(train_set.labels)
+        weights = 1.0 / np.bincount(labels, minlength=len(CLASS_NAMES))[labels]
+        sampler = WeightedRandomSampler(
+            weights.tolist(), num_samples=len(labels), replacement=True, generator=generator
+        )
+    else:
+        sampler = RandomSampler(train_set, generator=generator)
+    train_set.set_epoch(epoch)
+    common: dict[str, Any] = {
+        "num_workers": config.num_workers,
+        "pin_memory": runtime.device.type == "cuda",
+    }
+    train = DataLoader(
+        train_set,
+        batch_size=config.batch_size,
+        sampler=sampler,
+        drop_last=len(train_set) > config.batch_size,  # no batch of one for batch norm
+        generator=generator,
+        **common,
+    )
+    val = DataLoader(val_set, batch_size=config.batch_size * 2, shuffle=False, **common)
+    return train, val
+
+
+def _class_weights(samples: Sequence[Sample]) -> torch.Tensor:
+    """Inverse-frequency weights, normalised so a balanced set would get 1.0 each."""
+    counts = np.bincount([s.label for s in samples], minlength=len(CLASS_NAMES))
+    if counts.min() == 0:
+        raise DataError("the training split needs images of both classes")
+    return torch.tensor(counts.sum() / (len(counts) * counts), dtype=torch.float32)
+
+
+def _prepare_data(
+    *, data: Path, out: Path, config: TrainConfig, split_file: Path | None
+) -> tuple[LabelledImages, Split, Path]:
+    """Read the data, reuse or make the split, and record split and config in `out`."""
+    dc = config.data
+    images = read_dataset(data, positive_class=dc.positive_class, group_by=dc.group_by)
+    split_path = split_file or data / "split.json"
+    split, notes = load_or_make_split(
+        images,
+        split_path,
+        val_fraction=dc.val_fraction,
+        test_fraction=dc.test_fraction,
+        seed=config.seed,
+        group_by=dc.group_by,
+    )
+    if split_path.resolve() != (out / "split.json").resolve():
+        shutil.copyfile(split_path, out / "split.json")
+    (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n", "utf-8")
+    log(images.describe())
+    for note in notes:
+        log(note)
+    return images, split, split_path
+
+
+@dataclass
+class EarlyStopping:
+    """Early stopping on validation AUC: stop after `patience` epochs without a higher one."""
+
+    patience: int
+    #: Last finished epoch.
+    epoch: int = 0
+    best_auc: float = -math.inf
+    best_epoch: int = 0
+    #: Epochs since the best one.
+    stale: int = 0
+
+    def update(self, epoch: int, auc: float) -> bool:
+        """Record `epoch`'s AUC; True if it is a new best (equal is not better)."""
+        self.epoch = epoch
+        if auc > self.best_auc:
+            self.best_auc, self.best_epoch, self.stale = auc, epoch, 0
+            return True
+        self.stale += 1
+        return False
+
+    @property
+    def stop(self) -> bool:
+        return self.stale >= self.patience
+
+    def to_json(self) -> dict[str, Any]:
+        return {"auc": self.best_auc, "epoch": self.best_epoch, "stale_epochs": self.stale}
+
+
+@dataclass(frozen=True)
+class RunResult:
+    best_auc: float
+    best_epoch: int
+    last_epoch: int
+    stopped_early: bool
+    out: Path
+
+
+def run(
+    *,
+    data: Path,
+    out: Path,
+    config: TrainConfig,
+    resume: Path | None = None,
+    split_file: Path | None = None,
+    stop_after_epochs: int | None = None,
+    device: str | None = None,
+) -> RunResult:
+    """Train (or continue) one run; see the module docstring.
+
+    When resuming, `config` is ignored: the checkpoint's configuration is used (with `device`
+    overridden if given, e.g. to continue on another machine).
+    """
+    checkpoint = load_checkpoint(resume) if resume else None
+    if checkpoint is not None:
+        config = config_from_dict(checkpoint["config"])
+        split_file = split_file or Path(checkpoint["data"]["split_file"])
+    if device:
+        config = replace(config, device=device)
+    out.mkdir(parents=True, exist_ok=True)
+    images, split, split_path = _prepare_data(
+        data=data, out=out, config=config, split_file=split_file
+    )
+    if checkpoint is not None and checkpoint["data"]["split_sha256"] != split_digest(split):
+        raise DataError(f"split file {split_path} is not the one this run was trained with")
+
+    runtime = Runtime.for_config(config)
+    # On resume the weights come from the checkpoint: no pretrained download attempt.
+    initial = (
+        config if checkpoint is None else replace(config, pretrained=False, pretrained_file="")
+    )
+    model, init = build_model(initial, log=log)
+    info = model_info(model, config)
+    runtime.prepare(model)
+    samples = {name: select(images, split, name) for name in ("train", "val")}
+    train_set = RadiographDataset(
+        images.root,
+        samples["train"],
+        input_size=info.input_size,
+        mean=info.mean,
+        std=info.std,
+        augment=config.augment,
+        seed=config.seed,
+    )
+    val_set = RadiographDataset(
+        images.root, samples["val"], input_size=info.input_size, mean=info.mean, std=info.std
+    )
+    weight = _class_weights(samples["train"]) if config.imbalance == "loss" else None
+    criterion = torch.nn.CrossEntropyLoss(
+        weight=None if weight is None else weight.to(runtime.device),
+        label_smoothing=config.label_smoothing,
+    )
+    optimizer = make_optimizer(model, config)
+    steps = len(_loaders(train_set, val_set, config=config, runtime=runtime, epoch=1)[0])
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        cosine_with_warmup(
+            total_steps=config.epochs * steps,
+            warmup_steps=max(1, round(config.warmup_epochs * steps)),
+            min_ratio=config.min_lr_ratio,
+        ),
+    )
+    scaler = runtime.grad_scaler()
+    state = EarlyStopping(config.patience)
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        if checkpoint["scaler"]:
+            scaler.load_state_dict(checkpoint["scaler"])
+        torch.set_rng_state(checkpoint["rng"]["torch"])
+        if runtime.device.type == "cuda" and checkpoint["rng"]["cuda"]:
+            torch.cuda.set_rng_state_all(checkpoint["rng"]["cuda"])
+        best = checkpoint["best"]
+        state = EarlyStopping(
+            config.patience,
+            epoch=int(checkpoint["epoch"]),
+            best_auc=float(best["auc"]),
+            best_epoch=int(best["epoch"]),
+            stale=int(best["stale_epochs"]),
+        )
+        init = str(checkpoint["init"])
+        rewind_metrics(out / METRICS_LOG, state.epoch)
+        log(
+            f"resuming after epoch {state.epoch} (best AUC {state.best_auc:.4f} at epoch "
+            f"{state.best_epoch})"
+        )
+    else:
+        (out / METRICS_LOG).unlink(missing_ok=True)
+    log(
+        f"model {info.architecture} ({init} init), input {info.input_size} px, device "
+        f"{runtime.device}, {len(train_set)} train / {len(val_set)} val images"
+    )
+
+    fixed = {
+        "config": config.to_dict(),
+        "model_info": info.to_json(),
+        "init": init,
+        "data": {
+            "description": images.describe(),
+            "layout": images.layout,
+            "split_file": str(split_path.resolve()),
+            "split_sha256": split_digest(split),
+            "split_seed": split.seed,
+            "group_by": split.group_by,
+            "counts": {
+                name: {"images": len(s), "fracture": sum(x.label for x in s)}
+                for name, s in samples.items()
+            },
+        },
+        "versions": {
+            "dicomnode": dicomnode.__version__,
+            "torch": str(torch.__version__),
+            "timm": str(timm.__version__),
+        },
+    }
+    ran = 0
+    while state.epoch < config.epochs and not state.stop:
+        if stop_after_epochs is not None and ran >= stop_after_epochs:
+            log(f"stopping after {ran} epoch(s) as asked; resume with --resume {out / LAST}")
+            break
+        epoch = state.epoch + 1
+        ran += 1
+        started = time.monotonic()
+        train_loader, val_loader = _loaders(
+            train_set, val_set, config=config, runtime=runtime, epoch=epoch
+        )
+        train_loss = train_one_epoch(
+            model,
+            train_loader,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            criterion=criterion,
+            scaler=scaler,
+            runtime=runtime,
+            desc=f"epoch {epoch}/{config.epochs}",
+        )
+        logits, labels = predict_logits(model, val_loader, runtime)
+        logits_t, labels_t = torch.from_numpy(logits), torch.from_numpy(labels)
+        val_loss = float(torch.nn.functional.cross_entropy(logits_t, labels_t))
+        val_auc = roc_auc(labels, torch.softmax(logits_t, dim=1)[:, 1].numpy())
+        improved = state.update(epoch, val_auc)
+        save_checkpoint(
+            out / LAST,
+            {
+                **fixed,
+                "epoch": state.epoch,
+                "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict() if scaler.is_enabled() else None,
+                "rng": {
+                    "torch": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state_all() if runtime.device.type == "cuda" else [],
+                },
+                "best": state.to_json(),
+                "validation": {
+                    "epoch": state.epoch,
+                    "auc": val_auc,
+                    "logits": logits_t,
+                    "labels": labels_t,
+                },
+            },
+        )
+        if improved:
+            shutil.copyfile(out / LAST, out / BEST)
+        seconds = time.monotonic() - started
+        append_metrics(
+            out / METRICS_LOG,
+            {
+                "epoch": state.epoch,
+                "train_loss": round(train_loss, 6),
+                "val_loss": round(val_loss, 6),
+                "val_auc": round(val_auc, 6),
+                "lr": optimizer.param_groups[0]["lr"],
+                "best_auc": round(state.best_auc, 6),
+                "best_epoch": state.best_epoch,
+                "seconds": round(seconds, 2),
+            },
+        )
+        log(
+            f"epoch {state.epoch}/{config.epochs}: train loss {train_loss:.4f}, val loss "
+            f"{val_loss:.4f}, val AUC {val_auc:.4f}{' (best)' if improved else ''}, "
+            f"{seconds:.1f} s"
+        )
+    if state.stop:
+        log(f"early stopping: no better validation AUC for {config.patience} epochs")
+    log(
+        f"best validation AUC {state.best_auc:.4f} at epoch {state.best_epoch}; next: "
+        f"python -m training.export --checkpoint {out / BEST} --out PACKAGE_DIR"
+    )
+    return RunResult(state.best_auc, state.best_epoch, state.epoch, state.stop, out)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m training.train", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--data", required=True, type=Path, help="data folder (either layout)")
+    parser.add_argument("--out", required=True, type=Path, help="run folder (checkpoints, log)")
+    parser.add_argument("--config", type=Path, help="TOML file overriding the defaults")
+    parser.add_argument("--resume", type=Path, help="checkpoint to continue (e.g. OUT/last.pt)")
+    parser.add_argument(
+        "--split-file", type=Path, help="split file to reuse or create (default DATA/split.json)"
+    )
+    parser.add_argument(
+        "--pretrained", action="store_true", help="start from timm's ImageNet weights if available"
+    )
+    parser.add_argument("--positive-class", help="class folder that means fracture")
+    parser.add_argument("--epochs", type=int, help="override the config's epochs")
+    parser.add_argument("--device", help="auto, cpu, cuda, cuda:N (overrides the config)")
+    parser.add_argument(
+        "--stop-after-epochs",
+        type=int,
+        help="end this invocation after N epochs (e.g. for time-limited jobs)",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.resume and args.config:
+            raise ConfigError(
+                "--config cannot be combined with --resume: the run's configuration is stored "
+                "in the checkpoint"
+            )
+        config = load_config(args.config)
+        overrides: dict[str, Any] = {}
+        if args.pretrained:
+            overrides["pretrained"] = True
+        if args.epochs:
+            overrides["epochs"] = args.epochs
+        if args.positive_class:
+            overrides["data"] = replace(config.data, positive_class=args.positive_class)
+        if args.resume and overrides:
+            raise ConfigError(
+                "--pretrained/--epochs/--positive-class cannot be combined with --resume"
+            )
+        run(
+            data=args.data,
+            out=args.out,
+            config=replace(config, **overrides),
+            resume=args.resume,
+            split_file=args.split_file,
+            stop_after_epochs=args.stop_after_epochs,
+            device=args.device,
+        )
+    except (ConfigError, DataError) as exc:
+        print(f"training: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -183,7 +183,7 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
             continue
         section, _, key = name[len(ENV_PREFIX) :].lower().partition("__")
         value: Any = raw
-        if raw[:1] in "[{":
+        if raw[:1] in ("[", "{"):  # not `in "[{"`: that is True for an empty value
             try:
                 value = json.loads(raw)
             except json.JSONDecodeError as exc:

@@ -88,3 +88,9 @@ def test_orthanc_settings(tmp_path):
         load_settings(cfg, environ={"DICOMNODE_ORTHANC__DESTINATION": "elsewhere"})
     with pytest.raises(ConfigError, match=r"orthanc\.url"):
         load_settings(None, environ={"DICOMNODE_ORTHANC__URL": "ftp://x"})
+
+
+def test_an_empty_environment_value_is_an_empty_string():
+    # docker-compose.yml passes DICOMNODE_DATABASE__URL="" when PostgreSQL is not used.
+    s = load_settings(None, environ={"DICOMNODE_DATABASE__URL": ""})
+    assert s.database.url == "" and s.database_url.startswith("sqlite:///")

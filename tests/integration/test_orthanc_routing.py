@@ -120,18 +120,24 @@ def _outcome(setup: Setup, source: Path, *, timeout: float = 60) -> dict[str, st
     return wait_until(recorded, timeout=timeout, what="outcome metadata on the study")
 
 
-def _sources(tmp_path: Path) -> tuple[Path, Path, Path]:
-    """A CR, a DX and a CT, each in its own study (fresh UIDs: tests never share state)."""
+def _sources(tmp_path: Path) -> tuple[Path, Path, Path, Path]:
+    """A CR, a DX, a CT and a CR made by "dicomnode" (as if the node's own output were a CR),
+    each in its own study (fresh UIDs: tests never share state)."""
     cr = copy_with_new_uids(testdata("RG3_UNCR.dcm"), tmp_path / "in" / "cr.dcm",
                             study_uid=new_uid(tmp_path, "cr"))  # fmt: skip
     dx = copy_with_new_uids(cat_dx(), tmp_path / "in" / "dx.dcm",
                             study_uid=new_uid(tmp_path, "dx"))  # fmt: skip
     ct = copy_with_new_uids(ct_small(), tmp_path / "in" / "ct.dcm",
                             study_uid=new_uid(tmp_path, "ct"))  # fmt: skip
-    return cr, dx, ct
+    own = copy_with_new_uids(
+        testdata("RG3_UNCR.dcm"), tmp_path / "in" / "own.dcm",
+        study_uid=new_uid(tmp_path, "own"), Manufacturer="dicomnode",
+    )  # fmt: skip
+    return cr, dx, ct, own
 
 
-def _check_routed(setup: Setup, cr: Path, dx: Path, ct: Path, *, calling: str) -> None:
+def _check_routed(setup: Setup, sources: tuple[Path, Path, Path, Path], *, calling: str) -> None:
+    cr, dx, ct, own = sources
     orthanc = setup.orthanc
     for source in (cr, dx):
         header = pydicom.dcmread(source, stop_before_pixels=True)
@@ -149,10 +155,11 @@ def _check_routed(setup: Setup, cr: Path, dx: Path, ct: Path, *, calling: str) -
     jobs = setup.jobs()
     assert sorted(j["modality"] for j in jobs) == ["CR", "DX"], jobs
     assert {j["calling_ae_title"] for j in jobs} == {calling}
-    # The CT went into Orthanc before the radiographs and became stable as early: it was
-    # looked at and left alone.
-    [ct_id] = orthanc.find_instances(SOPInstanceUID=pydicom.dcmread(ct).SOPInstanceUID)
-    assert "DicomNodeRouted" not in orthanc.get(f"/instances/{ct_id}/metadata")
+    # The CT and the "dicomnode" CR went into Orthanc before the radiographs and became
+    # stable as early: they were looked at and left alone.
+    for skipped in (ct, own):
+        [instance] = orthanc.find_instances(SOPInstanceUID=pydicom.dcmread(skipped).SOPInstanceUID)
+        assert "DicomNodeRouted" not in orthanc.get(f"/instances/{instance}/metadata")
 
 
 def _check_no_loop(setup: Setup, tmp_path: Path, sources: list[Path], *, expected: int) -> None:
@@ -178,10 +185,10 @@ def _check_no_loop(setup: Setup, tmp_path: Path, sources: list[Path], *, expecte
 def test_push_routes_radiographs_and_records_the_outcome(tmp_path, orthanc_factory,
                                                          node_factory):  # fmt: skip
     setup = _start(tmp_path, orthanc_factory, node_factory, mode="push")
-    cr, dx, ct = _sources(tmp_path)
-    setup.store(ct)
+    sources = cr, dx, ct, own = _sources(tmp_path)
+    setup.store(ct, own)
     setup.store(cr, dx)
-    _check_routed(setup, cr, dx, ct, calling="ORTHANC")
+    _check_routed(setup, sources, calling="ORTHANC")
     _check_no_loop(setup, tmp_path, [cr, dx], expected=2)
     # The Orthanc Explorer extension is served and reads what the node recorded.
     js = setup.orthanc.client.get("/plugins/explorer.js").text
@@ -190,10 +197,10 @@ def test_push_routes_radiographs_and_records_the_outcome(tmp_path, orthanc_facto
 
 def test_pull_fetches_ready_studies_over_rest(tmp_path, orthanc_factory, node_factory):
     setup = _start(tmp_path, orthanc_factory, node_factory, mode="pull")
-    cr, dx, ct = _sources(tmp_path)
-    setup.store(ct)
+    sources = cr, dx, ct, own = _sources(tmp_path)
+    setup.store(ct, own)
     setup.store(cr, dx)
-    _check_routed(setup, cr, dx, ct, calling="ORTHANC-PULL")
+    _check_routed(setup, sources, calling="ORTHANC-PULL")
     _check_no_loop(setup, tmp_path, [cr, dx], expected=2)
 
     # The endpoint itself: token, ids, unknown study, and a request without a body (the node

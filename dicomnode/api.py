@@ -15,6 +15,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from pydantic import BaseModel
 
 from dicomnode.card import ModelCard
 from dicomnode.config import Settings
@@ -36,6 +37,15 @@ class ApiContext:
     readiness: Callable[[], dict[str, bool]]
     #: Where result files are (SC thumbnails); None: thumbnails answer 404.
     spool: Spool | None = None
+    # Orthanc pull path (dicomnode.orthanc.OrthancPull.request); None: not offered.
+    orthanc_pull: Callable[[str, list[str] | None], int] | None = None
+
+
+class OrthancPullRequest(BaseModel):
+    """Body of POST /api/orthanc/studies/{id}: the instances to fetch (default: the study's
+    radiograph series)."""
+
+    instances: list[str] | None = None
 
 
 def create_app(ctx: ApiContext) -> FastAPI:
@@ -119,7 +129,33 @@ def create_app(ctx: ApiContext) -> FastAPI:
 
     web.add_api_routes(app, ctx, require_token)
     web.add_page_routes(app, ctx, TokenAuth(ctx.settings.api.token, cookie_for_any_method=True))
+
+    if ctx.orthanc_pull is not None:
+        _orthanc_routes(app, ctx.orthanc_pull, auth)
+
     return app
+
+
+def _orthanc_routes(
+    app: FastAPI, pull: Callable[[str, list[str] | None], int], auth: list[Any]
+) -> None:
+    from dicomnode.orthanc import OrthancError, OrthancUnavailable
+
+    @app.post("/api/orthanc/studies/{orthanc_study_id}", dependencies=auth,
+              status_code=status.HTTP_202_ACCEPTED)  # fmt: skip
+    def orthanc_pull(
+        orthanc_study_id: str, body: OrthancPullRequest | None = None
+    ) -> dict[str, Any]:
+        """Fetch the study's instances from Orthanc in the background (202 + count)."""
+        try:
+            queued = pull(orthanc_study_id, body.instances if body else None)
+        except ValueError as exc:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(exc)) from None
+        except LookupError as exc:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+        except (OrthancError, OrthancUnavailable) as exc:
+            raise HTTPException(status.HTTP_502_BAD_GATEWAY, f"Orthanc: {exc}") from None
+        return {"orthanc_study_id": orthanc_study_id, "queued": queued}
 
 
 def model_json(card: ModelCard) -> dict[str, Any]:

@@ -100,6 +100,30 @@ class DeliverySettings(_Section):
     backoff_max_seconds: float = Field(600.0, gt=0)
 
 
+class OrthancSettings(_Section):
+    url: str = ""
+    username: str = ""
+    password: str = ""
+    destination: str = ""
+    record_outcome: bool = True
+    pull: bool = True
+    modalities: list[str] = ["CR", "DX"]
+    timeout: float = Field(default=30.0, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
+    @field_validator("modalities")
+    @classmethod
+    def _modalities(cls, value: list[str]) -> list[str]:
+        return [m.strip().upper() for m in value if m.strip()]
+
+
 class Settings(_Section):
     node: NodeSettings = NodeSettings()
     destinations: list[Destination] = []
@@ -107,6 +131,14 @@ class Settings(_Section):
     model: ModelSettings = ModelSettings()
     database: DatabaseSettings = DatabaseSettings()
     delivery: DeliverySettings = DeliverySettings()
+    orthanc: OrthancSettings = OrthancSettings()
+
+    @model_validator(mode="after")
+    def _orthanc_destination(self) -> Settings:
+        name = self.orthanc.destination
+        if name and name not in {d.name for d in self.destinations}:
+            raise ValueError(f"orthanc.destination {name!r} is not a [[destinations]] name")
+        return self
 
     @model_validator(mode="after")
     def _secure(self) -> Settings:
@@ -151,7 +183,7 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
             continue
         section, _, key = name[len(ENV_PREFIX) :].lower().partition("__")
         value: Any = raw
-        if raw[:1] in "[{":
+        if raw[:1] in ("[", "{"):  # not `in "[{"`: that is True for an empty value
             try:
                 value = json.loads(raw)
             except json.JSONDecodeError as exc:

@@ -20,6 +20,7 @@ from dicomnode.db import make_engine
 from dicomnode.jobs import Jobs
 from dicomnode.logconfig import set_salt
 from dicomnode.metrics import Metrics
+from dicomnode.orthanc import OrthancPull, OutcomeRecorder, api_from_settings
 from dicomnode.outbox import deliver_due
 from dicomnode.pipeline import Pipeline
 from dicomnode.scp import StoreContext, start_scp
@@ -50,6 +51,7 @@ class Node:
         self.classifier: Classifier | None = None
         self.scp: Any = None
         self.loops: list[Loop] = []
+        self.orthanc_pull: OrthancPull | None = None
         self.api_server: uvicorn.Server | None = None
         self._api_thread: threading.Thread | None = None
         self.stopped = threading.Event()
@@ -89,17 +91,18 @@ class Node:
         worker = JobWorker(jobs=self.jobs, pipeline=pipeline, owner=self.owner,
                            stable_seconds=s.node.study_stable_seconds)  # fmt: skip
         self.worker_loop = Loop("worker", worker.step, idle=0.5)
+        store_ctx = StoreContext(spool=self.spool, jobs=self.jobs, metrics=self.metrics,
+                                 salt=salt, on_received=self.worker_loop.wake.set)  # fmt: skip
+        on_delivered = self._start_orthanc(store_ctx)
         self.outbox_loop = Loop(
             "outbox",
             lambda: deliver_due(jobs=self.jobs, spool=self.spool, settings=s,
-                                metrics=self.metrics) > 0,
+                                metrics=self.metrics, on_delivered=on_delivered) > 0,
             idle=1.0,
         )  # fmt: skip
-        self.loops = [self.worker_loop, self.outbox_loop]
+        self.loops += [self.worker_loop, self.outbox_loop]
         for loop in self.loops:
             loop.start()
-        store_ctx = StoreContext(spool=self.spool, jobs=self.jobs, metrics=self.metrics,
-                                 salt=salt, on_received=self.worker_loop.wake.set)  # fmt: skip
         self.scp = start_scp(s.node, store_ctx)
         self._start_api()
         log.info(
@@ -111,13 +114,38 @@ class Node:
             destinations=[d.name for d in s.destinations],
         )
 
+    def _start_orthanc(self, store_ctx: StoreContext) -> Any:
+        """Orthanc integration (dicomnode.orthanc): outcome recording and the pull path, each
+        worked by its own loop. Returns the outbox hook (or None)."""
+        s = self.settings
+        if not s.orthanc.url:
+            return None
+        api = api_from_settings(s)
+        hook = None
+        if s.orthanc.record_outcome and s.orthanc.destination:
+            recorder = OutcomeRecorder(settings=s, jobs=self.jobs, api=api,
+                                       card=lambda: self.classifier.card if self.classifier
+                                       else None)  # fmt: skip
+            loop = Loop("orthanc-outcome", recorder.step, idle=1.0)
+            recorder.wake = loop.wake.set
+            self.loops.append(loop)
+            hook = recorder.on_delivered
+        if s.orthanc.pull:
+            self.orthanc_pull = OrthancPull(settings=s, store=store_ctx, api=api)
+            loop = Loop("orthanc-pull", self.orthanc_pull.step, idle=1.0)
+            self.orthanc_pull.wake = loop.wake.set
+            self.loops.append(loop)
+        return hook
+
     def _start_api(self) -> None:
         s = self.settings
         if s.api.port == 0:
             return
         ctx = ApiContext(settings=s, jobs=self.jobs, metrics=self.metrics,
                          card=lambda: self.classifier.card if self.classifier else None,
-                         readiness=self.readiness, spool=self.spool)  # fmt: skip
+                         readiness=self.readiness, spool=self.spool,
+                         orthanc_pull=self.orthanc_pull.request if self.orthanc_pull
+                         else None)  # fmt: skip
         config = uvicorn.Config(create_app(ctx), host=s.api.host, port=s.api.port,
                                 log_config=None, access_log=False, lifespan="off")  # fmt: skip
         self.api_server = uvicorn.Server(config)

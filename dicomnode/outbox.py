@@ -9,6 +9,7 @@ duplicates.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -29,8 +30,19 @@ def backoff_seconds(attempts: int, *, initial: float, maximum: float) -> float:
     return float(min(maximum, initial * 2 ** max(0, attempts - 1)))
 
 
-def deliver_due(*, jobs: Jobs, spool: Spool, settings: Settings, metrics: Metrics) -> int:
-    """One pass over due deliveries; returns how many were delivered."""
+def deliver_due(
+    *,
+    jobs: Jobs,
+    spool: Spool,
+    settings: Settings,
+    metrics: Metrics,
+    on_delivered: Callable[[str, Result], None] | None = None,
+) -> int:
+    """One pass over due deliveries; returns how many were delivered.
+
+    `on_delivered(destination name, result)` is called after each recorded success (e.g. to
+    record the outcome in Orthanc once the SR is there); it must not raise.
+    """
     by_destination: dict[str, list[tuple[Delivery, Result]]] = defaultdict(list)
     for delivery, result in jobs.due_deliveries():
         by_destination[delivery.destination].append((delivery, result))
@@ -70,6 +82,8 @@ def deliver_due(*, jobs: Jobs, spool: Spool, settings: Settings, metrics: Metric
                 delivered += 1
                 if result.job_id is not None:
                     _observe_end_to_end(jobs, result.job_id, metrics)
+                if on_delivered is not None:
+                    on_delivered(name, result)
             else:
                 error = outcome.error or f"peer answered 0x{outcome.status:04X}"
                 _failed(jobs, delivery, settings, outcome.status, error, metrics=metrics)

@@ -10,6 +10,7 @@ command -v DicomSRValidator >/dev/null 2>&1 || [ -e /usr/share/java/pixelmed.jar
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 [ -x /usr/lib/postgresql/15/bin/initdb ] || need+=(postgresql)
+command -v node >/dev/null 2>&1 || need+=(nodejs)  # runs the Orthanc Explorer extension's JS in a unit test
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi

@@ -36,6 +36,16 @@ def table_metadata() -> MetaData:
 def make_engine(url: str, *, upgrade: bool = True) -> Engine:
     """Create the engine; bring the schema to the head revision (or, with `upgrade=False`,
     refuse a database that is not at it)."""
+    engine = create_db_engine(url)
+    if upgrade:
+        upgrade_schema(engine)
+    else:
+        require_head(engine)
+    return engine
+
+
+def create_db_engine(url: str) -> Engine:
+    """The engine alone, schema untouched."""
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
@@ -51,10 +61,6 @@ def make_engine(url: str, *, upgrade: bool = True) -> Engine:
             url, pool_pre_ping=True, pool_size=10, max_overflow=10,
             connect_args={"options": "-c timezone=UTC"} if url.startswith("postgresql") else {},
         )  # fmt: skip
-    if upgrade:
-        upgrade_schema(engine)
-    else:
-        require_head(engine)
     return engine
 
 

@@ -29,10 +29,14 @@ def backoff_seconds(attempts: int, *, initial: float, maximum: float) -> float:
     return float(min(maximum, initial * 2 ** max(0, attempts - 1)))
 
 
-def deliver_due(*, jobs: Jobs, spool: Spool, settings: Settings, metrics: Metrics) -> int:
-    """One pass over due deliveries; returns how many were delivered."""
+def deliver_due(
+    *, jobs: Jobs, spool: Spool, settings: Settings, metrics: Metrics, owner: str = "outbox"
+) -> int:
+    """One pass over due deliveries, claimed for `owner` (the node) so that no other node
+    sends them at the same time; returns how many were delivered."""
     by_destination: dict[str, list[tuple[Delivery, Result]]] = defaultdict(list)
-    for delivery, result in jobs.due_deliveries():
+    claimed = jobs.claim_deliveries(owner=owner, lease_seconds=settings.database.lease_seconds)
+    for delivery, result in claimed:
         by_destination[delivery.destination].append((delivery, result))
     destinations = {d.name: d for d in settings.destinations}
     delivered = 0

@@ -182,7 +182,7 @@ def check_exactly_once(cluster: Cluster, files: list[Path], studies: int, *,
 
 
 # The 200-image burst runs on PostgreSQL; on SQLite (one node doing all the work) a smaller
-# one keeps the suite within minutes on a 2-core machine; `make reliability` runs 200 there too.
+# one keeps the suite within minutes on a 2-core machine (`pytest -m slow` runs 200 there too).
 @pytest.mark.parametrize(
     ("backend", "images"),
     [("postgresql", 200), ("sqlite", 60),

@@ -1,5 +1,6 @@
 """docker-compose.scale.yml cannot run here (no Docker engine): check what it references."""
 
+import json
 import re
 from pathlib import Path
 
@@ -28,7 +29,13 @@ def _resolve(value):
 def test_scale_profile_has_postgres_two_nodes_and_a_load_balancer():
     services = _compose()["services"]
     scale = {name for name, s in services.items() if "scale" in s.get("profiles", [])}
-    assert scale == set(services)  # nothing starts without --profile scale
+    # besides its own services, the override only re-points the base Orthanc at the load
+    # balancer and puts the base single node into another profile
+    assert set(services) - scale == {"orthanc", "dicomnode"}
+    assert services["dicomnode"]["profiles"] == ["single"]
+    modalities = json.loads(services["orthanc"]["environment"]["ORTHANC__DICOM_MODALITIES"])
+    assert modalities["DICOMNODE"]["Host"] == "dicomnode-lb"
+    assert modalities["DICOMNODE"]["Port"] == 11112
     nodes = {
         n: s for n, s in services.items() if s.get("command", [""])[:2] == ["dicomnode", "serve"]
     }
@@ -37,16 +44,19 @@ def test_scale_profile_has_postgres_two_nodes_and_a_load_balancer():
     assert len(ids) == len(nodes)  # unique node ids
     for service in nodes.values():
         url = _env(service)["DICOMNODE_DATABASE__URL"]
-        assert url.startswith("postgresql+psycopg://") and "@postgres:5432/" in url
+        assert url.startswith("postgresql+psycopg://") and "@dicomnode-db:5432/" in url
         assert "${DICOMNODE_API_TOKEN:?" in _env(service)["DICOMNODE_API__TOKEN"]
     spools = {v for s in nodes.values() for v in s["volumes"] if v.startswith("spool:")}
     assert len(spools) == 1  # one shared spool volume, same mount point everywhere
-    assert services["postgres"]["image"].startswith("postgres:15")
+    assert services["dicomnode-db"]["image"].startswith("postgres:15")
 
 
 def test_every_referenced_file_exists_and_agrees_with_the_node_config():
     services = _compose()["services"]
     for service in services.values():
+        build = service.get("build")
+        if build and (REPO / "docker-compose.yml").exists():  # the base file brings the Dockerfile
+            assert (REPO / build["context"] / build["dockerfile"]).is_file()
         for volume in service.get("volumes", []):
             source = volume.split(":", 1)[0]
             if source.startswith("."):

@@ -61,6 +61,24 @@ def cmd_echo(args: argparse.Namespace) -> int:
     return 0 if status == 0 else 1
 
 
+def cmd_db(args: argparse.Namespace) -> int:
+    """`db upgrade` migrates (under a lock: safe while other nodes run or start); `db current`
+    prints the revision and exits 1 when an upgrade is needed."""
+    from dicomnode.db import create_db_engine, head_revision, schema_revision, upgrade_schema
+
+    engine = create_db_engine(_settings(args.config).database_url)
+    try:
+        if args.action == "upgrade":
+            before, after = upgrade_schema(engine)
+            print(f"database schema: {before or '(empty)'} -> {after}")
+            return 0
+        current, head = schema_revision(engine), head_revision()
+        print(f"database schema: {current or '(empty)'} (newest: {head})")
+        return 0 if current == head else 1
+    finally:
+        engine.dispose()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dicomnode", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -88,6 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
     echo.add_argument("--calling-aet", default="ECHOSCU")
     echo.add_argument("--timeout", type=float, default=10.0)
     echo.set_defaults(func=cmd_echo)
+
+    db = sub.add_parser("db", help="database schema: apply or show migrations")
+    db.add_argument("action", choices=["upgrade", "current"],
+                    help="upgrade: migrate to the newest schema; current: show it")  # fmt: skip
+    db.add_argument("--config", default=None)
+    db.set_defaults(func=cmd_db)
     return parser
 
 

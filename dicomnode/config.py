@@ -51,11 +51,19 @@ class NodeSettings(_Section):
     tls_private_key: Path | None = None
     tls_ca_certificate: Path | None = None
     tls_required: bool = False
+    # Scale-out (several nodes sharing PostgreSQL): a stable id per node, a shared spool.
+    node_id: str = Field("", max_length=200)
+    spool_dir: Path | None = None
 
     @field_validator("ae_title")
     @classmethod
     def _strip(cls, value: str) -> str:
         return value.strip()
+
+    @field_validator("spool_dir", mode="before")
+    @classmethod
+    def _no_empty_path(cls, value: Any) -> Any:
+        return None if value == "" else value
 
     @field_validator("uid_root")
     @classmethod
@@ -92,6 +100,8 @@ class ModelSettings(_Section):
 
 class DatabaseSettings(_Section):
     url: str = ""
+    lease_seconds: float = Field(60.0, gt=0)
+    auto_upgrade: bool = True
 
 
 class DeliverySettings(_Section):
@@ -162,6 +172,10 @@ class Settings(_Section):
         return self.node.data_dir
 
     @property
+    def spool_dir(self) -> Path:
+        return self.node.spool_dir or self.node.data_dir / "spool"
+
+    @property
     def database_url(self) -> str:
         return self.database.url or f"sqlite:///{(self.node.data_dir / 'dicomnode.db').resolve()}"
 
@@ -220,6 +234,9 @@ def load_settings(
         raise ConfigError(_describe(exc)) from None
     if not settings.node.data_dir.is_absolute():
         node = settings.node.model_copy(update={"data_dir": (base / settings.node.data_dir)})
+        settings = settings.model_copy(update={"node": node})
+    if settings.node.spool_dir is not None and not settings.node.spool_dir.is_absolute():
+        node = settings.node.model_copy(update={"spool_dir": (base / settings.node.spool_dir)})
         settings = settings.model_copy(update={"node": node})
     return settings
 

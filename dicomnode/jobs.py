@@ -3,7 +3,9 @@
 Claiming is one atomic UPDATE … WHERE id = (SELECT … LIMIT 1) RETURNING, which SQLite runs under
 its single writer lock and PostgreSQL under FOR UPDATE SKIP LOCKED, so no job is handed to two
 workers. A claimed job carries a lease; a job whose lease expired (its worker died) is claimable
-again.
+again. Study reports and deliveries are claimed the same way, so several nodes sharing one
+PostgreSQL database never build the same report version or send the same result twice; a live
+node renews its leases (`renew_leases`), and a write under a lost lease is refused (fencing).
 """
 
 from __future__ import annotations
@@ -14,8 +16,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import aliased
 from sqlmodel import Session, col
 
 from dicomnode.tables import (
@@ -99,21 +104,29 @@ class Jobs:
             return job.id, True
 
     def _touch_study(self, s: Session, item: Received, now: datetime) -> None:
-        study = s.get(Study, item.study_instance_uid)
-        if study is None:
-            study = Study(study_instance_uid=item.study_instance_uid, first_received_at=now)
-            for key, value in item.study.items():
-                setattr(study, key, value)
+        # Insert-if-absent, then update under a row lock: images of one new study arriving at
+        # several associations (or nodes) at once must neither fail nor lose an update.
+        insert = pg_insert if self._postgres else sqlite_insert
+        s.execute(
+            insert(Study)
+            .values(
+                study_instance_uid=item.study_instance_uid,
+                first_received_at=now,
+                last_received_at=now,
+                **item.study,
+            )
+            .on_conflict_do_nothing(index_elements=["study_instance_uid"])
+        )
+        study = s.scalars(
+            select(Study)
+            .where(col(Study.study_instance_uid) == item.study_instance_uid)
+            .with_for_update()
+        ).one()
         modalities = set(filter(None, study.modalities.split(","))) | {item.modality}
         study.modalities = ",".join(sorted(m for m in modalities if m))
         study.body_part = study.body_part or item.body_part
         study.last_received_at = now
         s.add(study)
-        try:
-            s.flush()
-        except IntegrityError:  # another association created the study first
-            s.rollback()
-            raise
 
     # --- working ----------------------------------------------------------------------------
 
@@ -152,18 +165,22 @@ class Jobs:
         job_id: int,
         *,
         state: JobState,
+        owner: str | None = None,
         reason: str | None = None,
         probability: float | None = None,
         outcome: str | None = None,
         model_version: str | None = None,
         preprocess_ms: float | None = None,
         inference_ms: float | None = None,
-    ) -> None:
+    ) -> bool:
+        """Record a job's outcome. With `owner`, only while that owner still holds the lease
+        (False: the lease was lost to another node, which now owns the job)."""
+        stmt = update(Job).where(col(Job.id) == job_id)
+        if owner is not None:
+            stmt = stmt.where(col(Job.lease_owner) == owner, col(Job.state) == JobState.PROCESSING)
         with self.session() as s:
-            s.execute(
-                update(Job)
-                .where(col(Job.id) == job_id)
-                .values(
+            n = s.execute(
+                stmt.values(
                     state=state,
                     reason=reason,
                     probability=probability,
@@ -175,8 +192,9 @@ class Jobs:
                     lease_owner=None,
                     lease_expires_at=None,
                 )
-            )
+            ).rowcount  # type: ignore[attr-defined]
             s.commit()
+            return bool(n)
 
     def requeue(self, job_id: int) -> bool:
         """Put a failed (or stuck) job back in the queue; True if it was requeued."""
@@ -191,13 +209,25 @@ class Jobs:
             return bool(n)
 
     def release_owned(self, owner: str) -> int:
-        """At start-up or shutdown: jobs this node held go back to the queue."""
+        """At start-up or shutdown: jobs, report claims and deliveries this node held are
+        released at once (not after their lease); returns the number of jobs requeued."""
         with self.session() as s:
             n = s.execute(
                 update(Job)
                 .where(col(Job.state) == JobState.PROCESSING, col(Job.lease_owner) == owner)
                 .values(state=JobState.QUEUED, lease_owner=None, lease_expires_at=None)
             ).rowcount  # type: ignore[attr-defined]
+            s.execute(
+                update(Study)
+                .where(col(Study.report_owner) == owner)
+                .values(report_owner=None, report_lease_expires_at=None)
+            )
+            s.execute(
+                update(Delivery)
+                .where(col(Delivery.lease_owner) == owner)
+                .where(col(Delivery.state) == DeliveryState.PENDING)
+                .values(lease_owner=None, next_attempt_at=utcnow())
+            )
             s.commit()
             return int(n)
 
@@ -257,7 +287,29 @@ class Jobs:
         job_count: int,
         outcome: str,
         max_probability: float,
-    ) -> None:
+        owner: str | None = None,
+    ) -> bool:
+        """Record report `version`. With `owner` (the claim holder), only if that node still
+        holds the claim and the study is still at `version - 1`; False otherwise."""
+        if owner is not None:
+            with self.session() as s:
+                n = s.execute(
+                    update(Study)
+                    .where(col(Study.study_instance_uid) == study_instance_uid)
+                    .where(col(Study.report_owner) == owner)
+                    .where(col(Study.report_version) == version - 1)
+                    .values(
+                        report_version=version,
+                        reported_job_count=job_count,
+                        outcome=outcome,
+                        max_probability=max_probability,
+                        reported_at=utcnow(),
+                        report_owner=None,
+                        report_lease_expires_at=None,
+                    )
+                ).rowcount  # type: ignore[attr-defined]
+                s.commit()
+                return bool(n)
         with self.session() as s:
             study = s.get(Study, study_instance_uid)
             assert study is not None
@@ -268,6 +320,7 @@ class Jobs:
             study.reported_at = utcnow()
             s.add(study)
             s.commit()
+            return True
 
     # --- results and the outbox -------------------------------------------------------------
 
@@ -337,6 +390,7 @@ class Jobs:
         self._update_delivery(
             delivery_id,
             state=DeliveryState.DELIVERED,
+            lease_owner=None,
             last_status=status,
             last_error=None,
             delivered_at=utcnow(),
@@ -350,6 +404,7 @@ class Jobs:
         self._update_delivery(
             delivery_id,
             state=DeliveryState.PENDING if retry_at else DeliveryState.FAILED,
+            lease_owner=None,
             last_status=status,
             last_error=error[:500],
             next_attempt_at=retry_at or utcnow(),
@@ -403,3 +458,137 @@ class Jobs:
 
     def jobs_for_study(self, study_instance_uid: str) -> list[Job]:
         return self.list_jobs(study_instance_uid=study_instance_uid, limit=10_000)
+
+    # --- scale-out: leases on reports and deliveries ----------------------------------------
+
+    def renew_leases(self, *, owner: str, lease_seconds: float) -> int:
+        """Heartbeat of a live node: extend every lease it still holds (jobs, report claims,
+        deliveries being sent). A lease already taken over by another node is not touched."""
+        expires = utcnow() + timedelta(seconds=lease_seconds)
+        with self.session() as s:
+            n = s.execute(
+                update(Job)
+                .where(col(Job.state) == JobState.PROCESSING, col(Job.lease_owner) == owner)
+                .values(lease_expires_at=expires)
+            ).rowcount  # type: ignore[attr-defined]
+            n += s.execute(
+                update(Study)
+                .where(col(Study.report_owner) == owner)
+                .values(report_lease_expires_at=expires)
+            ).rowcount  # type: ignore[attr-defined]
+            n += s.execute(
+                update(Delivery)
+                .where(col(Delivery.lease_owner) == owner)
+                .where(col(Delivery.state) == DeliveryState.PENDING)
+                .values(next_attempt_at=expires)
+            ).rowcount  # type: ignore[attr-defined]
+            s.commit()
+            return int(n)
+
+    def claim_study_report(
+        self, *, owner: str, lease_seconds: float, stable_seconds: float
+    ) -> tuple[str, int] | None:
+        """Atomically claim one study due for a report (see `studies_to_report`) that no live
+        node is reporting; returns (study UID, version to build) or None.
+
+        The due conditions are checked again inside the UPDATE, so a study another node has just
+        reported (same images) is not claimed again: one report per version, whoever received
+        the images.
+        """
+        now = utcnow()
+        picked = aliased(Study)
+
+        def due(study: Any) -> Any:
+            unfinished = (
+                select(Job.id)
+                .where(col(Job.study_instance_uid) == study.study_instance_uid)
+                .where(col(Job.state).not_in(TERMINAL_JOB_STATES))
+                .exists()
+            )
+            classified = (
+                select(func.count())
+                .select_from(Job)
+                .where(col(Job.study_instance_uid) == study.study_instance_uid)
+                .where(col(Job.state) == JobState.CLASSIFIED)
+                .scalar_subquery()
+            )
+            return and_(
+                study.last_received_at <= now - timedelta(seconds=stable_seconds),
+                ~unfinished,
+                classified > study.reported_job_count,
+                or_(study.report_lease_expires_at.is_(None), study.report_lease_expires_at < now),
+            )
+
+        pick = (
+            select(picked.study_instance_uid)
+            .where(due(picked))
+            .order_by(picked.last_received_at)
+            .limit(1)
+        )
+        if self._postgres:
+            pick = pick.with_for_update(of=picked, skip_locked=True)
+        stmt = (
+            update(Study)
+            .where(col(Study.study_instance_uid) == pick.scalar_subquery())
+            .where(due(Study))
+            .values(
+                report_owner=owner, report_lease_expires_at=now + timedelta(seconds=lease_seconds)
+            )
+            .returning(col(Study.study_instance_uid), col(Study.report_version))
+        )
+        with self.session() as s:
+            row = s.execute(stmt).first()
+            s.commit()
+        return (str(row[0]), int(row[1]) + 1) if row is not None else None
+
+    def release_study_report(
+        self, study_instance_uid: str, *, owner: str, retry_after: float = 0.0
+    ) -> None:
+        """Give up a report claim without recording a version (nothing could be built); the
+        study is not claimed again, by any node, for `retry_after` seconds."""
+        retry_at = utcnow() + timedelta(seconds=retry_after) if retry_after > 0 else None
+        with self.session() as s:
+            s.execute(
+                update(Study)
+                .where(col(Study.study_instance_uid) == study_instance_uid)
+                .where(col(Study.report_owner) == owner)
+                .values(report_owner=None, report_lease_expires_at=retry_at)
+            )
+            s.commit()
+
+    def claim_deliveries(
+        self, *, owner: str, lease_seconds: float, limit: int = 100
+    ) -> list[tuple[Delivery, Result]]:
+        """Atomically take due deliveries for sending: their next attempt moves to the lease
+        expiry, so no other node sends them meanwhile, and a dead sender's return."""
+        now = utcnow()
+        due = and_(
+            col(Delivery.state) == DeliveryState.PENDING, col(Delivery.next_attempt_at) <= now
+        )
+        pick = (
+            select(col(Delivery.id))
+            .where(due)
+            .order_by(col(Delivery.next_attempt_at), col(Delivery.id))
+            .limit(limit)
+        )
+        if self._postgres:
+            pick = pick.with_for_update(skip_locked=True)
+        stmt = (
+            update(Delivery)
+            .where(col(Delivery.id).in_(pick.scalar_subquery()))
+            .where(due)
+            .values(lease_owner=owner, next_attempt_at=now + timedelta(seconds=lease_seconds))
+            .returning(col(Delivery.id))
+        )
+        with self.session() as s:
+            ids = [row[0] for row in s.execute(stmt)]
+            s.commit()
+            if not ids:
+                return []
+            rows = s.execute(
+                select(Delivery, Result)
+                .join(Result, col(Result.id) == Delivery.result_id)
+                .where(col(Delivery.id).in_(ids))
+                .order_by(col(Delivery.id))
+            )
+            return [(d, r) for d, r in rows]

@@ -25,6 +25,7 @@ from dicomnode.outbox import deliver_due
 from dicomnode.pipeline import Pipeline
 from dicomnode.scp import StoreContext, start_scp
 from dicomnode.spool import Spool
+from dicomnode.uids import hash_uid
 from dicomnode.worker import JobWorker, Loop
 
 log = structlog.stdlib.get_logger("dicomnode.node")
@@ -42,10 +43,17 @@ def node_salt(data_dir: Path, configured: str) -> str:
     return path.read_text().strip()
 
 
+def node_identity(settings: Settings) -> str:
+    """The id this node holds leases under in a shared database: configured, or derived from
+    what tells two nodes apart on one host and stays the same across restarts."""
+    node = settings.node
+    return node.node_id or f"{node.ae_title}@{socket.gethostname()}:{node.port}"
+
+
 class Node:
     def __init__(self, settings: Settings, *, classifier: Classifier | None = None) -> None:
         self.settings = settings
-        self.owner = f"{settings.node.ae_title}@{socket.gethostname()}"
+        self.owner = node_identity(settings)
         self.metrics = Metrics()
         self._classifier = classifier
         self.classifier: Classifier | None = None
@@ -67,12 +75,14 @@ class Node:
         if salt != s.node.log_salt:
             node = s.node.model_copy(update={"log_salt": salt})
             self.settings = s = s.model_copy(update={"node": node})
-        self.engine = make_engine(s.database_url)
+        self.engine = make_engine(s.database_url, upgrade=s.database.auto_upgrade)
         self.jobs = Jobs(self.engine)
-        self.spool = Spool(data / "spool", min_free_mb=s.node.min_free_mb)
+        self.spool = Spool(s.spool_dir, min_free_mb=s.node.min_free_mb,
+                           tmp_tag=hash_uid(self.owner, "spool-tmp")[:12])  # fmt: skip
         requeued = self.jobs.release_owned(self.owner)
         if requeued:
             log.info("unfinished jobs requeued after restart", count=requeued)
+        log.info("node identity", node_id=self.owner, spool=str(s.spool_dir))
         if s.model.threads:
             import torch
 
@@ -88,19 +98,29 @@ class Node:
                         model=card.display_name)  # fmt: skip
         pipeline = Pipeline(settings=s, jobs=self.jobs, spool=self.spool,
                             classifier=self.classifier, metrics=self.metrics)  # fmt: skip
+        lease = s.database.lease_seconds
         worker = JobWorker(jobs=self.jobs, pipeline=pipeline, owner=self.owner,
-                           stable_seconds=s.node.study_stable_seconds)  # fmt: skip
+                           stable_seconds=s.node.study_stable_seconds,
+                           lease_seconds=lease)  # fmt: skip
         self.worker_loop = Loop("worker", worker.step, idle=0.5)
+        worker.stopping = self.worker_loop.stopping.is_set
         store_ctx = StoreContext(spool=self.spool, jobs=self.jobs, metrics=self.metrics,
                                  salt=salt, on_received=self.worker_loop.wake.set)  # fmt: skip
         on_delivered = self._start_orthanc(store_ctx)
         self.outbox_loop = Loop(
             "outbox",
             lambda: deliver_due(jobs=self.jobs, spool=self.spool, settings=s,
-                                metrics=self.metrics, on_delivered=on_delivered) > 0,
+                                metrics=self.metrics, owner=self.owner,
+                                on_delivered=on_delivered) > 0,
             idle=1.0,
         )  # fmt: skip
-        self.loops += [self.worker_loop, self.outbox_loop]
+        # Heartbeat: renew this node's leases well before they expire.
+        self.lease_loop = Loop(
+            "leases",
+            lambda: self.jobs.renew_leases(owner=self.owner, lease_seconds=lease) < 0,
+            idle=lease / 3,
+        )
+        self.loops += [self.worker_loop, self.outbox_loop, self.lease_loop]
         for loop in self.loops:
             loop.start()
         self.scp = start_scp(s.node, store_ctx)
@@ -167,7 +187,7 @@ class Node:
         except Exception:  # any failure here means "not ready"; the reason is in the logs
             log.warning("readiness: database unreachable")
             checks["database"] = False
-        probe = self.spool.tmp / f".probe-{os.getpid()}"
+        probe = self.spool.tmp / f".probe-{self.spool.tmp_prefix}{os.getpid()}"
         try:
             probe.write_bytes(b"ok")
             probe.unlink()

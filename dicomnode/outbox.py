@@ -36,15 +36,18 @@ def deliver_due(
     spool: Spool,
     settings: Settings,
     metrics: Metrics,
+    owner: str = "outbox",
     on_delivered: Callable[[str, Result], None] | None = None,
 ) -> int:
-    """One pass over due deliveries; returns how many were delivered.
+    """One pass over due deliveries, claimed for `owner` (the node) so that no other node
+    sends them at the same time; returns how many were delivered.
 
     `on_delivered(destination name, result)` is called after each recorded success (e.g. to
     record the outcome in Orthanc once the SR is there); it must not raise.
     """
     by_destination: dict[str, list[tuple[Delivery, Result]]] = defaultdict(list)
-    for delivery, result in jobs.due_deliveries():
+    claimed = jobs.claim_deliveries(owner=owner, lease_seconds=settings.database.lease_seconds)
+    for delivery, result in claimed:
         by_destination[delivery.destination].append((delivery, result))
     destinations = {d.name: d for d in settings.destinations}
     delivered = 0

@@ -135,9 +135,10 @@ class Pipeline:
         inference_ms: float | None = None,
     ) -> JobState:
         assert job.id is not None
-        self.jobs.finish(
+        kept = self.jobs.finish(
             job.id,
             state=state,
+            owner=job.lease_owner,
             reason=reason,
             probability=prediction.probability if prediction else None,
             outcome=str(prediction.outcome) if prediction else None,
@@ -145,6 +146,11 @@ class Pipeline:
             preprocess_ms=preprocess_ms,
             inference_ms=inference_ms,
         )
+        if not kept:
+            # Our lease expired and another node took the job over: it records the outcome
+            # (the same output UIDs), this node's is dropped.
+            log.warning("job lease lost; outcome left to the node that took it over")
+            return state
         if state == JobState.FAILED:
             self.metrics.failed.inc()
         log.info(
@@ -161,8 +167,12 @@ class Pipeline:
 
     # --- one study ----------------------------------------------------------------------------
 
-    def report_study(self, study_instance_uid: str) -> int | None:
-        """Build and queue the next SR version for a stable study; returns the version made."""
+    def report_study(self, study_instance_uid: str, *, owner: str | None = None) -> int | None:
+        """Build and queue the next SR version for a stable study; returns the version made.
+
+        `owner`: the node holding the study's report claim (`Jobs.claim_study_report`); the
+        version is recorded only while it still holds it.
+        """
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(study=hash_uid(study_instance_uid, self.salt))
         study = self.jobs.study(study_instance_uid)
@@ -194,13 +204,18 @@ class Pipeline:
         self._store_result(sr, kind=ResultKind.SR, job_id=None, version=version)
         top = max(p.probability for p in predictions)
         outcome = outcome_for(top, self.classifier.card)
-        self.jobs.record_report(
+        recorded = self.jobs.record_report(
             study_instance_uid=study_instance_uid,
             version=version,
             job_count=len(classified),
             outcome=str(outcome),
             max_probability=top,
+            owner=owner,
         )
+        if not recorded:
+            log.warning("report claim lost; version left to the node that took it over",
+                        version=version)  # fmt: skip
+            return None
         log.info("study reported", version=version, images=len(sources), outcome=str(outcome),
                  probability=round(top, 4))  # fmt: skip
         return version

@@ -4,6 +4,11 @@ Paths come from a salted hash of the SOP Instance UID, never the UID itself, so 
 (`../../x`) cannot name a path. Writes go to a temporary file in the same file system, are
 fsynced, renamed into place, and the directory is fsynced: after `write` returns, the bytes
 survive a crash.
+
+Several nodes may share one spool directory (scale-out): relative paths do not depend on the
+node, and each node names its temporary files with its own tag, so that at start it removes only
+its own leftovers (and any that are too old to belong to a write still in progress), never a
+live node's partial write.
 """
 
 from __future__ import annotations
@@ -11,7 +16,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -21,19 +28,40 @@ class SpoolFull(OSError):
     """Free space is below the configured minimum; the caller answers 0xA700."""
 
 
+#: A temporary file older than this is a crashed write, whichever node made it.
+STALE_TMP_SECONDS = 3600.0
+
+
 class Spool:
-    def __init__(self, root: Path, *, min_free_mb: int = 0) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        min_free_mb: int = 0,
+        tmp_tag: str = "",
+        stale_tmp_seconds: float = STALE_TMP_SECONDS,
+    ) -> None:
         self.root = Path(root)
         self.min_free_bytes = min_free_mb * 1024 * 1024
         self.tmp = self.root / "tmp"
+        # Only [A-Za-z0-9_] in file names; "in-" alone when the spool is not shared.
+        self.tmp_prefix = f"in-{re.sub(r'[^A-Za-z0-9_]', '_', tmp_tag)[:32]}-" if tmp_tag else "in-"
         self.tmp.mkdir(parents=True, exist_ok=True)
-        self._clean_tmp()
+        self._clean_tmp(stale_tmp_seconds)
 
-    def _clean_tmp(self) -> None:
-        """Partial writes left by a crash are never acknowledged: remove them."""
+    def _clean_tmp(self, stale_seconds: float) -> None:
+        """Partial writes left by a crash are never acknowledged: remove this node's own and
+        stale ones (another live node may be writing the rest right now)."""
+        cutoff = time.time() - stale_seconds
         for leftover in self.tmp.iterdir():
             with contextlib.suppress(OSError):
-                leftover.unlink()
+                if self._owns(leftover.name) or leftover.stat().st_mtime < cutoff:
+                    leftover.unlink()
+
+    def _owns(self, name: str) -> bool:
+        if self.tmp_prefix == "in-":  # an untagged spool is not shared: every leftover is ours
+            return True
+        return name.startswith(self.tmp_prefix)
 
     def relative_path(self, key: str, *, kind: str, suffix: str = ".dcm") -> str:
         digest = hashlib.sha256(f"{kind}\x1f{key}".encode()).hexdigest()
@@ -59,7 +87,7 @@ class Spool:
         """Durably write `chunks` to `relative`; nothing is left behind on failure."""
         target = self.path(relative)
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = _mkstemp(self.tmp)
+        fd, tmp_name = _mkstemp(self.tmp, self.tmp_prefix)
         try:
             with os.fdopen(fd, "wb") as fh:
                 for chunk in chunks:
@@ -88,10 +116,10 @@ class Spool:
             return False
 
 
-def _mkstemp(directory: Path) -> tuple[int, str]:
+def _mkstemp(directory: Path, prefix: str) -> tuple[int, str]:
     import tempfile
 
-    return tempfile.mkstemp(dir=directory, prefix="in-", suffix=".part")
+    return tempfile.mkstemp(dir=directory, prefix=prefix, suffix=".part")
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -8,6 +8,16 @@ from enum import StrEnum
 from sqlalchemy import UniqueConstraint
 from sqlmodel import Field, SQLModel
 
+# Named constraints, so a later migration can alter them on SQLite too (batch mode). Must be set
+# before the first table is defined.
+SQLModel.metadata.naming_convention = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -83,6 +93,10 @@ class Study(SQLModel, table=True):
     outcome: str | None = None
     max_probability: float | None = None
     reported_at: datetime | None = None
+    # The node building the next report version holds this lease (exactly one report per
+    # version when several nodes share the database).
+    report_owner: str | None = None
+    report_lease_expires_at: datetime | None = None
 
 
 class Result(SQLModel, table=True):
@@ -112,3 +126,5 @@ class Delivery(SQLModel, table=True):
     last_status: int | None = None
     last_error: str | None = None
     delivered_at: datetime | None = None
+    # The node sending it; while it sends, next_attempt_at is its lease expiry.
+    lease_owner: str | None = None

@@ -60,6 +60,7 @@ class JobWorker:
         self.owner = owner
         self.stable_seconds = stable_seconds
         self.lease_seconds = lease_seconds
+        self.stopping: Callable[[], bool] = lambda: False
 
     def step(self) -> bool:
         job = self.jobs.claim(owner=self.owner, lease_seconds=self.lease_seconds)
@@ -73,12 +74,33 @@ class JobWorker:
                 assert job.id is not None
                 from dicomnode.tables import JobState
 
-                self.jobs.finish(job.id, state=JobState.FAILED,
+                self.jobs.finish(job.id, state=JobState.FAILED, owner=self.owner,
                                  reason=f"internal error ({type(exc).__name__})")  # fmt: skip
                 self.pipeline.metrics.failed.inc()
             return True
+        return self.report_stable_studies()
+
+    def report_stable_studies(self) -> bool:
+        """Build the next report of every stable study, each claimed first, so that with
+        several nodes on one database each version is built by exactly one of them."""
         reported = False
-        for study_uid in self.jobs.studies_to_report(stable_seconds=self.stable_seconds):
-            self.pipeline.report_study(study_uid)
+        while not self.stopping():
+            claimed = self.jobs.claim_study_report(
+                owner=self.owner, lease_seconds=self.lease_seconds,
+                stable_seconds=self.stable_seconds,
+            )  # fmt: skip
+            if claimed is None:
+                return reported
+            study_uid, _version = claimed
+            made = None
+            try:
+                made = self.pipeline.report_study(study_uid, owner=self.owner)
+            finally:
+                # Recorded: the claim is already gone. Not built (or a bug): try again later,
+                # without starving the other studies.
+                if made is None:
+                    self.jobs.release_study_report(
+                        study_uid, owner=self.owner, retry_after=self.lease_seconds
+                    )
             reported = True
         return reported

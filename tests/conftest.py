@@ -113,3 +113,33 @@ def node_factory(
         node.stop()
         if _failed(request):
             print(node.describe())
+
+
+# ------------------------------------------------------------------ PostgreSQL (scale-out)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[Any]:
+    """One real PostgreSQL 15 server for the session (Debian `postgresql`), ephemeral port."""
+    from tests.support.postgres import PostgresServer, postgres_missing
+
+    missing = postgres_missing()
+    if missing:
+        pytest.fail(f"{missing}. Run `make test` (scripts/install-system-deps.sh).", pytrace=False)
+    server = PostgresServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: Any) -> str:
+    """SQLAlchemy URL of a new, empty database on the session's PostgreSQL server."""
+    return str(postgres_server.create_database())
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database of each kind the node supports: SQLite file, PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'dicomnode.db'}"
+    return str(request.getfixturevalue("postgres_url"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hmac
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response, status
@@ -16,6 +17,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from dicomnode.audit import Audit, AuditAction, AuditEventID, AuditOutcome, event_json
 from dicomnode.card import ModelCard
 from dicomnode.config import Settings
 from dicomnode.jobs import Jobs
@@ -31,6 +33,7 @@ class ApiContext:
     metrics: Metrics
     card: Callable[[], ModelCard | None]
     readiness: Callable[[], dict[str, bool]]
+    audit: Audit | None = None
 
 
 def create_app(ctx: ApiContext) -> FastAPI:
@@ -43,6 +46,12 @@ def create_app(ctx: ApiContext) -> FastAPI:
         header = request.headers.get("authorization", "")
         scheme, _, given = header.partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip(), token):
+            if ctx.audit is not None:
+                ctx.audit.record(event=AuditEventID.USER_AUTHENTICATION,
+                                 action=AuditAction.EXECUTE, outcome=AuditOutcome.MINOR_FAILURE,
+                                 actor=client_id(request, ctx.settings.node.log_salt),
+                                 detail=f"bearer token refused: {request.method} "
+                                 f"{request.url.path}")  # fmt: skip
             raise HTTPException(
                 status_code=status.HTTP_401_UNAUTHORIZED,
                 detail="missing or wrong bearer token",
@@ -93,12 +102,17 @@ def create_app(ctx: ApiContext) -> FastAPI:
         return job_json(job)
 
     @app.post("/api/jobs/{job_id}/retry", dependencies=auth)
-    def retry_job(job_id: int) -> dict[str, Any]:
+    def retry_job(job_id: int, request: Request) -> dict[str, Any]:
         job = ctx.jobs.get_job(job_id)
         if job is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, "no such job")
         if not ctx.jobs.requeue(job_id):
             raise HTTPException(status.HTTP_409_CONFLICT, f"job is {job.state}, not failed")
+        if ctx.audit is not None:
+            ctx.audit.record(event=AuditEventID.INSTANCES_ACCESSED, action=AuditAction.UPDATE,
+                             actor=client_id(request, ctx.settings.node.log_salt),
+                             study_uid=job.study_instance_uid, object=f"job:{job_id}",
+                             detail="failed job requeued")  # fmt: skip
         return {"id": job_id, "state": "queued"}
 
     @app.get("/api/studies/{study_instance_uid}", dependencies=auth)
@@ -107,6 +121,31 @@ def create_app(ctx: ApiContext) -> FastAPI:
         if study is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, "no such study")
         return study_json(ctx, study)
+
+    # --- audit trail ----------------------------------------------------------------------
+
+    @app.get("/api/audit", dependencies=auth)
+    def audit_events(
+        request: Request,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        event: str | None = None,
+        actor: str | None = None,
+        study: Annotated[str | None, Query(description="Study Instance UID (hashed here)")] = None,
+        outcome: int | None = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        offset: Annotated[int, Query(ge=0)] = 0,
+    ) -> dict[str, Any]:
+        """Audit events, newest first (PS3.15-shaped; objects are salted hashes)."""
+        if ctx.audit is None:
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "audit trail not available")
+        rows = ctx.audit.query(since=since, until=until, event=event, actor=actor,
+                               study_uid=study, outcome=outcome, limit=limit,
+                               offset=offset)  # fmt: skip
+        ctx.audit.record(event=AuditEventID.AUDIT_LOG_USED, action=AuditAction.READ,
+                         actor=client_id(request, ctx.settings.node.log_salt), count=len(rows),
+                         detail="GET /api/audit")  # fmt: skip
+        return {"events": [event_json(r) for r in rows], "limit": limit, "offset": offset}
 
     return app
 

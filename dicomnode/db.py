@@ -9,7 +9,11 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlmodel import SQLModel, create_engine
 
-from dicomnode import tables  # noqa: F401  (registers the tables on SQLModel.metadata)
+from dicomnode import (  # noqa: F401  (their tables too)
+    audit,
+    retention_store,
+    tables,
+)
 
 
 def make_engine(url: str) -> Engine:

@@ -224,9 +224,9 @@ class Audit:
     ) -> list[AuditEvent]:
         stmt = select(AuditEvent)
         if since is not None:
-            stmt = stmt.where(col(AuditEvent.time) >= _naive_utc(since))
+            stmt = stmt.where(col(AuditEvent.time) >= _utc(since))
         if until is not None:
-            stmt = stmt.where(col(AuditEvent.time) < _naive_utc(until))
+            stmt = stmt.where(col(AuditEvent.time) < _utc(until))
         if event:
             stmt = stmt.where(col(AuditEvent.event) == event)
         if actor:
@@ -258,11 +258,9 @@ class Audit:
             last = int(page[-1].id or last)
 
 
-def _naive_utc(value: datetime) -> datetime:
-    """Timestamps are stored as UTC without zone (SQLite); compare like with like."""
-    if value.tzinfo is not None:
-        value = value.astimezone(UTC).replace(tzinfo=None)
-    return value
+def _utc(value: datetime) -> datetime:
+    """Timestamps are stored in UTC; a time given without zone is taken as UTC."""
+    return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def event_json(row: AuditEvent) -> dict[str, Any]:

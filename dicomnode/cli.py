@@ -18,7 +18,7 @@ def _settings(path: str | None) -> Settings:
 def cmd_serve(args: argparse.Namespace) -> int:
     from dicomnode.checks import StartupError
     from dicomnode.logconfig import configure_logging, get_logger
-    from dicomnode.node import Node
+    from dicomnode.node import Node, exit_now
 
     settings = _settings(args.config)
     configure_logging(level=args.log_level, salt=settings.node.log_salt)
@@ -28,6 +28,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         get_logger("dicomnode.node").error("start-up check failed", check=str(exc))
         print(f"dicomnode: start-up check failed: {exc}", file=sys.stderr)
         return 3
+    exit_now(0)  # stopped cleanly, everything is on disk: skip the slow interpreter teardown
     return 0
 
 

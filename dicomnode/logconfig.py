@@ -43,8 +43,23 @@ def set_salt(salt: str) -> None:
 
 
 def scrub_text(text: str) -> str:
-    """Replace every UID-looking run in free text by its salted hash."""
-    return UID_PATTERN.sub(lambda m: "uid:" + hash_uid(m.group(0), _salt), text)
+    """Replace every UID-looking run in free text by its salted hash (a network address
+    written as host:port, //host or @host is left readable)."""
+    return UID_PATTERN.sub(lambda m: _hash_unless_address(m, text), text)
+
+
+def _hash_unless_address(match: re.Match[str], text: str) -> str:
+    value = match.group(0)
+    parts = value.split(".")
+    if len(parts) == 4 and all(int(p) <= 255 for p in parts):
+        start, end = match.span()
+        if (
+            re.match(r":\d", text[end : end + 2])
+            or text[max(0, start - 2) : start] == "//"
+            or text[start - 1 : start] == "@"
+        ):
+            return value
+    return "uid:" + hash_uid(value, _salt)
 
 
 #: Quoted text, except the file names of traceback lines (`File "x.py", line 3`).

@@ -276,7 +276,7 @@ class Node:
         def _signal(signum: int, _frame: Any) -> None:
             if stop.is_set():
                 log.warning("second signal: exiting now", signal=signal.Signals(signum).name)
-                _hard_exit(1)
+                exit_now(1)
             log.info("signal received; stopping", signal=signal.Signals(signum).name)
             stop.set()
 
@@ -285,7 +285,7 @@ class Node:
         self.start()
         stop.wait()
         self.stop(grace=grace)
-        _exit_by(self.deadline)
+        _join_until(self.deadline)
 
 
 def _drain_associations(server: Any, *, timeout: float) -> None:
@@ -298,9 +298,9 @@ def _drain_associations(server: Any, *, timeout: float) -> None:
         assoc.abort()
 
 
-def _exit_by(deadline: float | None) -> None:
-    """Threads we do not own (an executor's worker in a long call) must not hold the process
-    past the grace period: wait for them until the deadline, then exit anyway."""
+def _join_until(deadline: float | None) -> None:
+    """Threads we do not start ourselves (an executor's worker in a long call) get until the
+    deadline; the caller then ends the process with `exit_now` whatever they are doing."""
     main = threading.main_thread()
     for thread in threading.enumerate():
         if thread is main or thread.daemon:
@@ -310,12 +310,17 @@ def _exit_by(deadline: float | None) -> None:
     busy = [t.name for t in others if t.is_alive()]
     if busy:
         log.warning("threads still busy at the end of the grace period; exiting", threads=busy)
-        _hard_exit(0)
 
 
-def _hard_exit(code: int) -> None:
+def exit_now(code: int) -> None:
+    """End the process without the interpreter's teardown. Call only once everything is on
+    disk: tearing down torch's module graph alone takes seconds (more on a busy machine) and
+    would push the exit past the grace period."""
     import logging
+    import sys
 
     for handler in logging.getLogger().handlers:
         handler.flush()
+    sys.stdout.flush()
+    sys.stderr.flush()
     os._exit(code)

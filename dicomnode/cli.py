@@ -7,6 +7,7 @@ import json
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from dicomnode.config import ConfigError, Settings, load_settings
 
@@ -128,7 +129,7 @@ def _iso_time(text: str) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def _open_store(settings: Settings):  # type: ignore[no-untyped-def]
+def _open_store(settings: Settings) -> tuple[Any, Any, Any]:
     """Engine, spool and audit of a configured node, for the maintenance commands."""
     from dicomnode.audit import Audit
     from dicomnode.db import make_engine

@@ -178,15 +178,15 @@ def _log_uncaught() -> None:
     traceback on stderr."""
     crash = logging.getLogger("dicomnode.crash")
 
-    def main_hook(exc_type: Any, exc: BaseException, tb: Any) -> None:
+    def main_hook(exc_type: type[BaseException], exc: BaseException, tb: Any) -> None:
         crash.critical("uncaught exception", exc_info=(exc_type, exc, tb))
 
     def thread_hook(args: threading.ExceptHookArgs) -> None:
         if args.exc_type is SystemExit:
             return
         name = args.thread.name if args.thread else "?"
-        crash.critical(f"uncaught exception in thread {name}",
-                       exc_info=(args.exc_type, args.exc_value, args.exc_traceback))  # fmt: skip
+        exc_info = (args.exc_type, args.exc_value, args.exc_traceback)
+        crash.critical(f"uncaught exception in thread {name}", exc_info=exc_info)  # type: ignore[arg-type]
 
     sys.excepthook = main_hook
     threading.excepthook = thread_hook

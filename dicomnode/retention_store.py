@@ -58,17 +58,17 @@ class SqlRetentionStore:
         with Session(self.engine) as s:
             deliveries: dict[int, list[DeliveryRow]] = defaultdict(list)
             for result_id, state, delivered_at in s.execute(
-                select(Delivery.result_id, Delivery.state, Delivery.delivered_at)
+                select(col(Delivery.result_id), col(Delivery.state), col(Delivery.delivered_at))
             ):
                 deliveries[result_id].append(DeliveryRow(str(state), delivered_at))
             results: dict[str, list[ResultRow]] = defaultdict(list)
             for rid, study, path, created_at, job_id in s.execute(
                 select(
-                    Result.id,
-                    Result.study_instance_uid,
-                    Result.path,
-                    Result.created_at,
-                    Result.job_id,
+                    col(Result.id),
+                    col(Result.study_instance_uid),
+                    col(Result.path),
+                    col(Result.created_at),
+                    col(Result.job_id),
                 )
             ):
                 results[study].append(
@@ -77,12 +77,12 @@ class SqlRetentionStore:
             images: dict[str, list[ImageRow]] = defaultdict(list)
             for jid, study, sop, state, spool_path, received_at in s.execute(
                 select(
-                    Job.id,
-                    Job.study_instance_uid,
-                    Job.sop_instance_uid,
-                    Job.state,
-                    Job.spool_path,
-                    Job.received_at,
+                    col(Job.id),
+                    col(Job.study_instance_uid),
+                    col(Job.sop_instance_uid),
+                    col(Job.state),
+                    col(Job.spool_path),
+                    col(Job.received_at),
                 )
             ):
                 header = self.spool.relative_path(sop, kind="hdr")
@@ -98,10 +98,10 @@ class SqlRetentionStore:
                 )
                 for uid, last, reported, reported_at in s.execute(
                     select(
-                        Study.study_instance_uid,
-                        Study.last_received_at,
-                        Study.reported_job_count,
-                        Study.reported_at,
+                        col(Study.study_instance_uid),
+                        col(Study.last_received_at),
+                        col(Study.reported_job_count),
+                        col(Study.reported_at),
                     )
                 )
             ]
@@ -137,7 +137,7 @@ def _delete_study(s: Session, d: Deletion) -> None:
     s.execute(delete(Result).where(col(Result.id).in_(results)))
     s.execute(delete(Job).where(col(Job.id).in_(d.job_ids)))
     remaining = s.execute(
-        select(Job.id).where(col(Job.study_instance_uid) == d.study_instance_uid).limit(1)
+        select(col(Job.id)).where(col(Job.study_instance_uid) == d.study_instance_uid).limit(1)
     ).first()
     if remaining is None:  # an image that arrived after the mark keeps its study
         s.execute(delete(Study).where(col(Study.study_instance_uid) == d.study_instance_uid))

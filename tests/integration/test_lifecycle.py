@@ -73,13 +73,14 @@ def test_sigterm_during_a_burst_of_50_loses_nothing_and_exits_within_the_grace_p
         assert acknowledged, result.stderr[-2000:]
         rows = dict(db_rows(db, "select sop_instance_uid, state from job"))
         assert acknowledged <= set(rows), "an acknowledged image has no job row"
-        assert "processing" not in rows.values(), "a job was left in processing"
+        # (SQLAlchemy stores the enum's name: QUEUED, PROCESSING, CLASSIFIED, …)
+        assert "PROCESSING" not in rows.values(), "a job was left in processing"
 
         node.start().wait_ready()
 
         def all_processed() -> bool:
             states = dict(db_rows(db, "select sop_instance_uid, state from job"))
-            return all(states.get(uid) == "classified" for uid in acknowledged)
+            return all(states.get(uid) == "CLASSIFIED" for uid in acknowledged)
 
         wait_until(all_processed, timeout=300, what="every acknowledged image classified")
         sent = wait_until(

@@ -317,6 +317,11 @@ class RetentionReport:
         }
 
 
+def _lock_path(files: FileDeleter) -> Path:
+    """Next to the spool (in the data dir), not in it: the spool holds only DICOM files."""
+    return files.root.parent / "retention.lock"
+
+
 @contextlib.contextmanager
 def _run_lock(path: Path) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -347,7 +352,7 @@ def run_retention(
 ) -> RetentionReport:
     """One run: finish what an interrupted run marked, then select and delete what expired."""
     report = RetentionReport(dry_run=dry_run, now=_aware(now))
-    with _run_lock(files.root / "retention.lock"):
+    with _run_lock(_lock_path(files)):
         pending = store.pending_marks()
         if not dry_run and pending:
             log.info("finishing deletions of an interrupted retention run", count=len(pending))
@@ -383,7 +388,7 @@ def run_retention(
 
 def finish_interrupted(*, store: RetentionStore, files: FileDeleter, audit: Audit) -> int:
     """Only finish the deletions an interrupted run marked (at node start-up)."""
-    with _run_lock(files.root / "retention.lock"):
+    with _run_lock(_lock_path(files)):
         pending = store.pending_marks()
         if pending:
             log.info("finishing deletions of an interrupted retention run", count=len(pending))

@@ -83,7 +83,7 @@ def handle_store(event: Any, ctx: StoreContext) -> int:
     status, reason, audited = _store(event, ctx, sop_class_uid, sop_instance_uid, calling)
     if not audited:  # decided before the dataset was read
         audit_received(ctx, calling=calling, study_uid=None, status=status, reason=reason,
-                       association=id(event.assoc))  # fmt: skip
+                       association=event.assoc)  # fmt: skip
     if status == StoreStatus.SUCCESS:
         bound.debug("store accepted", detail=reason)
     else:
@@ -116,7 +116,7 @@ def _store(
         return StoreStatus.CANNOT_UNDERSTAND, reason, False
     status, reason = store_bytes(
         ctx, encoded, sop_class_uid=sop_class_uid, sop_instance_uid=sop_instance_uid,
-        calling=calling, association=id(event.assoc),
+        calling=calling, association=event.assoc,
     )  # fmt: skip
     return status, reason, True
 
@@ -141,7 +141,7 @@ def store_bytes(
     Used by the C-STORE handler and by every other way in (pulling from a PACS, uploads), so
     all of them share one policy. `sop_*` are the identifiers the request claimed (C-STORE);
     when None, the dataset's own are taken. The outcome goes to the audit trail: counted per
-    `association` (written when it closes), or at once when there is none.
+    `association` (the pynetdicom Association; written when it closes), or at once.
     """
     study: list[str] = []
     status, reason = _store_bytes(ctx, encoded, sop_class_uid=sop_class_uid,
@@ -171,11 +171,19 @@ def audit_received(
         "outcome": AuditOutcome.SUCCESS if ok else AuditOutcome.SERIOUS_FAILURE,
         "study_uid": study_uid,
         "detail": "received" if ok else f"refused 0x{status:04X}: {reason}",
+        "peer": _address(association),
     }
     if association is None:
         ctx.audit.record(**fields, object=f"study:{ctx.audit.hash(study_uid)}" if study_uid else "")
     else:
         ctx.audit.tally(association, **fields)
+
+
+def _address(association: object) -> str:
+    """host:port of the sender, when it came over an association (pynetdicom's requestor)."""
+    requestor = getattr(association, "requestor", None)
+    address = getattr(requestor, "address", "")
+    return f"{address}:{getattr(requestor, 'port', '')}" if address else ""
 
 
 def _store_bytes(
@@ -272,7 +280,7 @@ def handle_echo(event: Any) -> int:
 def handle_close(event: Any, ctx: StoreContext) -> None:
     """EVT_CONN_CLOSE: write the association's audit counts (released or aborted alike)."""
     if ctx.audit is not None:
-        ctx.audit.flush(id(event.assoc))
+        ctx.audit.flush(event.assoc)
 
 
 def handle_rejected(event: Any, ctx: StoreContext) -> None:

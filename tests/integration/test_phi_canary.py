@@ -165,6 +165,7 @@ def test_no_canary_or_raw_uid_escapes(tmp_path, node_factory):
 
     received = events("DICOMInstancesTransferred", action="C", actor="STORESCU", outcome=0)
     assert sum(e["count"] for e in received) == 3
+    assert all(e["peer"].startswith("127.0.0.1:") for e in received)  # from whom
     refused = events("DICOMInstancesTransferred", action="C", actor="MISMATCH", outcome=8)
     assert refused and "0xA900" in refused[0]["detail"]
     sent = events("DICOMInstancesTransferred", action="R", actor="DICOMNODE")

@@ -22,7 +22,7 @@ def small_cr(dst: Path, *, study_uid: str, sop_uid: str | None = None, **attrs: 
     ds.Rows, ds.Columns = pixels.shape
     ds.PixelData = pixels.tobytes()
     ds.StudyInstanceUID = study_uid
-    ds.SeriesInstanceUID = study_uid + ".1"
+    ds.SeriesInstanceUID = new_uid("small_cr series", study_uid)
     ds.SOPInstanceUID = sop_uid or new_uid("small_cr", dst.resolve())
     ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     for keyword, value in attrs.items():

@@ -147,6 +147,7 @@ def configure_logging(
     pynetdicom._config.LOG_RESPONSE_IDENTIFIERS = False
     pynetdicom._config.LOG_HANDLER_LEVEL = "none"
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    logging.captureWarnings(False)  # (re)install: someone may have swapped showwarning since
     logging.captureWarnings(True)  # Python warnings (pydicom's value checks) go through here
     _log_uncaught()
     logging.getLogger("apscheduler").setLevel(logging.WARNING)

@@ -133,8 +133,8 @@ def _open_store(settings: Settings) -> tuple[Any, Any, Any]:
     """Engine, spool and audit of a configured node, for the maintenance commands."""
     from dicomnode.audit import Audit
     from dicomnode.db import make_engine
-    from dicomnode.node import node_salt
     from dicomnode.spool import Spool
+    from dicomnode.uids import node_salt
 
     data = settings.node.data_dir
     salt = node_salt(data, settings.node.log_salt)

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import os
-import secrets
 import signal
 import socket
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import structlog
@@ -38,21 +36,10 @@ from dicomnode.retention_store import OrthancRest, SqlRetentionStore
 from dicomnode.scp import StoreContext, start_scp
 from dicomnode.spool import Spool
 from dicomnode.tables import utcnow
+from dicomnode.uids import node_salt
 from dicomnode.worker import JobWorker, Loop
 
 log = structlog.stdlib.get_logger("dicomnode.node")
-
-
-def node_salt(data_dir: Path, configured: str) -> str:
-    """The salt for hashed identifiers in logs: configured, or made once and kept on disk."""
-    if configured:
-        return configured
-    path = data_dir / "log-salt"
-    if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_hex(16))
-        path.chmod(0o600)
-    return path.read_text().strip()
 
 
 class Node:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response, status
@@ -17,6 +18,7 @@ from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 
+from dicomnode.audit import Audit, AuditAction, AuditEventID, AuditOutcome, event_json
 from dicomnode.card import ModelCard
 from dicomnode.config import Settings
 from dicomnode.jobs import Jobs
@@ -39,6 +41,7 @@ class ApiContext:
     spool: Spool | None = None
     # Orthanc pull path (dicomnode.orthanc.OrthancPull.request); None: not offered.
     orthanc_pull: Callable[[str, list[str] | None], int] | None = None
+    audit: Audit | None = None
 
 
 class OrthancPullRequest(BaseModel):
@@ -52,7 +55,16 @@ def create_app(ctx: ApiContext) -> FastAPI:
     # The schema and docs are behind the token too, so they are served by routes below.
     app = FastAPI(title="dicomnode", version="0.1.0", docs_url=None, redoc_url=None,
                   openapi_url=None)  # fmt: skip
-    require_token = TokenAuth(ctx.settings.api.token)
+
+    def refused(request: Request) -> None:
+        if ctx.audit is not None:
+            ctx.audit.record(event=AuditEventID.USER_AUTHENTICATION,
+                             action=AuditAction.EXECUTE, outcome=AuditOutcome.MINOR_FAILURE,
+                             actor=client_id(request, ctx.settings.node.log_salt),
+                             detail=f"bearer token refused: {request.method} "
+                             f"{request.url.path}")  # fmt: skip
+
+    require_token = TokenAuth(ctx.settings.api.token, on_refused=refused)
     auth = [Depends(require_token)]
 
     @app.get("/healthz")
@@ -100,12 +112,17 @@ def create_app(ctx: ApiContext) -> FastAPI:
         return job_json(job)
 
     @app.post("/api/jobs/{job_id}/retry", dependencies=auth)
-    def retry_job(job_id: int) -> dict[str, Any]:
+    def retry_job(job_id: int, request: Request) -> dict[str, Any]:
         job = ctx.jobs.get_job(job_id)
         if job is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, "no such job")
         if not ctx.jobs.requeue(job_id):
             raise HTTPException(status.HTTP_409_CONFLICT, f"job is {job.state}, not failed")
+        if ctx.audit is not None:
+            ctx.audit.record(event=AuditEventID.INSTANCES_ACCESSED, action=AuditAction.UPDATE,
+                             actor=client_id(request, ctx.settings.node.log_salt),
+                             study_uid=job.study_instance_uid, object=f"job:{job_id}",
+                             detail="failed job requeued")  # fmt: skip
         return {"id": job_id, "state": "queued"}
 
     @app.get("/api/studies/{study_instance_uid}", dependencies=auth)
@@ -114,6 +131,31 @@ def create_app(ctx: ApiContext) -> FastAPI:
         if study is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, "no such study")
         return study_json(ctx, study)
+
+    # --- audit trail ----------------------------------------------------------------------
+
+    @app.get("/api/audit", dependencies=auth)
+    def audit_events(
+        request: Request,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        event: str | None = None,
+        actor: str | None = None,
+        study: Annotated[str | None, Query(description="Study Instance UID (hashed here)")] = None,
+        outcome: int | None = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        offset: Annotated[int, Query(ge=0)] = 0,
+    ) -> dict[str, Any]:
+        """Audit events, newest first (PS3.15-shaped; objects are salted hashes)."""
+        if ctx.audit is None:
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "audit trail not available")
+        rows = ctx.audit.query(since=since, until=until, event=event, actor=actor,
+                               study_uid=study, outcome=outcome, limit=limit,
+                               offset=offset)  # fmt: skip
+        ctx.audit.record(event=AuditEventID.AUDIT_LOG_USED, action=AuditAction.READ,
+                         actor=client_id(request, ctx.settings.node.log_salt), count=len(rows),
+                         detail="GET /api/audit")  # fmt: skip
+        return {"events": [event_json(r) for r in rows], "limit": limit, "offset": offset}
 
     # --- OpenAPI schema and docs (behind the token) ---------------------------------------
 
@@ -128,7 +170,10 @@ def create_app(ctx: ApiContext) -> FastAPI:
     # --- worklist API and page (dicomnode/web) --------------------------------------------
 
     web.add_api_routes(app, ctx, require_token)
-    web.add_page_routes(app, ctx, TokenAuth(ctx.settings.api.token, cookie_for_any_method=True))
+    web.add_page_routes(
+        app, ctx,
+        TokenAuth(ctx.settings.api.token, cookie_for_any_method=True, on_refused=refused),
+    )  # fmt: skip
 
     if ctx.orthanc_pull is not None:
         _orthanc_routes(app, ctx.orthanc_pull, auth)

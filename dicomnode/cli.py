@@ -1,10 +1,13 @@
-"""Command line: `dicomnode serve | classify | echo`."""
+"""Command line: `dicomnode serve | classify | echo | retention | audit export | doctor`."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from dicomnode.config import ConfigError, Settings, load_settings
 
@@ -14,12 +17,19 @@ def _settings(path: str | None) -> Settings:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from dicomnode.logconfig import configure_logging
-    from dicomnode.node import Node
+    from dicomnode.checks import StartupError
+    from dicomnode.logconfig import configure_logging, get_logger
+    from dicomnode.node import Node, exit_now
 
     settings = _settings(args.config)
     configure_logging(level=args.log_level, salt=settings.node.log_salt)
-    Node(settings).run_forever(grace=args.grace)
+    try:
+        Node(settings).run_forever(grace=args.grace)
+    except StartupError as exc:
+        get_logger("dicomnode.node").error("start-up check failed", check=str(exc))
+        print(f"dicomnode: start-up check failed: {exc}", file=sys.stderr)
+        return 3
+    exit_now(0)  # stopped cleanly, everything is on disk: skip the slow interpreter teardown
     return 0
 
 
@@ -86,8 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the node (SCP, worker, outbox, API)")
     serve.add_argument("--config", default=None, help="TOML file (default: built-in defaults)")
     serve.add_argument("--log-level", default="INFO")
-    serve.add_argument("--grace", type=float, default=30.0,
-                       help="seconds to finish the job in hand on SIGTERM")  # fmt: skip
+    serve.add_argument("--grace", type=float, default=None,
+                       help="seconds to finish the job in hand on SIGTERM "
+                            "(default: node.shutdown_grace_seconds)")  # fmt: skip
     serve.set_defaults(func=cmd_serve)
 
     classify = sub.add_parser("classify", help="classify DICOM files offline (JSON lines)")
@@ -112,7 +123,103 @@ def build_parser() -> argparse.ArgumentParser:
                     help="upgrade: migrate to the newest schema; current: show it")  # fmt: skip
     db.add_argument("--config", default=None)
     db.set_defaults(func=cmd_db)
+
+    retention = sub.add_parser("retention", help="delete what the retention policy expired")
+    retention.add_argument("--config", default=None)
+    retention.add_argument("--dry-run", action="store_true", help="only print what would go")
+    retention.add_argument("--now", type=_iso_time, default=None,
+                           help="pretend it is this ISO 8601 time (default: now)")  # fmt: skip
+    retention.set_defaults(func=cmd_retention)
+
+    audit = sub.add_parser("audit", help="the audit trail")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
+    export = audit_sub.add_parser("export", help="print audit events as JSON lines")
+    export.add_argument("--config", default=None)
+    export.add_argument("--since", type=_iso_time, default=None, help="ISO 8601 time")
+    export.add_argument("--until", type=_iso_time, default=None, help="ISO 8601 time")
+    export.set_defaults(func=cmd_audit_export)
+
+    doctor = sub.add_parser("doctor", help="check spool, disk, database, model, destinations")
+    doctor.add_argument("--config", default=None)
+    doctor.set_defaults(func=cmd_doctor)
     return parser
+
+
+def _iso_time(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _open_store(settings: Settings) -> tuple[Any, Any, Any]:
+    """Engine, spool and audit of a configured node, for the maintenance commands."""
+    from dicomnode.audit import Audit
+    from dicomnode.db import make_engine
+    from dicomnode.spool import Spool
+    from dicomnode.uids import node_salt
+
+    data = settings.node.data_dir
+    salt = node_salt(data, settings.node.log_salt)
+    engine = make_engine(settings.database_url)
+    spool = Spool(settings.spool_dir, min_free_mb=settings.node.min_free_mb)
+    return engine, spool, Audit(engine, salt=salt)
+
+
+def cmd_retention(args: argparse.Namespace) -> int:
+    from dicomnode.logconfig import configure_logging
+    from dicomnode.retention import RetentionBusy, RetentionPolicy, describe, run_retention
+    from dicomnode.retention_store import OrthancRest, SqlRetentionStore
+
+    settings = _settings(args.config)
+    configure_logging(level="INFO", json=True, stream=sys.stderr, salt=settings.node.log_salt)
+    engine, spool, audit = _open_store(settings)
+    r = settings.retention
+    try:
+        report = run_retention(
+            store=SqlRetentionStore(engine, spool), files=spool, audit=audit,
+            policy=RetentionPolicy.from_settings(settings),
+            now=args.now or datetime.now(UTC), uid_root=settings.node.uid_root,
+            dry_run=args.dry_run,
+            orthanc=OrthancRest(r.results_orthanc_url) if r.results_orthanc_url else None,
+        )  # fmt: skip
+    except RetentionBusy as exc:
+        print(f"dicomnode: {exc}", file=sys.stderr)
+        return 1
+    for line in describe(report, hash_uid=audit.hash):
+        print(line, flush=True)
+    return 1 if report.errors else 0
+
+
+def cmd_audit_export(args: argparse.Namespace) -> int:
+    from dicomnode.audit import AuditAction, AuditEventID
+
+    settings = _settings(args.config)
+    _, _, audit = _open_store(settings)
+    count = 0
+    for event in audit.export(since=args.since, until=args.until):
+        print(json.dumps(event), flush=False)
+        count += 1
+    sys.stdout.flush()
+    audit.record(event=AuditEventID.AUDIT_LOG_USED, action=AuditAction.READ, actor="cli",
+                 count=count, detail="dicomnode audit export")  # fmt: skip
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from dicomnode.checks import doctor
+    from dicomnode.logconfig import configure_logging
+
+    settings = _settings(args.config)
+    configure_logging(level="WARNING", json=True, stream=sys.stderr, salt=settings.node.log_salt)
+    print(f"configuration: {args.config or '(built-in defaults)'} is valid")
+    checks = doctor(settings)
+    for check in checks:
+        print(check.line(), flush=True)
+    failed = [c.name for c in checks if not c.ok]
+    print("all checks passed" if not failed else f"failed: {', '.join(failed)}")
+    return 1 if failed else 0
 
 
 def main(argv: list[str] | None = None) -> int:

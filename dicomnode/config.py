@@ -54,6 +54,7 @@ class NodeSettings(_Section):
     # Scale-out (several nodes sharing PostgreSQL): a stable id per node, a shared spool.
     node_id: str = Field("", max_length=200)
     spool_dir: Path | None = None
+    shutdown_grace_seconds: float = Field(30.0, gt=0, le=3600)
 
     @field_validator("ae_title")
     @classmethod
@@ -134,6 +135,35 @@ class OrthancSettings(_Section):
         return [m.strip().upper() for m in value if m.strip()]
 
 
+class RetentionSettings(_Section):
+    """What the nightly clean-up deletes, and when. A `*_days` of 0 keeps that kind forever."""
+
+    enabled: bool = True
+    schedule: str = "0 3 * * *"
+    spool_days: float = Field(7.0, ge=0)
+    results_days: float = Field(30.0, ge=0)
+    records_days: float = Field(90.0, ge=0)
+    orthanc_results_days: float = Field(0.0, ge=0)
+    results_orthanc_url: str = ""
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        from apscheduler.triggers.cron import CronTrigger
+
+        try:
+            CronTrigger.from_crontab(value)
+        except ValueError as exc:
+            raise ValueError(f"not a valid cron expression ({exc})") from None
+        return value
+
+    @model_validator(mode="after")
+    def _orthanc(self) -> RetentionSettings:
+        if self.orthanc_results_days and not self.results_orthanc_url:
+            raise ValueError("orthanc_results_days needs results_orthanc_url")
+        return self
+
+
 class Settings(_Section):
     node: NodeSettings = NodeSettings()
     destinations: list[Destination] = []
@@ -142,6 +172,7 @@ class Settings(_Section):
     database: DatabaseSettings = DatabaseSettings()
     delivery: DeliverySettings = DeliverySettings()
     orthanc: OrthancSettings = OrthancSettings()
+    retention: RetentionSettings = RetentionSettings()
 
     @model_validator(mode="after")
     def _orthanc_destination(self) -> Settings:

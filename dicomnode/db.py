@@ -15,7 +15,11 @@ from sqlalchemy import MetaData, event, inspect, text
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import SQLModel, create_engine
 
-from dicomnode import tables  # noqa: F401  (registers the tables on SQLModel.metadata)
+from dicomnode import (  # noqa: F401  (their tables too)
+    audit,
+    retention_store,
+    tables,
+)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 #: The revision a database made by `create_all` before migrations existed is stamped with.

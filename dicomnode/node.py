@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import os
-import secrets
 import signal
 import socket
 import threading
-from pathlib import Path
+import time
 from typing import Any
 
 import structlog
 import uvicorn
+from sqlalchemy.exc import SQLAlchemyError
 
 from dicomnode.api import ApiContext, create_app
+from dicomnode.audit import Audit, AuditAction, AuditEventID
+from dicomnode.card import ModelPackageError
+from dicomnode.checks import StartupError, check_disk_free, check_schema, check_spool_writable
 from dicomnode.classifier import Classifier, load_classifier
 from dicomnode.config import Settings
 from dicomnode.db import make_engine
@@ -23,24 +26,21 @@ from dicomnode.metrics import Metrics
 from dicomnode.orthanc import OrthancPull, OutcomeRecorder, api_from_settings
 from dicomnode.outbox import deliver_due
 from dicomnode.pipeline import Pipeline
+from dicomnode.retention import (
+    RetentionBusy,
+    RetentionPolicy,
+    RetentionScheduler,
+    finish_interrupted,
+    run_retention,
+)
+from dicomnode.retention_store import OrthancRest, SqlRetentionStore
 from dicomnode.scp import StoreContext, start_scp
 from dicomnode.spool import Spool
-from dicomnode.uids import hash_uid
+from dicomnode.tables import utcnow
+from dicomnode.uids import hash_uid, node_salt
 from dicomnode.worker import JobWorker, Loop
 
 log = structlog.stdlib.get_logger("dicomnode.node")
-
-
-def node_salt(data_dir: Path, configured: str) -> str:
-    """The salt for hashed identifiers in logs: configured, or made once and kept on disk."""
-    if configured:
-        return configured
-    path = data_dir / "log-salt"
-    if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_hex(16))
-        path.chmod(0o600)
-    return path.read_text().strip()
 
 
 def node_identity(settings: Settings) -> str:
@@ -63,35 +63,58 @@ class Node:
         self.api_server: uvicorn.Server | None = None
         self._api_thread: threading.Thread | None = None
         self.stopped = threading.Event()
+        self.stopping = threading.Event()
+        self.audit: Audit | None = None
+        self.retention_scheduler: RetentionScheduler | None = None
+        self.deadline: float | None = None
 
     # --- start ------------------------------------------------------------------------------
 
     def start(self) -> None:
+        """Check, then start everything. Raises StartupError with a clear message."""
         s = self.settings
         data = s.node.data_dir
-        data.mkdir(parents=True, exist_ok=True)
+        spool_check = check_spool_writable(s.spool_dir)
+        if not spool_check.ok:
+            raise StartupError(spool_check.line())
         salt = node_salt(data, s.node.log_salt)
         set_salt(salt)  # the PHI filter must hash with the salt the node's own fields use
         if salt != s.node.log_salt:
             node = s.node.model_copy(update={"log_salt": salt})
             self.settings = s = s.model_copy(update={"node": node})
-        self.engine = make_engine(s.database_url, upgrade=s.database.auto_upgrade)
+        s.spool_dir.mkdir(parents=True, exist_ok=True)
+        disk = check_disk_free(s.spool_dir, s.node.min_free_mb)
+        if not disk.ok:
+            log.warning("start-up check: disk space low", check=disk.message)
+        try:
+            self.engine = make_engine(s.database_url, upgrade=s.database.auto_upgrade)
+        except SQLAlchemyError as exc:
+            raise StartupError(f"[FAIL] database: unreachable ({type(exc).__name__})") from None
+        schema = check_schema(self.engine)
+        if not schema.ok:
+            raise StartupError(schema.line())
         self.jobs = Jobs(self.engine)
+        self.audit = Audit(self.engine, salt=salt)
         self.spool = Spool(s.spool_dir, min_free_mb=s.node.min_free_mb,
                            tmp_tag=hash_uid(self.owner, "spool-tmp")[:12])  # fmt: skip
         requeued = self.jobs.release_owned(self.owner)
         if requeued:
             log.info("unfinished jobs requeued after restart", count=requeued)
         log.info("node identity", node_id=self.owner, spool=str(s.spool_dir))
+        self._finish_interrupted_retention()
         if s.model.threads:
             import torch
 
             torch.set_num_threads(s.model.threads)
-        self.classifier = self._classifier or load_classifier(
-            s.model.package or None,
-            device=s.model.device,
-            demo_architecture=s.model.demo_architecture,
-        )
+        try:
+            self.classifier = self._classifier or load_classifier(
+                s.model.package or None,
+                device=s.model.device,
+                demo_architecture=s.model.demo_architecture,
+            )
+        except (ModelPackageError, OSError, ValueError, RuntimeError, KeyError) as exc:
+            where = f"model.package = {s.model.package!r}" if s.model.package else "demo model"
+            raise StartupError(f"[FAIL] model: {where} cannot be loaded ({exc})") from None
         card = self.classifier.card
         if not card.trained:
             log.warning("running the UNTRAINED DEMO model: results are not meaningful",
@@ -105,13 +128,15 @@ class Node:
         self.worker_loop = Loop("worker", worker.step, idle=0.5)
         worker.stopping = self.worker_loop.stopping.is_set
         store_ctx = StoreContext(spool=self.spool, jobs=self.jobs, metrics=self.metrics,
-                                 salt=salt, on_received=self.worker_loop.wake.set)  # fmt: skip
+                                 salt=salt, on_received=self.worker_loop.wake.set,
+                                 audit=self.audit)  # fmt: skip
+        self.store_ctx = store_ctx
         on_delivered = self._start_orthanc(store_ctx)
         self.outbox_loop = Loop(
             "outbox",
             lambda: deliver_due(jobs=self.jobs, spool=self.spool, settings=s,
                                 metrics=self.metrics, owner=self.owner,
-                                on_delivered=on_delivered) > 0,
+                                on_delivered=on_delivered, audit=self.audit) > 0,
             idle=1.0,
         )  # fmt: skip
         # Heartbeat: renew this node's leases well before they expire.
@@ -125,6 +150,9 @@ class Node:
             loop.start()
         self.scp = start_scp(s.node, store_ctx)
         self._start_api()
+        self._start_retention()
+        self.audit.record(event=AuditEventID.APPLICATION_ACTIVITY, action=AuditAction.EXECUTE,
+                          actor=s.node.ae_title, detail="node started")  # fmt: skip
         log.info(
             "node started",
             ae_title=s.node.ae_title,
@@ -132,6 +160,9 @@ class Node:
             api_port=s.api.port,
             model=card.display_name,
             destinations=[d.name for d in s.destinations],
+            retention_next_run=str(self.retention_scheduler.next_run_time)
+            if self.retention_scheduler
+            else None,
         )
 
     def _start_orthanc(self, store_ctx: StoreContext) -> Any:
@@ -157,13 +188,51 @@ class Node:
             self.loops.append(loop)
         return hook
 
+    # --- retention --------------------------------------------------------------------------
+
+    def _orthanc(self) -> OrthancRest | None:
+        r = self.settings.retention
+        return OrthancRest(r.results_orthanc_url) if r.results_orthanc_url else None
+
+    def _finish_interrupted_retention(self) -> None:
+        """Deletions a killed run marked are finished before anything else touches the spool."""
+        assert self.audit is not None
+        store = SqlRetentionStore(self.engine, self.spool)
+        try:
+            finish_interrupted(store=store, files=self.spool, audit=self.audit)
+        except RetentionBusy:
+            log.info("a retention run is in progress elsewhere; it finishes its own deletions")
+
+    def _run_retention(self) -> None:
+        """One scheduled run (APScheduler's thread)."""
+        structlog.contextvars.clear_contextvars()
+        assert self.audit is not None
+        s = self.settings
+        store = SqlRetentionStore(self.engine, self.spool)
+        try:
+            run_retention(store=store, files=self.spool, audit=self.audit,
+                          policy=RetentionPolicy.from_settings(s), now=utcnow(),
+                          uid_root=s.node.uid_root, orthanc=self._orthanc(),
+                          stop=self.stopping)  # fmt: skip
+        except RetentionBusy:
+            log.info("retention run skipped: another run holds the lock")
+        except (SQLAlchemyError, OSError) as exc:
+            log.error("retention run failed; the next run continues", error=type(exc).__name__)
+
+    def _start_retention(self) -> None:
+        r = self.settings.retention
+        if not r.enabled:
+            return
+        self.retention_scheduler = RetentionScheduler(schedule=r.schedule, run=self._run_retention)
+        self.retention_scheduler.start()
+
     def _start_api(self) -> None:
         s = self.settings
         if s.api.port == 0:
             return
         ctx = ApiContext(settings=s, jobs=self.jobs, metrics=self.metrics,
                          card=lambda: self.classifier.card if self.classifier else None,
-                         readiness=self.readiness, spool=self.spool,
+                         readiness=self.readiness, spool=self.spool, audit=self.audit,
                          orthanc_pull=self.orthanc_pull.request if self.orthanc_pull
                          else None)  # fmt: skip
         config = uvicorn.Config(create_app(ctx), host=s.api.host, port=s.api.port,
@@ -179,7 +248,7 @@ class Node:
     def readiness(self) -> dict[str, bool]:
         checks = {
             "model_loaded": self.classifier is not None,
-            "scp_listening": self.scp is not None,
+            "scp_listening": self.scp is not None and not self.stopping.is_set(),
         }
         try:
             self.jobs.ping()
@@ -199,27 +268,51 @@ class Node:
 
     # --- stop -------------------------------------------------------------------------------
 
-    def stop(self, *, grace: float = 30.0) -> None:
-        """Stop accepting associations, let the job in hand finish, requeue the rest, exit."""
+    def stop(self, *, grace: float | None = None) -> None:
+        """Stop accepting associations, finish (or requeue) the job in hand, record the outbox
+        state and the audit counts, all within `grace` seconds (node.shutdown_grace_seconds)."""
+        grace = self.settings.node.shutdown_grace_seconds if grace is None else grace
+        started = time.monotonic()
+        self.deadline = deadline = started + grace
+
+        def left(reserve: float = 0.0) -> float:
+            return max(0.0, deadline - time.monotonic() - reserve)
+
+        self.stopping.set()  # readiness fails; a retention run stops after its batch
+        if self.retention_scheduler is not None:
+            self.retention_scheduler.shutdown()
         if self.scp is not None:
-            self.scp.shutdown()
+            self.scp.shutdown()  # no new associations
+            _drain_associations(self.scp, timeout=min(5.0, left() * 0.25))
         for loop in self.loops:
-            loop.stop(timeout=grace)
-        if hasattr(self, "jobs"):
-            self.jobs.release_owned(self.owner)
+            loop.stopping.set()
+            loop.wake.set()
+        for loop in self.loops:
+            loop.join(timeout=left(reserve=min(2.0, grace * 0.2)))
+        stuck = [loop.name for loop in self.loops if loop.is_alive()]
+        if stuck:
+            log.warning("grace period over: work in hand is requeued", loops=stuck)
+        requeued = self.jobs.release_owned(self.owner) if hasattr(self, "jobs") else 0
+        if self.audit is not None:
+            self.audit.flush_all()
+            self.audit.record(event=AuditEventID.APPLICATION_ACTIVITY, action=AuditAction.EXECUTE,
+                              actor=self.settings.node.ae_title, detail="node stopped")  # fmt: skip
         if self.api_server is not None:
             self.api_server.should_exit = True
             if self._api_thread is not None:
-                self._api_thread.join(timeout=5)
+                self._api_thread.join(timeout=min(5.0, left()))
         if hasattr(self, "engine"):
             self.engine.dispose()
         self.stopped.set()
-        log.info("node stopped")
+        log.info("node stopped", requeued=requeued, seconds=round(time.monotonic() - started, 2))
 
-    def run_forever(self, *, grace: float = 30.0) -> None:
+    def run_forever(self, *, grace: float | None = None) -> None:
         stop = threading.Event()
 
         def _signal(signum: int, _frame: Any) -> None:
+            if stop.is_set():
+                log.warning("second signal: exiting now", signal=signal.Signals(signum).name)
+                exit_now(1)
             log.info("signal received; stopping", signal=signal.Signals(signum).name)
             stop.set()
 
@@ -228,3 +321,42 @@ class Node:
         self.start()
         stop.wait()
         self.stop(grace=grace)
+        _join_until(self.deadline)
+
+
+def _drain_associations(server: Any, *, timeout: float) -> None:
+    """Let associations in progress end by themselves for `timeout` seconds, then abort them
+    (an instance not yet acknowledged stays with its sender, which sends it again)."""
+    end = time.monotonic() + timeout
+    while server.active_associations and time.monotonic() < end:
+        time.sleep(0.05)
+    for assoc in server.active_associations:
+        assoc.abort()
+
+
+def _join_until(deadline: float | None) -> None:
+    """Threads we do not start ourselves (an executor's worker in a long call) get until the
+    deadline; the caller then ends the process with `exit_now` whatever they are doing."""
+    main = threading.main_thread()
+    for thread in threading.enumerate():
+        if thread is main or thread.daemon:
+            continue
+        thread.join(timeout=max(0.0, (deadline or 0) - time.monotonic()))
+    others = [t for t in threading.enumerate() if t is not main and not t.daemon]
+    busy = [t.name for t in others if t.is_alive()]
+    if busy:
+        log.warning("threads still busy at the end of the grace period; exiting", threads=busy)
+
+
+def exit_now(code: int) -> None:
+    """End the process without the interpreter's teardown. Call only once everything is on
+    disk: tearing down torch's module graph alone takes seconds (more on a busy machine) and
+    would push the exit past the grace period."""
+    import logging
+    import sys
+
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

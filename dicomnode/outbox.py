@@ -8,13 +8,14 @@ duplicates.
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
 import structlog
 
+from dicomnode.audit import Audit, AuditAction, AuditEventID, AuditOutcome
 from dicomnode.config import Settings
 from dicomnode.jobs import Jobs
 from dicomnode.metrics import Metrics
@@ -38,12 +39,14 @@ def deliver_due(
     metrics: Metrics,
     owner: str = "outbox",
     on_delivered: Callable[[str, Result], None] | None = None,
+    audit: Audit | None = None,
 ) -> int:
     """One pass over due deliveries, claimed for `owner` (the node) so that no other node
     sends them at the same time; returns how many were delivered.
 
     `on_delivered(destination name, result)` is called after each recorded success (e.g. to
-    record the outcome in Orthanc once the SR is there); it must not raise.
+    record the outcome in Orthanc once the SR is there); it must not raise. Each attempt is
+    counted per destination, study and outcome in the audit trail (when one is given).
     """
     by_destination: dict[str, list[tuple[Delivery, Result]]] = defaultdict(list)
     claimed = jobs.claim_deliveries(owner=owner, lease_seconds=settings.database.lease_seconds)
@@ -52,19 +55,23 @@ def deliver_due(
     destinations = {d.name: d for d in settings.destinations}
     delivered = 0
     for name, items in by_destination.items():
+        sent: Counter[tuple[str, AuditOutcome, str]] = Counter()
         destination = destinations.get(name)
         if destination is None:
-            for delivery, _ in items:
+            for delivery, result in items:
                 _failed(jobs, delivery, settings, None, "destination no longer configured",
-                        give_up=True, metrics=metrics)  # fmt: skip
+                        give_up=True, metrics=metrics, tally=(sent, result))  # fmt: skip
+            _audit_sent(audit, settings, name, sent)
             continue
         paths = {spool.path(result.path): (delivery, result) for delivery, result in items}
         missing = [p for p in paths if not p.is_file()]
         for path in missing:
-            delivery, _ = paths.pop(path)
+            delivery, result = paths.pop(path)
             _failed(jobs, delivery, settings, None, "result file missing", give_up=True,
-                    metrics=metrics)  # fmt: skip
+                    metrics=metrics, tally=(sent, result))  # fmt: skip
+        peer = f"{name} ({destination.ae_title}@{destination.host}:{destination.port})"
         if not paths:
+            _audit_sent(audit, settings, peer, sent)
             continue
         bound = log.bind(destination=name, count=len(paths))
         try:
@@ -73,8 +80,10 @@ def deliver_due(
             )
         except AssociationFailed as exc:
             bound.warning("delivery attempt failed", reason=str(exc))
-            for delivery, _ in paths.values():
-                _failed(jobs, delivery, settings, None, str(exc), metrics=metrics)
+            for delivery, result in paths.values():
+                _failed(jobs, delivery, settings, None, str(exc), metrics=metrics,
+                        tally=(sent, result))  # fmt: skip
+            _audit_sent(audit, settings, peer, sent)
             continue
         for outcome in outcomes:
             delivery, result = paths[outcome.path]
@@ -83,15 +92,35 @@ def deliver_due(
                 jobs.delivery_succeeded(delivery.id, status=outcome.status or 0)
                 metrics.delivered.inc()
                 delivered += 1
+                sent[(result.study_instance_uid, AuditOutcome.SUCCESS, "sent")] += 1
                 if result.job_id is not None:
                     _observe_end_to_end(jobs, result.job_id, metrics)
                 if on_delivered is not None:
                     on_delivered(name, result)
             else:
                 error = outcome.error or f"peer answered 0x{outcome.status:04X}"
-                _failed(jobs, delivery, settings, outcome.status, error, metrics=metrics)
+                _failed(jobs, delivery, settings, outcome.status, error, metrics=metrics,
+                        tally=(sent, result))  # fmt: skip
+        _audit_sent(audit, settings, peer, sent)
         bound.info("delivery attempt finished", delivered=sum(o.ok for o in outcomes))
     return delivered
+
+
+def _audit_sent(
+    audit: Audit | None,
+    settings: Settings,
+    peer: str,
+    sent: Counter[tuple[str, AuditOutcome, str]],
+) -> None:
+    if audit is None or not sent:
+        return
+    audit.save([
+        audit.make(event=AuditEventID.INSTANCES_TRANSFERRED, action=AuditAction.READ,
+                   actor=settings.node.ae_title, peer=peer, outcome=outcome,
+                   study_uid=study_uid, object=f"study:{audit.hash(study_uid)}", count=count,
+                   detail=detail)
+        for (study_uid, outcome, detail), count in sent.items()
+    ])  # fmt: skip
 
 
 def _failed(
@@ -103,6 +132,7 @@ def _failed(
     *,
     metrics: Metrics,
     give_up: bool = False,
+    tally: tuple[Counter[tuple[str, AuditOutcome, str]], Result] | None = None,
 ) -> None:
     attempts = delivery.attempts + 1
     limit = settings.delivery.max_attempts
@@ -117,6 +147,11 @@ def _failed(
         metrics.delivery_retries.inc()
     assert delivery.id is not None
     jobs.delivery_failed(delivery.id, status=status, error=error, retry_at=retry_at)
+    if tally is not None:
+        counter, result = tally
+        outcome = AuditOutcome.MINOR_FAILURE if retry_at else AuditOutcome.SERIOUS_FAILURE
+        then = "will retry" if retry_at else "gave up"
+        counter[(result.study_instance_uid, outcome, f"not sent, {then}: {error}")] += 1
 
 
 def _observe_end_to_end(jobs: Jobs, job_id: int, metrics: Metrics) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import socket
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from enum import IntEnum
 from io import BytesIO
@@ -22,6 +22,7 @@ from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts
 from pynetdicom.sop_class import Verification
 from sqlalchemy.exc import SQLAlchemyError
 
+from dicomnode.audit import Audit, AuditAction, AuditEventID, AuditOutcome
 from dicomnode.config import NodeSettings
 from dicomnode.jobs import Jobs, Received
 from dicomnode.metrics import Metrics
@@ -57,6 +58,7 @@ class StoreContext:
     metrics: Metrics
     salt: str
     on_received: Callable[[], None] = lambda: None
+    audit: Audit | None = None
 
 
 def looks_like_uid(value: object) -> bool:
@@ -78,7 +80,10 @@ def handle_store(event: Any, ctx: StoreContext) -> int:
     sop_instance_uid = str(request.AffectedSOPInstanceUID or "")
     calling = event.assoc.requestor.ae_title
     bound = log.bind(calling_ae_title=calling, sop=hash_uid(sop_instance_uid, ctx.salt))
-    status, reason = _store(event, ctx, sop_class_uid, sop_instance_uid, calling)
+    status, reason, audited = _store(event, ctx, sop_class_uid, sop_instance_uid, calling)
+    if not audited:  # decided before the dataset was read
+        audit_received(ctx, calling=calling, study_uid=None, status=status, reason=reason,
+                       association=event.assoc)  # fmt: skip
     if status == StoreStatus.SUCCESS:
         bound.debug("store accepted", detail=reason)
     else:
@@ -89,27 +94,31 @@ def handle_store(event: Any, ctx: StoreContext) -> int:
 
 def _store(
     event: Any, ctx: StoreContext, sop_class_uid: str, sop_instance_uid: str, calling: str
-) -> tuple[StoreStatus, str]:
+) -> tuple[StoreStatus, str, bool]:
+    """(status, reason, audited): `store_bytes` audits what it decides; the rest is not yet."""
     if not looks_like_uid(sop_instance_uid) or not looks_like_uid(sop_class_uid):
-        return StoreStatus.CANNOT_UNDERSTAND, "affected SOP class/instance UID is not a valid UID"
+        return (StoreStatus.CANNOT_UNDERSTAND,
+                "affected SOP class/instance UID is not a valid UID", False)  # fmt: skip
     try:
         if ctx.jobs.exists(sop_instance_uid):
             ctx.metrics.received.inc()
-            return StoreStatus.SUCCESS, "duplicate: already received"
+            return StoreStatus.SUCCESS, "duplicate: already received", False
     except SQLAlchemyError:
-        return StoreStatus.OUT_OF_RESOURCES, "database unavailable"
+        return StoreStatus.OUT_OF_RESOURCES, "database unavailable", False
     try:
         ctx.spool.check_space()
     except OSError as exc:
-        return StoreStatus.OUT_OF_RESOURCES, f"spool: {type(exc).__name__}"
+        return StoreStatus.OUT_OF_RESOURCES, f"spool: {type(exc).__name__}", False
     try:
         encoded = event.encoded_dataset()
     except _DECODE_ERRORS as exc:
-        return StoreStatus.CANNOT_UNDERSTAND, f"dataset cannot be decoded ({type(exc).__name__})"
-    return store_bytes(
+        reason = f"dataset cannot be decoded ({type(exc).__name__})"
+        return StoreStatus.CANNOT_UNDERSTAND, reason, False
+    status, reason = store_bytes(
         ctx, encoded, sop_class_uid=sop_class_uid, sop_instance_uid=sop_instance_uid,
-        calling=calling,
+        calling=calling, association=event.assoc,
     )  # fmt: skip
+    return status, reason, True
 
 
 _DECODE_ERRORS = (
@@ -125,17 +134,73 @@ def store_bytes(
     sop_class_uid: str | None = None,
     sop_instance_uid: str | None = None,
     calling: str,
+    association: Hashable | None = None,
 ) -> tuple[StoreStatus, str]:
     """Spool a DICOM file (preamble + meta + dataset, as received) and commit its job.
 
     Used by the C-STORE handler and by every other way in (pulling from a PACS, uploads), so
     all of them share one policy. `sop_*` are the identifiers the request claimed (C-STORE);
-    when None, the dataset's own are taken.
+    when None, the dataset's own are taken. The outcome goes to the audit trail: counted per
+    `association` (the pynetdicom Association; written when it closes), or at once.
     """
+    study: list[str] = []
+    status, reason = _store_bytes(ctx, encoded, sop_class_uid=sop_class_uid,
+                                  sop_instance_uid=sop_instance_uid, calling=calling,
+                                  study=study)  # fmt: skip
+    audit_received(ctx, calling=calling, study_uid=study[0] if study else None, status=status,
+                   reason=reason, association=association)  # fmt: skip
+    return status, reason
+
+
+def audit_received(
+    ctx: StoreContext,
+    *,
+    calling: str,
+    study_uid: str | None,
+    status: int,
+    reason: str,
+    association: Hashable | None,
+) -> None:
+    if ctx.audit is None:
+        return
+    ok = status == StoreStatus.SUCCESS
+    fields: dict[str, Any] = {
+        "event": AuditEventID.INSTANCES_TRANSFERRED,
+        "action": AuditAction.CREATE,
+        "actor": calling,
+        "outcome": AuditOutcome.SUCCESS if ok else AuditOutcome.SERIOUS_FAILURE,
+        "study_uid": study_uid,
+        "detail": "received" if ok else f"refused 0x{status:04X}: {reason}",
+        "peer": _address(association),
+    }
+    if association is None:
+        ctx.audit.record(**fields, object=f"study:{ctx.audit.hash(study_uid)}" if study_uid else "")
+    else:
+        ctx.audit.tally(association, **fields)
+
+
+def _address(association: object) -> str:
+    """host:port of the sender, when it came over an association (pynetdicom's requestor)."""
+    requestor = getattr(association, "requestor", None)
+    address = getattr(requestor, "address", "")
+    return f"{address}:{getattr(requestor, 'port', '')}" if address else ""
+
+
+def _store_bytes(
+    ctx: StoreContext,
+    encoded: bytes,
+    *,
+    sop_class_uid: str | None,
+    sop_instance_uid: str | None,
+    calling: str,
+    study: list[str],
+) -> tuple[StoreStatus, str]:
     try:
         header = dcmread(BytesIO(encoded), stop_before_pixels=True)
     except _DECODE_ERRORS as exc:
         return StoreStatus.CANNOT_UNDERSTAND, f"dataset cannot be decoded ({type(exc).__name__})"
+    if looks_like_uid(str(header.get("StudyInstanceUID", ""))):
+        study.append(str(header.StudyInstanceUID))
     sop_class_uid = sop_class_uid or str(header.get("SOPClassUID", ""))
     sop_instance_uid = sop_instance_uid or str(header.get("SOPInstanceUID", ""))
     if not looks_like_uid(sop_instance_uid) or not looks_like_uid(sop_class_uid):
@@ -212,6 +277,23 @@ def handle_echo(event: Any) -> int:
     return 0x0000
 
 
+def handle_close(event: Any, ctx: StoreContext) -> None:
+    """EVT_CONN_CLOSE: write the association's audit counts (released or aborted alike)."""
+    if ctx.audit is not None:
+        ctx.audit.flush(event.assoc)
+
+
+def handle_rejected(event: Any, ctx: StoreContext) -> None:
+    """EVT_REJECTED: an association refused (calling AE title not allowed, …) is audited."""
+    if ctx.audit is None:
+        return
+    requestor = event.assoc.requestor
+    ctx.audit.record(event=AuditEventID.SECURITY_ALERT, action=AuditAction.EXECUTE,
+                     actor=str(requestor.ae_title or ""), peer=str(requestor.address or ""),
+                     outcome=AuditOutcome.MINOR_FAILURE,
+                     detail="association rejected")  # fmt: skip
+
+
 def handle_open(event: Any) -> None:
     """Set TCP_NODELAY on every accepted socket: without it each image stalls 40–90 ms."""
     try:
@@ -256,6 +338,8 @@ def start_scp(settings: NodeSettings, ctx: StoreContext) -> Any:
         (evt.EVT_C_STORE, handle_store, [ctx]),
         (evt.EVT_C_ECHO, handle_echo),
         (evt.EVT_CONN_OPEN, handle_open),
+        (evt.EVT_CONN_CLOSE, handle_close, [ctx]),
+        (evt.EVT_REJECTED, handle_rejected, [ctx]),
     ]
     return ae.start_server(
         (settings.host, settings.port),

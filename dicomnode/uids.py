@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import re
+import secrets
+from pathlib import Path
 
 #: Sub-root under pydicom's organisation root; sites should configure their own registered root.
 DEFAULT_UID_ROOT = "1.2.826.0.1.3680043.8.498.4711."
@@ -42,3 +44,15 @@ def derive_uid(root: str, *parts: str) -> str:
 def hash_uid(uid: str, salt: str) -> str:
     """Salted short hash of a UID (or any identifier) for logs, audit and file names."""
     return hashlib.sha256(f"{salt}\x1f{uid}".encode()).hexdigest()[:16]
+
+
+def node_salt(data_dir: Path, configured: str) -> str:
+    """The salt for hashed identifiers in logs: configured, or made once and kept on disk."""
+    if configured:
+        return configured
+    path = data_dir / "log-salt"
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_hex(16))
+        path.chmod(0o600)
+    return path.read_text().strip()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Callable
 
 from fastapi import HTTPException, Request, status
 
@@ -24,9 +25,17 @@ _SAFE_METHODS = frozenset({"GET", "HEAD"})
 class TokenAuth:
     """FastAPI dependency: raises 401 unless the request carries the token."""
 
-    def __init__(self, token: str, *, cookie_for_any_method: bool = False) -> None:
+    def __init__(
+        self,
+        token: str,
+        *,
+        cookie_for_any_method: bool = False,
+        on_refused: Callable[[Request], None] | None = None,
+    ) -> None:
         self.token = token
         self.cookie_for_any_method = cookie_for_any_method
+        #: Called for every refused request (the audit trail records failed authentication).
+        self.on_refused = on_refused
 
     @property
     def enabled(self) -> bool:
@@ -52,6 +61,8 @@ class TokenAuth:
 
     def __call__(self, request: Request) -> None:
         if not self.is_authorized(request):
+            if self.on_refused is not None:
+                self.on_refused(request)
             raise HTTPException(
                 status_code=status.HTTP_401_UNAUTHORIZED,
                 detail="missing or wrong bearer token",

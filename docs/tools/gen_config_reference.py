@@ -94,6 +94,21 @@ NOTES: dict[str, str] = {
     "node, stable across restarts. Empty: `<ae_title>@<hostname>:<port>`.",
     "node.spool_dir": "Spool directory; default `data_dir/spool`. Nodes sharing one database "
     "must share it too.",
+    "node.shutdown_grace_seconds": "On SIGTERM/SIGINT: stop accepting associations, finish or "
+    "requeue the job in hand, record the outbox state and exit within this many seconds.",
+    "retention.enabled": "Run the scheduled clean-up in the node (`dicomnode retention` runs it "
+    "by hand either way).",
+    "retention.schedule": "When the clean-up runs: a 5-field crontab expression, local time.",
+    "retention.spool_days": "Received images: deleted once all results of their study are "
+    "delivered, or after this many days. Never while results are undelivered or the study is "
+    "in progress. 0: keep.",
+    "retention.results_days": "Result files (SR, SC): deleted this many days after delivery. "
+    "0: keep.",
+    "retention.records_days": "Job, study, result and delivery rows: deleted this many days "
+    "after the study's last activity. 0: keep.",
+    "retention.orthanc_results_days": "Delete the node's own result series from Orthanc after "
+    "this many days. 0: never.",
+    "retention.results_orthanc_url": "Orthanc REST URL used for that deletion.",
     "database.lease_seconds": "Lease on a job, report or delivery a node works on; renewed "
     "while the node lives, returned to the queue when it expires.",
     "database.auto_upgrade": "Apply schema migrations at start (under a lock). false: refuse "

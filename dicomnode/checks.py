@@ -1,0 +1,214 @@
+"""Start-up checks, shared by the node (refuses to start on a failure) and `dicomnode doctor`.
+
+Each check says in one line what is wrong and what to do about it; none prints a password,
+a patient attribute or a UID.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from sqlalchemy import create_engine, inspect, text
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import SQLAlchemyError
+from sqlmodel import SQLModel
+
+from dicomnode import db  # noqa: F401  (registers every table on SQLModel.metadata)
+from dicomnode.config import Settings
+
+Status = Literal["ok", "warn", "fail"]
+
+
+class StartupError(RuntimeError):
+    """A start-up check failed; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: Status
+    message: str
+
+    @property
+    def ok(self) -> bool:
+        return self.status != "fail"
+
+    def line(self) -> str:
+        return f"[{self.status.upper():4}] {self.name}: {self.message}"
+
+
+def spool_root(settings: Settings) -> Path:
+    return settings.spool_dir
+
+
+def check_spool_writable(root: Path) -> Check:
+    """Create the spool and write, fsync and remove a probe file in it."""
+    probe = root / "tmp" / f".doctor-{os.getpid()}"
+    try:
+        probe.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, b"probe")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        probe.unlink()
+    except OSError as exc:
+        return Check(
+            "spool writable",
+            "fail",
+            f"cannot write in {root} ({exc.strerror or type(exc).__name__}): fix the "
+            "permissions or node.data_dir",
+        )
+    return Check("spool writable", "ok", str(root))
+
+
+def check_disk_free(root: Path, min_free_mb: int) -> Check:
+    try:
+        free_mb = shutil.disk_usage(root if root.exists() else root.parent).free // 2**20
+    except OSError as exc:
+        return Check("disk free", "fail", f"cannot read free space of {root} ({exc.strerror})")
+    if free_mb < min_free_mb:
+        return Check(
+            "disk free",
+            "fail",
+            f"{free_mb} MiB free, below node.min_free_mb = {min_free_mb}: C-STORE "
+            "answers 0xA700 (out of resources) until space is freed",
+        )
+    return Check("disk free", "ok", f"{free_mb} MiB free (node.min_free_mb = {min_free_mb})")
+
+
+def _display_url(url: str) -> str:
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ValueError, SQLAlchemyError):
+        return "(unparsable database URL)"
+
+
+def check_database(url: str) -> tuple[Check, Engine | None]:
+    """Connect without creating anything; an SQLite file that does not exist yet is a warning
+    (the node creates it at first start)."""
+    shown = _display_url(url)
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if path and path != ":memory:" and not Path(path).exists():
+            return Check(
+                "database",
+                "warn",
+                f"{shown} does not exist yet; the node creates it at first start",
+            ), None
+    try:
+        engine = create_engine(url, pool_pre_ping=True)
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except SQLAlchemyError as exc:
+        return Check("database", "fail", f"{shown} unreachable ({_reason(exc)})"), None
+    return Check("database", "ok", f"{shown} reachable"), engine
+
+
+def _reason(exc: SQLAlchemyError) -> str:
+    orig = getattr(exc, "orig", None)
+    text_ = str(orig or exc).splitlines()[0] if str(orig or exc) else type(exc).__name__
+    return f"{type(orig or exc).__name__}: {text_[:200]}"
+
+
+def check_schema(engine: Engine) -> Check:
+    """Every table and column this version uses exists (else: run the migrations)."""
+    try:
+        inspector = inspect(engine)
+        present = set(inspector.get_table_names())
+        problems = []
+        for name, table in SQLModel.metadata.tables.items():
+            if name not in present:
+                problems.append(f"table {name} missing")
+                continue
+            columns = {c["name"] for c in inspector.get_columns(name)}
+            missing = [c.name for c in table.columns if c.name not in columns]
+            if missing:
+                problems.append(f"table {name} lacks {', '.join(missing)}")
+    except SQLAlchemyError as exc:
+        return Check("database schema", "fail", f"cannot inspect ({_reason(exc)})")
+    if problems:
+        return Check(
+            "database schema",
+            "fail",
+            "; ".join(problems) + " (start the node once or apply the migrations)",
+        )
+    return Check("database schema", "ok", f"{len(SQLModel.metadata.tables)} tables present")
+
+
+def check_model(settings: Settings) -> Check:
+    from dicomnode.card import ModelPackageError
+    from dicomnode.classifier import load_classifier
+
+    m = settings.model
+    try:
+        classifier = load_classifier(
+            m.package or None, device=m.device, demo_architecture=m.demo_architecture
+        )
+    except (ModelPackageError, OSError, ValueError, RuntimeError, KeyError) as exc:
+        where = f"model.package = {m.package!r}" if m.package else "the demo model"
+        return Check(
+            "model", "fail", f"{where} cannot be loaded ({type(exc).__name__}: {str(exc)[:200]})"
+        )
+    card = classifier.card
+    if not card.trained:
+        return Check(
+            "model",
+            "warn",
+            f"{card.display_name} loaded: no model.package, results are not meaningful",
+        )
+    return Check("model", "ok", f"{card.display_name} loaded")
+
+
+def check_destinations(settings: Settings) -> list[Check]:
+    from dicomnode.scu import AssociationFailed, echo
+
+    checks = []
+    for d in settings.destinations:
+        name = f"destination {d.name}"
+        try:
+            status = echo(
+                host=d.host,
+                port=d.port,
+                called_ae_title=d.ae_title,
+                calling_ae_title=settings.node.ae_title,
+                timeout=5,
+            )
+        except AssociationFailed as exc:
+            checks.append(
+                Check(
+                    name,
+                    "warn",
+                    f"C-ECHO to {d.ae_title}@{d.host}:{d.port} "
+                    f"failed ({exc}); results wait in the outbox",
+                )
+            )
+            continue
+        status_text = f"0x{status:04X}"
+        checks.append(
+            Check(
+                name,
+                "ok" if status == 0 else "warn",
+                f"C-ECHO to {d.ae_title}@{d.host}:{d.port}: {status_text}",
+            )
+        )
+    return checks
+
+
+def doctor(settings: Settings) -> list[Check]:
+    """Everything an administrator wants to know before (or while) the node runs."""
+    root = spool_root(settings)
+    checks = [check_spool_writable(root), check_disk_free(root, settings.node.min_free_mb)]
+    database, engine = check_database(settings.database_url)
+    checks.append(database)
+    if engine is not None:
+        checks.append(check_schema(engine))
+        engine.dispose()
+    checks.append(check_model(settings))
+    checks += check_destinations(settings)
+    return checks

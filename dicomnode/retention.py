@@ -1,0 +1,530 @@
+"""Retention: what expired (a pure function of the rows, the clock and the policy), how a run
+deletes it without leaving half a state behind, and the APScheduler cron job that runs it.
+
+Rules (a `*_days` of 0 keeps that kind forever):
+- Nothing of a study still in progress is touched: a job queued or processing, an image received
+  less than `study_stable_seconds` ago, or classified images not yet in a report.
+- Nothing whose results are not delivered is touched: a result with a delivery pending or failed
+  protects its study's images, result files and records. Failed deliveries are retried or given
+  up by a person, not by the clock.
+- Source image (spool "in" file): once every result of its study is delivered (classified and
+  skipped images), or `spool_days` after it was received (failed images wait that long so they
+  can be retried). Its header stays until the records go: a late image's report needs it.
+- Result file (spool "out"): `results_days` after its last delivery (after creation when it has
+  no destination).
+- Records (job, study, result and delivery rows, plus any file left of the study):
+  `records_days` after the study's last activity.
+- Orthanc (optional): the node's own result series, `orthanc_results_days` after Orthanc last
+  updated them (recognised by the node's UID root and series description).
+
+A run marks what it is about to delete (one transaction), deletes the files (a missing file is
+fine), then changes the rows and drops the marks (one transaction, with the audit events). A
+run killed midway leaves marks; the next run finishes them first, whatever the clock says then.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import threading
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import structlog
+
+from dicomnode.audit import Audit, AuditAction, AuditEvent, AuditEventID, AuditOutcome
+
+log = structlog.stdlib.get_logger("dicomnode.retention")
+
+ACTOR = "dicomnode:retention"
+_TERMINAL = frozenset({"classified", "skipped", "failed"})
+_DONE_WITH = frozenset({"classified", "skipped"})  # images nothing more will be done with
+OWN_SERIES_DESCRIPTIONS = frozenset({"AI fracture triage report", "AI fracture triage overlay"})
+
+Kind = Literal["source", "result", "study"]
+
+
+# --- values ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DeliveryRow:
+    state: str
+    delivered_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ImageRow:
+    job_id: int
+    state: str
+    spool_path: str  # "" once retention deleted the source
+    header_path: str
+    received_at: datetime
+
+
+@dataclass(frozen=True)
+class ResultRow:
+    result_id: int
+    path: str  # "" once retention deleted the file
+    created_at: datetime
+    deliveries: tuple[DeliveryRow, ...] = ()
+    job_id: int | None = None
+
+    @property
+    def undelivered(self) -> bool:
+        return any(d.state != "delivered" for d in self.deliveries)
+
+    @property
+    def last_delivered_at(self) -> datetime | None:
+        times = [_aware(d.delivered_at) for d in self.deliveries if d.delivered_at]
+        return max(times) if times else None
+
+
+@dataclass(frozen=True)
+class StudyRow:
+    study_instance_uid: str
+    last_received_at: datetime
+    reported_job_count: int = 0
+    reported_at: datetime | None = None
+    images: tuple[ImageRow, ...] = ()
+    results: tuple[ResultRow, ...] = ()
+
+
+@dataclass(frozen=True)
+class RetentionPolicy:
+    spool_days: float = 7.0
+    results_days: float = 30.0
+    records_days: float = 90.0
+    stable_seconds: float = 10.0
+    orthanc_results_days: float = 0.0
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> RetentionPolicy:
+        r = settings.retention
+        return cls(
+            spool_days=r.spool_days,
+            results_days=r.results_days,
+            records_days=r.records_days,
+            stable_seconds=settings.node.study_stable_seconds,
+            orthanc_results_days=r.orthanc_results_days,
+        )
+
+
+@dataclass(frozen=True)
+class Deletion:
+    """One thing to delete: a source image, a result file, or a whole study's records."""
+
+    kind: Kind
+    study_instance_uid: str
+    paths: tuple[str, ...]  # spool-relative files
+    reason: str
+    job_ids: tuple[int, ...] = ()
+    result_ids: tuple[int, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "study": self.study_instance_uid,
+            "paths": list(self.paths),
+            "reason": self.reason,
+            "jobs": list(self.job_ids),
+            "results": list(self.result_ids),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Deletion:
+        return cls(
+            kind=data["kind"],
+            study_instance_uid=data["study"],
+            paths=tuple(data["paths"]),
+            reason=data["reason"],
+            job_ids=tuple(data["jobs"]),
+            result_ids=tuple(data["results"]),
+        )
+
+
+@dataclass(frozen=True)
+class OrthancSeries:
+    orthanc_id: str
+    series_instance_uid: str
+    series_description: str
+    last_update: datetime
+
+
+# --- the pure selection -----------------------------------------------------------------------
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _older(value: datetime | None, days: float, now: datetime) -> bool:
+    return days > 0 and value is not None and now - _aware(value) >= timedelta(days=days)
+
+
+def in_progress(study: StudyRow, *, now: datetime, stable_seconds: float) -> bool:
+    """Work may still happen on this study: leave all of it alone."""
+    if any(i.state not in _TERMINAL for i in study.images):
+        return True
+    if now - _aware(study.last_received_at) < timedelta(seconds=stable_seconds):
+        return True
+    classified = sum(i.state == "classified" for i in study.images)
+    return classified > study.reported_job_count
+
+
+def last_activity(study: StudyRow) -> datetime:
+    times = [_aware(study.last_received_at)]
+    times += [_aware(study.reported_at)] if study.reported_at else []
+    times += [_aware(r.created_at) for r in study.results]
+    times += [t for r in study.results if (t := r.last_delivered_at) is not None]
+    return max(times)
+
+
+def select_expired(
+    studies: Iterable[StudyRow], *, now: datetime, policy: RetentionPolicy
+) -> list[Deletion]:
+    """What the policy deletes at `now`. Pure: same rows, clock and policy, same answer."""
+    now = _aware(now)
+    out: list[Deletion] = []
+    for study in studies:
+        if in_progress(study, now=now, stable_seconds=policy.stable_seconds):
+            continue
+        if any(r.undelivered for r in study.results):
+            continue  # never anything whose results are not delivered
+        uid = study.study_instance_uid
+        if _older(last_activity(study), policy.records_days, now):
+            paths = [p for i in study.images for p in (i.spool_path, i.header_path) if p]
+            paths += [r.path for r in study.results if r.path]
+            out.append(
+                Deletion(
+                    kind="study",
+                    study_instance_uid=uid,
+                    paths=tuple(paths),
+                    reason=f"records older than records_days={policy.records_days:g}",
+                    job_ids=tuple(i.job_id for i in study.images),
+                    result_ids=tuple(r.result_id for r in study.results),
+                )
+            )
+            continue
+        delivered = any(r.deliveries for r in study.results)  # all delivered (checked above)
+        for image in study.images:
+            if not image.spool_path:
+                continue
+            if delivered and image.state in _DONE_WITH:
+                reason = "results of the study delivered"
+            elif _older(image.received_at, policy.spool_days, now):
+                reason = f"older than spool_days={policy.spool_days:g}"
+            else:
+                continue
+            out.append(
+                Deletion(
+                    kind="source",
+                    study_instance_uid=uid,
+                    paths=(image.spool_path,),
+                    reason=reason,
+                    job_ids=(image.job_id,),
+                )
+            )
+        for result in study.results:
+            if not result.path:
+                continue
+            since = result.last_delivered_at if result.deliveries else result.created_at
+            if _older(since, policy.results_days, now):
+                out.append(
+                    Deletion(
+                        kind="result",
+                        study_instance_uid=uid,
+                        paths=(result.path,),
+                        reason=f"delivered over results_days={policy.results_days:g} ago",
+                        result_ids=(result.result_id,),
+                    )
+                )
+    return out
+
+
+def select_orthanc_series(
+    series: Iterable[OrthancSeries], *, now: datetime, days: float, uid_root: str
+) -> list[OrthancSeries]:
+    """The node's own result series in Orthanc older than `days` (0: none)."""
+    now = _aware(now)
+    return [
+        s
+        for s in series
+        if days > 0
+        and s.series_instance_uid.startswith(uid_root)
+        and s.series_description in OWN_SERIES_DESCRIPTIONS
+        and _older(s.last_update, days, now)
+    ]
+
+
+# --- running it -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Mark:
+    id: int
+    deletion: Deletion
+
+
+class RetentionStore(Protocol):
+    """The database side of a run (`retention_store.SqlRetentionStore`)."""
+
+    def pending_marks(self) -> list[Mark]: ...
+    def snapshot(self) -> list[StudyRow]: ...
+    def mark(self, deletions: Sequence[Deletion]) -> list[Mark]: ...
+    def complete(self, marks: Sequence[Mark], events: Sequence[AuditEvent]) -> None: ...
+
+
+class OrthancResults(Protocol):
+    peer: str
+
+    def own_series(self) -> list[OrthancSeries]: ...
+    def delete(self, orthanc_id: str) -> None: ...
+
+
+class FileDeleter(Protocol):
+    root: Path
+
+    def delete(self, relative: str) -> bool: ...
+
+
+class RetentionBusy(RuntimeError):
+    """Another retention run holds the lock."""
+
+
+@dataclass
+class RetentionReport:
+    dry_run: bool
+    now: datetime
+    finished: list[Deletion] = field(default_factory=list)  # marks left by an interrupted run
+    deletions: list[Deletion] = field(default_factory=list)
+    orthanc: list[OrthancSeries] = field(default_factory=list)
+    interrupted: bool = False
+    errors: list[str] = field(default_factory=list)
+
+    def counts(self) -> dict[str, int]:
+        every = self.finished + self.deletions
+        return {
+            "source_images": sum(d.kind == "source" for d in every),
+            "result_files": sum(d.kind == "result" for d in every),
+            "studies": sum(d.kind == "study" for d in every),
+            "files": sum(len(d.paths) for d in every),
+            "orthanc_series": len(self.orthanc),
+        }
+
+
+def _lock_path(files: FileDeleter) -> Path:
+    """Next to the spool (in the data dir), not in it: the spool holds only DICOM files."""
+    return files.root.parent / "retention.lock"
+
+
+@contextlib.contextmanager
+def _run_lock(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RetentionBusy("another retention run is in progress") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def run_retention(
+    *,
+    store: RetentionStore,
+    files: FileDeleter,
+    audit: Audit,
+    policy: RetentionPolicy,
+    now: datetime,
+    uid_root: str,
+    dry_run: bool = False,
+    orthanc: OrthancResults | None = None,
+    stop: threading.Event | None = None,
+    batch_size: int = 200,
+    on_batch: Callable[[int], None] | None = None,
+) -> RetentionReport:
+    """One run: finish what an interrupted run marked, then select and delete what expired."""
+    report = RetentionReport(dry_run=dry_run, now=_aware(now))
+    with _run_lock(_lock_path(files)):
+        pending = store.pending_marks()
+        if not dry_run and pending:
+            log.info("finishing deletions of an interrupted retention run", count=len(pending))
+            _execute(pending, store=store, files=files, audit=audit)
+        report.finished = [m.deletion for m in pending]
+        report.deletions = select_expired(store.snapshot(), now=report.now, policy=policy)
+        if orthanc is not None and policy.orthanc_results_days > 0:
+            try:
+                report.orthanc = select_orthanc_series(
+                    orthanc.own_series(),
+                    now=report.now,
+                    days=policy.orthanc_results_days,
+                    uid_root=uid_root,
+                )
+            except OSError as exc:
+                report.errors.append(f"Orthanc unreachable ({type(exc).__name__})")
+        if dry_run:
+            return report
+        for start in range(0, len(report.deletions), batch_size):
+            if stop is not None and stop.is_set():
+                report.interrupted = True
+                break
+            chunk = report.deletions[start : start + batch_size]
+            marks = store.mark(chunk)
+            _execute(marks, store=store, files=files, audit=audit)
+            if on_batch is not None:
+                on_batch(start + len(chunk))
+        if not report.interrupted and orthanc is not None:
+            _delete_orthanc(report, orthanc=orthanc, audit=audit)
+    _log_summary(report)
+    return report
+
+
+def finish_interrupted(*, store: RetentionStore, files: FileDeleter, audit: Audit) -> int:
+    """Only finish the deletions an interrupted run marked (at node start-up)."""
+    with _run_lock(_lock_path(files)):
+        pending = store.pending_marks()
+        if pending:
+            log.info("finishing deletions of an interrupted retention run", count=len(pending))
+            _execute(pending, store=store, files=files, audit=audit)
+        return len(pending)
+
+
+def _execute(
+    marks: Sequence[Mark], *, store: RetentionStore, files: FileDeleter, audit: Audit
+) -> None:
+    for mark in marks:
+        for relative in mark.deletion.paths:
+            files.delete(relative)  # already gone is fine
+    store.complete(marks, _audit_events(marks, audit))
+
+
+def _audit_events(marks: Sequence[Mark], audit: Audit) -> list[AuditEvent]:
+    groups: dict[tuple[str, str, str], list[Deletion]] = defaultdict(list)
+    for mark in marks:
+        d = mark.deletion
+        groups[(d.kind, d.study_instance_uid, d.reason)].append(d)
+    events = []
+    for (kind, study_uid, reason), items in groups.items():
+        if kind == "study":
+            event, count = AuditEventID.STUDY_DELETED, sum(len(d.job_ids) for d in items)
+            detail = f"records and files of the study deleted: {reason}"
+        else:
+            event, count = AuditEventID.INSTANCES_ACCESSED, len(items)
+            what = "source images" if kind == "source" else "result files"
+            detail = f"{what} deleted: {reason}"
+        events.append(
+            audit.make(
+                event=event,
+                action=AuditAction.DELETE,
+                actor=ACTOR,
+                study_uid=study_uid,
+                object=f"study:{audit.hash(study_uid)}",
+                count=count,
+                detail=detail,
+            )
+        )
+    return events
+
+
+def _delete_orthanc(report: RetentionReport, *, orthanc: OrthancResults, audit: Audit) -> None:
+    for series in report.orthanc:
+        try:
+            orthanc.delete(series.orthanc_id)
+            outcome, detail = AuditOutcome.SUCCESS, "result series deleted from Orthanc"
+        except OSError as exc:
+            outcome = AuditOutcome.SERIOUS_FAILURE
+            detail = f"deleting the result series from Orthanc failed ({type(exc).__name__})"
+            report.errors.append(detail)
+        audit.record(
+            event=AuditEventID.INSTANCES_ACCESSED,
+            action=AuditAction.DELETE,
+            actor=ACTOR,
+            peer=orthanc.peer,
+            outcome=outcome,
+            object=f"series:{audit.hash(series.series_instance_uid)}",
+            detail=detail,
+        )
+
+
+def _log_summary(report: RetentionReport) -> None:
+    log.info(
+        "retention run finished",
+        dry_run=report.dry_run,
+        interrupted=report.interrupted,
+        errors=len(report.errors),
+        **report.counts(),
+    )
+
+
+def describe(report: RetentionReport, *, hash_uid: Callable[[str], str]) -> list[str]:
+    """Lines for the CLI: one per deletion (hashed study, never a raw UID), then a summary."""
+    verb = "would delete" if report.dry_run else "deleted"
+    lines = []
+    labels = {"source": "source image", "result": "result file", "study": "study records"}
+    for prefix, items in (
+        ("finished (interrupted run): ", report.finished),
+        ("", report.deletions),
+    ):
+        for d in items:
+            ids = (
+                f"job {','.join(map(str, d.job_ids))}"
+                if d.kind == "source"
+                else f"result {','.join(map(str, d.result_ids))}"
+                if d.kind == "result"
+                else f"{len(d.job_ids)} jobs, {len(d.result_ids)} results, {len(d.paths)} files"
+            )
+            lines.append(
+                f"{prefix}{verb} {labels[d.kind]}: study {hash_uid(d.study_instance_uid)}"
+                f" ({ids}): {d.reason}"
+            )
+    for s in report.orthanc:
+        lines.append(
+            f"{verb} Orthanc series {hash_uid(s.series_instance_uid)} ({s.series_description})"
+        )
+    counts = report.counts()
+    if report.interrupted:
+        lines.append("interrupted: the rest is deleted by the next run")
+    lines += [f"error: {e}" for e in report.errors]
+    lines.append(
+        f"summary: {verb} {counts['source_images']} source images, "
+        f"{counts['result_files']} result files, {counts['studies']} studies' records "
+        f"({counts['files']} files), {counts['orthanc_series']} Orthanc series"
+    )
+    return lines
+
+
+# --- the schedule ---------------------------------------------------------------------------
+
+
+class RetentionScheduler:
+    """An APScheduler 3 BackgroundScheduler with one cron job. Started by the composition root."""
+
+    def __init__(self, *, schedule: str, run: Callable[[], object]) -> None:
+        from apscheduler.schedulers.background import BackgroundScheduler
+        from apscheduler.triggers.cron import CronTrigger
+
+        self.trigger = CronTrigger.from_crontab(schedule)
+        self.scheduler = BackgroundScheduler(
+            daemon=True,
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 3600},
+        )
+        self.scheduler.add_job(run, self.trigger, id="retention", name="retention")
+
+    def start(self) -> None:
+        self.scheduler.start()
+
+    @property
+    def next_run_time(self) -> datetime | None:
+        job = self.scheduler.get_job("retention")
+        return getattr(job, "next_run_time", None) if job else None
+
+    def shutdown(self) -> None:
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)

@@ -1,0 +1,38 @@
+"""Small real radiographs for operations tests: pydicom-data's RG3 CR, pixels decimated 8×.
+
+Bursts of 50 images and PHI canaries need many distinct instances that the node classifies in
+a fraction of a second each; the pixels stay those of a real CR (MONOCHROME1, 10-bit).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pydicom
+
+from tests.support.data import RG3_UNCR, new_uid, testdata
+
+
+def small_cr(dst: Path, *, study_uid: str, sop_uid: str | None = None, **attrs: Any) -> Path:
+    """A 220×220 copy of RG3_UNCR with new UIDs (and any attributes given, by keyword)."""
+    ds = pydicom.dcmread(testdata(RG3_UNCR))
+    pixels = ds.pixel_array[::8, ::8].copy()
+    ds.Rows, ds.Columns = pixels.shape
+    ds.PixelData = pixels.tobytes()
+    ds.StudyInstanceUID = study_uid
+    ds.SeriesInstanceUID = new_uid("small_cr series", study_uid)
+    ds.SOPInstanceUID = sop_uid or new_uid("small_cr", dst.resolve())
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    for keyword, value in attrs.items():
+        setattr(ds, keyword, value)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(dst, enforce_file_format=True)
+    return dst
+
+
+def db_rows(db: Path, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+    """Rows of a query on a node's SQLite database (read-only use while the node runs)."""
+    with sqlite3.connect(db, timeout=30) as conn:
+        return list(conn.execute(sql, args))

@@ -18,6 +18,7 @@ from dicomnode.classifier import Classifier, load_classifier
 from dicomnode.config import Settings
 from dicomnode.db import make_engine
 from dicomnode.jobs import Jobs
+from dicomnode.logconfig import set_salt
 from dicomnode.metrics import Metrics
 from dicomnode.outbox import deliver_due
 from dicomnode.pipeline import Pipeline
@@ -60,6 +61,7 @@ class Node:
         data = s.node.data_dir
         data.mkdir(parents=True, exist_ok=True)
         salt = node_salt(data, s.node.log_salt)
+        set_salt(salt)  # the PHI filter must hash with the salt the node's own fields use
         if salt != s.node.log_salt:
             node = s.node.model_copy(update={"log_salt": salt})
             self.settings = s = s.model_copy(update={"node": node})

@@ -1,0 +1,188 @@
+"""Generate the configuration reference of docs/administration.md from `dicomnode.config`.
+
+    PYTHONPATH=. .venv/bin/python docs/tools/gen_config_reference.py          # rewrite
+    PYTHONPATH=. .venv/bin/python docs/tools/gen_config_reference.py --check  # exit 1 if stale
+
+Keys, defaults and environment names come from the pydantic models (`Settings` and its
+sections); only the explanations are written here, in NOTES. A new setting without a note
+stops this script, and tests/unit/test_administration_doc.py fails until the document lists it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic_core import PydanticUndefined
+
+from dicomnode.config import ENV_PREFIX, Destination, Settings
+
+REPO = Path(__file__).resolve().parents[2]
+DOC = REPO / "docs" / "administration.md"
+BLOCK = "config-reference"
+
+NOTES: dict[str, str] = {
+    "node.ae_title": "AE title of the SCP, and the calling AE title of every result the node "
+    "sends. 1–16 characters, no backslash. The called AE title of incoming associations is "
+    "not checked.",
+    "node.host": "Listen address of the DICOM SCP. `127.0.0.1`: local peers only; `0.0.0.0`: all.",
+    "node.port": "TCP port of the DICOM SCP.",
+    "node.data_dir": "Spool (`spool/in`, `spool/hdr`, `spool/out`, `spool/tmp`), the SQLite "
+    "database `dicomnode.db` and `log-salt`. A relative path is taken from the working "
+    "directory at start.",
+    "node.study_stable_seconds": "A study's report (SR) is built once no image of it has "
+    "arrived for this long and all its jobs are finished.",
+    "node.allowed_calling_ae_titles": "Calling AE titles allowed to associate (exact, "
+    "case-sensitive); others are rejected. Empty: any. From the environment as JSON, "
+    "`'[\"ORTHANC\"]'`.",
+    "node.uid_root": "Root of every UID the node creates (at most 44 characters with its "
+    "trailing dot). Instances under it are recognised as the node's own output and never "
+    "classified. Replace the default (under pydicom's root) with your organisation's.",
+    "node.max_associations": "Simultaneous incoming associations; one more is rejected "
+    "(transient, local limit exceeded).",
+    "node.max_pdu_size": "Maximum PDU length the SCP offers to receive, in bytes (0: unlimited).",
+    "node.acse_timeout": "Seconds to wait for association messages (request, release).",
+    "node.dimse_timeout": "Seconds to wait for a DIMSE message on an open association.",
+    "node.network_timeout": "Seconds without network traffic after which an association is "
+    "dropped.",
+    "node.min_free_mb": "Free space (MiB) kept on the spool's file system: below it (counting "
+    "the incoming dataset) C-STORE answers 0xA700. 0: no check.",
+    "node.log_salt": "Salt of the hashed identifiers in logs. Empty: 32 random hex digits "
+    "made once and kept in `data_dir/log-salt`.",
+    "node.tls_certificate": "PEM certificate of the SCP. With `tls_private_key`, the DICOM "
+    "port speaks TLS (1.2 or later) only.",
+    "node.tls_private_key": "PEM private key for `tls_certificate`; the two go together.",
+    "node.tls_ca_certificate": "PEM CA certificate: when set, the SCP requires a client "
+    "certificate signed by this CA.",
+    "node.tls_required": "Refuse to start unless `tls_certificate` and `tls_private_key` are "
+    "set. (With them set, the port accepts TLS only whatever this value.)",
+    "destinations[].name": "Your name for the destination, unique; deliveries are recorded "
+    "under it.",
+    "destinations[].ae_title": "Called AE title of the destination.",
+    "destinations[].host": "Host name or address of the destination.",
+    "destinations[].port": "DICOM port of the destination.",
+    "destinations[].tls": "Accepted but **not implemented on `main`**: results are sent "
+    "without TLS whatever this value.",
+    "delivery.max_attempts": "Attempts per result and destination before the delivery is "
+    "marked failed. 0: retry forever.",
+    "delivery.backoff_initial_seconds": "Delay after the first failed attempt; doubled after "
+    "each further one.",
+    "delivery.backoff_max_seconds": "Upper bound of the delay between attempts.",
+    "api.host": "Listen address of the HTTP API. Beyond loopback the node refuses to start "
+    "without `api.token`.",
+    "api.port": "HTTP port of the API. 0: no API.",
+    "api.token": "Bearer token required by everything but `/healthz` and `/readyz`. Empty: "
+    "no authentication (allowed on loopback only).",
+    "api.show_patient_identifiers": "Include patient name, ID, birth date and accession "
+    "number in `/api/studies/{uid}`; only ever when `api.token` is set.",
+    "api.viewer_url": "Link template to open a study in a viewer (`{study_instance_uid}` is "
+    "replaced). Not used by the API on `main`.",
+    "model.package": "Model package folder (`weights.safetensors` + `model.json`). Empty: the "
+    "**UNTRAINED DEMO** model.",
+    "model.device": "`auto` (CUDA when present, else CPU), `cpu` or `cuda`.",
+    "model.demo_architecture": "timm architecture of the untrained demo model (no package).",
+    "model.threads": "CPU threads for inference (`torch.set_num_threads`); 0: PyTorch's default.",
+    "database.url": "SQLAlchemy URL. Empty: SQLite at `data_dir/dicomnode.db` (WAL, "
+    "`synchronous=FULL`).",
+    # Keys of branches not yet merged, written from their committed code; a note for a key
+    # that does not exist is never printed. Verify after merge: issues 3, 8, 9.
+    "node.node_id": "This node's id in a shared database (owner of its leases); unique per "
+    "node, stable across restarts. Empty: `<ae_title>@<hostname>:<port>`.",
+    "node.spool_dir": "Spool directory; default `data_dir/spool`. Nodes sharing one database "
+    "must share it too.",
+    "database.lease_seconds": "Lease on a job, report or delivery a node works on; renewed "
+    "while the node lives, returned to the queue when it expires.",
+    "database.auto_upgrade": "Apply schema migrations at start (under a lock). false: refuse "
+    "to start when the schema needs an upgrade.",
+    "model.runtime": "`auto` (ONNX Runtime on CPU, PyTorch on CUDA), `torch`, `onnxruntime` "
+    "or `openvino`; a non-PyTorch runtime is checked against PyTorch at start.",
+    "model.max_batch": "Images classified in one forward pass when that many are queued.",
+    "orthanc.url": "Orthanc REST API (e.g. `http://127.0.0.1:8042`). Empty: no Orthanc "
+    "integration.",
+    "orthanc.username": "Orthanc REST user; empty: no authentication.",
+    "orthanc.password": "Password of `orthanc.username`.",
+    "orthanc.destination": "The `[[destinations]]` name that is this Orthanc: once a study's "
+    "SR is delivered there, its outcome is recorded on the study.",
+    "orthanc.record_outcome": "Record the outcome on the study in Orthanc (metadata "
+    "`AIOutcome`, `AIProbability`, `AIModel`; labels from Orthanc 1.12).",
+    "orthanc.pull": "Accept `POST /api/orthanc/studies/{id}` (router plugin in pull mode) and "
+    "fetch the study's instances over REST.",
+    "orthanc.modalities": "Series modalities fetched when a pull request names no instances.",
+    "orthanc.timeout": "Seconds to wait for Orthanc's REST API.",
+}
+
+
+def _default(field: Any) -> str:
+    if field.default is PydanticUndefined and field.default_factory is None:
+        return "(required)"
+    value = field.get_default(call_default_factory=True)
+    if value is None:
+        return "(unset)"
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
+    if isinstance(value, str | Path):
+        return f'`"{value}"`'
+    return f"`{value}`"
+
+
+def settings_keys() -> list[tuple[str, str, str]]:
+    """(documented key, default, environment variable) for every setting."""
+    keys = []
+    for section, field in Settings.model_fields.items():
+        if section == "destinations":
+            model: type[BaseModel] = Destination
+            prefix, env = "destinations[].", "(file only)"
+        else:
+            model, prefix, env = field.annotation, f"{section}.", ""  # type: ignore[assignment]
+        for key, sub in model.model_fields.items():
+            name = prefix + key
+            variable = env or f"`{ENV_PREFIX}{section.upper()}__{key.upper()}`"
+            keys.append((name, _default(sub), variable))
+    return keys
+
+
+def reference() -> str:
+    rows = ["| Key | Default | Environment | Meaning |", "|---|---|---|---|"]
+    missing = []
+    for name, default, variable in settings_keys():
+        note = NOTES.get(name)
+        if note is None:
+            missing.append(name)
+            continue
+        rows.append(f"| `{name}` | {default} | {variable} | {note} |")
+    if missing:
+        raise SystemExit(f"no explanation in NOTES for: {', '.join(missing)}")
+    return "\n".join(rows)
+
+
+def replace_block(text: str, body: str) -> str:
+    pattern = re.compile(
+        rf"(<!-- BEGIN GENERATED {BLOCK} -->\n)(?:.*?\n)?(<!-- END GENERATED {BLOCK} -->)",
+        re.DOTALL,
+    )
+    if not pattern.search(text):
+        raise SystemExit(f"markers for {BLOCK} not found in {DOC}")
+    return pattern.sub(lambda m: m.group(1) + body + "\n" + m.group(2), text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 if the document is stale")
+    args = parser.parse_args(argv)
+    old = DOC.read_text("utf-8")
+    new = replace_block(old, reference())
+    if args.check:
+        if new != old:
+            print(f"{DOC.relative_to(REPO)} is stale: run {Path(__file__).name}", file=sys.stderr)
+            return 1
+        return 0
+    DOC.write_text(new, "utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,129 @@
+"""The conformance statement lists exactly the presentation contexts the node's SCP accepts.
+
+The UIDs are parsed from the SCP section of docs/conformance-statement.md (the generated
+tables between their markers) and compared, as sets, with the supported contexts of the AE
+that `dicomnode.scp.make_ae` builds from the shipped configuration. A UID missing from the
+document or listed without being accepted fails the test.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from pynetdicom.sop_class import Verification
+
+from dicomnode.config import load_settings
+from dicomnode.scp import make_ae
+
+REPO = Path(__file__).resolve().parents[2]
+DOC = REPO / "docs" / "conformance-statement.md"
+UID_IN_BACKTICKS = re.compile(r"`(\d+(?:\.\d+)+)`")
+
+
+def _block(text: str, name: str) -> str:
+    match = re.search(
+        rf"<!-- BEGIN GENERATED {name} -->\n(.*?)<!-- END GENERATED {name} -->", text, re.DOTALL
+    )
+    assert match, f"the conformance statement has no '{name}' block"
+    return match.group(1)
+
+
+def _rows(block: str) -> list[str]:
+    return [line for line in block.splitlines() if UID_IN_BACKTICKS.search(line)]
+
+
+def documented_contexts(text: str) -> dict[str, set[str]]:
+    """SOP class UID → transfer syntax UIDs, as the SCP section of the document states them."""
+    sop_classes = []
+    for row in _rows(_block(text, "scp-storage-sop-classes")):
+        uids = UID_IN_BACKTICKS.findall(row)
+        assert len(uids) == 1, f"one SOP Class UID per row expected: {row}"
+        sop_classes.append(uids[0])
+    storage_syntaxes = set()
+    for row in _rows(_block(text, "scp-storage-transfer-syntaxes")):
+        uids = UID_IN_BACKTICKS.findall(row)
+        assert len(uids) == 1, f"one Transfer Syntax UID per row expected: {row}"
+        storage_syntaxes.add(uids[0])
+    contexts = {uid: set(storage_syntaxes) for uid in sop_classes}
+    for row in _rows(_block(text, "scp-verification")):
+        sop_class, *syntaxes = UID_IN_BACKTICKS.findall(row)
+        contexts[sop_class] = set(syntaxes)
+    assert len(sop_classes) == len(set(sop_classes)), "a SOP class is listed twice"
+    return contexts
+
+
+def accepted_contexts() -> dict[str, set[str]]:
+    settings = load_settings(REPO / "configs" / "dicomnode.toml", environ={})
+    ae = make_ae(settings.node)
+    return {
+        str(c.abstract_syntax): {str(t) for t in c.transfer_syntax} for c in ae.supported_contexts
+    }
+
+
+def differences(documented: dict[str, set[str]], accepted: dict[str, set[str]]) -> list[str]:
+    problems = [f"accepted but not documented: SOP class {u}" for u in accepted.keys() - documented]
+    problems += [
+        f"documented but not accepted: SOP class {u}" for u in documented.keys() - accepted
+    ]
+    for uid in documented.keys() & accepted.keys():
+        for ts in sorted(accepted[uid] - documented[uid]):
+            problems.append(f"{uid}: transfer syntax {ts} accepted but not documented")
+        for ts in sorted(documented[uid] - accepted[uid]):
+            problems.append(f"{uid}: transfer syntax {ts} documented but not accepted")
+    return problems
+
+
+def test_scp_section_lists_exactly_what_the_scp_accepts():
+    documented = documented_contexts(DOC.read_text("utf-8"))
+    accepted = accepted_contexts()
+    assert differences(documented, accepted) == []
+    # The SOP classes the node sends back must be among those it documents receiving.
+    assert {"1.2.840.10008.5.1.4.1.1.88.34", "1.2.840.10008.5.1.4.1.1.7", Verification} <= set(
+        documented
+    )
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        # A storage SOP class row dropped from the document.
+        (lambda t: t.replace("| `1.2.840.10008.5.1.4.1.1.1` |", "| (removed) |"), "not documented"),
+        # A transfer syntax row dropped.
+        (lambda t: t.replace("| `1.2.840.10008.1.2.5` |", "| (removed) |"), "not documented"),
+        # A SOP class the SCP does not accept added.
+        (
+            lambda t: t.replace(
+                "<!-- END GENERATED scp-storage-sop-classes -->",
+                "| 999 | Made up | `1.2.3.4.5` |\n<!-- END GENERATED scp-storage-sop-classes -->",
+            ),
+            "documented but not accepted",
+        ),
+        # A transfer syntax the SCP does not accept added for Verification.
+        (
+            lambda t: t.replace("`1.2.840.10008.1.2.2` |\n", "`1.2.840.10008.1.2.2`, `1.2.9` |\n"),
+            "documented but not accepted",
+        ),
+    ],
+)
+def test_the_comparison_catches_a_missing_or_extra_uid(edit, expected):
+    text = DOC.read_text("utf-8")
+    edited = edit(text)
+    assert edited != text, "the edit did not apply: the test would prove nothing"
+    problems = differences(documented_contexts(edited), accepted_contexts())
+    assert any(expected in p for p in problems), problems
+
+
+def test_generated_tables_are_current():
+    """The names and the decoding column are regenerated by docs/tools; run it after changes."""
+    import subprocess
+    import sys
+
+    run = subprocess.run(
+        [sys.executable, str(REPO / "docs" / "tools" / "gen_conformance_tables.py"), "--check"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert run.returncode == 0, run.stderr

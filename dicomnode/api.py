@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response, status
 from fastapi.openapi.docs import get_swagger_ui_html
@@ -24,7 +24,11 @@ from dicomnode.spool import Spool
 from dicomnode.tables import Job, JobState, ResultKind, Study
 from dicomnode.uids import hash_uid
 from dicomnode.web import routes as web
+from dicomnode.web.analyze import add_analysis_routes
 from dicomnode.web.auth import TokenAuth
+
+if TYPE_CHECKING:
+    from dicomnode.classifier import Classifier
 
 
 @dataclass
@@ -36,6 +40,8 @@ class ApiContext:
     readiness: Callable[[], dict[str, bool]]
     #: Where result files are (SC thumbnails); None: thumbnails answer 404.
     spool: Spool | None = None
+    #: The loaded model, for HTTP analysis (dicomnode/web/analyze.py); None: 503 there.
+    classifier: Classifier | None = None
 
 
 def create_app(ctx: ApiContext) -> FastAPI:
@@ -119,6 +125,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
 
     web.add_api_routes(app, ctx, require_token)
     web.add_page_routes(app, ctx, TokenAuth(ctx.settings.api.token, cookie_for_any_method=True))
+    add_analysis_routes(app, ctx)  # /api/analyze, /api/analyze-study, /analyze, /about-model
     return app
 
 

@@ -24,9 +24,13 @@ from dicomnode.outbox import deliver_due
 from dicomnode.pipeline import Pipeline
 from dicomnode.scp import StoreContext, start_scp
 from dicomnode.spool import Spool
+from dicomnode.uploads import UPLOADS_DIR, UploadStore
 from dicomnode.worker import JobWorker, Loop
 
 log = structlog.stdlib.get_logger("dicomnode.node")
+
+#: How often expired HTTP uploads are looked for (each upload also looks).
+UPLOADS_CLEANUP_SECONDS = 600.0
 
 
 def node_salt(data_dir: Path, configured: str) -> str:
@@ -95,7 +99,14 @@ class Node:
                                 metrics=self.metrics) > 0,
             idle=1.0,
         )  # fmt: skip
-        self.loops = [self.worker_loop, self.outbox_loop]
+        uploads = UploadStore(data / UPLOADS_DIR)  # HTTP analysis results (issue 10)
+
+        def expire_uploads() -> bool:
+            uploads.remove_expired(retention_hours=s.api.upload_retention_hours)
+            return False  # idle until the next check
+
+        self.uploads_loop = Loop("uploads", expire_uploads, idle=UPLOADS_CLEANUP_SECONDS)
+        self.loops = [self.worker_loop, self.outbox_loop, self.uploads_loop]
         for loop in self.loops:
             loop.start()
         store_ctx = StoreContext(spool=self.spool, jobs=self.jobs, metrics=self.metrics,
@@ -117,7 +128,8 @@ class Node:
             return
         ctx = ApiContext(settings=s, jobs=self.jobs, metrics=self.metrics,
                          card=lambda: self.classifier.card if self.classifier else None,
-                         readiness=self.readiness, spool=self.spool)  # fmt: skip
+                         readiness=self.readiness, spool=self.spool,
+                         classifier=self.classifier)  # fmt: skip
         config = uvicorn.Config(create_app(ctx), host=s.api.host, port=s.api.port,
                                 log_config=None, access_log=False, lifespan="off")  # fmt: skip
         self.api_server = uvicorn.Server(config)

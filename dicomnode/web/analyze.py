@@ -422,7 +422,8 @@ def _add_pages(app: FastAPI, ctx: ApiContext, auth: TokenAuth) -> None:
 
     @app.get("/about-model", include_in_schema=False)
     def about_page(request: Request) -> Response:
-        return page(request, "about_model.html", active="about")
+        # The page's own, more specific banner replaces the general one.
+        return page(request, "about_model.html", active="about", untrained=False)
 
 
 def t_format(template: str, **params: str) -> str:

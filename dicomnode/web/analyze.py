@@ -291,7 +291,11 @@ def add_analysis_routes(app: FastAPI, ctx: ApiContext) -> None:
                 upload_id, directory = store.create()
                 archive = directory / "upload.zip"
                 await upload.seek(0)
-                await run_in_threadpool(_copy_upload, upload, archive)
+                try:
+                    await run_in_threadpool(_copy_upload, upload, archive)
+                except BaseException:
+                    store.remove(directory)
+                    raise
             finally:
                 await upload.close()
 

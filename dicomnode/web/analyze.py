@@ -28,7 +28,7 @@ from urllib.parse import urlencode
 import structlog
 from fastapi import Depends, FastAPI, Request, status
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
 from pydicom import dcmread
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -393,11 +393,17 @@ def _add_pages(app: FastAPI, ctx: ApiContext, auth: TokenAuth) -> None:
     api = ctx.settings.api
 
     def page(request: Request, template: str, **extra: Any) -> Response:
-        if not auth.is_authorized(request):
-            target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-            return RedirectResponse("/login?" + urlencode({"next": target}),
-                                    status.HTTP_303_SEE_OTHER)  # fmt: skip
         language = _language(request)
+        if not auth.is_authorized(request):  # the sign-in form, answered 401 like the worklist
+            target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            login = TEMPLATES.TemplateResponse(
+                request, "login.html",
+                {"t": translator(language), "lang": language, "languages": _languages(),
+                 "error": False, "next": target},
+                status_code=status.HTTP_401_UNAUTHORIZED,
+            )  # fmt: skip
+            _remember_language(request, login, language)
+            return login
         t = translator(language)
         card = ctx.card()
         context = {

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response, status
 from fastapi.openapi.docs import get_swagger_ui_html
@@ -27,7 +27,11 @@ from dicomnode.spool import Spool
 from dicomnode.tables import Job, JobState, ResultKind, Study
 from dicomnode.uids import hash_uid
 from dicomnode.web import routes as web
+from dicomnode.web.analyze import add_analysis_routes
 from dicomnode.web.auth import TokenAuth
+
+if TYPE_CHECKING:
+    from dicomnode.classifier import Classifier
 
 
 @dataclass
@@ -42,6 +46,8 @@ class ApiContext:
     # Orthanc pull path (dicomnode.orthanc.OrthancPull.request); None: not offered.
     orthanc_pull: Callable[[str, list[str] | None], int] | None = None
     audit: Audit | None = None
+    #: The loaded model, for HTTP analysis (dicomnode/web/analyze.py); None: 503 there.
+    classifier: Classifier | None = None
 
 
 class OrthancPullRequest(BaseModel):
@@ -177,6 +183,8 @@ def create_app(ctx: ApiContext) -> FastAPI:
 
     if ctx.orthanc_pull is not None:
         _orthanc_routes(app, ctx.orthanc_pull, auth)
+
+    add_analysis_routes(app, ctx)  # /api/analyze, /api/analyze-study, /analyze, /about-model
 
     return app
 

@@ -90,6 +90,12 @@ class ApiSettings(_Section):
     token: str = ""
     show_patient_identifiers: bool = True
     viewer_url: str = ""
+    # HTTP analysis (POST /api/analyze, /api/analyze-study; dicomnode/analysis.py)
+    max_upload_mb: float = Field(50.0, gt=0, le=4096)
+    max_zip_entries: int = Field(10000, ge=1)
+    max_zip_uncompressed_mb: float = Field(2048.0, gt=0)
+    max_compression_ratio: float = Field(100.0, ge=1)
+    upload_retention_hours: float = Field(24.0, ge=0)
 
 
 class ModelSettings(_Section):

@@ -38,9 +38,13 @@ from dicomnode.scp import StoreContext, start_scp
 from dicomnode.spool import Spool
 from dicomnode.tables import utcnow
 from dicomnode.uids import hash_uid, node_salt
+from dicomnode.uploads import UPLOADS_DIR, UploadStore
 from dicomnode.worker import JobWorker, Loop
 
 log = structlog.stdlib.get_logger("dicomnode.node")
+
+#: How often expired HTTP uploads are looked for (each upload also looks).
+UPLOADS_CLEANUP_SECONDS = 600.0
 
 
 def node_identity(settings: Settings) -> str:
@@ -145,7 +149,14 @@ class Node:
             lambda: self.jobs.renew_leases(owner=self.owner, lease_seconds=lease) < 0,
             idle=lease / 3,
         )
-        self.loops += [self.worker_loop, self.outbox_loop, self.lease_loop]
+        uploads = UploadStore(data / UPLOADS_DIR)  # HTTP analysis results (issue 10)
+
+        def expire_uploads() -> bool:
+            uploads.remove_expired(retention_hours=s.api.upload_retention_hours)
+            return False  # idle until the next check
+
+        self.uploads_loop = Loop("uploads", expire_uploads, idle=UPLOADS_CLEANUP_SECONDS)
+        self.loops += [self.worker_loop, self.outbox_loop, self.lease_loop, self.uploads_loop]
         for loop in self.loops:
             loop.start()
         self.scp = start_scp(s.node, store_ctx)
@@ -233,6 +244,7 @@ class Node:
         ctx = ApiContext(settings=s, jobs=self.jobs, metrics=self.metrics,
                          card=lambda: self.classifier.card if self.classifier else None,
                          readiness=self.readiness, spool=self.spool, audit=self.audit,
+                         classifier=self.classifier,
                          orthanc_pull=self.orthanc_pull.request if self.orthanc_pull
                          else None)  # fmt: skip
         config = uvicorn.Config(create_app(ctx), host=s.api.host, port=s.api.port,

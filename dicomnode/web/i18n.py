@@ -163,3 +163,14 @@ def translator(language: str) -> Callable[[str], str]:
         return catalog.get(key) or fallback.get(key) or key
 
     return t
+
+
+def _merge_analysis_messages() -> None:
+    """The analysis pages' catalog (issue 10) lives in its own module; one catalog here."""
+    from dicomnode.web.i18n_analyze import ANALYZE_MESSAGES
+
+    for code, extra in ANALYZE_MESSAGES.items():
+        MESSAGES[code].update(extra)
+
+
+_merge_analysis_messages()

@@ -81,6 +81,16 @@ NOTES: dict[str, str] = {
     "number in `/api/studies/{uid}`; only ever when `api.token` is set.",
     "api.viewer_url": "Link template to open a study in a viewer (`{study_instance_uid}` is "
     "replaced). Not used by the API on `main`.",
+    "api.max_upload_mb": "Largest file accepted by `POST /api/analyze` and "
+    "`/api/analyze-study` (MiB); a larger upload is answered 413 before it is stored.",
+    "api.max_zip_entries": "Most entries (files and folders) a ZIP study may hold; more: 413.",
+    "api.max_zip_uncompressed_mb": "Most bytes (MiB) a ZIP study may expand to, counted while "
+    "reading (the sizes an archive declares are not trusted); more: 413.",
+    "api.max_compression_ratio": "Highest uncompressed/compressed ratio of a ZIP entry larger "
+    "than 1 MiB (a ZIP bomb's is in the thousands; DICOM rarely exceeds 20); higher: 413.",
+    "api.upload_retention_hours": "Uploads and their results (`data_dir/uploads/<id>/`) are "
+    "deleted this many hours after the upload (checked every 10 minutes and at each upload). "
+    "0: kept until deleted by hand.",
     "model.package": "Model package folder (`weights.safetensors` + `model.json`). Empty: the "
     "**UNTRAINED DEMO** model.",
     "model.device": "`auto` (CUDA when present, else CPU), `cpu` or `cuda`.",

@@ -88,6 +88,8 @@ class ModelSettings(_Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     demo_architecture: str = "efficientnet_b4"
     threads: int = Field(0, ge=0)
+    runtime: Literal["auto", "torch", "onnxruntime", "openvino"] = "auto"
+    max_batch: int = Field(1, ge=1, le=64)
 
 
 class DatabaseSettings(_Section):

@@ -77,6 +77,9 @@ class Node:
             s.model.package or None,
             device=s.model.device,
             demo_architecture=s.model.demo_architecture,
+            runtime=s.model.runtime,
+            cache_dir=data / "models",
+            threads=s.model.threads,
         )
         card = self.classifier.card
         if not card.trained:

@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from dicomnode.card import ModelPackageError
 from dicomnode.config import ConfigError, Settings, load_settings
 
 
@@ -99,6 +100,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args))
     except ConfigError as exc:
         print(f"dicomnode: {exc}", file=sys.stderr)
+        return 2
+    except ModelPackageError as exc:  # includes a runtime that fails its check against PyTorch
+        print(f"dicomnode: model: {exc}", file=sys.stderr)
         return 2
 
 

@@ -86,9 +86,11 @@ class Node:
             log.warning("running the UNTRAINED DEMO model: results are not meaningful",
                         model=card.display_name)  # fmt: skip
         pipeline = Pipeline(settings=s, jobs=self.jobs, spool=self.spool,
-                            classifier=self.classifier, metrics=self.metrics)  # fmt: skip
+                            classifier=self.classifier, metrics=self.metrics,
+                            on_result=lambda: self.outbox_loop.wake.set())  # fmt: skip
         worker = JobWorker(jobs=self.jobs, pipeline=pipeline, owner=self.owner,
-                           stable_seconds=s.node.study_stable_seconds)  # fmt: skip
+                           stable_seconds=s.node.study_stable_seconds,
+                           max_batch=s.model.max_batch)  # fmt: skip
         self.worker_loop = Loop("worker", worker.step, idle=0.5)
         self.outbox_loop = Loop(
             "outbox",
@@ -109,6 +111,7 @@ class Node:
             dicom_port=self.dicom_port,
             api_port=s.api.port,
             model=card.display_name,
+            runtime=self.classifier.runtime,
             destinations=[d.name for d in s.destinations],
         )
 

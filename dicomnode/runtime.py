@@ -30,6 +30,8 @@ import numpy as np
 import structlog
 import torch
 
+from dicomnode.card import ModelPackageError
+
 log = structlog.stdlib.get_logger("dicomnode.runtime")
 
 #: Tolerance of the load-time check (and of the tests): max |Δ P(fracture)|.
@@ -48,7 +50,7 @@ class Runtime(StrEnum):
     OPENVINO = "openvino"
 
 
-class RuntimeCheckFailed(RuntimeError):
+class RuntimeCheckFailed(ModelPackageError):
     """The exported graph does not reproduce PyTorch within tolerance, or cannot be built."""
 
 

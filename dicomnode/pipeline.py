@@ -74,6 +74,9 @@ class Pipeline:
         self.uids = OutputUIDs(settings.node.uid_root, classifier.card.version)
         self.salt = settings.node.log_salt
         self.destinations = [d.name for d in settings.destinations]
+        wanted = settings.model.decode_min_size
+        # Decode only what the model and the overlay need (0: always full resolution).
+        self.decode_min_size = max(wanted, classifier.card.input_size) if wanted else 0
 
     # --- one image ----------------------------------------------------------------------------
 
@@ -129,7 +132,7 @@ class Pipeline:
             return self._finish(job, JobState.SKIPPED, reason)
         started = time.perf_counter()
         try:
-            image = preprocess.to_grayscale(ds)
+            image = preprocess.to_grayscale(ds, min_size=self.decode_min_size)
         except preprocess.NotClassifiable as exc:
             return self._finish(job, JobState.FAILED, exc.reason)
         except _READ_ERRORS as exc:

@@ -192,7 +192,6 @@ def main() -> None:
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     from dicomnode.config import NodeSettings
-
     from dicomnode.logconfig import configure_logging
 
     configure_logging(level="WARNING", json=True, stream=sys.stderr)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -141,6 +142,7 @@ def main() -> None:
             result["node_timings"] = node_timings(tmp / "node" / "var" / "dicomnode.db")
         finally:
             node.stop()
+    shutil.rmtree(tmp, ignore_errors=True)  # a 500-image burst leaves ~8 GB behind
     after = machine()
     report(result, before, after, args)
     write_json("e2e", {"machine_before": before, "machine_after": after, **result}, args.out)

@@ -8,18 +8,21 @@ the gradient of the logit difference, i.e. what Grad-CAM computes for this head.
 without such a head are refused rather than given a misleading heatmap.
 
 The probability is softmax(logits / card.temperature)[fracture]. Threads are the node's
-business (`torch.set_num_threads` is set by the composition root, not here).
+business (`torch.set_num_threads` is set by the composition root, not here). The forward pass
+runs in the chosen inference runtime (PyTorch, ONNX Runtime, OpenVINO: see `runtime`), each
+checked against PyTorch when the classifier is built.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import structlog
 import timm
 import torch
 from safetensors import SafetensorError
@@ -28,8 +31,18 @@ from timm.data import resolve_model_data_config
 
 from dicomnode import preprocess
 from dicomnode.card import ModelCard, ModelPackageError, read_package
+from dicomnode.runtime import (
+    Backend,
+    CamNet,
+    Runtime,
+    RuntimeCheckFailed,
+    build_backend,
+    state_sha256,
+)
 
 DEMO_NAME = "dicomnode fracture triage"
+
+log = structlog.stdlib.get_logger("dicomnode.classifier")
 
 
 class Outcome(StrEnum):
@@ -113,20 +126,65 @@ class Classifier:
     card: ModelCard
     device: str
 
-    def __init__(self, model: torch.nn.Module, card: ModelCard, *, device: str = "auto") -> None:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        card: ModelCard,
+        *,
+        device: str = "auto",
+        runtime: str = "torch",
+        cache_dir: Path | None = None,
+        threads: int = 0,
+    ) -> None:
         self.card = card
         self.device = resolve_device(device)
         head = _check_cam_head(model, card)
         model.eval().requires_grad_(False)
         self._model = model.to(self.device).to(memory_format=torch.channels_last)
-        timm_model: Any = self._model  # timm's forward_features/forward_head are not typed
-        self._features: Callable[[torch.Tensor], torch.Tensor] = timm_model.forward_features
-        self._head: Callable[[torch.Tensor], torch.Tensor] = timm_model.forward_head
         weight = head.weight.detach().to(torch.float32)
         fracture = card.fracture_index
         others = [i for i in range(weight.shape[0]) if i != fracture]
         # Evidence for fracture against the other class(es): w_f - w_n for two classes.
-        self._cam_weight = (weight[fracture] - weight[others].mean(dim=0)).to(self.device)
+        cam_weight = (weight[fracture] - weight[others].mean(dim=0)).to(self.device)
+        self._net = CamNet(self._model, cam_weight).eval()
+        self._backend = self._build_backend(Runtime(runtime), cache_dir, threads)
+
+    def _build_backend(self, runtime: Runtime, cache_dir: Path | None, threads: int) -> Backend:
+        chosen = runtime
+        if runtime == Runtime.AUTO:  # measured fastest at equal outputs (benchmarks/RESULTS.md)
+            chosen = Runtime.TORCH if self.device != "cpu" else Runtime.ONNXRUNTIME
+        try:
+            return build_backend(
+                chosen,
+                net=self._net,
+                device=self.device,
+                input_size=self.card.input_size,
+                weights_sha256=self.card.weights_sha256 or state_sha256(self._model),
+                architecture=self.card.architecture,
+                cache_dir=cache_dir,
+                probability=self._probabilities,
+                threads=threads,
+            )
+        except RuntimeCheckFailed as exc:
+            if runtime != Runtime.AUTO:
+                raise
+            log.warning("runtime auto: falling back to torch", reason=str(exc))
+            return build_backend(Runtime.TORCH, net=self._net, device=self.device,
+                                 input_size=self.card.input_size, weights_sha256="",
+                                 architecture=self.card.architecture, cache_dir=None,
+                                 probability=self._probabilities)  # fmt: skip
+
+    @property
+    def runtime(self) -> str:
+        """The inference runtime in use (torch, onnxruntime, openvino-f32)."""
+        return self._backend.name
+
+    def _probabilities(self, logits: np.ndarray) -> np.ndarray:
+        """Calibrated P(fracture) per row of logits."""
+        scaled = logits.astype(np.float64) / self.card.temperature
+        scaled -= scaled.max(axis=1, keepdims=True)
+        exp = np.exp(scaled)
+        return (exp[:, self.card.fracture_index] / exp.sum(axis=1)).astype(np.float32)
 
     @property
     def model(self) -> torch.nn.Module:
@@ -134,7 +192,9 @@ class Classifier:
         return self._model
 
     @classmethod
-    def from_package(cls, folder: str | Path, *, device: str = "auto") -> Classifier:
+    def from_package(
+        cls, folder: str | Path, *, device: str = "auto", **runtime: Any
+    ) -> Classifier:
         """Load a verified package (card ↔ weights SHA-256 via `read_package`), strictly."""
         card, weights_path = read_package(folder)
         try:
@@ -159,11 +219,16 @@ class Classifier:
             raise ModelPackageError(
                 f"weights do not fit architecture {card.architecture}: {first[0].strip()}"
             ) from exc
-        return cls(model, card, device=device)
+        return cls(model, card, device=device, **runtime)
 
     @classmethod
     def demo(
-        cls, *, architecture: str = "efficientnet_b4", device: str = "auto", seed: int = 0
+        cls,
+        *,
+        architecture: str = "efficientnet_b4",
+        device: str = "auto",
+        seed: int = 0,
+        **runtime: Any,
     ) -> Classifier:
         """Deterministic random initialisation, labelled untrained (UNTRAINED DEMO).
 
@@ -186,7 +251,7 @@ class Classifier:
             training_data="none: randomly initialised weights",
             limitations=("Untrained demonstration model: its outputs carry no information.",),
         )
-        return cls(model, card, device=device)
+        return cls(model, card, device=device, **runtime)
 
     def predict(self, image: np.ndarray) -> Prediction:
         """Classify one image from `preprocess.to_grayscale` (float32 HxW in [0, 1])."""
@@ -205,14 +270,9 @@ class Classifier:
                 for image in images
             ]
         )
-        x = torch.from_numpy(batch).to(self.device).contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode():
-            features = self._features(x)
-            logits = self._head(features)
-            probabilities = torch.softmax(logits.float() / card.temperature, dim=1)
-            cam = torch.einsum("bchw,c->bhw", features.float(), self._cam_weight).relu()
-        fracture = probabilities[:, card.fracture_index].cpu().numpy()
-        cams = cam.cpu().numpy().astype(np.float32)
+        logits, cam = self._backend.run(batch)
+        fracture = self._probabilities(logits)
+        cams = np.maximum(cam, 0.0).astype(np.float32)
         predictions = []
         for image, p, grid in zip(images, fracture, cams, strict=True):
             probability = float(np.clip(p, 0.0, 1.0))
@@ -249,8 +309,16 @@ def load_classifier(
     *,
     device: str = "auto",
     demo_architecture: str = "efficientnet_b4",
+    runtime: str = "torch",
+    cache_dir: Path | None = None,
+    threads: int = 0,
 ) -> Classifier:
-    """The package's classifier, or the untrained demo when no package is configured."""
+    """The package's classifier, or the untrained demo when no package is configured.
+
+    `runtime` picks the inference runtime (see `dicomnode.runtime`); exported graphs are
+    cached in `cache_dir`.
+    """
+    options: dict[str, Any] = {"runtime": runtime, "cache_dir": cache_dir, "threads": threads}
     if package is None or str(package) == "":
-        return Classifier.demo(architecture=demo_architecture, device=device)
-    return Classifier.from_package(package, device=device)
+        return Classifier.demo(architecture=demo_architecture, device=device, **options)
+    return Classifier.from_package(package, device=device, **options)

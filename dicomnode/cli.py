@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from dicomnode.card import ModelPackageError
 from dicomnode.config import ConfigError, Settings, load_settings
 
 
@@ -44,6 +45,8 @@ def cmd_classify(args: argparse.Namespace) -> int:
     classifier = load_classifier(
         package or None, device=args.device or settings.model.device,
         demo_architecture=args.demo_architecture or settings.model.demo_architecture,
+        runtime=settings.model.runtime, cache_dir=settings.data_dir / "models",
+        threads=settings.model.threads,
     )  # fmt: skip
     if not classifier.card.trained:
         print("warning: no model package given: using the UNTRAINED DEMO model; its results "
@@ -228,6 +231,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args))
     except ConfigError as exc:
         print(f"dicomnode: {exc}", file=sys.stderr)
+        return 2
+    except ModelPackageError as exc:  # includes a runtime that fails its check against PyTorch
+        print(f"dicomnode: model: {exc}", file=sys.stderr)
         return 2
 
 

@@ -103,6 +103,9 @@ class ModelSettings(_Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     demo_architecture: str = "efficientnet_b4"
     threads: int = Field(0, ge=0)
+    runtime: Literal["auto", "torch", "onnxruntime", "openvino"] = "auto"
+    max_batch: int = Field(1, ge=1, le=64)
+    decode_min_size: int = Field(768, ge=0)
 
 
 class DatabaseSettings(_Section):

@@ -132,17 +132,25 @@ class Jobs:
 
     def claim(self, *, owner: str, lease_seconds: float) -> Job | None:
         """Atomically take the oldest queued job (or one whose lease expired)."""
+        claimed = self.claim_batch(owner=owner, lease_seconds=lease_seconds, limit=1)
+        return claimed[0] if claimed else None
+
+    def claim_batch(self, *, owner: str, lease_seconds: float, limit: int) -> list[Job]:
+        """Atomically take up to `limit` of the oldest claimable jobs, oldest first.
+
+        Fewer (or none) when fewer are queued, so a shallow queue gives batches of one.
+        """
         now = utcnow()
         claimable = or_(
             col(Job.state) == JobState.QUEUED,
             and_(col(Job.state) == JobState.PROCESSING, col(Job.lease_expires_at) < now),
         )
-        pick = select(Job.id).where(claimable).order_by(col(Job.id)).limit(1)
+        pick = select(Job.id).where(claimable).order_by(col(Job.id)).limit(max(1, limit))
         if self._postgres:
             pick = pick.with_for_update(skip_locked=True)
         stmt = (
             update(Job)
-            .where(col(Job.id) == pick.scalar_subquery())
+            .where(col(Job.id).in_(pick.scalar_subquery()))
             .where(claimable)
             .values(
                 state=JobState.PROCESSING,
@@ -154,11 +162,12 @@ class Jobs:
             .returning(Job.id)
         )
         with self.session() as s:
-            row = s.execute(stmt).first()
+            ids = sorted(row[0] for row in s.execute(stmt))
             s.commit()
-            if row is None:
-                return None
-            return s.get(Job, row[0])
+            if not ids:
+                return []
+            found = {job.id: job for job in s.scalars(select(Job).where(col(Job.id).in_(ids)))}
+            return [found[i] for i in ids if i in found]
 
     def finish(
         self,

@@ -115,6 +115,9 @@ class Node:
                 s.model.package or None,
                 device=s.model.device,
                 demo_architecture=s.model.demo_architecture,
+                runtime=s.model.runtime,
+                cache_dir=data / "models",
+                threads=s.model.threads,
             )
         except (ModelPackageError, OSError, ValueError, RuntimeError, KeyError) as exc:
             where = f"model.package = {s.model.package!r}" if s.model.package else "demo model"
@@ -124,11 +127,12 @@ class Node:
             log.warning("running the UNTRAINED DEMO model: results are not meaningful",
                         model=card.display_name)  # fmt: skip
         pipeline = Pipeline(settings=s, jobs=self.jobs, spool=self.spool,
-                            classifier=self.classifier, metrics=self.metrics)  # fmt: skip
+                            classifier=self.classifier, metrics=self.metrics,
+                            on_result=lambda: self.outbox_loop.wake.set())  # fmt: skip
         lease = s.database.lease_seconds
         worker = JobWorker(jobs=self.jobs, pipeline=pipeline, owner=self.owner,
                            stable_seconds=s.node.study_stable_seconds,
-                           lease_seconds=lease)  # fmt: skip
+                           lease_seconds=lease, max_batch=s.model.max_batch)  # fmt: skip
         self.worker_loop = Loop("worker", worker.step, idle=0.5)
         worker.stopping = self.worker_loop.stopping.is_set
         store_ctx = StoreContext(spool=self.spool, jobs=self.jobs, metrics=self.metrics,
@@ -170,6 +174,7 @@ class Node:
             dicom_port=self.dicom_port,
             api_port=s.api.port,
             model=card.display_name,
+            runtime=self.classifier.runtime,
             destinations=[d.name for d in s.destinations],
             retention_next_run=str(self.retention_scheduler.next_run_time)
             if self.retention_scheduler

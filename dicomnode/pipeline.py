@@ -8,9 +8,11 @@ study:  quiet for study_stable_seconds → SR over all classified images (new ve
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from io import BytesIO
 
+import numpy as np
 import structlog
 from pydicom import Dataset, dcmread
 from pydicom.errors import InvalidDicomError
@@ -61,8 +63,10 @@ class Pipeline:
         spool: Spool,
         classifier: Classifier,
         metrics: Metrics,
+        on_result: Callable[[], None] = lambda: None,
     ) -> None:
         self.settings = settings
+        self.on_result = on_result  # wakes the outbox: a result is ready to deliver
         self.jobs = jobs
         self.spool = spool
         self.classifier = classifier
@@ -70,12 +74,48 @@ class Pipeline:
         self.uids = OutputUIDs(settings.node.uid_root, classifier.card.version)
         self.salt = settings.node.log_salt
         self.destinations = [d.name for d in settings.destinations]
+        wanted = settings.model.decode_min_size
+        # Decode only what the model and the overlay need (0: always full resolution).
+        self.decode_min_size = max(wanted, classifier.card.input_size) if wanted else 0
 
     # --- one image ----------------------------------------------------------------------------
 
     def process(self, job: Job) -> JobState:
         """Run one claimed job to a terminal state and record it. Never raises for bad input."""
-        assert job.id is not None
+        return self.process_batch([job])[0]
+
+    def process_batch(self, jobs: Sequence[Job]) -> list[JobState]:
+        """Run claimed jobs to terminal states, classifying their images in one forward pass.
+
+        Each job is prepared (read, eligibility, preprocess) and completed (SC, record) on its
+        own, so one bad image never fails the others.
+        """
+        prepared: list[tuple[Job, Dataset, np.ndarray, float]] = []
+        states: dict[int, JobState] = {}
+        for job in jobs:
+            assert job.id is not None
+            outcome = self._prepare(job)
+            if isinstance(outcome, JobState):
+                states[job.id] = outcome
+            else:
+                prepared.append((job, *outcome))
+        if prepared:
+            started = time.perf_counter()
+            predictions = self.classifier.predict_batch([image for _, _, image, _ in prepared])
+            inference_ms = (time.perf_counter() - started) * 1000 / len(prepared)
+            for (job, ds, image, preprocess_ms), prediction in zip(
+                prepared, predictions, strict=True
+            ):
+                self.metrics.inference_seconds.observe(inference_ms / 1000)
+                assert job.id is not None
+                states[job.id] = self._complete(
+                    job, ds, image, prediction, preprocess_ms=preprocess_ms,
+                    inference_ms=inference_ms,
+                )  # fmt: skip
+        return [states[job.id] for job in jobs if job.id is not None]
+
+    def _prepare(self, job: Job) -> JobState | tuple[Dataset, np.ndarray, float]:
+        """(dataset, display image, preprocess ms), or the terminal state it ended in."""
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(
             job_id=job.id, study=hash_uid(job.study_instance_uid, self.salt)
@@ -92,17 +132,30 @@ class Pipeline:
             return self._finish(job, JobState.SKIPPED, reason)
         started = time.perf_counter()
         try:
-            image = preprocess.to_grayscale(ds)
+            image = preprocess.to_grayscale(ds, min_size=self.decode_min_size)
         except preprocess.NotClassifiable as exc:
             return self._finish(job, JobState.FAILED, exc.reason)
         except _READ_ERRORS as exc:
             return self._finish(
                 job, JobState.FAILED, f"pixel data cannot be decoded ({type(exc).__name__})"
             )
-        decoded = time.perf_counter()
-        prediction = self.classifier.predict(image)
-        inferred = time.perf_counter()
-        self.metrics.inference_seconds.observe(inferred - decoded)
+        return ds, image, (time.perf_counter() - started) * 1000
+
+    def _complete(
+        self,
+        job: Job,
+        ds: Dataset,
+        image: np.ndarray,
+        prediction: Prediction,
+        *,
+        preprocess_ms: float,
+        inference_ms: float,
+    ) -> JobState:
+        assert job.id is not None
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(
+            job_id=job.id, study=hash_uid(job.study_instance_uid, self.salt)
+        )
         self._write_header(ds)
         sc = build_sc(
             source=ds,
@@ -120,8 +173,8 @@ class Pipeline:
             JobState.CLASSIFIED,
             None,
             prediction=prediction,
-            preprocess_ms=(decoded - started) * 1000,
-            inference_ms=(inferred - decoded) * 1000,
+            preprocess_ms=preprocess_ms,
+            inference_ms=inference_ms,
         )
 
     def _finish(
@@ -255,6 +308,7 @@ class Pipeline:
             job_id=job_id,
             version=version,
         )
+        self.on_result()
 
     def _write_header(self, ds: Dataset) -> None:
         """Keep the source's header (no pixels): the SR needs it after the image is deleted."""

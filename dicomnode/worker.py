@@ -51,10 +51,15 @@ class Loop(threading.Thread):
 
 
 class JobWorker:
-    """Claim → process one job at a time; between jobs, build reports for stable studies."""
+    """Claim → process jobs; between them, build reports for stable studies.
+
+    Up to `max_batch` queued jobs are claimed together and classified in one forward pass
+    (micro-batching); a shallow queue gives batches of one, so latency stays that of one image.
+    """
 
     def __init__(self, *, jobs: Jobs, pipeline: Pipeline, owner: str, stable_seconds: float,
-                 lease_seconds: float = 600.0) -> None:  # fmt: skip
+                 lease_seconds: float = 600.0, max_batch: int = 1) -> None:  # fmt: skip
+        self.max_batch = max(1, max_batch)
         self.jobs = jobs
         self.pipeline = pipeline
         self.owner = owner
@@ -63,20 +68,26 @@ class JobWorker:
         self.stopping: Callable[[], bool] = lambda: False
 
     def step(self) -> bool:
-        job = self.jobs.claim(owner=self.owner, lease_seconds=self.lease_seconds)
-        if job is not None:
+        claimed = self.jobs.claim_batch(
+            owner=self.owner, lease_seconds=self.lease_seconds, limit=self.max_batch
+        )
+        if claimed:
             try:
-                self.pipeline.process(job)
+                self.pipeline.process_batch(claimed)
             except Exception as exc:
-                # Unexpected (a bug, not bad input): record it on the job so it is visible and
-                # retryable from the API, instead of leaving it stuck in `processing`.
-                log.exception("job crashed", job_id=job.id)
-                assert job.id is not None
+                # Unexpected (a bug, not bad input): record it on the jobs still in hand so it
+                # is visible and retryable from the API, instead of leaving them `processing`.
+                log.exception("job crashed", job_ids=[job.id for job in claimed])
                 from dicomnode.tables import JobState
 
-                self.jobs.finish(job.id, state=JobState.FAILED, owner=self.owner,
-                                 reason=f"internal error ({type(exc).__name__})")  # fmt: skip
-                self.pipeline.metrics.failed.inc()
+                reason = f"internal error ({type(exc).__name__})"
+                for job in claimed:
+                    assert job.id is not None
+                    current = self.jobs.get_job(job.id)
+                    if current is not None and current.state == JobState.PROCESSING:
+                        self.jobs.finish(job.id, state=JobState.FAILED, owner=self.owner,
+                                         reason=reason)  # fmt: skip
+                        self.pipeline.metrics.failed.inc()
             return True
         return self.report_stable_studies()
 

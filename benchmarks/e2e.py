@@ -1,0 +1,263 @@
+"""End to end: C-STORE to the node until its SC and SR are stored in a real Orthanc.
+
+    PYTHONPATH=. .venv/bin/python benchmarks/e2e.py [--single 20] [--burst 500] [--stable 2]
+
+The node runs as a process (`dicomnode serve`) with the real efficientnet_b4 demo model and its
+default runtime, delivering to Debian's Orthanc (tests/support's `Orthanc`). Measured, in one
+run on one machine:
+- inference alone: the same model and runtime in this process, ms/image for one
+  preprocessed radiograph (the reference of the targets);
+- single images: one uncompressed radiograph (RG3_UNCR, 6.2 MB) per new study, sent with
+  storescu; latency from the start of the send until the SC is stored in Orthanc (p50/p95),
+  and until the SR is stored minus the study stability wait (reported separately);
+- a burst: `--burst` copies in studies of 10 sent in one association; sustained images/s
+  from the start of the send until the last SC is stored; time for the SRs after the burst;
+- peak RSS of the node process (VmHWM) and its largest RSS sampled during the burst.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pydicom
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.common import machine, median, percentile, table, write_json
+from dicomnode.config import NodeSettings
+from dicomnode.pipeline import OutputUIDs
+from tests.support import data
+from tests.support.nodecfg import orthanc_destination, read_ports, write_node_config
+from tests.support.peers import NodeProcess, Orthanc
+from tests.support.procs import wait_until
+
+ENV = {"TCP_NODELAY": "1"}
+
+
+def inference_alone(runtime: str, cache_dir: Path, rounds: int) -> dict[str, float]:
+    from dicomnode.classifier import load_classifier
+    from dicomnode.preprocess import to_grayscale
+
+    classifier = load_classifier(None, device="cpu", runtime=runtime, cache_dir=cache_dir)
+    started = time.perf_counter()
+    image = to_grayscale(pydicom.dcmread(data.testdata(data.RG3_UNCR)))
+    preprocess_ms = (time.perf_counter() - started) * 1000
+    classifier.predict(image)
+    times = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        classifier.predict(image)
+        times.append((time.perf_counter() - started) * 1000)
+    version, name = classifier.card.version, classifier.runtime
+    del classifier
+    gc.collect()
+    return {"inference_ms": median(times), "preprocess_ms": preprocess_ms, "version": version,
+            "runtime": name}  # type: ignore[dict-item]  # fmt: skip
+
+
+def storescu(paths: list[Path], port: int) -> float:
+    env = {**__import__("os").environ, **ENV}
+    started = time.perf_counter()
+    done = subprocess.run(["storescu", "-aet", "BENCH", "-aec", "DICOMNODE", "-nh", "127.0.0.1",
+                           str(port), *map(str, paths)], capture_output=True, text=True, env=env,
+                          timeout=3600)  # fmt: skip
+    if done.returncode != 0:
+        raise RuntimeError(f"storescu failed: {done.stderr[-2000:]}")
+    return time.perf_counter() - started
+
+
+def lookup(orthanc: Orthanc, uid: str) -> bool:
+    return bool(orthanc.post("/tools/lookup", content=uid.encode()))
+
+
+def rss_kb(pid: int, key: str = "VmRSS") -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--single", type=int, default=20)
+    parser.add_argument("--burst", type=int, default=500)
+    parser.add_argument("--per-study", type=int, default=10)
+    parser.add_argument("--stable", type=float, default=2.0, help="study_stable_seconds")
+    parser.add_argument("--runtime", default="auto")
+    parser.add_argument("--max-batch", type=int, default=1)
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    before = machine()
+    tmp = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
+    models = tmp / "node" / "var" / "models"  # the node's cache: exported once, here
+    alone = inference_alone(args.runtime, models, rounds=10)
+    print(f"inference alone: {alone}", file=sys.stderr)
+    uids = OutputUIDs(NodeSettings().uid_root, str(alone["version"]))
+    source = data.testdata(data.RG3_UNCR)
+    result: dict[str, Any] = {"args": vars(args), "inference_alone": alone}
+    with Orthanc(tmp / "orthanc") as orthanc:
+        config = write_node_config(
+            tmp / "node", destinations=[orthanc_destination(orthanc)],
+            node={"study_stable_seconds": args.stable},
+            model={"demo_architecture": "efficientnet_b4", "runtime": args.runtime,
+                   "max_batch": args.max_batch},
+        )  # fmt: skip
+        port = read_ports(config)[0]
+        node = NodeProcess(config).start()
+        try:
+            node.wait_ready(timeout=600)
+            assert node.pid is not None
+            # one warm-up image (first-run allocations), then single images one at a time
+            singles: list[dict[str, float]] = []
+            for i in range(args.single + 1):
+                study = pydicom.uid.generate_uid()
+                path = data.copy_with_new_uids(source, tmp / "single" / f"{i}.dcm",
+                                               study_uid=study)  # fmt: skip
+                sop = str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID)
+                started = time.perf_counter()
+                sent = storescu([path], port)
+                wait_until(lambda sop=sop: lookup(orthanc, uids.sc_instance(sop)), timeout=600,
+                           interval=0.01, what="SC in Orthanc")  # fmt: skip
+                sc = time.perf_counter() - started
+                wait_until(lambda study=study: lookup(orthanc, uids.sr_instance(study, 1)),
+                           timeout=600, interval=0.01, what="SR in Orthanc")  # fmt: skip
+                sr = time.perf_counter() - started
+                if i:
+                    singles.append({"send_s": sent, "sc_s": sc, "sr_minus_stable_s":
+                                    sr - sent - args.stable})  # fmt: skip
+            result["single"] = singles
+            result["burst"] = burst(args, tmp, source, port, orthanc, uids, node.pid)
+            result["node_vmhwm_mb"] = rss_kb(node.pid, "VmHWM") / 1024
+            result["node_timings"] = node_timings(tmp / "node" / "var" / "dicomnode.db")
+        finally:
+            node.stop()
+    shutil.rmtree(tmp, ignore_errors=True)  # a 500-image burst leaves ~8 GB behind
+    after = machine()
+    report(result, before, after, args)
+    write_json("e2e", {"machine_before": before, "machine_after": after, **result}, args.out)
+
+
+def burst(args: Any, tmp: Path, source: Path, port: int, orthanc: Orthanc, uids: OutputUIDs,
+          pid: int) -> dict[str, Any]:  # fmt: skip
+    paths, scs, srs = [], [], []
+    for i in range(args.burst):
+        if i % args.per_study == 0:
+            study = pydicom.uid.generate_uid()
+            srs.append(uids.sr_instance(study, 1))
+        path = data.copy_with_new_uids(source, tmp / "burst" / f"{i:04d}.dcm", study_uid=study)
+        paths.append(path)
+        scs.append(uids.sc_instance(str(pydicom.dcmread(path, stop_before_pixels=True)
+                                        .SOPInstanceUID)))  # fmt: skip
+    baseline = int(orthanc.get("/statistics")["CountInstances"])
+    peak_rss = [0]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak_rss[0] = max(peak_rss[0], rss_kb(pid))
+            done.wait(0.2)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    started = time.perf_counter()
+    sent: list[Any] = []
+
+    def send() -> None:
+        try:
+            sent.append(storescu(paths, port))
+        except Exception as exc:  # reported by the waiting loop
+            sent.append(exc)
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    count_at: list[tuple[float, int]] = []
+    try:
+        while True:  # SCs arrive first (reports wait for an empty queue and stable studies)
+            stored = int(orthanc.get("/statistics")["CountInstances"]) - baseline
+            count_at.append((time.perf_counter() - started, stored))
+            if stored >= len(scs):
+                break
+            if sent and isinstance(sent[0], Exception):
+                raise sent[0]
+            if time.perf_counter() - started > 7200:
+                raise TimeoutError("burst did not finish in 2 h")
+            time.sleep(0.25)
+        last_sc = time.perf_counter() - started
+        missing = [uid for uid in scs if not lookup(orthanc, uid)]
+        wait_until(lambda: all(lookup(orthanc, uid) for uid in srs), timeout=1800,
+                   interval=0.25, what="every SR of the burst")  # fmt: skip
+        last_sr = time.perf_counter() - started
+    finally:
+        sender.join()
+        done.set()
+        sampler.join()
+    return {"images": len(paths), "studies": len(srs), "send_s": sent[0] if sent else None,
+            "last_sc_s": last_sc, "last_sr_s": last_sr, "sc_missing_at_count": len(missing),
+            "images_per_s": len(paths) / last_sc, "peak_rss_sampled_mb": peak_rss[0] / 1024,
+            "progress": count_at[:: max(1, len(count_at) // 50)]}  # fmt: skip
+
+
+def node_timings(db: Path) -> dict[str, float]:
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        rows = conn.execute("SELECT preprocess_ms, inference_ms FROM job WHERE state = "
+                            "'CLASSIFIED'").fetchall()  # fmt: skip
+    return {"jobs": len(rows), "preprocess_ms_median": median([r[0] for r in rows if r[0]]),
+            "inference_ms_median": median([r[1] for r in rows if r[1]])}  # fmt: skip
+
+
+def report(result: dict[str, Any], before: dict[str, Any], after: dict[str, Any],
+           args: Any) -> None:  # fmt: skip
+    alone = result["inference_alone"]
+    singles = result["single"]
+    sc = [s["sc_s"] * 1000 for s in singles]
+    sr = [s["sr_minus_stable_s"] * 1000 for s in singles]
+    b = result["burst"]
+    inference_ips = 1000 / alone["inference_ms"]
+    rows = [
+        {"measure": "inference alone (ms/image)", "value": alone["inference_ms"],
+         "target": "-"},
+        {"measure": "single image → SC in Orthanc, p50 (ms)", "value": median(sc),
+         "target": f"≤ 3× inference = {3 * alone['inference_ms']:.0f}"},
+        {"measure": "single image → SC in Orthanc, p95 (ms)", "value": percentile(sc, 95),
+         "target": "-"},
+        {"measure": "single image → SR in Orthanc minus stability wait, p50 (ms)",
+         "value": median(sr), "target": "-"},
+        {"measure": "single image → SR minus stability wait, p95 (ms)",
+         "value": percentile(sr, 95), "target": "-"},
+        {"measure": "study stability wait (s, configured)", "value": args.stable,
+         "target": "-"},
+        {"measure": f"burst of {b['images']}: sustained images/s to the last SC",
+         "value": b["images_per_s"], "target": f"≥ 60 % of {inference_ips:.1f} = "
+                                               f"{0.6 * inference_ips:.1f}"},
+        {"measure": "burst: ratio to inference-alone images/s",
+         "value": b["images_per_s"] / inference_ips, "target": "≥ 0.6"},
+        {"measure": "burst: ingest (storescu) seconds", "value": b["send_s"], "target": "-"},
+        {"measure": "burst: last SR after the last SC (s)",
+         "value": b["last_sr_s"] - b["last_sc_s"], "target": "-"},
+        {"measure": "node peak RSS, VmHWM (MB)", "value": result["node_vmhwm_mb"],
+         "target": "≤ 1536"},
+        {"measure": "node preprocess / inference ms (median, from its DB)",
+         "value": f"{result['node_timings']['preprocess_ms_median']:.0f} / "
+                  f"{result['node_timings']['inference_ms_median']:.0f}", "target": "-"},
+    ]  # fmt: skip
+    print(f"runtime {alone['runtime']}, load before/after {before['load_average']} / "
+          f"{after['load_average']}")  # fmt: skip
+    print(table(rows, ["measure", "value", "target"]))
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except httpx.HTTPError as exc:
+        sys.exit(f"Orthanc request failed: {exc}")

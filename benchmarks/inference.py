@@ -1,0 +1,148 @@
+"""Inference: the node's runtimes side by side for the same model, batch 1 and batched.
+
+    PYTHONPATH=. .venv/bin/python benchmarks/inference.py [--package DIR] [--rounds 8]
+
+Variants: PyTorch eager fp32 (the plain timm model, NCHW, no_grad: the baseline), the node's
+torch backend (channels-last, inference_mode), ONNX Runtime fp32, OpenVINO fp32 and bf16
+(when installed). Rounds interleave the variants so background load hits them alike; the
+figure is the median ms/image. Accuracy: max |Δp| and the CAM's relative difference against
+PyTorch on real radiographs (pydicom-data RG3, RG1; deid-data cat DX).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydicom
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.common import machine, median, table, write_json
+from dicomnode.classifier import Classifier
+from dicomnode.preprocess import to_grayscale, to_model_input
+from dicomnode.runtime import (
+    MAX_PROBABILITY_DELTA,
+    OnnxRuntimeBackend,
+    OpenVinoBackend,
+    TorchBackend,
+    compare,
+    export_onnx,
+)
+
+
+def real_inputs(classifier: Classifier) -> np.ndarray:
+    from tests.support import data
+
+    card = classifier.card
+    paths = [data.testdata(data.RG3_UNCR), data.testdata(data.RG1_UNCR), data.cat_dx()]
+    images = [to_grayscale(pydicom.dcmread(p)) for p in paths]
+    return np.stack(
+        [to_model_input(i, input_size=card.input_size, mean=card.mean, std=card.std)
+         for i in images]
+    )  # fmt: skip
+
+
+def eager(model: torch.nn.Module, cam_weight: torch.Tensor) -> Callable[[np.ndarray], Any]:
+    """Plain PyTorch eager fp32: what a straightforward implementation does."""
+    timm_model: Any = model
+
+    def run(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        with torch.no_grad():
+            x = torch.from_numpy(batch).contiguous()
+            features = timm_model.forward_features(x)
+            logits = timm_model.forward_head(features)
+            cam = torch.einsum("bchw,c->bhw", features, cam_weight)
+        return logits.numpy(), cam.numpy()
+
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--package", default="", help="model package (default: demo b4)")
+    parser.add_argument("--architecture", default="efficientnet_b4")
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--batches", default="1,4")
+    parser.add_argument("--threads", type=int, default=0, help="0: all cores")
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    before = machine()
+    classifier = (
+        Classifier.from_package(args.package, device="cpu")
+        if args.package
+        else Classifier.demo(architecture=args.architecture, device="cpu")
+    )
+    card = classifier.card
+    net = classifier._net  # the node's graph: logits + CAM
+    inputs = real_inputs(classifier)
+    variants: dict[str, Callable[[np.ndarray], Any]] = {
+        "torch eager fp32": eager(
+            classifier.model.to(memory_format=torch.contiguous_format), net.cam_weight
+        ),
+    }
+    node_torch = TorchBackend(net, "cpu")
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx_path = export_onnx(net, input_size=card.input_size, target=Path(tmp) / "m.onnx")
+        variants["node torch (channels-last)"] = node_torch.run
+        variants["onnxruntime fp32"] = OnnxRuntimeBackend(onnx_path, threads=args.threads).run
+        try:
+            variants["openvino fp32"] = OpenVinoBackend(onnx_path, threads=args.threads).run
+            variants["openvino bf16"] = OpenVinoBackend(
+                onnx_path, threads=args.threads, precision="bf16"
+            ).run
+        except Exception as exc:  # not installed / no bf16: reported, not fatal
+            print(f"openvino skipped: {exc}", file=sys.stderr)
+        reference = variants["torch eager fp32"](inputs)
+        accuracy = {}
+        for name, run in variants.items():
+            dp, dcam = compare(reference, run(inputs), probability=classifier._probabilities)
+            accuracy[name] = (dp, dcam)
+        batches = [int(b) for b in args.batches.split(",")]
+        timings: dict[tuple[str, int], list[float]] = {}
+        for batch_size in batches:
+            batch = np.concatenate([inputs] * (batch_size // len(inputs) + 1))[:batch_size]
+            for run in variants.values():
+                run(batch)  # warm-up (first-run allocations, OpenVINO compilation of shapes)
+            for _ in range(args.rounds):
+                for name, run in variants.items():
+                    started = time.perf_counter()
+                    run(batch)
+                    elapsed = (time.perf_counter() - started) * 1000 / batch_size
+                    timings.setdefault((name, batch_size), []).append(elapsed)
+    base = {b: median(timings[("torch eager fp32", b)]) for b in batches}
+    rows = []
+    for (name, batch_size), values in timings.items():
+        dp, dcam = accuracy[name]
+        ms = median(values)
+        rows.append({
+            "runtime": name, "batch": batch_size, "ms/image": ms,
+            "images/s": 1000 / ms, "speed-up vs eager": base[batch_size] / ms,
+            "speed-up vs eager b1": base[batches[0]] / ms,
+            "max |Δp|": f"{dp:.1e}", "CAM Δ": f"{dcam:.1e}",
+            "within 1e-3": "yes" if dp <= MAX_PROBABILITY_DELTA and dcam <= 1e-2 else "NO",
+        })  # fmt: skip
+    after = machine()
+    print(f"model {card.display_name} ({card.architecture}, {card.input_size}²), "
+          f"threads={torch.get_num_threads()}, load before/after {before['load_average']} / "
+          f"{after['load_average']}")  # fmt: skip
+    print(table(rows, ["runtime", "batch", "ms/image", "images/s", "speed-up vs eager",
+                       "speed-up vs eager b1", "max |Δp|", "CAM Δ", "within 1e-3"]))  # fmt: skip
+    write_json("inference", {"machine_before": before, "machine_after": after,
+                             "model": card.version, "input_size": card.input_size,
+                             "rows": rows, "raw_ms": {f"{k[0]}|b{k[1]}": v
+                                                      for k, v in timings.items()}},
+               args.out)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

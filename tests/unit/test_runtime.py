@@ -1,0 +1,116 @@
+"""Inference runtimes: each reproduces PyTorch on real radiographs, exports are cached and
+checked, and a graph that does not reproduce PyTorch is refused."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pydicom
+import pytest
+
+from dicomnode.classifier import Classifier
+from dicomnode.preprocess import to_grayscale
+from dicomnode.runtime import MAX_PROBABILITY_DELTA, RuntimeCheckFailed
+from tests.support import data
+
+TINY = data.TINY_ARCH
+RUNTIMES = [
+    "onnxruntime",
+    pytest.param(
+        "openvino",
+        marks=pytest.mark.skipif(
+            importlib.util.find_spec("openvino") is None,
+            reason="openvino is an optional extra (pip install 'dicomnode[openvino]')",
+        ),
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def images() -> list[np.ndarray]:
+    rg3 = to_grayscale(pydicom.dcmread(data.testdata(data.RG3_UNCR)))
+    cat = to_grayscale(pydicom.dcmread(data.cat_dx()))
+    return [rg3, cat, np.ascontiguousarray(rg3[300:900, :])]  # square, portrait-ish, wide
+
+
+@pytest.fixture(scope="module")
+def reference() -> Classifier:
+    return Classifier.demo(architecture=TINY, device="cpu", runtime="torch")
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_runtime_reproduces_torch_on_real_radiographs(runtime, reference, images, tmp_path):
+    classifier = Classifier.demo(
+        architecture=TINY, device="cpu", runtime=runtime, cache_dir=tmp_path
+    )
+    assert classifier.runtime.startswith(runtime)
+    for image in images:
+        expected, got = reference.predict(image), classifier.predict(image)
+        assert abs(expected.probability - got.probability) <= 1e-5
+        assert got.outcome == expected.outcome
+        assert got.heatmap.shape == expected.heatmap.shape
+        assert np.abs(got.heatmap - expected.heatmap).max() <= 1e-3
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_runtime_batch_equals_single(runtime, images, tmp_path):
+    classifier = Classifier.demo(
+        architecture=TINY, device="cpu", runtime=runtime, cache_dir=tmp_path
+    )
+    together = classifier.predict_batch(images)
+    for image, batched in zip(images, together, strict=True):
+        alone = classifier.predict(image)
+        assert abs(alone.probability - batched.probability) <= 1e-5
+        assert np.abs(alone.heatmap - batched.heatmap).max() <= 1e-5
+
+
+def test_auto_is_onnxruntime_on_cpu(tmp_path):
+    classifier = Classifier.demo(architecture=TINY, device="cpu", runtime="auto",
+                                 cache_dir=tmp_path)  # fmt: skip
+    assert classifier.runtime == "onnxruntime"
+
+
+def test_export_is_cached_by_weights(tmp_path):
+    Classifier.demo(architecture=TINY, device="cpu", runtime="onnxruntime", cache_dir=tmp_path)
+    (first,) = tmp_path.glob("*.onnx")
+    stamp = first.stat().st_mtime_ns
+    Classifier.demo(architecture=TINY, device="cpu", runtime="onnxruntime", cache_dir=tmp_path)
+    assert first.stat().st_mtime_ns == stamp  # reused, not exported again
+    Classifier.demo(architecture=TINY, device="cpu", runtime="onnxruntime", cache_dir=tmp_path,
+                    seed=1)  # fmt: skip
+    assert len(list(tmp_path.glob("*.onnx"))) == 2  # other weights, other graph
+
+
+def test_a_damaged_cached_export_is_made_again(tmp_path, reference, images):
+    Classifier.demo(architecture=TINY, device="cpu", runtime="onnxruntime", cache_dir=tmp_path)
+    (cached,) = tmp_path.glob("*.onnx")
+    cached.write_bytes(b"not an onnx graph")
+    classifier = Classifier.demo(architecture=TINY, device="cpu", runtime="onnxruntime",
+                                 cache_dir=tmp_path)  # fmt: skip
+    assert cached.stat().st_size > 1000
+    got, expected = classifier.predict(images[0]), reference.predict(images[0])
+    assert abs(got.probability - expected.probability) <= 1e-5
+
+
+def test_a_graph_that_does_not_reproduce_torch_is_refused(tmp_path):
+    # Put another model's graph where seed 0's export belongs: the load-time check must see it.
+    Classifier.demo(architecture=TINY, device="cpu", runtime="onnxruntime", cache_dir=tmp_path)
+    (mine,) = tmp_path.glob("*.onnx")
+    other_dir = tmp_path / "other"
+    Classifier.demo(architecture=TINY, device="cpu", runtime="onnxruntime",
+                    cache_dir=other_dir, seed=7)  # fmt: skip
+    (other,) = other_dir.glob("*.onnx")
+    mine.write_bytes(other.read_bytes())
+    with pytest.raises(RuntimeCheckFailed, match="does not reproduce PyTorch"):
+        Classifier.demo(architecture=TINY, device="cpu", runtime="onnxruntime",
+                        cache_dir=tmp_path)  # fmt: skip
+
+
+def test_real_efficientnet_b4_in_onnxruntime_matches_torch(images, tmp_path):
+    torch_b4 = Classifier.demo(device="cpu", runtime="torch")
+    ort_b4 = Classifier.demo(device="cpu", runtime="onnxruntime", cache_dir=tmp_path)
+    expected, got = torch_b4.predict(images[0]), ort_b4.predict(images[0])
+    assert abs(expected.probability - got.probability) <= MAX_PROBABILITY_DELTA
+    assert got.heatmap.shape == expected.heatmap.shape == (512, 512)
+    assert np.abs(got.heatmap - expected.heatmap).max() <= 1e-3

@@ -119,6 +119,9 @@ NOTES: dict[str, str] = {
     "retention.orthanc_results_days": "Delete the node's own result series from Orthanc after "
     "this many days. 0: never.",
     "retention.results_orthanc_url": "Orthanc REST URL used for that deletion.",
+    "model.decode_min_size": "JPEG 2000 sources are decoded at a reduced resolution whose "
+    "short side stays at least this many pixels (enough for the model input and the SC). "
+    "0: always decode at full size.",
     "database.lease_seconds": "Lease on a job, report or delivery a node works on; renewed "
     "while the node lives, returned to the queue when it expires.",
     "database.auto_upgrade": "Apply schema migrations at start (under a lock). false: refuse "

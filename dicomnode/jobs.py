@@ -148,9 +148,12 @@ class Jobs:
         pick = select(Job.id).where(claimable).order_by(col(Job.id)).limit(max(1, limit))
         if self._postgres:
             pick = pick.with_for_update(skip_locked=True)
+        # A MATERIALIZED CTE is evaluated once: PostgreSQL may otherwise run an
+        # `IN (SELECT … LIMIT n FOR UPDATE SKIP LOCKED)` per row and claim every queued job.
+        picked = pick.cte("picked").prefix_with("MATERIALIZED")
         stmt = (
             update(Job)
-            .where(col(Job.id).in_(pick.scalar_subquery()))
+            .where(col(Job.id).in_(select(picked.c.id)))
             .where(claimable)
             .values(
                 state=JobState.PROCESSING,

@@ -97,7 +97,8 @@ class Node:
         for loop in self.loops:
             loop.start()
         store_ctx = StoreContext(spool=self.spool, jobs=self.jobs, metrics=self.metrics,
-                                 salt=salt, on_received=self.worker_loop.wake.set)  # fmt: skip
+                                 salt=salt, on_received=self.worker_loop.wake.set,
+                                 max_dataset_bytes=s.node.max_dataset_mb * 1024 * 1024)  # fmt: skip
         self.scp = start_scp(s.node, store_ctx)
         self._start_api()
         log.info(

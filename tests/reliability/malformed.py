@@ -235,6 +235,7 @@ def generate(base: Path, directory: Path, *, seed: int = 0) -> list[Case]:
         lambda b: insert_before(
             b, 0x00100000, element(0x00091001, b"SQ", b"\xfe\xff\x00\xe0\xf0\xff\xff\xff")
         ),
+        strict=False,
     )
 
     # 4. Deep sequence nesting (defined and undefined lengths).
@@ -289,7 +290,7 @@ def generate(base: Path, directory: Path, *, seed: int = 0) -> list[Case]:
         ("bits-allocated-65535", {"BitsAllocated": 65535}),
         ("samples-0", {"SamplesPerPixel": 0}), ("samples-3", {"SamplesPerPixel": 3}),
         ("samples-65535", {"SamplesPerPixel": 65535}),
-        ("frames-0", {"NumberOfFrames": "0"}), ("frames-2", {"NumberOfFrames": "2"}),
+        ("frames-2", {"NumberOfFrames": "2"}),
         ("frames-huge", {"NumberOfFrames": "999999999"}),
         ("frames-negative", {"NumberOfFrames": "-1"}), ("frames-text", {"NumberOfFrames": "x"}),
         ("photometric-rgb", {"PhotometricInterpretation": "RGB"}),
@@ -303,6 +304,7 @@ def generate(base: Path, directory: Path, *, seed: int = 0) -> list[Case]:
         ("bits-stored-99", {"BitsStored": 99}), ("high-bit-99", {"HighBit": 99}),
         ("pixel-representation-5", {"PixelRepresentation": 5}),
         ("bits-stored-0", {"BitsStored": 0}), ("frames-1", {"NumberOfFrames": "1"}),
+        ("frames-0", {"NumberOfFrames": "0"}),  # read as one frame by tolerant readers
     ]  # fmt: skip
     for name, attrs in loose:
         w.add_ds(name, "geometry", lambda ds, a=attrs: [set_raw(ds, k, v) for k, v in a.items()],
@@ -316,10 +318,12 @@ def generate(base: Path, directory: Path, *, seed: int = 0) -> list[Case]:
 
     # 8. Required attributes missing.
     for keyword in ("Rows", "Columns", "BitsAllocated", "PhotometricInterpretation",
-                    "PixelData", "SamplesPerPixel", "Modality"):  # fmt: skip
+                    "PixelData", "SamplesPerPixel"):  # fmt: skip
         w.add_ds(f"missing-{keyword}", "missing-attribute",
                  lambda ds, k=keyword: delattr(ds, k))  # fmt: skip
-    for keyword in ("BitsStored", "PixelRepresentation", "SeriesInstanceUID", "PatientID",
+    # The SOP class (CR) says what Modality would: classifying without it is fine.
+    for keyword in ("Modality", "BitsStored", "PixelRepresentation", "SeriesInstanceUID",
+                    "PatientID",
                     "HighBit", "ImageType", "PatientName"):  # fmt: skip
         w.add_ds(f"missing-{keyword}", "missing-attribute",
                  lambda ds, k=keyword: delattr(ds, k), strict=False)  # fmt: skip

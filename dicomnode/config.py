@@ -99,6 +99,7 @@ class DeliverySettings(_Section):
     max_attempts: int = Field(0, ge=0)
     backoff_initial_seconds: float = Field(5.0, gt=0)
     backoff_max_seconds: float = Field(600.0, gt=0)
+    timeout_seconds: float = Field(30.0, gt=0)
 
 
 class Settings(_Section):

@@ -17,7 +17,7 @@ import structlog
 from dicomnode.config import Settings
 from dicomnode.jobs import Jobs
 from dicomnode.metrics import Metrics
-from dicomnode.scu import AssociationFailed, send_files
+from dicomnode.scu import AssociationFailed, client_tls_context, send_files
 from dicomnode.spool import Spool
 from dicomnode.tables import Delivery, Result, utcnow
 
@@ -54,12 +54,19 @@ def deliver_due(*, jobs: Jobs, spool: Spool, settings: Settings, metrics: Metric
         bound = log.bind(destination=name, count=len(paths))
         try:
             outcomes = send_files(
-                list(paths), destination=destination, calling_ae_title=settings.node.ae_title
+                list(paths),
+                destination=destination,
+                calling_ae_title=settings.node.ae_title,
+                timeout=settings.delivery.timeout_seconds,
+                tls=client_tls_context(settings.node) if destination.tls else None,
             )
-        except AssociationFailed as exc:
-            bound.warning("delivery attempt failed", reason=str(exc))
+        except (AssociationFailed, OSError, RuntimeError, ValueError) as exc:
+            # Anything that ends the attempt is a failed attempt with backoff: an escaping
+            # error would retry at once, forever, with nothing visible in the API.
+            reason = str(exc) if isinstance(exc, AssociationFailed) else _describe(exc)
+            bound.warning("delivery attempt failed", reason=reason)
             for delivery, _ in paths.values():
-                _failed(jobs, delivery, settings, None, str(exc), metrics=metrics)
+                _failed(jobs, delivery, settings, None, reason, metrics=metrics)
             continue
         for outcome in outcomes:
             delivery, result = paths[outcome.path]
@@ -75,6 +82,11 @@ def deliver_due(*, jobs: Jobs, spool: Spool, settings: Settings, metrics: Metric
                 _failed(jobs, delivery, settings, outcome.status, error, metrics=metrics)
         bound.info("delivery attempt finished", delivered=sum(o.ok for o in outcomes))
     return delivered
+
+
+def _describe(exc: BaseException) -> str:
+    """An error as stored in `last_error`: its type and message (network errors carry no PHI)."""
+    return f"{type(exc).__name__}: {exc}"[:300]
 
 
 def _failed(

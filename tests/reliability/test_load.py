@@ -63,8 +63,9 @@ def run_load(tmp_path, node_factory, *, senders: int, per_sender: int) -> None:
                               "!= 'delivered'")[0][0]  # fmt: skip
             open_jobs = db_rows(data_dir, "select count(*) from job where lower(state) in "
                                 "('queued', 'processing')")[0][0]  # fmt: skip
+            unreported = db_rows(data_dir, "select count(*) from study where report_version = 0")
             sc = sum(1 for ds in scp.datasets if ds.SOPClassUID == SC_CLASS)
-            return open_jobs == 0 and pending == 0 and sc >= len(acked)
+            return open_jobs == pending == unreported[0][0] == 0 and sc >= len(acked)
 
         wait_until(settled, timeout=3600, what="all images processed and delivered")
         total_s = time.monotonic() - started
@@ -85,6 +86,7 @@ def run_load(tmp_path, node_factory, *, senders: int, per_sender: int) -> None:
         )  # fmt: skip
         assert len(acked) == senders * per_sender
         assert lost == 0 and processed == len(acked) and len(delivered_sc) == len(acked)
+        assert len(set(scp.stored)) - len(delivered_sc) >= senders  # one SR per study at least
         assert fds_after <= fds_before + 16
     finally:
         scp.stop()

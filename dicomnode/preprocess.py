@@ -224,9 +224,10 @@ def _decode(ds: Dataset, rows: int, columns: int) -> np.ndarray:
             raise NotClassifiable(f"pixel data too short ({len(value)} of {expected} bytes)")
     else:
         size = _codestream_size(value)
-        if size is not None and size != (rows, columns):
-            # A decoder allocates what the stream claims: 65535² from a few bytes.
-            raise NotClassifiable(f"compressed stream size differs from Rows/Columns ({label})")
+        if size is not None and size[0] * size[1] > rows * columns:
+            # A decoder allocates what the stream claims: 65535² from a few bytes. (A smaller
+            # claim is left to the decoder and the shape check below.)
+            raise NotClassifiable(f"compressed stream larger than Rows/Columns ({label})")
     try:
         arr = pixel_array(ds, index=0)
     except (KeyboardInterrupt, SystemExit):

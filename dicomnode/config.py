@@ -46,6 +46,7 @@ class NodeSettings(_Section):
     dimse_timeout: float = Field(60.0, gt=0)
     network_timeout: float = Field(60.0, gt=0)
     min_free_mb: int = Field(500, ge=0)
+    max_dataset_mb: int = Field(1024, ge=1)
     log_salt: str = ""
     tls_certificate: Path | None = None
     tls_private_key: Path | None = None
@@ -118,6 +119,7 @@ class DeliverySettings(_Section):
     max_attempts: int = Field(0, ge=0)
     backoff_initial_seconds: float = Field(5.0, gt=0)
     backoff_max_seconds: float = Field(600.0, gt=0)
+    timeout_seconds: float = Field(30.0, gt=0)
 
 
 class OrthancSettings(_Section):

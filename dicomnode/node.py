@@ -137,7 +137,8 @@ class Node:
         worker.stopping = self.worker_loop.stopping.is_set
         store_ctx = StoreContext(spool=self.spool, jobs=self.jobs, metrics=self.metrics,
                                  salt=salt, on_received=self.worker_loop.wake.set,
-                                 audit=self.audit)  # fmt: skip
+                                 audit=self.audit,
+                                 max_dataset_bytes=s.node.max_dataset_mb * 1024 * 1024)  # fmt: skip
         self.store_ctx = store_ctx
         on_delivered = self._start_orthanc(store_ctx)
         self.outbox_loop = Loop(

@@ -19,7 +19,7 @@ from dicomnode.audit import Audit, AuditAction, AuditEventID, AuditOutcome
 from dicomnode.config import Settings
 from dicomnode.jobs import Jobs
 from dicomnode.metrics import Metrics
-from dicomnode.scu import AssociationFailed, send_files
+from dicomnode.scu import AssociationFailed, client_tls_context, send_files
 from dicomnode.spool import Spool
 from dicomnode.tables import Delivery, Result, utcnow
 
@@ -76,12 +76,19 @@ def deliver_due(
         bound = log.bind(destination=name, count=len(paths))
         try:
             outcomes = send_files(
-                list(paths), destination=destination, calling_ae_title=settings.node.ae_title
+                list(paths),
+                destination=destination,
+                calling_ae_title=settings.node.ae_title,
+                timeout=settings.delivery.timeout_seconds,
+                tls=client_tls_context(settings.node) if destination.tls else None,
             )
-        except AssociationFailed as exc:
-            bound.warning("delivery attempt failed", reason=str(exc))
+        except (AssociationFailed, OSError, RuntimeError, ValueError) as exc:
+            # Anything that ends the attempt is a failed attempt with backoff: an escaping
+            # error would retry at once, forever, with nothing visible in the API.
+            reason = str(exc) if isinstance(exc, AssociationFailed) else _describe(exc)
+            bound.warning("delivery attempt failed", reason=reason)
             for delivery, result in paths.values():
-                _failed(jobs, delivery, settings, None, str(exc), metrics=metrics,
+                _failed(jobs, delivery, settings, None, reason, metrics=metrics,
                         tally=(sent, result))  # fmt: skip
             _audit_sent(audit, settings, peer, sent)
             continue
@@ -121,6 +128,11 @@ def _audit_sent(
                    detail=detail)
         for (study_uid, outcome, detail), count in sent.items()
     ])  # fmt: skip
+
+
+def _describe(exc: BaseException) -> str:
+    """An error as stored in `last_error`: its type and message (network errors carry no PHI)."""
+    return f"{type(exc).__name__}: {exc}"[:300]
 
 
 def _failed(

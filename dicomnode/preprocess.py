@@ -229,9 +229,17 @@ def _decode(ds: Dataset, rows: int, columns: int, min_size: int = 0) -> np.ndarr
         expected = rows * columns * (_int(ds, "BitsAllocated") or 8) // 8
         if len(value) < expected:
             raise NotClassifiable(f"pixel data too short ({len(value)} of {expected} bytes)")
+    else:
+        size = _codestream_size(value)
+        if size is not None and size[0] * size[1] > rows * columns:
+            # A decoder allocates what the stream claims: 65535² from a few bytes. (A smaller
+            # claim is left to the decoder and the shape check below.)
+            raise NotClassifiable(f"compressed stream larger than Rows/Columns ({label})")
     try:
         arr = pixel_array(ds, index=0)
-    except Exception as exc:  # decoders raise anything; the reason names only the codec
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # decoders raise anything (Rust ones a BaseException panic)
         raise NotClassifiable(f"pixel data could not be decoded ({label})") from exc
     if arr.shape != (rows, columns):
         raise NotClassifiable(f"decoded pixel data has an unexpected shape ({label})")
@@ -261,6 +269,39 @@ def _decode_j2k_reduced(ds: Dataset, min_size: int) -> np.ndarray | None:
     if bits_stored and bits_stored < arr.dtype.itemsize * 8:
         arr &= arr.dtype.type((1 << bits_stored) - 1)
     return arr
+
+
+def _codestream_size(value: bytes) -> tuple[int, int] | None:
+    """(rows, columns) from the first fragment's JPEG / JPEG-LS SOF or JPEG 2000 SIZ marker,
+    or None when the stream is not one of those (or too damaged to tell)."""
+    try:
+        fragment = next(pydicom.encaps.generate_fragments(value[8 + _bot_length(value) :]), b"")
+    except (ValueError, StopIteration, struct.error):
+        return None
+    head = bytes(fragment[:65536])
+    siz = head.find(b"\xff\x4f\xff\x51")
+    if siz >= 0 and len(head) >= siz + 24:
+        x, y, x0, y0 = struct.unpack_from(">IIII", head, siz + 8)
+        return y - y0, x - x0
+    pos = 2 if head[:2] == b"\xff\xd8" else -1
+    while pos >= 0 and pos + 9 <= len(head):
+        if head[pos] != 0xFF:
+            return None
+        marker = head[pos + 1]
+        if marker in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE,
+                      0xCF, 0xF7):  # fmt: skip
+            rows, columns = struct.unpack_from(">HH", head, pos + 5)
+            return (rows, columns) if rows else None
+        (length,) = struct.unpack_from(">H", head, pos + 2)
+        pos += 2 + length
+    return None
+
+
+def _bot_length(value: bytes) -> int:
+    """Length of the Basic Offset Table item at the start of encapsulated pixel data."""
+    if len(value) < 8 or value[:4] != b"\xfe\xff\x00\xe0":
+        raise ValueError("not encapsulated")
+    return int(struct.unpack_from("<I", value, 4)[0])
 
 
 def _padding_mask(ds: Dataset, stored: np.ndarray) -> np.ndarray | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import socket
 import ssl
+import zlib
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from enum import IntEnum
@@ -19,7 +20,7 @@ import structlog
 from pydicom import Dataset, dcmread
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_dataset
-from pydicom.uid import UID
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 from pynetdicom.dsutils import encode_file_meta
 from pynetdicom.sop_class import Verification
@@ -62,6 +63,8 @@ class StoreContext:
     salt: str
     on_received: Callable[[], None] = lambda: None
     audit: Audit | None = None
+    #: Largest dataset accepted, after inflating a deflated one (0: no limit).
+    max_dataset_bytes: int = 0
 
 
 def looks_like_uid(value: object) -> bool:
@@ -106,6 +109,9 @@ def _store(
         ctx.spool.check_space()
     except OSError as exc:
         return StoreStatus.OUT_OF_RESOURCES, f"spool: {type(exc).__name__}", False
+    too_big = _oversized(event, ctx.max_dataset_bytes)
+    if too_big:
+        return too_big[0], too_big[1], False
     try:
         parts = _received_parts(event)
     except _DECODE_ERRORS as exc:
@@ -158,7 +164,37 @@ def _at_pixel_data(tag: Any, _vr: Any, _length: int) -> bool:
 _DECODE_ERRORS = (
     InvalidDicomError, ValueError, KeyError, TypeError, EOFError, OSError,
     NotImplementedError, IndexError, OverflowError, MemoryError, AttributeError,
+    RecursionError, zlib.error,
 )  # fmt: skip
+
+_INFLATE_CHUNK = 1024 * 1024  # output per step
+_INFLATE_INPUT = 64 * 1024  # compressed input per step
+
+
+def _oversized(event: Any, limit: int) -> tuple[StoreStatus, str] | None:
+    """Refuse a dataset above `limit` bytes, counting a deflated one as it inflates.
+
+    pydicom inflates a deflated dataset in one piece, so a few kilobytes on the wire could
+    claim gigabytes of memory; here the stream is inflated in bounded chunks and discarded,
+    stopping as soon as the limit is passed.
+    """
+    if not limit:
+        return None
+    raw = event.request.DataSet
+    if not hasattr(raw, "getbuffer"):
+        return None
+    with raw.getbuffer() as view:
+        if view.nbytes > limit:
+            return StoreStatus.OUT_OF_RESOURCES, "dataset larger than max_dataset_mb"
+        if event.context.transfer_syntax != DeflatedExplicitVRLittleEndian:
+            return None
+        try:
+            total = _inflated_size(view, limit)
+        except zlib.error:
+            return StoreStatus.CANNOT_UNDERSTAND, "deflated dataset is not a valid deflate stream"
+    if total > limit:
+        return StoreStatus.OUT_OF_RESOURCES, "inflated dataset larger than max_dataset_mb"
+    return None
 
 
 def store_bytes(
@@ -185,7 +221,7 @@ def store_bytes(
                        reason=reason, association=association)  # fmt: skip
         return StoreStatus.CANNOT_UNDERSTAND, reason
     return _audited_store(
-        ctx, header, [encoded], len(encoded), sop_class_uid=sop_class_uid,
+        ctx, header, _zero_preamble(encoded), len(encoded), sop_class_uid=sop_class_uid,
         sop_instance_uid=sop_instance_uid, calling=calling, association=association,
     )  # fmt: skip
 
@@ -256,30 +292,34 @@ def _store_parts(
     calling: str,
 ) -> tuple[StoreStatus, str]:
     """The policy of `store_bytes` for a file given as chunks and its parsed header."""
-    sop_class_uid = sop_class_uid or str(header.get("SOPClassUID", ""))
-    sop_instance_uid = sop_instance_uid or str(header.get("SOPInstanceUID", ""))
-    if not looks_like_uid(sop_instance_uid) or not looks_like_uid(sop_class_uid):
-        return StoreStatus.CANNOT_UNDERSTAND, "SOP class/instance UID is not a valid UID"
     try:
+        # pydicom converts values lazily: everything read from the header stays in here.
+        if _nesting_depth(header) > MAX_SEQUENCE_DEPTH:
+            return StoreStatus.CANNOT_UNDERSTAND, "sequences nested too deeply"
+        sop_class_uid = sop_class_uid or str(header.get("SOPClassUID", ""))
+        sop_instance_uid = sop_instance_uid or str(header.get("SOPInstanceUID", ""))
+        if not looks_like_uid(sop_instance_uid) or not looks_like_uid(sop_class_uid):
+            return StoreStatus.CANNOT_UNDERSTAND, "SOP class/instance UID is not a valid UID"
         mismatch = _mismatch(header, sop_class_uid, sop_instance_uid)
+        if mismatch:
+            return StoreStatus.DATASET_MISMATCH, mismatch
+        received = _received(header, calling, ctx.spool.relative_path(sop_instance_uid, kind="in"))
     except _DECODE_ERRORS as exc:
         return StoreStatus.CANNOT_UNDERSTAND, f"dataset cannot be decoded ({type(exc).__name__})"
-    if mismatch:
-        return StoreStatus.DATASET_MISMATCH, mismatch
     try:
         if ctx.jobs.exists(sop_instance_uid):
             ctx.metrics.received.inc()
             return StoreStatus.SUCCESS, "duplicate: already received"
     except SQLAlchemyError:
         return StoreStatus.OUT_OF_RESOURCES, "database unavailable"
-    relative = ctx.spool.relative_path(sop_instance_uid, kind="in")
+    relative = received.spool_path
     try:
         ctx.spool.check_space(size)
         ctx.spool.write_stream(relative, chunks)
     except OSError as exc:
         return StoreStatus.OUT_OF_RESOURCES, f"spool write failed ({type(exc).__name__})"
     try:
-        job_id, created = ctx.jobs.enqueue(_received(header, calling, relative))
+        job_id, created = ctx.jobs.enqueue(received)
     except SQLAlchemyError as exc:
         # The file is not acknowledged; unless a concurrent store of the same instance owns it,
         # remove it so nothing unaccounted for stays in the spool.
@@ -293,6 +333,50 @@ def _store_parts(
     ctx.metrics.received.inc()
     ctx.on_received()
     return StoreStatus.SUCCESS, f"job {job_id}" if created else "duplicate: already received"
+
+
+#: Deeper nesting is refused: real objects (SR content trees included) stay far below, and
+#: pydicom reads and writes sequences recursively (stack and time grow with the depth).
+MAX_SEQUENCE_DEPTH = 32
+
+
+def _nesting_depth(ds: Dataset) -> int:
+    """How deeply sequences nest in `ds` (0: no sequences); stops counting past the limit."""
+    deepest = 0
+    stack = [(ds, 0)]
+    while stack:
+        current, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if depth > MAX_SEQUENCE_DEPTH:
+            break
+        for elem in current:
+            if elem.VR == "SQ":
+                stack.extend((item, depth + 1) for item in elem.value)
+    return deepest
+
+
+def _inflated_size(data: memoryview, limit: int) -> int:
+    """Inflate raw deflate `data` piecewise, discarding the output; stops past `limit`."""
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    total = 0
+    for start in range(0, len(data), _INFLATE_INPUT):
+        pending: bytes | memoryview = data[start : start + _INFLATE_INPUT]
+        while pending and not inflater.eof:
+            total += len(inflater.decompress(pending, _INFLATE_CHUNK))
+            if total > limit:
+                return total
+            pending = inflater.unconsumed_tail
+        if inflater.eof:
+            break
+    return total
+
+
+def _zero_preamble(encoded: bytes) -> list[bytes | memoryview]:
+    """The file as received, but with a zeroed preamble: the preamble is free for any use
+    (PS3.10 7.1), so a DICOM/executable polyglot sent to us is not kept as one."""
+    if encoded[128:132] != b"DICM":
+        return [encoded]
+    return [bytes(128), memoryview(encoded)[128:]]
 
 
 def _mismatch(header: Dataset, sop_class_uid: str, sop_instance_uid: str) -> str | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +15,7 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import Verification
 
-from dicomnode.config import Destination
+from dicomnode.config import Destination, NodeSettings
 
 
 class AssociationFailed(ConnectionError):
@@ -46,14 +47,33 @@ def _ae(calling_ae_title: str, timeout: float) -> AE:
     return ae
 
 
+def client_tls_context(node: NodeSettings) -> ssl.SSLContext:
+    """TLS for sending: the peer is verified against the node's CA certificate (or the system
+    CAs), and the node presents its own certificate when it has one (mutual TLS)."""
+    ca = str(node.tls_ca_certificate) if node.tls_ca_certificate else None
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if node.tls_certificate and node.tls_private_key:
+        context.load_cert_chain(str(node.tls_certificate), str(node.tls_private_key))
+    return context
+
+
 def send_files(
     paths: Sequence[Path],
     *,
     destination: Destination,
     calling_ae_title: str,
     timeout: float = 30.0,
+    tls: ssl.SSLContext | None = None,
 ) -> list[SendOutcome]:
-    """C-STORE `paths` over one association. Raises AssociationFailed if none could be made."""
+    """C-STORE `paths` over one association. Raises AssociationFailed if none could be made.
+
+    `timeout` bounds association set-up, each response and an idle connection, so a peer that
+    accepts and never answers cannot hold the outbox. `tls` is required when the destination
+    is configured with `tls = true`.
+    """
+    if destination.tls and tls is None:
+        raise AssociationFailed("destination requires TLS but no TLS context was given")
     datasets = [(p, dcmread(p)) for p in paths]
     ae = _ae(calling_ae_title, timeout)
     for sop_class in sorted({str(ds.SOPClassUID) for _, ds in datasets}):
@@ -63,6 +83,7 @@ def send_files(
         destination.port,
         ae_title=destination.ae_title,
         evt_handlers=[(evt.EVT_CONN_OPEN, _nodelay)],
+        tls_args=(tls, destination.host) if destination.tls and tls is not None else None,
     )
     if not assoc.is_established:
         raise AssociationFailed(_why_not(assoc))

@@ -122,6 +122,11 @@ NOTES: dict[str, str] = {
     "model.decode_min_size": "JPEG 2000 sources are decoded at a reduced resolution whose "
     "short side stays at least this many pixels (enough for the model input and the SC). "
     "0: always decode at full size.",
+    "node.max_dataset_mb": "Largest dataset accepted per C-STORE, counted after inflating a "
+    "deflated one (bounded, so a deflate bomb cannot exhaust memory); larger: 0xA700. "
+    "0: no limit.",
+    "delivery.timeout_seconds": "Seconds a destination may take to answer (association, each "
+    "C-STORE, an idle connection) before the attempt fails and is retried with backoff.",
     "database.lease_seconds": "Lease on a job, report or delivery a node works on; renewed "
     "while the node lives, returned to the queue when it expires.",
     "database.auto_upgrade": "Apply schema migrations at start (under a lock). false: refuse "

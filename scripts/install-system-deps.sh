@@ -11,6 +11,7 @@ command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 [ -x /usr/lib/postgresql/15/bin/initdb ] || need+=(postgresql)
 command -v node >/dev/null 2>&1 || need+=(nodejs)  # runs the Orthanc Explorer extension's JS in a unit test
+command -v openssl >/dev/null 2>&1 || need+=(openssl)  # makes the certificates of the DICOM TLS tests
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi

@@ -80,7 +80,8 @@ def run_crash_rounds(
             threads = [threading.Thread(target=_burst, args=(b, port, results)) for b in batches]
             for t in threads:
                 t.start()
-            moment = rng.choice(["receiving", "receiving", "processing"])
+            # Every third round the kill lands while the backlog is processed and delivered.
+            moment = "processing" if r % 3 == 2 else "receiving"
             if moment == "receiving":
                 target = before + rng.randint(1, senders * per_sender - 1)
                 wait_until(

@@ -122,12 +122,12 @@ NOTES: dict[str, str] = {
     "retention.orthanc_results_days": "Delete the node's own result series from Orthanc after "
     "this many days. 0: never.",
     "retention.results_orthanc_url": "Orthanc REST URL used for that deletion.",
-    "model.decode_min_size": "JPEG 2000 sources are decoded at a reduced resolution whose "
-    "short side stays at least this many pixels (enough for the model input and the SC). "
-    "0: always decode at full size.",
+    "model.decode_min_size": "JPEG 2000 sources are decoded at the smallest reduced "
+    "resolution whose long side is still at least this many pixels (the model letterboxes the "
+    "long side to `input_size`). 0: always decode at full size.",
     "node.max_dataset_mb": "Largest dataset accepted per C-STORE, counted after inflating a "
     "deflated one (bounded, so a deflate bomb cannot exhaust memory); larger: 0xA700. "
-    "0: no limit.",
+    "At least 1. Not applied to instances pulled from Orthanc.",
     "delivery.timeout_seconds": "Seconds a destination may take to answer (association, each "
     "C-STORE, an idle connection) before the attempt fails and is retried with backoff.",
     "database.lease_seconds": "Lease on a job, report or delivery a node works on; renewed "

@@ -57,7 +57,8 @@ NOTES: dict[str, str] = {
     "port speaks TLS (1.2 or later) only.",
     "node.tls_private_key": "PEM private key for `tls_certificate`; the two go together.",
     "node.tls_ca_certificate": "PEM CA certificate: when set, the SCP requires a client "
-    "certificate signed by this CA.",
+    "certificate signed by this CA, and TLS destinations are verified against it (instead of "
+    "the system CAs).",
     "node.tls_required": "Refuse to start unless `tls_certificate` and `tls_private_key` are "
     "set. (With them set, the port accepts TLS only whatever this value.)",
     "destinations[].name": "Your name for the destination, unique; deliveries are recorded "
@@ -65,8 +66,9 @@ NOTES: dict[str, str] = {
     "destinations[].ae_title": "Called AE title of the destination.",
     "destinations[].host": "Host name or address of the destination.",
     "destinations[].port": "DICOM port of the destination.",
-    "destinations[].tls": "Accepted but **not implemented on `main`**: results are sent "
-    "without TLS whatever this value.",
+    "destinations[].tls": "Send results over DICOM TLS (1.2 or later): the destination's "
+    "certificate and host name are verified against `node.tls_ca_certificate` (else the "
+    "system CAs); the node's `tls_certificate`, when set, is presented as client certificate.",
     "delivery.max_attempts": "Attempts per result and destination before the delivery is "
     "marked failed. 0: retry forever.",
     "delivery.backoff_initial_seconds": "Delay after the first failed attempt; doubled after "
@@ -80,7 +82,7 @@ NOTES: dict[str, str] = {
     "api.show_patient_identifiers": "Include patient name, ID, birth date and accession "
     "number in `/api/studies/{uid}`; only ever when `api.token` is set.",
     "api.viewer_url": "Link template to open a study in a viewer (`{study_instance_uid}` is "
-    "replaced). Not used by the API on `main`.",
+    "replaced); shown as a link on each worklist row. Empty: no link.",
     "api.max_upload_mb": "Largest file accepted by `POST /api/analyze` and "
     "`/api/analyze-study` (MiB); a larger upload is answered 413 before it is stored.",
     "api.max_zip_entries": "Most entries (files and folders) a ZIP study may hold; more: 413.",
@@ -95,11 +97,11 @@ NOTES: dict[str, str] = {
     "**UNTRAINED DEMO** model.",
     "model.device": "`auto` (CUDA when present, else CPU), `cpu` or `cuda`.",
     "model.demo_architecture": "timm architecture of the untrained demo model (no package).",
-    "model.threads": "CPU threads for inference (`torch.set_num_threads`); 0: PyTorch's default.",
+    "model.threads": "CPU threads for inference (PyTorch `set_num_threads`, ONNX Runtime "
+    "intra-op threads, OpenVINO inference threads); 0: the runtime's default.",
     "database.url": "SQLAlchemy URL. Empty: SQLite at `data_dir/dicomnode.db` (WAL, "
     "`synchronous=FULL`).",
-    # Keys of branches not yet merged, written from their committed code; a note for a key
-    # that does not exist is never printed. Verify after merge: issues 3, 8, 9.
+    # A note for a key that does not exist is never printed.
     "node.node_id": "This node's id in a shared database (owner of its leases); unique per "
     "node, stable across restarts. Empty: `<ae_title>@<hostname>:<port>`.",
     "node.spool_dir": "Spool directory; default `data_dir/spool`. Nodes sharing one database "
@@ -109,9 +111,10 @@ NOTES: dict[str, str] = {
     "retention.enabled": "Run the scheduled clean-up in the node (`dicomnode retention` runs it "
     "by hand either way).",
     "retention.schedule": "When the clean-up runs: a 5-field crontab expression, local time.",
-    "retention.spool_days": "Received images: deleted once all results of their study are "
-    "delivered, or after this many days. Never while results are undelivered or the study is "
-    "in progress. 0: keep.",
+    "retention.spool_days": "Received images: deleted once every result of their study is "
+    "delivered (whatever this value), else this many days after receipt. Never while a result "
+    "of the study is undelivered or the study is in progress. 0: no age limit (images of "
+    "delivered studies still go).",
     "retention.results_days": "Result files (SR, SC): deleted this many days after delivery. "
     "0: keep.",
     "retention.records_days": "Job, study, result and delivery rows: deleted this many days "
@@ -119,12 +122,12 @@ NOTES: dict[str, str] = {
     "retention.orthanc_results_days": "Delete the node's own result series from Orthanc after "
     "this many days. 0: never.",
     "retention.results_orthanc_url": "Orthanc REST URL used for that deletion.",
-    "model.decode_min_size": "JPEG 2000 sources are decoded at a reduced resolution whose "
-    "short side stays at least this many pixels (enough for the model input and the SC). "
-    "0: always decode at full size.",
+    "model.decode_min_size": "JPEG 2000 sources are decoded at the smallest reduced "
+    "resolution whose long side is still at least this many pixels (the model letterboxes the "
+    "long side to `input_size`). 0: always decode at full size.",
     "node.max_dataset_mb": "Largest dataset accepted per C-STORE, counted after inflating a "
     "deflated one (bounded, so a deflate bomb cannot exhaust memory); larger: 0xA700. "
-    "0: no limit.",
+    "At least 1. Not applied to instances pulled from Orthanc.",
     "delivery.timeout_seconds": "Seconds a destination may take to answer (association, each "
     "C-STORE, an idle connection) before the attempt fails and is retried with backoff.",
     "database.lease_seconds": "Lease on a job, report or delivery a node works on; renewed "

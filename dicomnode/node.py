@@ -19,7 +19,7 @@ from dicomnode.card import ModelPackageError
 from dicomnode.checks import StartupError, check_disk_free, check_schema, check_spool_writable
 from dicomnode.classifier import Classifier, load_classifier
 from dicomnode.config import Settings
-from dicomnode.db import make_engine
+from dicomnode.db import SchemaError, make_engine
 from dicomnode.jobs import Jobs
 from dicomnode.logconfig import set_salt
 from dicomnode.metrics import Metrics
@@ -92,6 +92,8 @@ class Node:
             log.warning("start-up check: disk space low", check=disk.message)
         try:
             self.engine = make_engine(s.database_url, upgrade=s.database.auto_upgrade)
+        except SchemaError as exc:
+            raise StartupError(f"[FAIL] database: {exc}") from None
         except SQLAlchemyError as exc:
             raise StartupError(f"[FAIL] database: unreachable ({type(exc).__name__})") from None
         schema = check_schema(self.engine)

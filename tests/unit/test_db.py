@@ -120,3 +120,28 @@ def test_db_cli_upgrade_and_current(database_url, tmp_path):
     assert up.returncode == 0 and f"-> {head_revision()}" in up.stdout, up.stderr
     after = db("current")
     assert after.returncode == 0 and head_revision() in after.stdout
+
+
+def test_serve_refuses_an_old_schema_with_a_clear_message_not_a_traceback(tmp_path):
+    import subprocess
+    import sys
+
+    from dicomnode.db import create_db_engine, upgrade_schema
+    from tests.support.peers import free_port
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = create_db_engine(url)
+    upgrade_schema(engine, "0001")
+    engine.dispose()
+    config = tmp_path / "node.toml"
+    config.write_text(
+        f'[node]\ndata_dir = "{tmp_path / "var"}"\nport = {free_port()}\n[api]\nport = 0\n'
+        f'[database]\nurl = "{url}"\nauto_upgrade = false\n'
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "dicomnode.cli", "serve", "--config", str(config)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 3, done.stderr[-2000:]
+    output = done.stdout + done.stderr
+    assert "dicomnode db upgrade" in output and "Traceback" not in output

@@ -220,8 +220,13 @@ def test_hostile_identifiers_never_name_a_path(tmp_path, node_factory, raw_sendi
         assert rel.parts[0] in ("in", "out", "hdr", "tmp"), rel
         if rel.parts[0] != "tmp":
             assert len(rel.parts) == 4 and len(rel.stem) == 40 and rel.stem.isalnum(), rel
+    # Besides: the retention lock, the inference-runtime cache (named by the weights' sha256)
+    # and HTTP uploads (random ids) - fixed or generated names, never one from a dataset.
     names = {p.name for p in data_dir.iterdir()}
-    assert names <= {"dicomnode.db", "dicomnode.db-wal", "dicomnode.db-shm", "log-salt", "spool"}
+    assert names <= {"dicomnode.db", "dicomnode.db-wal", "dicomnode.db-shm", "log-salt", "spool",
+                     "retention.lock", "models", "uploads"}  # fmt: skip
+    for cached in (data_dir / "models").rglob("*") if (data_dir / "models").exists() else ():
+        assert all(part.isascii() and ".." not in part for part in cached.parts), cached
     # Hostile UIDs are refused; hostile patient identifiers are harmless data.
     jobs = _job_states(data_dir)
     assert all(uid in jobs for uid in accepted)

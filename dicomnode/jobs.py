@@ -70,7 +70,7 @@ class Jobs:
 
     def exists(self, sop_instance_uid: str) -> bool:
         with self.session() as s:
-            stmt = select(Job.id).where(Job.sop_instance_uid == sop_instance_uid)
+            stmt = select(col(Job.id)).where(col(Job.sop_instance_uid) == sop_instance_uid)
             return s.execute(stmt).first() is not None
 
     def enqueue(self, item: Received) -> tuple[int, bool]:
@@ -95,7 +95,7 @@ class Jobs:
             except IntegrityError:
                 s.rollback()
                 existing = s.execute(
-                    select(Job.id).where(Job.sop_instance_uid == item.sop_instance_uid)
+                    select(col(Job.id)).where(col(Job.sop_instance_uid) == item.sop_instance_uid)
                 ).one()
                 return int(existing[0]), False
             self._touch_study(s, item, now)
@@ -145,7 +145,7 @@ class Jobs:
             col(Job.state) == JobState.QUEUED,
             and_(col(Job.state) == JobState.PROCESSING, col(Job.lease_expires_at) < now),
         )
-        pick = select(Job.id).where(claimable).order_by(col(Job.id)).limit(max(1, limit))
+        pick = select(col(Job.id)).where(claimable).order_by(col(Job.id)).limit(max(1, limit))
         if self._postgres:
             pick = pick.with_for_update(skip_locked=True)
         # A MATERIALIZED CTE is evaluated once: PostgreSQL may otherwise run an
@@ -162,7 +162,7 @@ class Jobs:
                 started_at=now,
                 attempts=Job.attempts + 1,
             )
-            .returning(Job.id)
+            .returning(col(Job.id))
         )
         with self.session() as s:
             ids = sorted(row[0] for row in s.execute(stmt))
@@ -245,7 +245,7 @@ class Jobs:
 
     def queue_depth(self) -> int:
         with self.session() as s:
-            stmt = select(func.count()).select_from(Job).where(Job.state == JobState.QUEUED)
+            stmt = select(func.count()).select_from(Job).where(col(Job.state) == JobState.QUEUED)
             return int(s.execute(stmt).scalar_one())
 
     # --- studies and reports ----------------------------------------------------------------
@@ -255,7 +255,7 @@ class Jobs:
         the last report version."""
         cutoff = utcnow() - timedelta(seconds=stable_seconds)
         unfinished = (
-            select(Job.id)
+            select(col(Job.id))
             .where(col(Job.study_instance_uid) == Study.study_instance_uid)
             .where(col(Job.state).not_in(TERMINAL_JOB_STATES))
             .exists()
@@ -268,7 +268,7 @@ class Jobs:
             .scalar_subquery()
         )
         stmt = (
-            select(Study.study_instance_uid)
+            select(col(Study.study_instance_uid))
             .where(col(Study.last_received_at) <= cutoff)
             .where(~unfinished)
             .where(classified > Study.reported_job_count)
@@ -281,8 +281,8 @@ class Jobs:
         with self.session() as s:
             stmt = (
                 select(Job)
-                .where(Job.study_instance_uid == study_instance_uid)
-                .where(Job.state == JobState.CLASSIFIED)
+                .where(col(Job.study_instance_uid) == study_instance_uid)
+                .where(col(Job.state) == JobState.CLASSIFIED)
                 .order_by(col(Job.id))
             )
             return list(s.scalars(stmt).all())
@@ -367,7 +367,7 @@ class Jobs:
             have = {
                 row[0]
                 for row in s.execute(
-                    select(Delivery.destination).where(Delivery.result_id == result.id)
+                    select(col(Delivery.destination)).where(col(Delivery.result_id) == result.id)
                 )
             }
             for name in destinations:
@@ -380,9 +380,9 @@ class Jobs:
         self, study_instance_uid: str, kind: ResultKind | None = None
     ) -> list[Result]:
         with self.session() as s:
-            stmt = select(Result).where(Result.study_instance_uid == study_instance_uid)
+            stmt = select(Result).where(col(Result.study_instance_uid) == study_instance_uid)
             if kind is not None:
-                stmt = stmt.where(Result.kind == kind)
+                stmt = stmt.where(col(Result.kind) == kind)
             return [r[0] for r in s.execute(stmt.order_by(col(Result.id)))]
 
     def due_deliveries(self, *, limit: int = 100) -> list[tuple[Delivery, Result]]:
@@ -457,9 +457,9 @@ class Jobs:
     ) -> list[Job]:
         stmt = select(Job)
         if state is not None:
-            stmt = stmt.where(Job.state == state)
+            stmt = stmt.where(col(Job.state) == state)
         if study_instance_uid is not None:
-            stmt = stmt.where(Job.study_instance_uid == study_instance_uid)
+            stmt = stmt.where(col(Job.study_instance_uid) == study_instance_uid)
         stmt = stmt.order_by(col(Job.id).desc()).limit(limit).offset(offset)
         with self.session() as s:
             return [j[0] for j in s.execute(stmt)]
@@ -512,7 +512,7 @@ class Jobs:
 
         def due(study: Any) -> Any:
             unfinished = (
-                select(Job.id)
+                select(col(Job.id))
                 .where(col(Job.study_instance_uid) == study.study_instance_uid)
                 .where(col(Job.state).not_in(TERMINAL_JOB_STATES))
                 .exists()
@@ -532,9 +532,9 @@ class Jobs:
             )
 
         pick = (
-            select(picked.study_instance_uid)
+            select(col(picked.study_instance_uid))
             .where(due(picked))
-            .order_by(picked.last_received_at)
+            .order_by(col(picked.last_received_at))
             .limit(1)
         )
         if self._postgres:

@@ -173,7 +173,7 @@ def _observe_end_to_end(jobs: Jobs, job_id: int, metrics: Metrics) -> None:
         metrics.end_to_end_seconds.observe((utcnow() - _aware(received)).total_seconds())
 
 
-def _aware(value):  # type: ignore[no-untyped-def]
+def _aware(value):
     from datetime import UTC
 
     return value if value.tzinfo else value.replace(tzinfo=UTC)

@@ -14,7 +14,7 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from enum import IntEnum
 from io import BytesIO
-from typing import Any
+from typing import Any, cast
 
 import structlog
 from pydicom import Dataset, dcmread
@@ -23,7 +23,7 @@ from pydicom.filereader import read_dataset
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 from pynetdicom.dsutils import encode_file_meta
-from pynetdicom.sop_class import Verification
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from sqlalchemy.exc import SQLAlchemyError
 
 from dicomnode.audit import Audit, AuditAction, AuditEventID, AuditOutcome
@@ -474,7 +474,7 @@ def _bulk_recv(transport: Any) -> Callable[[int], bytearray]:
 def make_ae(settings: NodeSettings) -> AE:
     ae = AE(ae_title=settings.ae_title)
     for context in AllStoragePresentationContexts:
-        ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+        ae.add_supported_context(cast(UID, context.abstract_syntax), ALL_TRANSFER_SYNTAXES)
     ae.add_supported_context(Verification)
     ae.maximum_associations = settings.max_associations
     ae.maximum_pdu_size = settings.max_pdu_size
@@ -501,7 +501,7 @@ def server_tls_context(settings: NodeSettings) -> ssl.SSLContext | None:
 def start_scp(settings: NodeSettings, ctx: StoreContext) -> Any:
     """Start the SCP in its own threads; returns the pynetdicom server (call .shutdown())."""
     ae = make_ae(settings)
-    handlers = [
+    handlers: list[evt.EventHandlerType] = [
         (evt.EVT_C_STORE, handle_store, [ctx]),
         (evt.EVT_C_ECHO, handle_echo),
         (evt.EVT_CONN_OPEN, handle_open),

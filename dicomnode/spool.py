@@ -83,7 +83,7 @@ class Spool:
     def write_bytes(self, relative: str, data: bytes | memoryview) -> Path:
         return self.write_stream(relative, [data])
 
-    def write_stream(self, relative: str, chunks: Iterator[bytes] | list) -> Path:  # type: ignore[type-arg]
+    def write_stream(self, relative: str, chunks: Iterator[bytes] | list) -> Path:
         """Durably write `chunks` to `relative`; nothing is left behind on failure."""
         target = self.path(relative)
         target.parent.mkdir(parents=True, exist_ok=True)

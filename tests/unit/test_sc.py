@@ -32,37 +32,17 @@ from dicomnode.sc import (
     render_png,
 )
 from tests.support.data import RG1_UNCR, RG3_J2KI, RG3_UNCR, cat_dx, testdata
+from tests.support.results import PATIENT_STUDY as SHARED_PATIENT_STUDY
+from tests.support.results import result_card
 from tests.support.validators import dciodvfy, run_dciodvfy
 
 SC_UID = "1.2.826.0.1.3680043.8.498.4711.2001"
 SC_SERIES_UID = "1.2.826.0.1.3680043.8.498.4711.2002"
 
-PATIENT_STUDY = (
-    "PatientName",
-    "PatientID",
-    "PatientBirthDate",
-    "PatientSex",
-    "StudyInstanceUID",
-    "StudyID",
-    "StudyDate",
-    "StudyTime",
-    "AccessionNumber",
-    "ReferringPhysicianName",
-    "StudyDescription",
-    "SpecificCharacterSet",
-)
+PATIENT_STUDY = (*SHARED_PATIENT_STUDY, "SpecificCharacterSet")
 
 
-def _card(*, trained: bool = True) -> ModelCard:
-    return ModelCard(
-        name="dicomnode fracture triage",
-        version="2.1.0" if trained else "demo-test_efficientnet-seed0",
-        architecture="test_efficientnet",
-        input_size=160,
-        mean=(0.485, 0.456, 0.406),
-        std=(0.229, 0.224, 0.225),
-        trained=trained,
-    )
+_card = result_card
 
 
 def _blob(shape: tuple[int, int], centre: tuple[float, float] = (0.4, 0.6)) -> np.ndarray:

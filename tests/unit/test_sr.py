@@ -29,6 +29,8 @@ from dicomnode.codes import (
 )
 from dicomnode.sr import SR_SERIES_DESCRIPTION, SR_SERIES_NUMBER, build_sr
 from tests.support.data import RG1_UNCR, RG3_UNCR, cat_dx, testdata
+from tests.support.results import PATIENT_STUDY as SHARED_PATIENT_STUDY
+from tests.support.results import result_card
 from tests.support.validators import (
     dciodvfy,
     dsrdump,
@@ -43,33 +45,10 @@ SR_SERIES_UID = "1.2.826.0.1.3680043.8.498.4711.1002"
 #: qualitative evaluation with a free concept name such as (72704001, SCT, "Fracture").
 KNOWN_WARNING = '(72704001,SCT,"Fracture"): Content Item not in template'
 
-PATIENT_STUDY = (
-    "PatientName",
-    "PatientID",
-    "PatientBirthDate",
-    "PatientSex",
-    "StudyInstanceUID",
-    "StudyID",
-    "StudyDate",
-    "StudyTime",
-    "AccessionNumber",
-    "ReferringPhysicianName",
-    "StudyDescription",
-)
+PATIENT_STUDY = SHARED_PATIENT_STUDY
 
 
-def _card(*, trained: bool = True) -> ModelCard:
-    return ModelCard(
-        name="dicomnode fracture triage",
-        version="2.1.0" if trained else "demo-test_efficientnet-seed0",
-        architecture="test_efficientnet",
-        input_size=160,
-        mean=(0.485, 0.456, 0.406),
-        std=(0.229, 0.224, 0.225),
-        threshold_low=0.3,
-        threshold_high=0.7,
-        trained=trained,
-    )
+_card = result_card
 
 
 def _prediction(probability: float, card: ModelCard | None = None) -> Prediction:

@@ -272,6 +272,13 @@ class WorkQueue:
 # ------------------------------------------------------------------------ outcome recording
 
 
+def _work_queue(settings: Settings, file_name: str) -> WorkQueue:
+    """A persistent work queue in the data dir, retried with the delivery backoff."""
+    d = settings.delivery
+    return WorkQueue(settings.data_dir / file_name, initial=d.backoff_initial_seconds,
+                     maximum=d.backoff_max_seconds)  # fmt: skip
+
+
 class OutcomeRecorder:
     """Record each reported study's outcome in Orthanc after its SR reached that Orthanc."""
 
@@ -283,10 +290,7 @@ class OutcomeRecorder:
         self.api = api
         self.wake = wake
         self.salt = settings.node.log_salt
-        d = settings.delivery
-        self.queue = WorkQueue(settings.data_dir / "orthanc-outcomes.json",
-                               initial=d.backoff_initial_seconds,
-                               maximum=d.backoff_max_seconds)  # fmt: skip
+        self.queue = _work_queue(settings, "orthanc-outcomes.json")
 
     def on_delivered(self, destination: str, result: Result) -> None:
         """Outbox hook: an SR reached the Orthanc destination → queue its study."""
@@ -345,10 +349,7 @@ class OrthancPull:
         self.api = api
         self.wake = wake
         self.salt = settings.node.log_salt
-        d = settings.delivery
-        self.queue = WorkQueue(settings.data_dir / "orthanc-pull.json",
-                               initial=d.backoff_initial_seconds,
-                               maximum=d.backoff_max_seconds)  # fmt: skip
+        self.queue = _work_queue(settings, "orthanc-pull.json")
 
     def request(self, orthanc_study_id: str, instances: list[str] | None) -> int:
         """Queue a study's instances (the given ones, or its radiograph series); returns how

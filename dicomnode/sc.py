@@ -114,9 +114,10 @@ def render_overlay(
     rows, columns = _fit(image.shape, SC_MAX_SIZE, SC_MAX_SIZE - reserve)
     width = max(columns, MIN_CANVAS_WIDTH)
 
-    grey = _resize(np.nan_to_num(image.astype(np.float32)), rows, columns)
-    heat = _resize(np.nan_to_num(heatmap.astype(np.float32)), rows, columns)
-    picture = _blend(np.clip(grey, 0.0, 1.0), np.clip(heat, 0.0, 1.0))
+    grey = _resize(_finite(image), rows, columns, Image.Resampling.LANCZOS)
+    # The class activation map is smooth and coarse (the model's grid): bilinear is enough.
+    heat = _resize(_finite(heatmap), rows, columns, Image.Resampling.BILINEAR)
+    picture = _blend(grey, heat)
 
     banner_lines = _wrap(banner, banner_font, width)
     footer_lines = _wrap(footer, footer_font, width)
@@ -253,22 +254,55 @@ def _fit(shape: tuple[int, ...], max_columns: int, max_rows: int) -> tuple[int, 
     return max(1, round(rows * scale)), max(1, round(columns * scale))
 
 
-def _resize(array: np.ndarray, rows: int, columns: int) -> np.ndarray:
-    """Antialiased resize of a float image (Lanczos also low-passes when shrinking)."""
+def _finite(array: np.ndarray) -> np.ndarray:
+    """float32 without NaN/inf (a full copy only when there is something to replace)."""
+    array = np.asarray(array, dtype=np.float32)
+    return array if np.isfinite(array).all() else np.nan_to_num(array)
+
+
+def _resize(array: np.ndarray, rows: int, columns: int, resample: Image.Resampling) -> np.ndarray:
+    """Resize a float image; when shrinking by 2x or more, a box reduction by the integer
+    factor comes first (Pillow's `reducing_gap=1`), then `resample`: ~5x faster than Lanczos
+    over the full image and within 0.04 (of 1) of it at high-contrast edges, 3e-4 on average
+    (measured on RG3 1760 -> 880), invisible at 8 bits per channel."""
     if array.shape == (rows, columns):
         return array
     picture = Image.fromarray(np.ascontiguousarray(array, dtype=np.float32), "F")
-    return np.asarray(picture.resize((columns, rows), Image.Resampling.LANCZOS), np.float32)
+    resized = picture.resize((columns, rows), resample, reducing_gap=1.0)
+    return np.asarray(resized, np.float32)
+
+
+def _heat_tables() -> tuple[list[int], list[int], list[int], list[int]]:
+    """Lookup tables over 8-bit heat: a jet-like colour (R, G, B) and the overlay's opacity,
+    transparent below HEATMAP_FLOOR and growing to HEATMAP_MAX_ALPHA at 1."""
+    level = np.arange(256, dtype=np.float64) / 255.0
+    red, green, blue = (np.clip(1.5 - np.abs(4.0 * level - c), 0.0, 1.0) for c in (3.0, 2.0, 1.0))
+    alpha = HEATMAP_MAX_ALPHA * np.clip((level - HEATMAP_FLOOR) / (1.0 - HEATMAP_FLOOR), 0.0, 1.0)
+    return tuple(  # type: ignore[return-value]
+        np.round(table * 255.0).astype(np.uint8).tolist() for table in (red, green, blue, alpha)
+    )
+
+
+_HEAT_TABLES = _heat_tables()
 
 
 def _blend(grey: np.ndarray, heat: np.ndarray) -> np.ndarray:
-    """Grey radiograph with a jet-like colour map of `heat`, transparent below the floor."""
-    colour = np.stack(
-        [np.clip(1.5 - np.abs(4.0 * heat - c), 0.0, 1.0) for c in (3.0, 2.0, 1.0)], axis=-1
-    )
-    alpha = HEATMAP_MAX_ALPHA * np.clip((heat - HEATMAP_FLOOR) / (1.0 - HEATMAP_FLOOR), 0.0, 1.0)
-    rgb = grey[..., None] * (1.0 - alpha[..., None]) + colour * alpha[..., None]
-    return np.round(np.clip(rgb, 0.0, 1.0) * 255.0).astype(np.uint8)
+    """Grey radiograph (values in [0, 1]) under the colour map of `heat` ([0, 1]), as uint8
+    RGB. Done in 8 bits through lookup tables and Pillow's compositing (4x faster than float
+    arithmetic over the whole picture; at most 2 levels from it)."""
+    red, green, blue, alpha = _HEAT_TABLES
+    grey8 = Image.fromarray(_to_uint8(grey), "L")
+    heat8 = Image.fromarray(_to_uint8(heat), "L")
+    colour = Image.merge("RGB", [heat8.point(red), heat8.point(green), heat8.point(blue)])
+    picture = Image.composite(colour, grey8.convert("RGB"), heat8.point(alpha))
+    return np.asarray(picture, dtype=np.uint8)
+
+
+def _to_uint8(values: np.ndarray) -> np.ndarray:
+    """[0, 1] floats (clipped) rounded to 0..255."""
+    scaled = np.clip(values, 0.0, 1.0) * np.float32(255.0)
+    scaled += np.float32(0.5)
+    return scaled.astype(np.uint8)
 
 
 FontType = ImageFont.FreeTypeFont | ImageFont.ImageFont

@@ -18,8 +18,10 @@ from typing import Any, cast
 
 import structlog
 from pydicom import Dataset, dcmread
+from pydicom.datadict import dictionary_VR
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_dataset
+from pydicom.tag import Tag
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 from pynetdicom.dsutils import encode_file_meta
@@ -341,7 +343,10 @@ MAX_SEQUENCE_DEPTH = 32
 
 
 def _nesting_depth(ds: Dataset) -> int:
-    """How deeply sequences nest in `ds` (0: no sequences); stops counting past the limit."""
+    """How deeply sequences nest in `ds` (0: no sequences); stops counting past the limit.
+
+    Only elements that may be sequences are converted (pydicom converts values lazily, and
+    converting all of them cost as much as the rest of a small image's C-STORE)."""
     deepest = 0
     stack = [(ds, 0)]
     while stack:
@@ -349,10 +354,26 @@ def _nesting_depth(ds: Dataset) -> int:
         deepest = max(deepest, depth)
         if depth > MAX_SEQUENCE_DEPTH:
             break
-        for elem in current:
+        for raw in current.elements():
+            if not _may_be_sequence(raw):
+                continue
+            elem = current[raw.tag]
             if elem.VR == "SQ":
                 stack.extend((item, depth + 1) for item in elem.value)
     return deepest
+
+
+def _may_be_sequence(elem: Any) -> bool:
+    """False only for elements pydicom will not read as a sequence when it converts them."""
+    vr, undefined = elem.VR, getattr(elem, "length", 0) == 0xFFFFFFFF
+    if vr is None:  # implicit VR, not converted yet: the dictionary (or the length) decides
+        if undefined or Tag(elem.tag).is_private:
+            return True
+        try:
+            return bool(dictionary_VR(elem.tag) == "SQ")
+        except KeyError:
+            return True
+    return vr in ("SQ", "UN") or undefined
 
 
 def _inflated_size(data: memoryview, limit: int) -> int:

@@ -28,6 +28,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Field, Session, SQLModel, col
 
+from dicomnode.durable import durable
 from dicomnode.logconfig import scrub_text
 from dicomnode.uids import hash_uid
 
@@ -153,7 +154,7 @@ class Audit:
         if not events:
             return
         try:
-            with Session(self.engine) as s:
+            with durable(), Session(self.engine) as s:
                 s.add_all(events)
                 s.commit()
         except SQLAlchemyError as exc:

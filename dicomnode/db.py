@@ -1,4 +1,11 @@
-"""Database engine and schema: SQLite (WAL, synchronous=FULL) by default, PostgreSQL by URL.
+"""Database engine and schema: SQLite (WAL) by default, PostgreSQL by URL.
+
+SQLite durability: a transaction inside `durable()` (the one that records a received image,
+committed before the C-STORE is acknowledged) is fsynced at commit (synchronous=FULL). The
+others (claims, results, deliveries) use synchronous=NORMAL: in WAL mode they survive a crash of
+the process, and after a power cut the database is consistent but may have lost the last of
+them, which only repeats work (a job is classified again, a result sent again with the same
+UIDs); the next durable commit fsyncs them too. This saves one fsync per state change.
 
 The schema is owned by Alembic migrations (`dicomnode/migrations/versions/`), for both
 databases: a new SQLite file and an empty PostgreSQL database are brought to the head revision
@@ -20,6 +27,7 @@ from dicomnode import (  # noqa: F401  (their tables too)
     retention_store,
     tables,
 )
+from dicomnode.durable import is_durable
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 #: The revision a database made by `create_all` before migrations existed is stamped with.
@@ -73,7 +81,7 @@ def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
@@ -86,6 +94,7 @@ def _sqlite_begin(connection: Connection) -> None:
     once with SQLITE_BUSY (the busy timeout cannot help it); BEGIN IMMEDIATE waits its turn
     instead. Transactions are short, so readers barely notice.
     """
+    connection.exec_driver_sql(f"PRAGMA synchronous={'FULL' if is_durable() else 'NORMAL'}")
     connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 

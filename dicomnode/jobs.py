@@ -23,6 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import aliased
 from sqlmodel import Session, col
 
+from dicomnode.durable import durable
 from dicomnode.tables import (
     TERMINAL_JOB_STATES,
     Delivery,
@@ -76,7 +77,7 @@ class Jobs:
     def enqueue(self, item: Received) -> tuple[int, bool]:
         """Insert the job and update its study; return (job id, created); a duplicate: False."""
         now = utcnow()
-        with self.session() as s:
+        with durable(), self.session() as s:
             job = Job(
                 sop_instance_uid=item.sop_instance_uid,
                 sop_class_uid=item.sop_class_uid,

@@ -19,6 +19,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Field, Session, SQLModel, col
 
 from dicomnode.audit import AuditEvent
+from dicomnode.durable import durable
 from dicomnode.retention import (
     OWN_SERIES_DESCRIPTIONS,
     Deletion,
@@ -108,7 +109,8 @@ class SqlRetentionStore:
 
     def mark(self, deletions: Sequence[Deletion]) -> list[Mark]:
         rows = [RetentionMark(kind=d.kind, payload=json.dumps(d.to_json())) for d in deletions]
-        with Session(self.engine, expire_on_commit=False) as s:
+        # Durable: files are deleted only after their marks are on disk.
+        with durable(), Session(self.engine, expire_on_commit=False) as s:
             s.add_all(rows)
             s.commit()
         return [Mark(int(r.id or 0), d) for r, d in zip(rows, deletions, strict=True)]

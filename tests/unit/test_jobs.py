@@ -105,3 +105,24 @@ def test_results_are_idempotent_and_the_outbox_backs_off(tmp_path):
     jobs.delivery_failed(a.id, status=None, error="gone", retry_at=None)
     assert jobs.deliveries_for([r1.id])[0].state == DeliveryState.FAILED
     assert jobs.retry_delivery(a.id) and len(jobs.due_deliveries()) == 1
+
+
+def test_only_the_acknowledging_commit_is_fsynced_on_sqlite(tmp_path):
+    """The job row of a received image is committed with synchronous=FULL (it is on disk
+    before 0x0000 is sent); the worker's state changes use NORMAL (no fsync per change)."""
+    from sqlalchemy import event
+
+    jobs = _jobs(tmp_path)
+    levels = []  # PRAGMA synchronous as each transaction commits: 2 = FULL, 1 = NORMAL
+    event.listen(
+        jobs.engine, "commit",
+        lambda conn: levels.append(conn.exec_driver_sql("PRAGMA synchronous").scalar()),
+    )  # fmt: skip
+    jobs.enqueue(_item("1.2.3.4"))
+    assert levels == [2]
+    job = jobs.claim(owner="w", lease_seconds=60)
+    assert job is not None
+    jobs.finish(job.id, state=JobState.CLASSIFIED, owner="w")
+    assert levels[1:] and set(levels[1:]) == {1}
+    jobs.enqueue(_item("1.2.3.5"))  # a later acknowledged image is FULL again
+    assert levels[-1] == 2

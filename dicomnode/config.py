@@ -106,6 +106,7 @@ class ModelSettings(_Section):
     threads: int = Field(0, ge=0)
     runtime: Literal["auto", "torch", "onnxruntime", "openvino"] = "auto"
     max_batch: int = Field(1, ge=1, le=64)
+    workers: int = Field(2, ge=1, le=16)
     decode_min_size: int = Field(768, ge=0)
 
 

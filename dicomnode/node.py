@@ -135,10 +135,20 @@ class Node:
         worker = JobWorker(jobs=self.jobs, pipeline=pipeline, owner=self.owner,
                            stable_seconds=s.node.study_stable_seconds,
                            lease_seconds=lease, max_batch=s.model.max_batch)  # fmt: skip
-        self.worker_loop = Loop("worker", worker.step, idle=0.5)
+        # Several loops share one JobWorker: claims are atomic in the database (as between
+        # nodes), the classifier and pipeline are safe to call from several threads.
+        self.worker_loops = [
+            Loop(f"worker-{n}", worker.step, idle=0.5) for n in range(1, s.model.workers + 1)
+        ]
+        self.worker_loop = self.worker_loops[0]
         worker.stopping = self.worker_loop.stopping.is_set
+
+        def wake_workers() -> None:
+            for loop in self.worker_loops:
+                loop.wake.set()
+
         store_ctx = StoreContext(spool=self.spool, jobs=self.jobs, metrics=self.metrics,
-                                 salt=salt, on_received=self.worker_loop.wake.set,
+                                 salt=salt, on_received=wake_workers,
                                  audit=self.audit,
                                  max_dataset_bytes=s.node.max_dataset_mb * 1024 * 1024)  # fmt: skip
         self.store_ctx = store_ctx
@@ -163,7 +173,7 @@ class Node:
             return False  # idle until the next check
 
         self.uploads_loop = Loop("uploads", expire_uploads, idle=UPLOADS_CLEANUP_SECONDS)
-        self.loops += [self.worker_loop, self.outbox_loop, self.lease_loop, self.uploads_loop]
+        self.loops += [*self.worker_loops, self.outbox_loop, self.lease_loop, self.uploads_loop]
         for loop in self.loops:
             loop.start()
         self.scp = start_scp(s.node, store_ctx)

@@ -137,6 +137,7 @@ NOTES: dict[str, str] = {
     "model.runtime": "`auto` (ONNX Runtime on CPU, PyTorch on CUDA), `torch`, `onnxruntime` "
     "or `openvino`; a non-PyTorch runtime is checked against PyTorch at start.",
     "model.max_batch": "Images classified in one forward pass when that many are queued.",
+    "model.workers": "Worker threads classifying queued images in parallel (one shared model).",
     "orthanc.url": "Orthanc REST API (e.g. `http://127.0.0.1:8042`). Empty: no Orthanc "
     "integration.",
     "orthanc.username": "Orthanc REST user; empty: no authentication.",

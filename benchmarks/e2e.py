@@ -26,6 +26,7 @@ import sys
 import tempfile
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +97,8 @@ def main() -> None:
     parser.add_argument("--stable", type=float, default=2.0, help="study_stable_seconds")
     parser.add_argument("--runtime", default="auto")
     parser.add_argument("--max-batch", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=2, help="[model] workers")
+    parser.add_argument("--threads", type=int, default=0, help="[model] threads (0: all cores)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     before = machine()
@@ -106,12 +109,14 @@ def main() -> None:
     uids = OutputUIDs(NodeSettings().uid_root, str(alone["version"]))
     source = data.testdata(data.RG3_UNCR)
     result: dict[str, Any] = {"args": vars(args), "inference_alone": alone}
-    with Orthanc(tmp / "orthanc") as orthanc:
+    # As shipped in orthanc/orthanc.json: 128 KiB PDUs instead of Orthanc's default 16 KiB.
+    with Orthanc(tmp / "orthanc", extra={"MaximumPduLength": 131072}) as orthanc:
         config = write_node_config(
             tmp / "node", destinations=[orthanc_destination(orthanc)],
             node={"study_stable_seconds": args.stable},
             model={"demo_architecture": "efficientnet_b4", "runtime": args.runtime,
-                   "max_batch": args.max_batch},
+                   "max_batch": args.max_batch, "workers": args.workers,
+                   "threads": args.threads},
         )  # fmt: skip
         port = read_ports(config)[0]
         node = NodeProcess(config).start()
@@ -140,6 +145,8 @@ def main() -> None:
             result["burst"] = burst(args, tmp, source, port, orthanc, uids, node.pid)
             result["node_vmhwm_mb"] = rss_kb(node.pid, "VmHWM") / 1024
             result["node_timings"] = node_timings(tmp / "node" / "var" / "dicomnode.db")
+            result["single_stages"] = single_stages(tmp / "node" / "var" / "dicomnode.db",
+                                                    args.single)  # fmt: skip
         finally:
             node.stop()
     shutil.rmtree(tmp, ignore_errors=True)  # a 500-image burst leaves ~8 GB behind
@@ -216,6 +223,29 @@ def node_timings(db: Path) -> dict[str, float]:
             "inference_ms_median": median([r[1] for r in rows if r[1]])}  # fmt: skip
 
 
+def single_stages(db: Path, count: int) -> dict[str, float]:
+    """Medians (ms) of where a single image's time goes inside the node, from its own
+    timestamps: ack (job committed) → claimed → classified with its SC spooled → SC delivered.
+    The first `count` + 1 jobs are the singles; the first (warm-up) is left out."""
+
+    def ms(later: str | None, earlier: str | None) -> float | None:
+        if not later or not earlier:
+            return None
+        delta = datetime.fromisoformat(later) - datetime.fromisoformat(earlier)
+        return delta.total_seconds() * 1000
+
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        rows = conn.execute(
+            "SELECT j.received_at, j.started_at, j.finished_at, d.delivered_at FROM job j "
+            "JOIN result r ON r.job_id = j.id AND r.kind IN ('SC', 'sc') "
+            "JOIN delivery d ON d.result_id = r.id ORDER BY j.id LIMIT ? OFFSET 1",
+            (count,),
+        ).fetchall()
+    stages = {"queue_ms": (1, 0), "classify_and_sc_ms": (2, 1), "deliver_sc_ms": (3, 2)}
+    return {name: median([v for r in rows if (v := ms(r[b], r[a])) is not None])
+            for name, (b, a) in stages.items()}  # fmt: skip
+
+
 def report(result: dict[str, Any], before: dict[str, Any], after: dict[str, Any],
            args: Any) -> None:  # fmt: skip
     alone = result["inference_alone"]
@@ -250,6 +280,12 @@ def report(result: dict[str, Any], before: dict[str, Any], after: dict[str, Any]
         {"measure": "node preprocess / inference ms (median, from its DB)",
          "value": f"{result['node_timings']['preprocess_ms_median']:.0f} / "
                   f"{result['node_timings']['inference_ms_median']:.0f}", "target": "-"},
+        {"measure": "single image: storescu send (process start included), p50 (ms)",
+         "value": median([s["send_s"] * 1000 for s in singles]), "target": "-"},
+        {"measure": "single image in the node: ack → claimed / → SC spooled / → SC delivered "
+                    "(ms, p50)",
+         "value": " / ".join(f"{v:.0f}" for v in result["single_stages"].values()),
+         "target": "-"},
     ]  # fmt: skip
     print(f"runtime {alone['runtime']}, load before/after {before['load_average']} / "
           f"{after['load_average']}")  # fmt: skip

@@ -99,8 +99,9 @@ NOTES: dict[str, str] = {
     "model.demo_architecture": "timm architecture of the untrained demo model (no package).",
     "model.threads": "CPU threads for inference (PyTorch `set_num_threads`, ONNX Runtime "
     "intra-op threads, OpenVINO inference threads); 0: the runtime's default.",
-    "database.url": "SQLAlchemy URL. Empty: SQLite at `data_dir/dicomnode.db` (WAL, "
-    "`synchronous=FULL`).",
+    "database.url": "SQLAlchemy URL. Empty: SQLite at `data_dir/dicomnode.db` (WAL; the "
+    "commit that records a received image is `synchronous=FULL`, later state changes "
+    "`NORMAL`: a power cut may repeat work, never lose an acknowledged image).",
     # A note for a key that does not exist is never printed.
     "node.node_id": "This node's id in a shared database (owner of its leases); unique per "
     "node, stable across restarts. Empty: `<ae_title>@<hostname>:<port>`.",

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import shutil
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -44,6 +45,7 @@ from dicomnode.web.routes import TEMPLATES, _language, _languages, _remember_lan
 
 if TYPE_CHECKING:
     from dicomnode.api import ApiContext
+    from dicomnode.classifier import Classifier
 
 log = structlog.stdlib.get_logger("dicomnode.web.analyze")
 
@@ -185,6 +187,12 @@ def add_analysis_routes(app: FastAPI, ctx: ApiContext) -> None:
         fields = {k: v for k, v in form.multi_items() if isinstance(v, str)}
         return upload, fields
 
+    def loaded_classifier() -> Classifier:
+        """The model; 503 when none is loaded (checked before the upload is read)."""
+        if ctx.classifier is None:
+            raise AnalysisError(503, "model_not_loaded")
+        return ctx.classifier
+
     def wants_send(request: Request, fields: dict[str, str]) -> bool:
         value = request.query_params.get("send", fields.get("send", "false"))
         return value.strip().lower() in ("1", "true", "yes", "on")
@@ -208,10 +216,20 @@ def add_analysis_routes(app: FastAPI, ctx: ApiContext) -> None:
         result["expires_at"] = (now + timedelta(hours=hours)).isoformat() if hours else None
         store.save_result(directory, result)
 
-    def run(job: Any) -> Any:
+    def run(
+        analyse: Callable[[], dict[str, Any]], *, directory: Path, upload_id: str, send: bool
+    ) -> dict[str, Any]:
+        """Analyse (one analysis at a time) and keep the result; on any failure, including
+        cancellation, the upload's directory is removed so nothing half-made is listed."""
         with one_at_a_time:
             store.remove_expired(retention_hours=api.upload_retention_hours)
-            return job()
+            try:
+                result = analyse()
+                finish(directory, upload_id, result, send)
+            except BaseException:
+                store.remove(directory)
+                raise
+            return result
 
     @app.post("/api/analyze", dependencies=[Depends(auth)], tags=["analysis"])
     async def analyze(request: Request) -> Response:
@@ -225,9 +243,7 @@ def add_analysis_routes(app: FastAPI, ctx: ApiContext) -> None:
         503 model not loaded."""
         language = _api_language(request)
         try:
-            classifier = ctx.classifier
-            if classifier is None:
-                raise AnalysisError(503, "model_not_loaded")
+            classifier = loaded_classifier()
             upload, fields = await receive_file(request)
             try:
                 data = await upload.read()
@@ -245,18 +261,13 @@ def add_analysis_routes(app: FastAPI, ctx: ApiContext) -> None:
                 check_send(request, kind, study=False)
             upload_id, directory = store.create()
 
-            def job() -> dict[str, Any]:
-                try:
-                    result = analyze_file(data, kind=kind, classifier=classifier,
-                                          uid_root=ctx.settings.node.uid_root,
-                                          directory=directory)  # fmt: skip
-                    finish(directory, upload_id, result, send)
-                except BaseException:
-                    store.remove(directory)
-                    raise
-                return result
-
-            result = await run_in_threadpool(run, job)
+            result = await run_in_threadpool(
+                run,
+                lambda: analyze_file(data, kind=kind, classifier=classifier,
+                                     uid_root=ctx.settings.node.uid_root,
+                                     directory=directory),
+                directory=directory, upload_id=upload_id, send=send,
+            )  # fmt: skip
         except AnalysisError as exc:
             return _error(exc, language)
         log.info("upload analysed", kind=result["kind"], outcome=result["outcome"],
@@ -275,9 +286,7 @@ def add_analysis_routes(app: FastAPI, ctx: ApiContext) -> None:
         archive, unsafe entry names (`../`, absolute) or no DICOM file in it."""
         language = _api_language(request)
         try:
-            classifier = ctx.classifier
-            if classifier is None:
-                raise AnalysisError(503, "model_not_loaded")
+            classifier = loaded_classifier()
             upload, fields = await receive_file(request)
             try:
                 head = await upload.read(8)
@@ -299,18 +308,13 @@ def add_analysis_routes(app: FastAPI, ctx: ApiContext) -> None:
             finally:
                 await upload.close()
 
-            def job() -> dict[str, Any]:
-                try:
-                    result = analyze_study(archive, classifier=classifier,
-                                           uid_root=ctx.settings.node.uid_root,
-                                           directory=directory, limits=limits)  # fmt: skip
-                    finish(directory, upload_id, result, send)
-                except BaseException:
-                    store.remove(directory)
-                    raise
-                return result
-
-            result = await run_in_threadpool(run, job)
+            result = await run_in_threadpool(
+                run,
+                lambda: analyze_study(archive, classifier=classifier,
+                                      uid_root=ctx.settings.node.uid_root,
+                                      directory=directory, limits=limits),
+                directory=directory, upload_id=upload_id, send=send,
+            )  # fmt: skip
         except AnalysisError as exc:
             return _error(exc, language)
         log.info("study upload analysed", studies=len(result["studies"]),

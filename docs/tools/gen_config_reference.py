@@ -10,12 +10,11 @@ stops this script, and tests/unit/test_administration_doc.py fails until the doc
 
 from __future__ import annotations
 
-import argparse
-import re
 import sys
 from pathlib import Path
 from typing import Any
 
+import generated_sections  # docs/tools, next to this script
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
@@ -197,29 +196,14 @@ def reference() -> str:
     return "\n".join(rows)
 
 
-def replace_block(text: str, body: str) -> str:
-    pattern = re.compile(
-        rf"(<!-- BEGIN GENERATED {BLOCK} -->\n)(?:.*?\n)?(<!-- END GENERATED {BLOCK} -->)",
-        re.DOTALL,
-    )
-    if not pattern.search(text):
-        raise SystemExit(f"markers for {BLOCK} not found in {DOC}")
-    return pattern.sub(lambda m: m.group(1) + body + "\n" + m.group(2), text)
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="exit 1 if the document is stale")
-    args = parser.parse_args(argv)
-    old = DOC.read_text("utf-8")
-    new = replace_block(old, reference())
-    if args.check:
-        if new != old:
-            print(f"{DOC.relative_to(REPO)} is stale: run {Path(__file__).name}", file=sys.stderr)
-            return 1
-        return 0
-    DOC.write_text(new, "utf-8")
-    return 0
+    return generated_sections.main(
+        argv,
+        doc=DOC,
+        sections=lambda: {BLOCK: reference()},
+        description=__doc__.splitlines()[0],
+        script=__file__,
+    )
 
 
 if __name__ == "__main__":

@@ -11,11 +11,10 @@ tests/unit/test_conformance_doc.py parses the UIDs back and compares them with t
 
 from __future__ import annotations
 
-import argparse
-import re
 import sys
 from pathlib import Path
 
+import generated_sections  # docs/tools, next to this script
 from pydicom.uid import UID
 
 from dicomnode.config import load_settings
@@ -87,34 +86,14 @@ def blocks() -> dict[str, str]:
     }
 
 
-def replace_blocks(text: str, generated: dict[str, str]) -> str:
-    for name, body in generated.items():
-        pattern = re.compile(
-            rf"(<!-- BEGIN GENERATED {re.escape(name)} -->\n)(?:.*?\n)?(<!-- END GENERATED "
-            rf"{re.escape(name)} -->)",
-            re.DOTALL,
-        )
-        match = pattern.search(text)
-        if match is None:
-            raise SystemExit(f"markers for {name} not found")
-        replacement = match.group(1) + body + "\n" + match.group(2)
-        text = text[: match.start()] + replacement + text[match.end() :]
-    return text
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="exit 1 if the document is stale")
-    args = parser.parse_args(argv)
-    old = DOC.read_text("utf-8")
-    new = replace_blocks(old, blocks())
-    if args.check:
-        if new != old:
-            print(f"{DOC.relative_to(REPO)} is stale: run {Path(__file__).name}", file=sys.stderr)
-            return 1
-        return 0
-    DOC.write_text(new, "utf-8")
-    return 0
+    return generated_sections.main(
+        argv,
+        doc=DOC,
+        sections=blocks,
+        description=__doc__.splitlines()[0],
+        script=__file__,
+    )
 
 
 if __name__ == "__main__":

@@ -8,29 +8,19 @@ default changed without regenerating it, or when a metric is not explained.
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 from dicomnode.config import Destination, Settings
 from dicomnode.metrics import Metrics
+from tests.support.docs import check_generated, generated_section
 
 REPO = Path(__file__).resolve().parents[2]
 DOC = REPO / "docs" / "administration.md"
 
 
-def _reference_block(text: str) -> str:
-    match = re.search(
-        r"<!-- BEGIN GENERATED config-reference -->\n(.*?)<!-- END GENERATED config-reference -->",
-        text,
-        re.DOTALL,
-    )
-    assert match, "administration.md has no generated configuration reference"
-    return match.group(1)
-
-
 def documented_keys(text: str) -> set[str]:
-    return set(re.findall(r"^\| `([a-z_\[\].]+)` \|", _reference_block(text), re.MULTILINE))
+    block = generated_section(text, "config-reference")
+    return set(re.findall(r"^\| `([a-z_\[\].]+)` \|", block, re.MULTILINE))
 
 
 def settings_keys() -> set[str]:
@@ -57,7 +47,7 @@ def test_a_missing_setting_would_be_noticed():
 
 
 def test_every_environment_variable_is_named():
-    text = _reference_block(DOC.read_text("utf-8"))
+    text = generated_section(DOC.read_text("utf-8"), "config-reference")
     for key in settings_keys():
         if key.startswith("destinations"):
             continue
@@ -66,12 +56,7 @@ def test_every_environment_variable_is_named():
 
 
 def test_configuration_reference_is_current():
-    run = subprocess.run(
-        [sys.executable, str(REPO / "docs" / "tools" / "gen_config_reference.py"), "--check"],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-    )
+    run = check_generated("gen_config_reference.py")
     assert run.returncode == 0, run.stderr + run.stdout
 
 

@@ -103,6 +103,7 @@ class Jobs:
                 existing = conn.execute(
                     select(col(Job.id)).where(col(Job.sop_instance_uid) == item.sop_instance_uid)
                 ).scalar_one()
+                assert existing is not None  # a primary key
                 return int(existing), False
             self._touch_study(conn, item, now)
         return int(job_id), True

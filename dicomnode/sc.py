@@ -278,9 +278,10 @@ def _heat_tables() -> tuple[list[int], list[int], list[int], list[int]]:
     level = np.arange(256, dtype=np.float64) / 255.0
     red, green, blue = (np.clip(1.5 - np.abs(4.0 * level - c), 0.0, 1.0) for c in (3.0, 2.0, 1.0))
     alpha = HEATMAP_MAX_ALPHA * np.clip((level - HEATMAP_FLOOR) / (1.0 - HEATMAP_FLOOR), 0.0, 1.0)
-    return tuple(  # type: ignore[return-value]
+    red8, green8, blue8, alpha8 = (
         np.round(table * 255.0).astype(np.uint8).tolist() for table in (red, green, blue, alpha)
     )
+    return red8, green8, blue8, alpha8
 
 
 _HEAT_TABLES = _heat_tables()

@@ -536,11 +536,12 @@ def start_scp(settings: NodeSettings, ctx: StoreContext) -> Any:
         evt_handlers=handlers,
         ssl_context=server_tls_context(settings),
     )
+    assert server is not None  # block=False always returns the server
     server.contexts = _SupportedContexts(server.contexts)
     return server
 
 
-class _SupportedContexts(list):  # type: ignore[type-arg]
+class _SupportedContexts(list):
     """The SCP's supported presentation contexts, cheap to copy for each association.
 
     pynetdicom deep-copies them when it accepts a connection, so that negotiation cannot change

@@ -237,6 +237,8 @@ def job_json(job: Job) -> dict[str, Any]:
         "finished_at": _iso(job.finished_at),
         "preprocess_ms": job.preprocess_ms,
         "inference_ms": job.inference_ms,
+        # A job waiting for a resource (disk full, …): when it is tried again (see `reason`).
+        "retry_at": _iso(job.lease_expires_at) if job.state == JobState.QUEUED else None,
     }
 
 

@@ -56,6 +56,9 @@ class NodeSettings(_Section):
     node_id: str = Field("", max_length=200)
     spool_dir: Path | None = None
     shutdown_grace_seconds: float = Field(30.0, gt=0, le=3600)
+    # Results that cannot be written (disk full, …): the job waits, retried with backoff.
+    resource_retry_initial_seconds: float = Field(5.0, gt=0, le=3600)
+    resource_retry_max_seconds: float = Field(120.0, gt=0, le=86400)
 
     @field_validator("ae_title")
     @classmethod

@@ -151,7 +151,11 @@ class Jobs:
         """
         now = utcnow()
         claimable = or_(
-            col(Job.state) == JobState.QUEUED,
+            # A queued job's lease_expires_at, when set, is its "not before" (see `defer`).
+            and_(
+                col(Job.state) == JobState.QUEUED,
+                or_(col(Job.lease_expires_at).is_(None), col(Job.lease_expires_at) <= now),
+            ),
             and_(col(Job.state) == JobState.PROCESSING, col(Job.lease_expires_at) < now),
         )
         pick = select(col(Job.id)).where(claimable).order_by(col(Job.id)).limit(max(1, limit))
@@ -212,6 +216,26 @@ class Jobs:
                     finished_at=utcnow(),
                     lease_owner=None,
                     lease_expires_at=None,
+                )
+            ).rowcount  # type: ignore[attr-defined]
+            s.commit()
+            return bool(n)
+
+    def defer(self, job_id: int, *, owner: str | None, reason: str, retry_at: datetime) -> bool:
+        """Put a claimed job back in the queue, not to be claimed before `retry_at`: it could
+        not finish for want of a resource (disk full), not because of its input. For a queued
+        job `lease_expires_at` holds that time (no schema change). With `owner`, only while
+        that owner holds the lease; True if the job was put back."""
+        stmt = update(Job).where(col(Job.id) == job_id, col(Job.state) == JobState.PROCESSING)
+        if owner is not None:
+            stmt = stmt.where(col(Job.lease_owner) == owner)
+        with self.session() as s:
+            n = s.execute(
+                stmt.values(
+                    state=JobState.QUEUED,
+                    reason=reason,
+                    lease_owner=None,
+                    lease_expires_at=retry_at,
                 )
             ).rowcount  # type: ignore[attr-defined]
             s.commit()

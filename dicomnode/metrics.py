@@ -30,6 +30,11 @@ class Metrics:
             "dicomnode_delivery_retries", "Failed delivery attempts that will be retried",
             registry=r,
         )  # fmt: skip
+        self.deferred = Counter(
+            "dicomnode_jobs_deferred",
+            "Images or study reports put back to wait for a resource (disk full, …) and retried",
+            ["kind", "cause"], registry=r,
+        )  # fmt: skip
         self.queue_depth = Gauge(
             "dicomnode_queue_depth", "Jobs waiting to be processed", registry=r
         )

@@ -38,7 +38,7 @@ from dicomnode.card import ModelCard
 from dicomnode.config import Settings
 from dicomnode.jobs import Jobs
 from dicomnode.outbox import backoff_seconds
-from dicomnode.scp import StoreContext, StoreStatus, store_bytes
+from dicomnode.scp import StoreContext, StoreStatus, audit_received, store_bytes
 from dicomnode.tables import Result, ResultKind
 from dicomnode.uids import hash_uid
 
@@ -67,6 +67,11 @@ class OrthancError(Exception):
 
 class OrthancUnavailable(Exception):
     """Orthanc's REST API could not be reached."""
+
+
+class InstanceTooLarge(Exception):
+    """The instance file is larger than the node accepts (`node.max_dataset_mb`); it was not
+    downloaded whole (refused on its Content-Length, or as soon as the body passed the limit)."""
 
 
 def parse_version(version: str) -> tuple[int, ...] | None:
@@ -160,8 +165,29 @@ class OrthancApi:
         info = self._call(self.client.get_instances_id, instance_id).json()
         return str(info.get("MainDicomTags", {}).get("SOPInstanceUID", ""))
 
-    def instance_file(self, instance_id: str) -> bytes:
-        return self._call(self.client.get_instances_id_file, instance_id).content
+    def instance_file(self, instance_id: str, *, max_bytes: int = 0) -> bytes:
+        """The instance's DICOM file; with `max_bytes`, streamed and refused (InstanceTooLarge)
+        once larger, so a huge instance never sits in memory."""
+        if not max_bytes:
+            return self._call(self.client.get_instances_id_file, instance_id).content
+        url = f"{self.client.url}/instances/{instance_id}/file"
+        try:
+            with self.client.stream("GET", url) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise OrthancError(response.status_code, response.text[:300])
+                declared = response.headers.get("content-length", "")
+                if declared.isdigit() and int(declared) > max_bytes:
+                    raise InstanceTooLarge(f"{int(declared)} bytes announced")
+                chunks, size = [], 0
+                for chunk in response.iter_bytes():
+                    size += len(chunk)
+                    if size > max_bytes:
+                        raise InstanceTooLarge(f"more than {max_bytes} bytes received")
+                    chunks.append(chunk)
+                return b"".join(chunks)
+        except httpx.TransportError as exc:
+            raise OrthancUnavailable(f"{type(exc).__name__}: {exc}") from None
 
 
 def api_from_settings(settings: Settings) -> OrthancApi:
@@ -385,7 +411,17 @@ class OrthancPull:
                 if sop_uid and self.store.jobs.exists(sop_uid):
                     self.queue.done(instance_id)  # already here (C-STORE or an earlier pull)
                     return True
-                data = self.api.instance_file(instance_id)
+                data = self.api.instance_file(instance_id,
+                                              max_bytes=self.store.max_dataset_bytes)  # fmt: skip
+        except InstanceTooLarge:
+            # Refused for good, like a C-STORE over the limit; not retried (it would not fit).
+            self.queue.done(instance_id)
+            reason = "dataset larger than max_dataset_mb"
+            bound.warning("pulled instance refused", status="0xA700", reason=reason)
+            audit_received(self.store, calling=PULL_CALLING_AE, study_uid=None,
+                           status=StoreStatus.OUT_OF_RESOURCES, reason=reason,
+                           association=None)  # fmt: skip
+            return True
         except (OrthancError, OrthancUnavailable) as exc:
             attempts, delay = self.queue.failed(instance_id)
             bound.warning("fetching from Orthanc failed; will retry", reason=str(exc),

@@ -7,9 +7,11 @@ study:  quiet for study_stable_seconds → SR over all classified images (new ve
 
 from __future__ import annotations
 
+import errno
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from io import BytesIO
 
 import numpy as np
@@ -23,15 +25,36 @@ from dicomnode.config import Settings
 from dicomnode.jobs import Jobs
 from dicomnode.metrics import Metrics
 from dicomnode.sc import build_sc
-from dicomnode.spool import Spool
+from dicomnode.spool import Spool, SpoolFull
 from dicomnode.sr import build_sr
-from dicomnode.tables import Job, JobState, ResultKind
+from dicomnode.tables import Job, JobState, ResultKind, utcnow
 from dicomnode.uids import derive_uid, hash_uid
 
 log = structlog.stdlib.get_logger("dicomnode.pipeline")
 
 _READ_ERRORS = (InvalidDicomError, ValueError, KeyError, TypeError, EOFError, OSError,
                 AttributeError, IndexError, OverflowError, NotImplementedError)  # fmt: skip
+
+
+#: An OSError with one of these while *reading* the spooled file is the machine's state, not the
+#: input's: the job waits and is retried (see `Pipeline._defer`). Any OSError while *writing*
+#: results is, since the node built those bytes itself.
+_TRANSIENT_READ_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.EAGAIN, errno.EINTR}
+
+
+class ReportDeferred(Exception):
+    """A study report could not be written (disk full, …); claim it again after `retry_after`."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"report deferred for {retry_after:.0f} s")
+        self.retry_after = retry_after
+
+
+def resource_cause(exc: OSError) -> str:
+    """A short, PHI-free name for why a write failed: `min_free_mb`, `ENOSPC`, `EIO`, …."""
+    if isinstance(exc, SpoolFull):
+        return "min_free_mb"
+    return errno.errorcode.get(exc.errno or 0, type(exc).__name__)
 
 
 @dataclass(frozen=True)
@@ -77,6 +100,10 @@ class Pipeline:
         wanted = settings.model.decode_min_size
         # Decode only what the model and the overlay need (0: always full resolution).
         self.decode_min_size = max(wanted, classifier.card.input_size) if wanted else 0
+        self.retry_initial = settings.node.resource_retry_initial_seconds
+        self.retry_max = settings.node.resource_retry_max_seconds
+        #: Study UID → consecutive report write failures (backoff; forgotten on restart).
+        self._report_failures: dict[str, int] = {}
 
     # --- one image ----------------------------------------------------------------------------
 
@@ -124,6 +151,10 @@ class Pipeline:
             ds = dcmread(self.spool.path(job.spool_path))
         except FileNotFoundError:
             return self._finish(job, JobState.FAILED, "spooled file is missing")
+        except OSError as exc:
+            if exc.errno in _TRANSIENT_READ_ERRNOS:
+                return self._defer(job, exc, doing="spooled file cannot be read")
+            return self._finish(job, JobState.FAILED, f"cannot read dataset ({type(exc).__name__})")
         except _READ_ERRORS as exc:
             return self._finish(job, JobState.FAILED, f"cannot read dataset ({type(exc).__name__})")
         reason = preprocess.eligibility(ds, uid_root=self.settings.node.uid_root)
@@ -156,7 +187,6 @@ class Pipeline:
         structlog.contextvars.bind_contextvars(
             job_id=job.id, study=hash_uid(job.study_instance_uid, self.salt)
         )
-        self._write_header(ds)
         sc = build_sc(
             source=ds,
             image=image,
@@ -166,7 +196,12 @@ class Pipeline:
             series_instance_uid=self.uids.sc_series(job.study_instance_uid),
             instance_number=_instance_number(ds),
         )
-        self._store_result(sc, kind=ResultKind.SC, job_id=job.id, version=1)
+        try:
+            self._write_header(ds)
+            self._store_result(sc, kind=ResultKind.SC, job_id=job.id, version=1)
+        except OSError as exc:
+            # The image was acknowledged and is fine: the disk is not. Wait, never fail.
+            return self._defer(job, exc, doing="results cannot be written")
         self.metrics.classified.inc()
         return self._finish(
             job,
@@ -218,6 +253,27 @@ class Pipeline:
         )
         return state
 
+    def _defer(self, job: Job, exc: OSError, *, doing: str) -> JobState:
+        """Put the job back in the queue for a later attempt, with exponential backoff; its
+        reason says why and when, so the wait is visible in the API."""
+        assert job.id is not None
+        cause = resource_cause(exc)
+        attempt = max(1, job.attempts)
+        delay = self.backoff(attempt)
+        reason = f"waiting: {doing} ({cause}); attempt {attempt}, next in {delay:.0f} s"
+        kept = self.jobs.defer(job.id, owner=job.lease_owner, reason=reason,
+                               retry_at=utcnow() + timedelta(seconds=delay))  # fmt: skip
+        if not kept:
+            log.warning("job lease lost; outcome left to the node that took it over")
+            return JobState.QUEUED
+        self.metrics.deferred.labels(kind="image", cause=cause).inc()
+        log.warning("job deferred: will retry", doing=doing, cause=cause, attempt=attempt,
+                    retry_in_s=round(delay, 1))  # fmt: skip
+        return JobState.QUEUED
+
+    def backoff(self, attempt: int) -> float:
+        return float(min(self.retry_max, self.retry_initial * 2 ** min(attempt - 1, 30)))
+
     # --- one study ----------------------------------------------------------------------------
 
     def report_study(self, study_instance_uid: str, *, owner: str | None = None) -> int | None:
@@ -254,7 +310,18 @@ class Pipeline:
             previous_versions=[previous] if previous is not None else [],
             uid_root=self.settings.node.uid_root,
         )
-        self._store_result(sr, kind=ResultKind.SR, job_id=None, version=version)
+        try:
+            self._store_result(sr, kind=ResultKind.SR, job_id=None, version=version)
+        except OSError as exc:
+            failures = self._report_failures.get(study_instance_uid, 0) + 1
+            self._report_failures[study_instance_uid] = failures
+            delay = self.backoff(failures)
+            cause = resource_cause(exc)
+            self.metrics.deferred.labels(kind="report", cause=cause).inc()
+            log.warning("study report deferred: cannot be written; will retry", cause=cause,
+                        version=version, attempt=failures, retry_in_s=round(delay, 1))  # fmt: skip
+            raise ReportDeferred(delay) from None
+        self._report_failures.pop(study_instance_uid, None)
         top = max(p.probability for p in predictions)
         outcome = outcome_for(top, self.classifier.card)
         recorded = self.jobs.record_report(
@@ -298,6 +365,8 @@ class Pipeline:
         relative = self.spool.relative_path(uid, kind="out")
         buffer = BytesIO()
         ds.save_as(buffer, enforce_file_format=True)
+        # Results respect min_free_mb as receiving does: the reserve is the database's.
+        self.spool.check_space(buffer.getbuffer().nbytes)
         self.spool.write_bytes(relative, buffer.getbuffer())
         self.jobs.add_result(
             kind=kind,
@@ -318,6 +387,7 @@ class Pipeline:
         buffer = BytesIO()
         header.save_as(buffer, enforce_file_format=False)
         relative = self.spool.relative_path(str(ds.SOPInstanceUID), kind="hdr")
+        self.spool.check_space(buffer.getbuffer().nbytes)
         self.spool.write_bytes(relative, buffer.getbuffer())
 
     def _read_header(self, sop_instance_uid: str) -> Dataset | None:

@@ -33,6 +33,7 @@ from dicomnode.audit import Audit, AuditAction, AuditEventID, AuditOutcome
 from dicomnode.config import NodeSettings
 from dicomnode.jobs import Jobs, Received
 from dicomnode.metrics import Metrics
+from dicomnode.pdu_guard import PduMeter, metered_recv
 from dicomnode.spool import Spool
 from dicomnode.uids import hash_uid
 
@@ -216,6 +217,11 @@ def store_bytes(
     when None, the dataset's own are taken. The outcome goes to the audit trail: counted per
     `association` (the pynetdicom Association; written when it closes), or at once.
     """
+    if ctx.max_dataset_bytes and len(encoded) > ctx.max_dataset_bytes:
+        reason = "dataset larger than max_dataset_mb"
+        audit_received(ctx, calling=calling, study_uid=None, status=StoreStatus.OUT_OF_RESOURCES,
+                       reason=reason, association=association)  # fmt: skip
+        return StoreStatus.OUT_OF_RESOURCES, reason
     try:
         header = dcmread(BytesIO(encoded), stop_before_pixels=True)
     except _DECODE_ERRORS as exc:
@@ -458,17 +464,40 @@ def handle_rejected(event: Any, ctx: StoreContext) -> None:
                      detail="association rejected")  # fmt: skip
 
 
-def handle_open(event: Any) -> None:
+def handle_open(event: Any, ctx: StoreContext | None = None) -> None:
     """Tune every accepted socket: TCP_NODELAY (without it each image stalls 40–90 ms) and a
-    receive that reads whole PDUs at once (pynetdicom reads 4 KiB per Python call)."""
+    receive that reads whole PDUs at once (pynetdicom reads 4 KiB per Python call); with `ctx`,
+    metered so that a PDU or a dataset over the limits aborts the association as it arrives."""
     try:
         transport = event.assoc.dul.socket
         sock = transport.socket
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             transport.recv = _bulk_recv(transport)
+            if ctx is not None:
+                transport.recv = _metered(transport.recv, sock, event.assoc, ctx)
     except (AttributeError, OSError):
         pass
+
+
+def _metered(recv: Callable[[int], bytearray], sock: Any, assoc: Any,
+             ctx: StoreContext) -> Callable[[int], bytearray]:  # fmt: skip
+    """`recv` counting each dataset while it is received (see `dicomnode.pdu_guard`)."""
+    meter = PduMeter(max_dataset_bytes=ctx.max_dataset_bytes,
+                     max_pdu_bytes=int(getattr(assoc.ae, "maximum_pdu_size", 0) or 0))  # fmt: skip
+
+    def aborted(reason: str) -> None:
+        calling = str(getattr(assoc.requestor, "ae_title", "") or "")
+        ctx.metrics.rejected.labels(status="A-ABORT").inc()
+        log.warning("association aborted while receiving", calling_ae_title=calling,
+                    reason=reason, received_bytes=meter.dataset_bytes)  # fmt: skip
+        if ctx.audit is not None:
+            ctx.audit.record(event=AuditEventID.INSTANCES_TRANSFERRED, action=AuditAction.CREATE,
+                             actor=calling, outcome=AuditOutcome.SERIOUS_FAILURE,
+                             peer=_address(assoc),
+                             detail=f"association aborted: {reason}")  # fmt: skip
+
+    return metered_recv(recv, sock=sock, meter=meter, on_exceeded=aborted)
 
 
 def _bulk_recv(transport: Any) -> Callable[[int], bytearray]:
@@ -526,7 +555,7 @@ def start_scp(settings: NodeSettings, ctx: StoreContext) -> Any:
     handlers: list[evt.EventHandlerType] = [
         (evt.EVT_C_STORE, handle_store, [ctx]),
         (evt.EVT_C_ECHO, handle_echo),
-        (evt.EVT_CONN_OPEN, handle_open),
+        (evt.EVT_CONN_OPEN, handle_open, [ctx]),
         (evt.EVT_CONN_CLOSE, handle_close, [ctx]),
         (evt.EVT_REJECTED, handle_rejected, [ctx]),
     ]

@@ -7,13 +7,15 @@ They run in threads started by the composition root (`node.py`); each loop wakes
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from datetime import timedelta
 
 import structlog
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 
 from dicomnode.jobs import Jobs
-from dicomnode.pipeline import Pipeline
+from dicomnode.pipeline import Pipeline, ReportDeferred
+from dicomnode.tables import Job, JobState, utcnow
 
 log = structlog.stdlib.get_logger("dicomnode.worker")
 
@@ -66,8 +68,14 @@ class JobWorker:
         self.stable_seconds = stable_seconds
         self.lease_seconds = lease_seconds
         self.stopping: Callable[[], bool] = lambda: False
+        #: Jobs whose outcome could not be recorded (database unwritable): retried each step, as
+        #: the lease heartbeat would otherwise keep them `processing` for as long as we run.
+        self._unrecorded: dict[int, tuple[JobState, str, float]] = {}
+        #: Study report claims not yet given back (same reason): study UID → retry after (s).
+        self._unreleased: dict[str, float] = {}
 
     def step(self) -> bool:
+        self._record_pending()
         claimed = self.jobs.claim_batch(
             owner=self.owner, lease_seconds=self.lease_seconds, limit=self.max_batch
         )
@@ -75,21 +83,57 @@ class JobWorker:
             try:
                 self.pipeline.process_batch(claimed)
             except Exception as exc:
-                # Unexpected (a bug, not bad input): record it on the jobs still in hand so it
-                # is visible and retryable from the API, instead of leaving them `processing`.
-                log.exception("job crashed", job_ids=[job.id for job in claimed])
-                from dicomnode.tables import JobState
-
-                reason = f"internal error ({type(exc).__name__})"
-                for job in claimed:
-                    assert job.id is not None
-                    current = self.jobs.get_job(job.id)
-                    if current is not None and current.state == JobState.PROCESSING:
-                        self.jobs.finish(job.id, state=JobState.FAILED, owner=self.owner,
-                                         reason=reason)  # fmt: skip
-                        self.pipeline.metrics.failed.inc()
+                self._crashed(claimed, exc)
             return True
         return self.report_stable_studies()
+
+    def _crashed(self, claimed: Sequence[Job], exc: Exception) -> None:
+        """Record an unexpected error on the jobs still in hand, instead of leaving them
+        `processing`: a resource error (disk, database) puts them back to wait; anything else
+        (a bug, not bad input) fails them visibly, retryable from the API."""
+        transient = isinstance(exc, OSError | OperationalError | InterfaceError)
+        if transient:
+            log.warning("job batch interrupted by a resource error; will retry",
+                        job_ids=[job.id for job in claimed], error=type(exc).__name__)  # fmt: skip
+        else:
+            log.exception("job crashed", job_ids=[job.id for job in claimed])
+        state = JobState.QUEUED if transient else JobState.FAILED
+        reason = (f"waiting: {type(exc).__name__} while processing" if transient
+                  else f"internal error ({type(exc).__name__})")  # fmt: skip
+        for job in claimed:
+            assert job.id is not None
+            delay = self.pipeline.backoff(max(1, job.attempts))
+            self._unrecorded[job.id] = (state, reason, delay)
+        self._record_pending()
+
+    def _record_pending(self) -> None:
+        for job_id, (state, reason, delay) in list(self._unrecorded.items()):
+            try:
+                current = self.jobs.get_job(job_id)
+                if current is None or current.state != JobState.PROCESSING:
+                    pass  # recorded before the error, or taken over
+                elif state == JobState.QUEUED:
+                    retry_at = utcnow() + timedelta(seconds=delay)
+                    if self.jobs.defer(job_id, owner=self.owner, reason=reason,
+                                       retry_at=retry_at):  # fmt: skip
+                        cause = reason.split()[1]  # the exception's name
+                        self.pipeline.metrics.deferred.labels(kind="image", cause=cause).inc()
+                elif self.jobs.finish(job_id, state=state, owner=self.owner, reason=reason):
+                    self.pipeline.metrics.failed.inc()
+            except SQLAlchemyError as exc:
+                log.error("cannot record job outcome; will retry", job_id=job_id,
+                          error=type(exc).__name__)  # fmt: skip
+                return
+            del self._unrecorded[job_id]
+        for study_uid, retry_after in list(self._unreleased.items()):
+            try:
+                self.jobs.release_study_report(study_uid, owner=self.owner,
+                                               retry_after=retry_after)  # fmt: skip
+            except SQLAlchemyError as exc:
+                log.error("cannot release a study report claim; will retry",
+                          error=type(exc).__name__)  # fmt: skip
+                return
+            del self._unreleased[study_uid]
 
     def report_stable_studies(self) -> bool:
         """Build the next report of every stable study, each claimed first, so that with
@@ -104,14 +148,16 @@ class JobWorker:
                 return reported
             study_uid, _version = claimed
             made = None
+            retry_after = self.lease_seconds
             try:
                 made = self.pipeline.report_study(study_uid, owner=self.owner)
+            except ReportDeferred as deferred:  # disk full: retried with backoff
+                retry_after = deferred.retry_after
             finally:
                 # Recorded: the claim is already gone. Not built (or a bug): try again later,
                 # without starving the other studies.
                 if made is None:
-                    self.jobs.release_study_report(
-                        study_uid, owner=self.owner, retry_after=self.lease_seconds
-                    )
+                    self._unreleased[study_uid] = retry_after
+                    self._record_pending()
             reported = True
         return reported

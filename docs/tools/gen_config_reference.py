@@ -125,9 +125,18 @@ NOTES: dict[str, str] = {
     "model.decode_min_size": "JPEG 2000 sources are decoded at the smallest reduced "
     "resolution whose long side is still at least this many pixels (the model letterboxes the "
     "long side to `input_size`). 0: always decode at full size.",
+    "node.resource_retry_initial_seconds": "An acknowledged image whose results (header, SC) "
+    "cannot be written — disk full (ENOSPC), free space below `min_free_mb`, another write "
+    "error — is not failed: the job goes back to `queued` with a `waiting: …` reason and is "
+    "retried after this many seconds, doubling each time; a study report likewise. Counted in "
+    "`dicomnode_jobs_deferred_total`.",
+    "node.resource_retry_max_seconds": "Longest wait between two such retries: once space is "
+    "freed, waiting work resumes within this many seconds.",
     "node.max_dataset_mb": "Largest dataset accepted per C-STORE, counted after inflating a "
     "deflated one (bounded, so a deflate bomb cannot exhaust memory); larger: 0xA700. "
-    "At least 1. Not applied to instances pulled from Orthanc.",
+    "At least 1. Counted while the data set arrives: past it the association is aborted "
+    "(A-ABORT), so no more than this is ever buffered. Instances pulled from Orthanc are "
+    "refused over it too (on their Content-Length, or as the body arrives).",
     "delivery.timeout_seconds": "Seconds a destination may take to answer (association, each "
     "C-STORE, an idle connection) before the attempt fails and is retried with backoff.",
     "database.lease_seconds": "Lease on a job, report or delivery a node works on; renewed "

@@ -68,7 +68,7 @@ def exported_metric_names() -> set[str]:
 
 
 def documented_metric_names(text: str) -> set[str]:
-    return set(re.findall(r"^\| `(dicomnode_[a-z_]+)(?:\{[a-z_]+\})?` \|", text, re.MULTILINE))
+    return set(re.findall(r"^\| `(dicomnode_[a-z_]+)(?:\{[a-z_,]+\})?` \|", text, re.MULTILINE))
 
 
 def test_every_metric_is_explained_in_the_metrics_table():

@@ -126,3 +126,23 @@ def test_only_the_acknowledging_commit_is_fsynced_on_sqlite(tmp_path):
     assert levels[1:] and set(levels[1:]) == {1}
     jobs.enqueue(_item("1.2.3.5"))  # a later acknowledged image is FULL again
     assert levels[-1] == 2
+
+
+def test_a_deferred_job_waits_until_its_retry_time_and_keeps_its_reason(tmp_path):
+    jobs = _jobs(tmp_path)
+    jobs.enqueue(_item("1.2.3.4"))
+    job = jobs.claim(owner="a", lease_seconds=60)
+    assert not jobs.defer(job.id, owner="b", reason="waiting", retry_at=utcnow())  # not b's
+    later = utcnow() + timedelta(seconds=3600)
+    assert jobs.defer(job.id, owner="a", reason="waiting: disk full (ENOSPC)", retry_at=later)
+    waiting = jobs.get_job(job.id)
+    assert waiting.state == JobState.QUEUED and waiting.reason == "waiting: disk full (ENOSPC)"
+    assert jobs.claim(owner="a", lease_seconds=60) is None  # not before its time
+    assert jobs.queue_depth() == 1
+    with jobs.session() as s:
+        s.execute(update(Job).values(lease_expires_at=utcnow() - timedelta(seconds=1)))
+        s.commit()
+    again = jobs.claim(owner="a", lease_seconds=60)
+    assert again.id == job.id and again.attempts == 2
+    assert jobs.finish(job.id, state=JobState.CLASSIFIED, owner="a")
+    assert jobs.get_job(job.id).reason is None

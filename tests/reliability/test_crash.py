@@ -201,5 +201,6 @@ def test_kill_9_during_parallel_bursts_loses_nothing_acknowledged(tmp_path, node
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)  # 3,600 images and 20 restarts: ~12 min on 2 busy cores, not 10
 def test_kill_9_twenty_rounds(tmp_path, node_factory):
     run_crash_rounds(tmp_path, node_factory, rounds=20, senders=3, per_sender=60, seed=2)

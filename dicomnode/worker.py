@@ -73,6 +73,8 @@ class JobWorker:
         self._unrecorded: dict[int, tuple[JobState, str, float]] = {}
         #: Study report claims not yet given back (same reason): study UID → retry after (s).
         self._unreleased: dict[str, float] = {}
+        # Several worker loops may share this worker (node.py): one records at a time.
+        self._recording = threading.Lock()
 
     def step(self) -> bool:
         self._record_pending()
@@ -107,6 +109,16 @@ class JobWorker:
         self._record_pending()
 
     def _record_pending(self) -> None:
+        if not (self._unrecorded or self._unreleased):
+            return
+        if not self._recording.acquire(blocking=False):
+            return  # another loop is at it; what is left is retried at the next step
+        try:
+            self._record_pending_locked()
+        finally:
+            self._recording.release()
+
+    def _record_pending_locked(self) -> None:
         for job_id, (state, reason, delay) in list(self._unrecorded.items()):
             try:
                 current = self.jobs.get_job(job_id)
@@ -124,7 +136,7 @@ class JobWorker:
                 log.error("cannot record job outcome; will retry", job_id=job_id,
                           error=type(exc).__name__)  # fmt: skip
                 return
-            del self._unrecorded[job_id]
+            self._unrecorded.pop(job_id, None)
         for study_uid, retry_after in list(self._unreleased.items()):
             try:
                 self.jobs.release_study_report(study_uid, owner=self.owner,
@@ -133,7 +145,7 @@ class JobWorker:
                 log.error("cannot release a study report claim; will retry",
                           error=type(exc).__name__)  # fmt: skip
                 return
-            del self._unreleased[study_uid]
+            self._unreleased.pop(study_uid, None)
 
     def report_stable_studies(self) -> bool:
         """Build the next report of every stable study, each claimed first, so that with

@@ -8,9 +8,7 @@ import time
 from pathlib import Path
 
 import pydicom
-import pytest
 from pynetdicom import AE
-from pynetdicom import _config as pynetdicom_config
 from pynetdicom.dimse_messages import C_STORE_RQ
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.pdu import P_DATA_TF
@@ -118,14 +116,6 @@ def test_abort_in_the_middle_of_a_dataset_leaves_no_job_and_no_file(tmp_path, no
     assert "tmp" not in spooled  # no partial file either
     assert node.running
     figures("abort mid-dataset", aborted=aborted, jobs_from_aborted=0, files_from_aborted=0)
-
-
-@pytest.fixture
-def raw_sending():
-    before = pynetdicom_config.STORE_SEND_CHUNKED_DATASET
-    pynetdicom_config.STORE_SEND_CHUNKED_DATASET = True
-    yield
-    pynetdicom_config.STORE_SEND_CHUNKED_DATASET = before
 
 
 def test_deflate_bomb_is_refused_without_exhausting_memory(tmp_path, node_factory, raw_sending):

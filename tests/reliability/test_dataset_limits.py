@@ -9,9 +9,7 @@ from pathlib import Path
 
 import httpx
 import pydicom
-import pytest
 from pynetdicom import AE
-from pynetdicom import _config as pynetdicom_config
 
 from tests.reliability.helpers import (
     db_rows,
@@ -31,15 +29,6 @@ from tests.support.peers import storescu, wait_until
 LIMIT_MB = 2
 BIG_MB = 96
 CANARY = "Canary^Oversize"
-
-
-@pytest.fixture
-def raw_sending():
-    """pynetdicom sends a file path's dataset in chunks, never all of it in memory."""
-    before = pynetdicom_config.STORE_SEND_CHUNKED_DATASET
-    pynetdicom_config.STORE_SEND_CHUNKED_DATASET = True
-    yield
-    pynetdicom_config.STORE_SEND_CHUNKED_DATASET = before
 
 
 def big_cr(path: Path, *, mb: int) -> Path:

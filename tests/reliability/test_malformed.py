@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 from pydicom import dcmread
 from pynetdicom import AE
-from pynetdicom import _config as pynetdicom_config
 
 from tests.reliability.helpers import db_rows, figures, peak_rss_kb, rss_kb, small_cr, spool_files
 from tests.reliability.malformed import CR_CLASS, CT_CLASS, SC_CLASS, SYNTAXES, generate
@@ -24,15 +23,6 @@ from tests.support.peers import storescu, wait_until
 
 #: Resident memory the node may gain over the whole fuzz run (it loads nothing per case).
 RSS_GROWTH_LIMIT_MB = 400
-
-
-@pytest.fixture
-def raw_sending():
-    """pynetdicom sends a file path's dataset bytes as they are, undecoded."""
-    before = pynetdicom_config.STORE_SEND_CHUNKED_DATASET
-    pynetdicom_config.STORE_SEND_CHUNKED_DATASET = True
-    yield
-    pynetdicom_config.STORE_SEND_CHUNKED_DATASET = before
 
 
 class Sender:

@@ -166,7 +166,7 @@ def check_model(settings: Settings) -> Check:
 
 
 def check_destinations(settings: Settings) -> list[Check]:
-    from dicomnode.scu import AssociationFailed, echo
+    from dicomnode.scu import AssociationFailed, client_tls_context, echo
 
     checks = []
     for d in settings.destinations:
@@ -178,8 +178,10 @@ def check_destinations(settings: Settings) -> list[Check]:
                 called_ae_title=d.ae_title,
                 calling_ae_title=settings.node.ae_title,
                 timeout=5,
+                # As the outbox sends to it: a TLS-only peer refuses a plaintext C-ECHO.
+                tls=client_tls_context(settings.node) if d.tls else None,
             )
-        except AssociationFailed as exc:
+        except (AssociationFailed, OSError) as exc:
             checks.append(
                 Check(
                     name,

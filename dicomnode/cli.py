@@ -62,12 +62,14 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
 
 def cmd_echo(args: argparse.Namespace) -> int:
-    from dicomnode.scu import AssociationFailed, echo
+    from dicomnode.scu import AssociationFailed, client_tls_context, echo
 
+    tls = client_tls_context(_settings(args.config).node) if args.tls else None
     try:
         status = echo(host=args.host, port=args.port, called_ae_title=args.aet,
-                      calling_ae_title=args.calling_aet, timeout=args.timeout)  # fmt: skip
-    except AssociationFailed as exc:
+                      calling_ae_title=args.calling_aet, timeout=args.timeout,
+                      tls=tls)  # fmt: skip
+    except (AssociationFailed, OSError) as exc:
         print(f"C-ECHO to {args.aet}@{args.host}:{args.port} failed: {exc}", file=sys.stderr)
         return 2
     print(f"C-ECHO to {args.aet}@{args.host}:{args.port}: status 0x{status:04X}")
@@ -119,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     echo.add_argument("--aet", default="DICOMNODE", help="called AE title")
     echo.add_argument("--calling-aet", default="ECHOSCU")
     echo.add_argument("--timeout", type=float, default=10.0)
+    echo.add_argument("--tls", action="store_true",
+                      help="over TLS, with the node's certificates from --config")  # fmt: skip
+    echo.add_argument("--config", default=None)
     echo.set_defaults(func=cmd_echo)
 
     db = sub.add_parser("db", help="database schema: apply or show migrations")

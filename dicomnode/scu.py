@@ -119,11 +119,13 @@ def _why_not(assoc: Any) -> str:
 
 
 def echo(*, host: str, port: int, called_ae_title: str, calling_ae_title: str,
-         timeout: float = 10.0) -> int:  # fmt: skip
-    """C-ECHO; returns the status (0 = success). Raises AssociationFailed."""
+         timeout: float = 10.0, tls: ssl.SSLContext | None = None) -> int:  # fmt: skip
+    """C-ECHO (over TLS when `tls` is given); returns the status (0 = success). Raises
+    AssociationFailed."""
     ae = _ae(calling_ae_title, timeout)
     ae.add_requested_context(Verification)
-    assoc = ae.associate(host, port, ae_title=called_ae_title)
+    assoc = ae.associate(host, port, ae_title=called_ae_title,
+                         tls_args=(tls, host) if tls is not None else None)  # fmt: skip
     if not assoc.is_established:
         raise AssociationFailed(_why_not(assoc))
     try:

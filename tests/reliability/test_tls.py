@@ -4,8 +4,11 @@ to a TLS-only dcmtk `storescp` (mutual TLS, certificates from a CA the test make
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 
+from dicomnode.checks import check_destinations
+from dicomnode.config import load_settings
 from tests.reliability.helpers import figures, small_cr, sop_uid
 from tests.support.nodecfg import read_ports, write_node_config
 from tests.support.peers import echoscu, free_port, storescu, wait_until
@@ -66,6 +69,16 @@ def test_tls_scp_accepts_dcmtk_tls_refuses_plaintext_and_delivers_over_tls(tmp_p
         )  # fmt: skip
         port = read_ports(config)[0]
         node = node_factory(config).wait_ready()
+        # `doctor` checks a TLS destination over TLS, as the outbox sends to it.
+        (echo_check,) = check_destinations(load_settings(str(config)))
+        assert echo_check.status == "ok", echo_check.line()
+        # So does `dicomnode echo --tls`, with the node's certificates.
+        cli_echo = subprocess.run(
+            [sys.executable, "-m", "dicomnode.cli", "echo", "--port", str(peer_port), "--aet",
+             "TLSPEER", "--tls", "--config", str(config)], capture_output=True, text=True,
+            timeout=60,
+        )  # fmt: skip
+        assert cli_echo.returncode == 0, cli_echo.stderr
 
         tls_echo = echoscu(port=port, called="DICOMNODE", extra=_tls(pki, "client"))
         assert tls_echo.returncode == 0, tls_echo.stderr

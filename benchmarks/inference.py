@@ -32,10 +32,9 @@ from dicomnode.runtime import (
     MAX_PROBABILITY_DELTA,
     OnnxRuntimeBackend,
     OpenVinoBackend,
-    TorchBackend,
     compare,
-    export_onnx,
 )
+from dicomnode.torchnet import TorchBackend, export_onnx
 
 
 def real_inputs(classifier: Classifier) -> np.ndarray:

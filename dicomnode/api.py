@@ -96,7 +96,10 @@ def create_app(ctx: ApiContext) -> FastAPI:
         card = ctx.card()
         if card is None:
             raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "model not loaded")
-        return model_json(card)
+        data = model_json(card)
+        if ctx.classifier is not None:  # which engine runs it: torch, onnxruntime, openvino-f32
+            data["runtime"] = ctx.classifier.runtime
+        return data
 
     @app.get("/api/jobs", dependencies=auth)
     def list_jobs(

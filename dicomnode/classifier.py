@@ -8,7 +8,7 @@ the gradient of the logit difference, i.e. what Grad-CAM computes for this head.
 without such a head are refused rather than given a misleading heatmap.
 
 The probability is softmax(logits / card.temperature)[fracture]. Threads are the node's
-business (`torch.set_num_threads` is set by the composition root, not here). The forward pass
+business (`load_classifier` sets `torch.set_num_threads` when PyTorch runs). The forward pass
 runs in the chosen inference runtime (PyTorch, ONNX Runtime, OpenVINO: see `runtime`), each
 checked against PyTorch when the classifier is built.
 """
@@ -19,26 +19,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import structlog
-import timm
-import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
-from timm.data import resolve_model_data_config
 
 from dicomnode import preprocess
 from dicomnode.card import ModelCard, ModelPackageError, read_package
-from dicomnode.runtime import (
-    Backend,
-    CamNet,
-    Runtime,
-    RuntimeCheckFailed,
-    build_backend,
-    state_sha256,
-)
+from dicomnode.runtime import Backend, Runtime, RuntimeCheckFailed
+
+if TYPE_CHECKING:  # PyTorch is imported only where a torch model is built (see `prepared`)
+    import torch
 
 DEMO_NAME = "dicomnode fracture triage"
 
@@ -81,11 +72,17 @@ def create_model(
     architecture: str, *, num_classes: int = 2, pretrained: bool = False
 ) -> torch.nn.Module:
     """A timm model with a `num_classes` head (no download unless `pretrained`)."""
+    import timm
+
     return timm.create_model(architecture, pretrained=pretrained, num_classes=num_classes)
 
 
 def resolve_device(device: str) -> str:
     """Resolve "auto" to "cuda" when available, else "cpu"; other values must be torch devices."""
+    if device == "cpu" or (device == "auto" and not _nvidia_device_present()):
+        return "cpu"  # decided without importing PyTorch
+    import torch
+
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     try:
@@ -95,8 +92,16 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def _nvidia_device_present() -> bool:
+    """Whether CUDA can possibly be there (an NVIDIA driver is loaded); if not, no need to ask
+    PyTorch."""
+    return Path("/proc/driver/nvidia").exists() or Path("/dev/nvidia0").exists()
+
+
 def _check_cam_head(model: torch.nn.Module, card: ModelCard) -> torch.nn.Linear:
     """The linear classifier of an average-pool + linear head, or ModelPackageError."""
+    import torch
+
     get_classifier = getattr(model, "get_classifier", None)
     head = get_classifier() if callable(get_classifier) else None
     pool = getattr(model, "global_pool", None)
@@ -136,20 +141,37 @@ class Classifier:
         cache_dir: Path | None = None,
         threads: int = 0,
     ) -> None:
+        import torch
+
+        from dicomnode.torchnet import CamNet
+
         self.card = card
         self.device = resolve_device(device)
         head = _check_cam_head(model, card)
         model.eval().requires_grad_(False)
-        self._model = model.to(self.device).to(memory_format=torch.channels_last)
+        self._model: torch.nn.Module | None = model.to(self.device).to(
+            memory_format=torch.channels_last
+        )
         weight = head.weight.detach().to(torch.float32)
         fracture = card.fracture_index
         others = [i for i in range(weight.shape[0]) if i != fracture]
         # Evidence for fracture against the other class(es): w_f - w_n for two classes.
         cam_weight = (weight[fracture] - weight[others].mean(dim=0)).to(self.device)
-        self._net = CamNet(self._model, cam_weight).eval()
+        self._net: Any = CamNet(self._model, cam_weight).eval()
         self._backend = self._build_backend(Runtime(runtime), cache_dir, threads)
 
+    @classmethod
+    def served(cls, card: ModelCard, backend: Backend) -> Classifier:
+        """A classifier around an already checked ONNX Runtime/OpenVINO backend (CPU), built
+        without PyTorch (`dicomnode.prepared`); it has no `model`."""
+        self = cls.__new__(cls)
+        self.card, self.device, self._backend = card, "cpu", backend
+        self._model = self._net = None
+        return self
+
     def _build_backend(self, runtime: Runtime, cache_dir: Path | None, threads: int) -> Backend:
+        from dicomnode.torchnet import build_backend, state_sha256
+
         chosen = runtime
         if runtime == Runtime.AUTO:  # measured fastest at equal outputs (benchmarks/RESULTS.md)
             chosen = Runtime.TORCH if self.device != "cpu" else Runtime.ONNXRUNTIME
@@ -159,8 +181,10 @@ class Classifier:
                 net=self._net,
                 device=self.device,
                 input_size=self.card.input_size,
-                weights_sha256=self.card.weights_sha256 or state_sha256(self._model),
+                weights_sha256=self.card.weights_sha256 or state_sha256(self.model),
                 architecture=self.card.architecture,
+                fracture_index=self.card.fracture_index,
+                classes=len(self.card.class_names),
                 cache_dir=cache_dir,
                 probability=self._probabilities,
                 threads=threads,
@@ -171,7 +195,8 @@ class Classifier:
             log.warning("runtime auto: falling back to torch", reason=str(exc))
             return build_backend(Runtime.TORCH, net=self._net, device=self.device,
                                  input_size=self.card.input_size, weights_sha256="",
-                                 architecture=self.card.architecture, cache_dir=None,
+                                 architecture=self.card.architecture, fracture_index=0,
+                                 classes=0, cache_dir=None,
                                  probability=self._probabilities)  # fmt: skip
 
     @property
@@ -180,15 +205,13 @@ class Classifier:
         return self._backend.name
 
     def _probabilities(self, logits: np.ndarray) -> np.ndarray:
-        """Calibrated P(fracture) per row of logits."""
-        scaled = logits.astype(np.float64) / self.card.temperature
-        scaled -= scaled.max(axis=1, keepdims=True)
-        exp = np.exp(scaled)
-        return (exp[:, self.card.fracture_index] / exp.sum(axis=1)).astype(np.float32)
+        return probabilities(logits, self.card)
 
     @property
     def model(self) -> torch.nn.Module:
         """The underlying network (eval mode), e.g. for export."""
+        if self._model is None:
+            raise RuntimeError("this classifier was loaded without PyTorch: it has no model")
         return self._model
 
     @classmethod
@@ -196,6 +219,9 @@ class Classifier:
         cls, folder: str | Path, *, device: str = "auto", **runtime: Any
     ) -> Classifier:
         """Load a verified package (card ↔ weights SHA-256 via `read_package`), strictly."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
         card, weights_path = read_package(folder)
         try:
             model = create_model(card.architecture, num_classes=len(card.class_names))
@@ -235,6 +261,9 @@ class Classifier:
         Input size and normalisation come from timm's data config for the architecture at
         its test size (efficientnet_b4: 384, the size timm evaluates it at).
         """
+        import torch
+        from timm.data import resolve_model_data_config
+
         with torch.random.fork_rng(devices=[]):  # seeded without touching the global RNG
             torch.manual_seed(seed)
             model = create_model(architecture, num_classes=2)
@@ -286,6 +315,14 @@ class Classifier:
         return predictions
 
 
+def probabilities(logits: np.ndarray, card: ModelCard) -> np.ndarray:
+    """Calibrated P(fracture) per row of logits: softmax(logits / temperature)[fracture]."""
+    scaled = logits.astype(np.float64) / card.temperature
+    scaled -= scaled.max(axis=1, keepdims=True)
+    exp = np.exp(scaled)
+    return (exp[:, card.fracture_index] / exp.sum(axis=1)).astype(np.float32)
+
+
 def _image_heatmap(grid: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Non-negative CAM grid → image geometry, normalised to a peak of 1 over the image itself
     (evidence in the letterbox bars is cropped away first), all zeros when there is none."""
@@ -316,8 +353,34 @@ def load_classifier(
     """The package's classifier, or the untrained demo when no package is configured.
 
     `runtime` picks the inference runtime (see `dicomnode.runtime`); exported graphs are
-    cached in `cache_dir`.
+    cached in `cache_dir`. With a cache, ONNX Runtime and OpenVINO on the CPU are served
+    without importing PyTorch (`dicomnode.prepared`); `threads` is also PyTorch's thread count
+    when PyTorch runs the model.
     """
+    chosen = Runtime(runtime)
+    if cache_dir is not None and chosen != Runtime.TORCH and resolve_device(device) == "cpu":
+        from dicomnode import prepared
+
+        source = prepared.ModelSource(
+            Path(package) if package else None, demo_architecture=demo_architecture
+        )
+        try:
+            card, backend = prepared.load(
+                source,
+                runtime=Runtime.ONNXRUNTIME if chosen == Runtime.AUTO else chosen,
+                cache_dir=cache_dir,
+                threads=threads,
+            )
+            return Classifier.served(card, backend)
+        except RuntimeCheckFailed as exc:
+            if chosen != Runtime.AUTO:
+                raise
+            log.warning("runtime auto: falling back to torch", reason=str(exc))
+            runtime = Runtime.TORCH
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     options: dict[str, Any] = {"runtime": runtime, "cache_dir": cache_dir, "threads": threads}
     if package is None or str(package) == "":
         return Classifier.demo(architecture=demo_architecture, device=device, **options)

@@ -108,10 +108,6 @@ class Node:
             log.info("unfinished jobs requeued after restart", count=requeued)
         log.info("node identity", node_id=self.owner, spool=str(s.spool_dir))
         self._finish_interrupted_retention()
-        if s.model.threads:
-            import torch
-
-            torch.set_num_threads(s.model.threads)
         try:
             self.classifier = self._classifier or load_classifier(
                 s.model.package or None,

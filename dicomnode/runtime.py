@@ -1,12 +1,16 @@
 """Inference runtimes: PyTorch eager, ONNX Runtime or OpenVINO for the same network.
 
-Every runtime runs one graph, `CamNet`: image batch → (logits, CAM grid). The CAM grid is the
-class activation map before ReLU (`classifier` explains the formula), so the heatmap works in
-every runtime and costs nothing extra. For ONNX Runtime and OpenVINO the graph is exported
-once to ONNX and cached under the node's data dir, keyed by the SHA-256 of the weights (and of
-everything else that shapes the graph), then checked against PyTorch at load: on seeded inputs
-the fracture probability may differ by at most `MAX_PROBABILITY_DELTA` and the CAM by 1 % of
-its range, otherwise the runtime is refused with `RuntimeCheckFailed`.
+This module does not import PyTorch: a node serving with ONNX Runtime or OpenVINO never loads
+it (≈ 650 MB of RSS). The PyTorch side (the graph, its export, the in-process check) is in
+`dicomnode.torchnet`; `dicomnode.prepared` runs it once per model in a child process.
+
+Every runtime runs one graph, `torchnet.CamNet`: image batch → (logits, CAM grid). The CAM grid
+is the class activation map before ReLU (`classifier` explains the formula), so the heatmap
+works in every runtime and costs nothing extra. For ONNX Runtime and OpenVINO the graph is
+exported once to ONNX and cached under the node's data dir, keyed by the SHA-256 of the weights
+(and of everything else that shapes the graph), then checked against PyTorch at load: on
+seeded inputs the fracture probability may differ by at most `MAX_PROBABILITY_DELTA` and the
+CAM by 1 % of its range, otherwise the runtime is refused with `RuntimeCheckFailed`.
 
 Measured (benchmarks/RESULTS.md): ONNX Runtime fp32 is 1.7× (2-vCPU Intel Xeon) to 2.4× (2-vCPU
 Zen 4) faster than PyTorch eager at batch 1, at equal outputs (≈1e-6), and always installed, so
@@ -18,18 +22,13 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
-import tempfile
-import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 import structlog
-import torch
 
 from dicomnode.card import ModelPackageError
 
@@ -41,7 +40,7 @@ MAX_PROBABILITY_DELTA = 1e-3
 MAX_CAM_RELATIVE_DELTA = 1e-2
 #: Bump when the exported graph changes shape or meaning (invalidates cached exports).
 EXPORT_FORMAT = 1
-_OPSET = 17
+OPSET = 17
 
 
 class Runtime(StrEnum):
@@ -61,35 +60,6 @@ class Backend(Protocol):
     def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(B, 3, S, S) float32 → (logits (B, K), CAM grid (B, h, w)), float32."""
         ...
-
-
-class CamNet(torch.nn.Module):
-    """A timm network with a CAM output: x → (logits, Σ_c w_c F_c) from one forward pass."""
-
-    def __init__(self, model: torch.nn.Module, cam_weight: torch.Tensor) -> None:
-        super().__init__()
-        self.model = model
-        self.register_buffer("cam_weight", cam_weight.detach().to(torch.float32).clone())
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        timm_model: Any = self.model
-        features = timm_model.forward_features(x)
-        logits = timm_model.forward_head(features)
-        cam = torch.einsum("bchw,c->bhw", features.float(), self.cam_weight)
-        return logits.float(), cam
-
-
-@dataclass
-class TorchBackend:
-    net: CamNet
-    device: str
-    name: str = "torch"
-
-    def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        x = torch.from_numpy(batch).to(self.device).contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode():
-            logits, cam = self.net(x)
-        return logits.cpu().numpy(), cam.cpu().numpy()
 
 
 class OnnxRuntimeBackend:
@@ -137,77 +107,16 @@ class OpenVinoBackend:
         return logits, cam
 
 
-def export_key(*, weights_sha256: str, architecture: str, input_size: int) -> str:
-    """Cache key of an exported graph: the weights and everything else that shapes it."""
-    text = f"{EXPORT_FORMAT}|{_OPSET}|{architecture}|{input_size}|{weights_sha256}"
+def export_key(
+    *, weights_sha256: str, architecture: str, input_size: int, fracture_index: int, classes: int
+) -> str:
+    """Cache key of an exported graph: the weights and everything else that shapes it (the
+    CAM weights depend on which of the card's classes is "fracture")."""
+    text = (
+        f"{EXPORT_FORMAT}|{OPSET}|{architecture}|{input_size}|{weights_sha256}"
+        f"|{fracture_index}/{classes}"
+    )
     return hashlib.sha256(text.encode()).hexdigest()[:32]
-
-
-def state_sha256(model: torch.nn.Module) -> str:
-    """SHA-256 over a state dict (for the demo model, which has no weights file)."""
-    digest = hashlib.sha256()
-    for key, value in sorted(model.state_dict().items()):
-        digest.update(key.encode())
-        digest.update(value.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
-
-
-def export_onnx(net: CamNet, *, input_size: int, target: Path) -> Path:
-    """Export `net` (dynamic batch) to `target` atomically; returns `target`."""
-    net = net.eval().cpu()
-    example = torch.zeros(1, 3, input_size, input_size)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".export-", suffix=".part")
-    os.close(fd)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the TorchScript exporter announces its deprecation
-            torch.onnx.export(
-                net,
-                (example,),
-                tmp,
-                dynamo=False,  # the dynamo exporter needs onnxscript; this one needs nothing
-                input_names=["input"],
-                output_names=["logits", "cam"],
-                dynamic_axes={name: {0: "batch"} for name in ("input", "logits", "cam")},
-                opset_version=_OPSET,
-            )
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)  # atomic: a reader never sees half a graph
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return target
-
-
-def _open_checked(
-    runtime: Runtime,
-    torch_backend: TorchBackend,
-    path: Path,
-    *,
-    input_size: int,
-    threads: int,
-    probability: Callable[[np.ndarray], np.ndarray],
-) -> tuple[Backend, float, float]:
-    """Open (exporting if needed) and compare with PyTorch: (backend, max |Δp|, CAM delta)."""
-    net = torch_backend.net
-    try:
-        try:
-            backend = _open(runtime, net, path, input_size=input_size, threads=threads)
-        except RuntimeCheckFailed:
-            raise
-        except Exception:  # a damaged cached export: make it again, once
-            path.unlink(missing_ok=True)
-            backend = _open(runtime, net, path, input_size=input_size, threads=threads)
-        batch = check_inputs(input_size)
-        dp, dcam = compare(torch_backend.run(batch), backend.run(batch), probability=probability)
-    except RuntimeCheckFailed:
-        raise
-    except Exception as exc:  # exporters and runtimes raise anything on unsupported graphs
-        raise RuntimeCheckFailed(f"runtime {runtime}: cannot build the graph ({exc})") from exc
-    return backend, dp, dcam
 
 
 def _release_freed_memory() -> None:
@@ -218,15 +127,6 @@ def _release_freed_memory() -> None:
     gc.collect()
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-
-
-def _open(runtime: Runtime, net: CamNet, path: Path, *, input_size: int, threads: int) -> Backend:
-    if not path.is_file():
-        log.info("exporting the model to ONNX (once per weights)", runtime=str(runtime))
-        export_onnx(net, input_size=input_size, target=path)
-    if runtime == Runtime.OPENVINO:
-        return OpenVinoBackend(path, threads=threads)
-    return OnnxRuntimeBackend(path, threads=threads)
 
 
 def check_inputs(input_size: int, *, count: int = 2, seed: int = 0) -> np.ndarray:
@@ -254,42 +154,40 @@ def compare(
     return dp, dcam
 
 
-def build_backend(
+def open_backend(runtime: Runtime, path: Path, *, threads: int = 0) -> Backend:
+    """An exported graph in ONNX Runtime or OpenVINO (unchecked: see `check_backend`)."""
+    if runtime == Runtime.OPENVINO:
+        return OpenVinoBackend(path, threads=threads)
+    return OnnxRuntimeBackend(path, threads=threads)
+
+
+def check_backend(
     runtime: Runtime,
+    backend: Backend,
+    reference: tuple[np.ndarray, np.ndarray],
     *,
-    net: CamNet,
-    device: str,
     input_size: int,
-    weights_sha256: str,
-    architecture: str,
-    cache_dir: Path | None,
     probability: Callable[[np.ndarray], np.ndarray],
-    threads: int = 0,
-) -> Backend:
-    """The backend for `runtime`, checked against PyTorch. Raises RuntimeCheckFailed."""
-    torch_backend = TorchBackend(net, device)
-    if runtime == Runtime.TORCH:
-        return torch_backend
-    if device != "cpu":
-        raise RuntimeCheckFailed(f"runtime {runtime} runs on the CPU only (device is {device})")
-    key = export_key(
-        weights_sha256=weights_sha256, architecture=architecture, input_size=input_size
-    )
-    with contextlib.ExitStack() as stack:
-        if cache_dir is None:  # no cache: a private directory, gone after loading
-            cache_dir = Path(stack.enter_context(tempfile.TemporaryDirectory()))
-        path = Path(cache_dir) / f"{architecture}-{key}.onnx"
-        backend, dp, dcam = _open_checked(
-            runtime, torch_backend, path, input_size=input_size, threads=threads,
-            probability=probability,
-        )  # fmt: skip
+) -> tuple[float, float]:
+    """Run `backend` on `check_inputs(input_size)` and compare with PyTorch's outputs for the
+    same inputs; (max |Δp|, CAM delta), or RuntimeCheckFailed beyond the tolerances."""
+    try:
+        candidate = backend.run(check_inputs(input_size))
+    except Exception as exc:  # runtimes raise anything on graphs they cannot run
+        raise RuntimeCheckFailed(f"runtime {runtime}: cannot run the graph ({exc})") from exc
+    if candidate[0].shape != reference[0].shape or candidate[1].shape != reference[1].shape:
+        raise RuntimeCheckFailed(
+            f"runtime {runtime} does not reproduce PyTorch: output shapes "
+            f"{candidate[0].shape}, {candidate[1].shape} instead of "
+            f"{reference[0].shape}, {reference[1].shape}"
+        )
+    dp, dcam = compare(reference, candidate, probability=probability)
     if dp > MAX_PROBABILITY_DELTA or dcam > MAX_CAM_RELATIVE_DELTA:
         raise RuntimeCheckFailed(
             f"runtime {runtime} does not reproduce PyTorch: max |Δp| = {dp:.2e} "
             f"(allowed {MAX_PROBABILITY_DELTA:.0e}), CAM differs by {dcam:.1%} "
             f'(allowed {MAX_CAM_RELATIVE_DELTA:.0%}); use runtime = "torch"'
         )
-    _release_freed_memory()  # the export and the check leave ~100 MB of freed heap behind
     log.info("inference runtime checked against PyTorch", runtime=backend.name,
              max_delta_p=float(f"{dp:.2e}"), cam_delta=float(f"{dcam:.2e}"))  # fmt: skip
-    return backend
+    return dp, dcam

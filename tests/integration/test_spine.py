@@ -242,3 +242,7 @@ def test_shipped_config_starts_with_the_untrained_efficientnet_b4_and_sqlite(
     )[0]  # fmt: skip
     assert job["model_version"].startswith("demo-efficientnet_b4")
     assert "UNTRAINED DEMO" in node.log_path.read_text()
+    # runtime auto on the CPU = ONNX Runtime, served without PyTorch in the node's process
+    assert model["runtime"] == "onnxruntime"
+    assert node.pid is not None
+    assert "libtorch" not in Path(f"/proc/{node.pid}/maps").read_text()

@@ -7,6 +7,7 @@ sender keeps its copy.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import socket
 import ssl
@@ -500,6 +501,9 @@ def _metered(recv: Callable[[int], bytearray], sock: Any, assoc: Any,
     return metered_recv(recv, sock=sock, meter=meter, on_exceeded=aborted)
 
 
+_TCP_QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux only
+
+
 def _bulk_recv(transport: Any) -> Callable[[int], bytearray]:
     """`AssociationSocket.recv` with the same contract (block until `nr_bytes` are read, return
     what was read if the peer closes) but reading into one buffer in as few calls as the
@@ -517,6 +521,12 @@ def _bulk_recv(transport: Any) -> Callable[[int], bytearray]:
                 return buffer[:nr_read]
             nr_read += count
         del view
+        if _TCP_QUICKACK is not None:
+            # Acknowledge at once (Linux re-arms delayed ACKs): a sender that leaves Nagle's
+            # algorithm on (dcmtk without TCP_NODELAY=1) otherwise holds its last small
+            # segment up to 40 ms for our ACK (measured: one small image 112 → 71 ms).
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, _TCP_QUICKACK, 1)
         return buffer
 
     return recv

@@ -39,6 +39,24 @@ def _nodelay(event: Any) -> None:
         event.assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
+_TCP_QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux only
+
+
+def _quickack(event: Any) -> None:
+    """Acknowledge the peer's next segments at once (Linux re-arms delayed ACKs, so after every
+    PDU sent). A peer that leaves Nagle's algorithm on (Debian's Orthanc does, unless started
+    with TCP_NODELAY=1) sends its C-STORE response in two segments and holds the second until
+    the first is acknowledged: with our delayed ACK that is a 40 ms stall per stored object
+    (measured: 63–69 → 28 ms for a 2.4 MB SC into Orthanc)."""
+    if _TCP_QUICKACK is not None:
+        with contextlib.suppress(AttributeError, OSError):
+            event.assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, _TCP_QUICKACK, 1)
+
+
+#: Handlers of every association the node requests.
+_SOCKET_HANDLERS = [(evt.EVT_CONN_OPEN, _nodelay), (evt.EVT_PDU_SENT, _quickack)]
+
+
 def _ae(calling_ae_title: str, timeout: float) -> AE:
     ae = AE(ae_title=calling_ae_title)
     ae.acse_timeout = timeout
@@ -82,7 +100,7 @@ def send_files(
         destination.host,
         destination.port,
         ae_title=destination.ae_title,
-        evt_handlers=[(evt.EVT_CONN_OPEN, _nodelay)],
+        evt_handlers=_SOCKET_HANDLERS,
         tls_args=(tls, destination.host) if destination.tls and tls is not None else None,
     )
     if not assoc.is_established:
@@ -124,7 +142,7 @@ def echo(*, host: str, port: int, called_ae_title: str, calling_ae_title: str,
     AssociationFailed."""
     ae = _ae(calling_ae_title, timeout)
     ae.add_requested_context(Verification)
-    assoc = ae.associate(host, port, ae_title=called_ae_title,
+    assoc = ae.associate(host, port, ae_title=called_ae_title, evt_handlers=_SOCKET_HANDLERS,
                          tls_args=(tls, host) if tls is not None else None)  # fmt: skip
     if not assoc.is_established:
         raise AssociationFailed(_why_not(assoc))

@@ -468,8 +468,8 @@ def report(result: dict[str, Any], before: dict[str, Any], after: dict[str, Any]
          "value": " / ".join(f"{v:.0f}" for v in result["single_stages"].values()),
          "target": "-"},
     ]  # fmt: skip
-    print(f"runtime {alone['runtime']}, single images sent with {args.sender}, stored-at from "
-          f"the {source}, load before/after {before['load_average']} / "
+    print(f"runtime {alone['runtime']}, single images sent with {args.sender}, stored time: "
+          f"{source}, load before/after {before['load_average']} / "
           f"{after['load_average']}")  # fmt: skip
     print(table(rows, ["measure", "value", "target"]))
 

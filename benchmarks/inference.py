@@ -94,6 +94,9 @@ def main() -> None:
         onnx_path = export_onnx(net, input_size=card.input_size, target=Path(tmp) / "m.onnx")
         variants["node torch (channels-last)"] = node_torch.run
         variants["onnxruntime fp32"] = OnnxRuntimeBackend(onnx_path, threads=args.threads).run
+        variants["onnxruntime fp32 spinning"] = OnnxRuntimeBackend(
+            onnx_path, threads=args.threads, spinning=True
+        ).run
         try:
             variants["openvino fp32"] = OpenVinoBackend(onnx_path, threads=args.threads).run
             variants["openvino bf16"] = OpenVinoBackend(

@@ -65,15 +65,18 @@ class Backend(Protocol):
 class OnnxRuntimeBackend:
     name = "onnxruntime"
 
-    def __init__(self, model_path: Path, *, threads: int = 0) -> None:
+    def __init__(self, model_path: Path, *, threads: int = 0, spinning: bool = False) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-        # Idle pool threads must not spin: the SCP and the SC builder share these cores.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # By default idle pool threads do not spin: the SCP and the SC builder share these
+        # cores (benchmarks/inference.py measures the spinning variant).
+        options.add_session_config_entry(
+            "session.intra_op.allow_spinning", "1" if spinning else "0"
+        )
         self._session = ort.InferenceSession(
             str(model_path), options, providers=["CPUExecutionProvider"]
         )

@@ -54,7 +54,10 @@ def _quickack(event: Any) -> None:
 
 
 #: Handlers of every association the node requests.
-_SOCKET_HANDLERS = [(evt.EVT_CONN_OPEN, _nodelay), (evt.EVT_PDU_SENT, _quickack)]
+_SOCKET_HANDLERS: list[evt.EventHandlerType] = [
+    (evt.EVT_CONN_OPEN, _nodelay),
+    (evt.EVT_PDU_SENT, _quickack),
+]
 
 
 def _ae(calling_ae_title: str, timeout: float) -> AE:

@@ -125,13 +125,18 @@ def create_app(ctx: ApiContext) -> FastAPI:
         job = ctx.jobs.get_job(job_id)
         if job is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, "no such job")
-        if not ctx.jobs.requeue(job_id):
-            raise HTTPException(status.HTTP_409_CONFLICT, f"job is {job.state}, not failed")
+        requeued = ctx.jobs.requeue(job_id)
+        # A job waiting for a resource (disk full, …) is tried now instead of at `retry_at`.
+        waiting = not requeued and ctx.jobs.retry_now(job_id)
+        if not (requeued or waiting):
+            raise HTTPException(status.HTTP_409_CONFLICT,
+                                f"job is {job.state}, not failed or waiting")  # fmt: skip
         if ctx.audit is not None:
             ctx.audit.record(event=AuditEventID.INSTANCES_ACCESSED, action=AuditAction.UPDATE,
                              actor=client_id(request, ctx.settings.node.log_salt),
                              study_uid=job.study_instance_uid, object=f"job:{job_id}",
-                             detail="failed job requeued")  # fmt: skip
+                             detail="waiting job retried now" if waiting
+                             else "failed job requeued")  # fmt: skip
         return {"id": job_id, "state": "queued"}
 
     @app.get("/api/studies/{study_instance_uid}", dependencies=auth)

@@ -202,6 +202,24 @@ def check_destinations(settings: Settings) -> list[Check]:
     return checks
 
 
+def check_tls_receiving(settings: Settings) -> Check:
+    """What receiving requires (ports, TLS, client certificates), with the certificate, key and
+    client CA loaded as the SCP loads them."""
+    from dicomnode.tls import describe_receiving, server_tls_context
+
+    node = settings.node
+    what = describe_receiving(node)
+    try:
+        server_tls_context(node)
+    except OSError as exc:  # ssl.SSLError included
+        return Check("receiving", "fail", f"{what}; the TLS certificate, key or CA cannot be "
+                     f"loaded ({type(exc).__name__}: {str(exc)[:200]})")  # fmt: skip
+    if node.tls_certificate and node.tls_client_ca_certificate and not node.tls_verify_clients:
+        return Check("receiving", "warn", f"{what}; node.tls_client_ca_certificate is not used "
+                     "while node.tls_verify_clients = false")  # fmt: skip
+    return Check("receiving", "ok", what)
+
+
 def doctor(settings: Settings) -> list[Check]:
     """Everything an administrator wants to know before (or while) the node runs."""
     root = spool_root(settings)
@@ -212,5 +230,6 @@ def doctor(settings: Settings) -> list[Check]:
         checks.append(check_schema(engine))
         engine.dispose()
     checks.append(check_model(settings))
+    checks.append(check_tls_receiving(settings))
     checks += check_destinations(settings)
     return checks

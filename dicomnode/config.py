@@ -52,6 +52,11 @@ class NodeSettings(_Section):
     tls_private_key: Path | None = None
     tls_ca_certificate: Path | None = None
     tls_required: bool = False
+    # Receiving TLS apart from sending (dicomnode/tls.py): the CA of client certificates,
+    # whether they are required, and a TLS port beside a plaintext `port` (0: none).
+    tls_client_ca_certificate: Path | None = None
+    tls_verify_clients: bool = True
+    tls_port: int = Field(0, ge=0, le=65535)
     # Scale-out (several nodes sharing PostgreSQL): a stable id per node, a shared spool.
     node_id: str = Field("", max_length=200)
     spool_dir: Path | None = None
@@ -211,7 +216,26 @@ class Settings(_Section):
             raise ValueError("node.tls_certificate and node.tls_private_key go together")
         if self.node.tls_required and not all(tls):
             raise ValueError("node.tls_required needs node.tls_certificate and tls_private_key")
+        self._tls_receiving(all(tls))
         return self
+
+    def _tls_receiving(self, has_tls: bool) -> None:
+        node = self.node
+        if node.tls_client_ca_certificate and not has_tls:
+            raise ValueError(
+                "node.tls_client_ca_certificate needs node.tls_certificate and tls_private_key "
+                "(client certificates are only asked for over TLS)"
+            )
+        if node.tls_port and not has_tls:
+            raise ValueError("node.tls_port needs node.tls_certificate and tls_private_key")
+        if node.tls_port and node.tls_port == node.port:
+            raise ValueError("node.tls_port must differ from node.port (0: no separate TLS port)")
+        if node.tls_port and node.tls_required:
+            raise ValueError(
+                "node.tls_required = true refuses plaintext, but node.tls_port makes node.port "
+                "plaintext: set node.tls_port = 0 (TLS only, on node.port) or "
+                "node.tls_required = false (plaintext on node.port, TLS on node.tls_port)"
+            )
 
     @property
     def data_dir(self) -> Path:

@@ -253,6 +253,21 @@ class Jobs:
             s.commit()
             return bool(n)
 
+    def retry_now(self, job_id: int) -> bool:
+        """Make a job waiting for a resource (`defer`) due at once, e.g. once the disk is freed.
+        Its attempts are kept, so a further deferral backs off from where it was; its
+        `waiting: …` reason (which names the next attempt's time) is cleared. True if it was
+        waiting."""
+        with self.session() as s:
+            n = s.execute(
+                update(Job)
+                .where(col(Job.id) == job_id, col(Job.state) == JobState.QUEUED)
+                .where(col(Job.lease_expires_at).is_not(None))
+                .values(reason=None, lease_expires_at=None)
+            ).rowcount  # type: ignore[attr-defined]
+            s.commit()
+            return bool(n)
+
     def release_owned(self, owner: str) -> int:
         """At start-up or shutdown: jobs, report claims and deliveries this node held are
         released at once (not after their lease); returns the number of jobs requeued."""

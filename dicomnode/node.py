@@ -37,6 +37,7 @@ from dicomnode.retention_store import OrthancRest, SqlRetentionStore
 from dicomnode.scp import StoreContext, start_scp
 from dicomnode.spool import Spool
 from dicomnode.tables import utcnow
+from dicomnode.tls import describe_receiving
 from dicomnode.uids import hash_uid, node_salt
 from dicomnode.uploads import UPLOADS_DIR, UploadStore
 from dicomnode.worker import JobWorker, Loop
@@ -172,7 +173,11 @@ class Node:
         self.loops += [*self.worker_loops, self.outbox_loop, self.lease_loop, self.uploads_loop]
         for loop in self.loops:
             loop.start()
-        self.scp = start_scp(s.node, store_ctx)
+        try:
+            self.scp = start_scp(s.node, store_ctx)
+        except OSError as exc:  # a port in use, an unreadable certificate or key (ssl.SSLError)
+            raise StartupError(f"[FAIL] DICOM SCP: cannot listen ({describe_receiving(s.node)}): "
+                               f"{type(exc).__name__}: {exc}") from None  # fmt: skip
         self._start_api()
         self._start_retention()
         self.audit.record(event=AuditEventID.APPLICATION_ACTIVITY, action=AuditAction.EXECUTE,
@@ -181,6 +186,7 @@ class Node:
             "node started",
             ae_title=s.node.ae_title,
             dicom_port=self.dicom_port,
+            dicom_ports=self.scp.ports(),  # {"plaintext": …, "tls": …}: node.port, node.tls_port
             api_port=s.api.port,
             model=card.display_name,
             runtime=self.classifier.runtime,

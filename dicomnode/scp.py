@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import socket
-import ssl
 import zlib
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ from dicomnode.jobs import Jobs, Received
 from dicomnode.metrics import Metrics
 from dicomnode.pdu_guard import PduMeter, metered_recv
 from dicomnode.spool import Spool
+from dicomnode.tls import listeners, server_tls_context
 from dicomnode.uids import hash_uid
 
 log = structlog.stdlib.get_logger("dicomnode.scp")
@@ -547,20 +547,13 @@ def make_ae(settings: NodeSettings) -> AE:
     return ae
 
 
-def server_tls_context(settings: NodeSettings) -> ssl.SSLContext | None:
-    if not settings.tls_certificate:
-        return None
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(str(settings.tls_certificate), str(settings.tls_private_key))
-    if settings.tls_ca_certificate:
-        context.load_verify_locations(str(settings.tls_ca_certificate))
-        context.verify_mode = ssl.CERT_REQUIRED
-    return context
+def start_scp(settings: NodeSettings, ctx: StoreContext) -> ScpServers:
+    """Start the SCP in its own threads on every port it listens on (`dicomnode.tls.listeners`:
+    `node.port`, and `node.tls_port` with TLS when set); call .shutdown() to stop them all.
 
-
-def start_scp(settings: NodeSettings, ctx: StoreContext) -> Any:
-    """Start the SCP in its own threads; returns the pynetdicom server (call .shutdown())."""
+    One AE serves them all: same AE title, presentation contexts, handlers, timeouts and PDU
+    limits, and `max_associations` counts the associations of all ports together (pynetdicom
+    counts an AE's acceptors across its servers)."""
     ae = make_ae(settings)
     handlers: list[evt.EventHandlerType] = [
         (evt.EVT_C_STORE, handle_store, [ctx]),
@@ -569,15 +562,44 @@ def start_scp(settings: NodeSettings, ctx: StoreContext) -> Any:
         (evt.EVT_CONN_CLOSE, handle_close, [ctx]),
         (evt.EVT_REJECTED, handle_rejected, [ctx]),
     ]
-    server = ae.start_server(
-        (settings.host, settings.port),
-        block=False,
-        evt_handlers=handlers,
-        ssl_context=server_tls_context(settings),
-    )
-    assert server is not None  # block=False always returns the server
-    server.contexts = _SupportedContexts(server.contexts)
-    return server
+    tls_context = server_tls_context(settings)
+    servers = ScpServers()
+    try:
+        for listener in listeners(settings):
+            server = ae.start_server(
+                (settings.host, listener.port),
+                block=False,
+                evt_handlers=handlers,
+                ssl_context=tls_context if listener.tls else None,
+            )
+            assert server is not None  # block=False always returns the server
+            server.contexts = _SupportedContexts(server.contexts)
+            servers.append(server)
+    except BaseException:
+        servers.shutdown()  # a port in use: do not leave the other one listening
+        raise
+    return servers
+
+
+class ScpServers(list):
+    """The running pynetdicom servers of one SCP, first the one on `node.port`; stopped and
+    drained together. `server_address` and `ssl_context` are the first server's."""
+
+    @property
+    def server_address(self) -> Any:
+        return self[0].server_address
+
+    @property
+    def active_associations(self) -> list[Any]:
+        return [assoc for server in self for assoc in server.active_associations]
+
+    def ports(self) -> dict[str, int]:
+        """{"plaintext"|"tls": port} of the servers (bound ports: 0 in the settings is real)."""
+        return {("tls" if s.ssl_context else "plaintext"): int(s.server_address[1]) for s in self}
+
+    def shutdown(self) -> None:
+        for server in self:
+            server.shutdown()
 
 
 class _SupportedContexts(list):

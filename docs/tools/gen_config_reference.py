@@ -55,11 +55,27 @@ NOTES: dict[str, str] = {
     "node.tls_certificate": "PEM certificate of the SCP. With `tls_private_key`, the DICOM "
     "port speaks TLS (1.2 or later) only.",
     "node.tls_private_key": "PEM private key for `tls_certificate`; the two go together.",
-    "node.tls_ca_certificate": "PEM CA certificate: when set, the SCP requires a client "
-    "certificate signed by this CA, and TLS destinations are verified against it (instead of "
-    "the system CAs).",
+    "node.tls_ca_certificate": "PEM CA certificate: TLS destinations are verified against it "
+    "(instead of the system CAs). Unless `tls_client_ca_certificate` is set or "
+    "`tls_verify_clients` is false, the SCP also requires a client certificate signed by it "
+    "(as before those two keys existed).",
     "node.tls_required": "Refuse to start unless `tls_certificate` and `tls_private_key` are "
-    "set. (With them set, the port accepts TLS only whatever this value.)",
+    "set. (With them set, the port accepts TLS only whatever this value.) Not together with "
+    "`tls_port`, which opens `port` in plaintext: that combination is refused at start.",
+    "node.tls_client_ca_certificate": "PEM CA certificate of the client certificates the SCP "
+    "requires when receiving over TLS, apart from the CA that verifies TLS destinations "
+    "(`tls_ca_certificate`): a certificate signed only by the latter is then refused. Needs "
+    "`tls_certificate` and `tls_private_key`.",
+    "node.tls_verify_clients": "`false`: the SCP asks no client certificate (any TLS client "
+    "may associate, still subject to `allowed_calling_ae_titles`), even with "
+    "`tls_ca_certificate` set, which then only verifies TLS destinations. `true`: a client "
+    "certificate is required when a client CA is set (`tls_client_ca_certificate`, else "
+    "`tls_ca_certificate`).",
+    "node.tls_port": "A second DICOM port, TLS only, beside `port`, which then accepts "
+    "plaintext only (e.g. 2762, DICOM TLS's registered port). Same host, AE title, handlers "
+    "and limits; `max_associations` counts both ports together. Needs `tls_certificate` and "
+    "`tls_private_key`; refused with `tls_required = true`. 0: one port (TLS only when a "
+    "certificate is set).",
     "destinations[].name": "Your name for the destination, unique; deliveries are recorded "
     "under it.",
     "destinations[].ae_title": "Called AE title of the destination.",
@@ -67,7 +83,8 @@ NOTES: dict[str, str] = {
     "destinations[].port": "DICOM port of the destination.",
     "destinations[].tls": "Send results over DICOM TLS (1.2 or later): the destination's "
     "certificate and host name are verified against `node.tls_ca_certificate` (else the "
-    "system CAs); the node's `tls_certificate`, when set, is presented as client certificate.",
+    "system CAs); the node's `tls_certificate`, when set, is presented as client certificate. "
+    "Independent of what receiving requires (`node.tls_verify_clients`).",
     "delivery.max_attempts": "Attempts per result and destination before the delivery is "
     "marked failed. 0: retry forever.",
     "delivery.backoff_initial_seconds": "Delay after the first failed attempt; doubled after "

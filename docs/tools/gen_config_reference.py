@@ -148,8 +148,7 @@ NOTES: dict[str, str] = {
     "database.auto_upgrade": "Apply schema migrations at start (under a lock). false: refuse "
     "to start when the schema needs an upgrade.",
     "model.runtime": "`auto` (ONNX Runtime on CPU, PyTorch on CUDA), `torch`, `onnxruntime` "
-    "or `openvino`; a non-PyTorch runtime is checked against PyTorch at start, and served "
-    "without loading PyTorch into the node's process.",
+    "or `openvino`; a non-PyTorch runtime is checked against PyTorch at start.",
     "model.max_batch": "Images classified in one forward pass when that many are queued.",
     "model.workers": "Worker threads classifying queued images in parallel (one shared model).",
     "orthanc.url": "Orthanc REST API (e.g. `http://127.0.0.1:8042`). Empty: no Orthanc "

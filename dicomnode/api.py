@@ -25,8 +25,8 @@ from dicomnode.jobs import Jobs
 from dicomnode.metrics import Metrics
 from dicomnode.spool import Spool
 from dicomnode.tables import Job, JobState, ResultKind, Study
-from dicomnode.uids import hash_uid
 from dicomnode.web import routes as web
+from dicomnode.web.access import AccessAudit, client_id
 from dicomnode.web.analyze import add_analysis_routes
 from dicomnode.web.auth import TokenAuth
 
@@ -72,6 +72,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
 
     require_token = TokenAuth(ctx.settings.api.token, on_refused=refused)
     auth = [Depends(require_token)]
+    access = AccessAudit.of(app, ctx)  # reads of identifiers (dicomnode/web/access.py)
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
@@ -103,6 +104,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
 
     @app.get("/api/jobs", dependencies=auth)
     def list_jobs(
+        request: Request,
         state: JobState | None = None,
         study_instance_uid: str | None = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
@@ -111,13 +113,17 @@ def create_app(ctx: ApiContext) -> FastAPI:
         rows = ctx.jobs.list_jobs(
             state=state, study_instance_uid=study_instance_uid, limit=limit, offset=offset
         )
+        access.jobs_listed(request, rows, state=state, study_uid=study_instance_uid,
+                           limit=limit, offset=offset)  # fmt: skip
         return {"jobs": [job_json(j) for j in rows], "limit": limit, "offset": offset}
 
     @app.get("/api/jobs/{job_id}", dependencies=auth)
-    def get_job(job_id: int) -> dict[str, Any]:
+    def get_job(job_id: int, request: Request) -> dict[str, Any]:
         job = ctx.jobs.get_job(job_id)
         if job is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, "no such job")
+        access.read(request, study_uid=job.study_instance_uid, what="GET /api/jobs/{id}",
+                    object=f"job:{job_id}", key=("job", job_id))  # fmt: skip
         return job_json(job)
 
     @app.post("/api/jobs/{job_id}/retry", dependencies=auth)
@@ -140,11 +146,16 @@ def create_app(ctx: ApiContext) -> FastAPI:
         return {"id": job_id, "state": "queued"}
 
     @app.get("/api/studies/{study_instance_uid}", dependencies=auth)
-    def get_study(study_instance_uid: str) -> dict[str, Any]:
+    def get_study(study_instance_uid: str, request: Request) -> dict[str, Any]:
         study = ctx.jobs.study(study_instance_uid)
         if study is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, "no such study")
-        return study_json(ctx, study)
+        data = study_json(ctx, study)
+        access.read(request, study_uid=study_instance_uid, what="GET /api/studies/{uid}"
+                    + ("; patient identifiers shown" if "patient" in data else ""),
+                    count=len(data["images"]), key=("study", study_instance_uid),
+                    shows=[len(data["images"]), len(data["results"])])  # fmt: skip
+        return data
 
     # --- audit trail ----------------------------------------------------------------------
 
@@ -304,9 +315,3 @@ def study_json(ctx: ApiContext, study: Study) -> dict[str, Any]:
 
 def _iso(value: Any) -> str | None:
     return value.isoformat() if value is not None else None
-
-
-def client_id(request: Request, salt: str) -> str:
-    """An API client as the audit trail names it: a hash of its address."""
-    host = request.client.host if request.client else "unknown"
-    return "api:" + hash_uid(host, salt)[:8]

@@ -8,7 +8,8 @@ hashes of UIDs only, never a raw UID or a patient attribute), how many instances
 
 Instances received over one association are counted per study and written when the association
 closes (PS3.15 reports a transfer per study, not per instance), so receiving costs no extra
-database write per image.
+database write per image. The HTTP API's reads, uploads and downloads are recorded through
+`web/access.py`; the retention run prunes events older than `retention.audit_days` (`prune`).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from enum import IntEnum, StrEnum
 from typing import Any
 
 import structlog
-from sqlalchemy import select
+from sqlalchemy import delete, func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Field, Session, SQLModel, col
@@ -43,10 +44,14 @@ class AuditEventID(StrEnum):
     """PS3.15 A.5.3 event IDs (DCM code meanings, without spaces)."""
 
     APPLICATION_ACTIVITY = "ApplicationActivity"  # 110100: node started / stopped
-    AUDIT_LOG_USED = "AuditLogUsed"  # 110101: someone read this trail
-    INSTANCES_ACCESSED = "DICOMInstancesAccessed"  # 110103: files deleted (D), job retried (U)
+    AUDIT_LOG_USED = "AuditLogUsed"  # 110101: trail read (R), old events pruned (D)
+    # 110103: identifiers read through the API (R), files deleted (D), job retried (U)
+    INSTANCES_ACCESSED = "DICOMInstancesAccessed"
     INSTANCES_TRANSFERRED = "DICOMInstancesTransferred"  # 110104: received (C), sent (R)
     STUDY_DELETED = "DICOMStudyDeleted"  # 110105: a study's records removed by retention
+    EXPORT = "Export"  # 110106: analysis results downloaded over HTTP (R)
+    IMPORT = "Import"  # 110107: files uploaded over HTTP for analysis (C)
+    QUERY = "Query"  # 110112: lists that name studies (worklist, jobs) (E)
     SECURITY_ALERT = "SecurityAlert"  # 110113
     USER_AUTHENTICATION = "UserAuthentication"  # 110114: failed API authentication
 
@@ -242,6 +247,30 @@ class Audit:
         stmt = stmt.order_by(order).limit(limit).offset(offset)
         with Session(self.engine) as s:
             return list(s.scalars(stmt).all())
+
+    # --- pruning (retention.audit_days) ---------------------------------------------------------
+
+    def count_before(self, before: datetime) -> int:
+        """How many events are older than `before` (what a prune would delete)."""
+        stmt = select(func.count()).select_from(AuditEvent)
+        stmt = stmt.where(col(AuditEvent.time) < _utc(before))
+        with Session(self.engine) as s:
+            return int(s.execute(stmt).scalar_one())
+
+    def prune(self, *, before: datetime, limit: int) -> int:
+        """Delete at most `limit` events older than `before`, oldest first, in one short
+        transaction (so a huge trail never holds the database's write lock for long);
+        returns how many went. Call again until it returns less than `limit`."""
+        oldest = (
+            select(col(AuditEvent.id))
+            .where(col(AuditEvent.time) < _utc(before))
+            .order_by(col(AuditEvent.time), col(AuditEvent.id))
+            .limit(limit)
+        )
+        with Session(self.engine) as s:
+            result = s.execute(delete(AuditEvent).where(col(AuditEvent.id).in_(oldest)))
+            s.commit()
+        return int(getattr(result, "rowcount", 0) or 0)
 
     def export(
         self, *, since: datetime | None = None, until: datetime | None = None

@@ -165,6 +165,8 @@ class RetentionSettings(_Section):
     records_days: float = Field(90.0, ge=0)
     orthanc_results_days: float = Field(0.0, ge=0)
     results_orthanc_url: str = ""
+    # The audit trail: six years by default (HIPAA keeps security documentation that long).
+    audit_days: float = Field(2190.0, ge=0)
 
     @field_validator("schedule")
     @classmethod

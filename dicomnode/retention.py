@@ -16,10 +16,14 @@ Rules (a `*_days` of 0 keeps that kind forever):
   `records_days` after the study's last activity.
 - Orthanc (optional): the node's own result series, `orthanc_results_days` after Orthanc last
   updated them (recognised by the node's UID root and series description).
+- Audit events: `audit_days` after they were recorded, in batches of short transactions (a
+  large trail never holds the database's write lock for long); the run records one event
+  saying how many went (none when nothing did).
 
 A run marks what it is about to delete (one transaction), deletes the files (a missing file is
 fine), then changes the rows and drops the marks (one transaction, with the audit events). A
 run killed midway leaves marks; the next run finishes them first, whatever the clock says then.
+Pruning the audit trail needs no marks: each batch is a plain delete of rows past their age.
 """
 
 from __future__ import annotations
@@ -41,6 +45,8 @@ from dicomnode.audit import Audit, AuditAction, AuditEvent, AuditEventID, AuditO
 log = structlog.stdlib.get_logger("dicomnode.retention")
 
 ACTOR = "dicomnode:retention"
+#: Audit events deleted per transaction.
+AUDIT_BATCH = 5000
 _TERMINAL = frozenset({"classified", "skipped", "failed"})
 _DONE_WITH = frozenset({"classified", "skipped"})  # images nothing more will be done with
 OWN_SERIES_DESCRIPTIONS = frozenset({"AI fracture triage report", "AI fracture triage overlay"})
@@ -101,6 +107,7 @@ class RetentionPolicy:
     records_days: float = 90.0
     stable_seconds: float = 10.0
     orthanc_results_days: float = 0.0
+    audit_days: float = 2190.0  # six years; see RetentionSettings.audit_days
 
     @classmethod
     def from_settings(cls, settings: Any) -> RetentionPolicy:
@@ -111,6 +118,7 @@ class RetentionPolicy:
             records_days=r.records_days,
             stable_seconds=settings.node.study_stable_seconds,
             orthanc_results_days=r.orthanc_results_days,
+            audit_days=r.audit_days,
         )
 
 
@@ -305,6 +313,10 @@ class RetentionReport:
     orthanc: list[OrthancSeries] = field(default_factory=list)
     interrupted: bool = False
     errors: list[str] = field(default_factory=list)
+    #: Audit events older than this are pruned (None: `audit_days` = 0, kept for ever).
+    audit_cutoff: datetime | None = None
+    #: How many were (dry run: would be) pruned.
+    audit_events: int = 0
 
     def counts(self) -> dict[str, int]:
         every = self.finished + self.deletions
@@ -314,6 +326,7 @@ class RetentionReport:
             "studies": sum(d.kind == "study" for d in every),
             "files": sum(len(d.paths) for d in every),
             "orthanc_series": len(self.orthanc),
+            "audit_events": self.audit_events,
         }
 
 
@@ -349,9 +362,13 @@ def run_retention(
     stop: threading.Event | None = None,
     batch_size: int = 200,
     on_batch: Callable[[int], None] | None = None,
+    audit_batch_size: int = AUDIT_BATCH,
 ) -> RetentionReport:
-    """One run: finish what an interrupted run marked, then select and delete what expired."""
+    """One run: finish what an interrupted run marked, then select and delete what expired,
+    then prune the audit trail."""
     report = RetentionReport(dry_run=dry_run, now=_aware(now))
+    if policy.audit_days > 0:
+        report.audit_cutoff = report.now - timedelta(days=policy.audit_days)
     with _run_lock(_lock_path(files)):
         pending = store.pending_marks()
         if not dry_run and pending:
@@ -370,6 +387,8 @@ def run_retention(
             except OSError as exc:
                 report.errors.append(f"Orthanc unreachable ({type(exc).__name__})")
         if dry_run:
+            if report.audit_cutoff is not None:
+                report.audit_events = audit.count_before(report.audit_cutoff)
             return report
         for start in range(0, len(report.deletions), batch_size):
             if stop is not None and stop.is_set():
@@ -382,6 +401,9 @@ def run_retention(
                 on_batch(start + len(chunk))
         if not report.interrupted and orthanc is not None:
             _delete_orthanc(report, orthanc=orthanc, audit=audit)
+        if not report.interrupted and report.audit_cutoff is not None:
+            _prune_audit(report, audit=audit, days=policy.audit_days, stop=stop,
+                         batch_size=audit_batch_size)  # fmt: skip
     _log_summary(report)
     return report
 
@@ -453,6 +475,37 @@ def _delete_orthanc(report: RetentionReport, *, orthanc: OrthancResults, audit: 
         )
 
 
+def _prune_audit(
+    report: RetentionReport,
+    *,
+    audit: Audit,
+    days: float,
+    stop: threading.Event | None,
+    batch_size: int,
+) -> None:
+    """Delete audit events older than the cutoff, batch by batch, then record one event with
+    the count (the cutoff date and the setting; never anything about what the rows held)."""
+    assert report.audit_cutoff is not None
+    while True:
+        if stop is not None and stop.is_set():
+            report.interrupted = True
+            break
+        pruned = audit.prune(before=report.audit_cutoff, limit=batch_size)
+        report.audit_events += pruned
+        if pruned < batch_size:
+            break
+    if report.audit_events:
+        rest = "; interrupted, the rest goes in the next run" if report.interrupted else ""
+        audit.record(
+            event=AuditEventID.AUDIT_LOG_USED,
+            action=AuditAction.DELETE,
+            actor=ACTOR,
+            count=report.audit_events,
+            detail=f"audit events older than audit_days={days:g} deleted "
+            f"(recorded before {report.audit_cutoff.date().isoformat()}){rest}",
+        )
+
+
 def _log_summary(report: RetentionReport) -> None:
     log.info(
         "retention run finished",
@@ -488,6 +541,11 @@ def describe(report: RetentionReport, *, hash_uid: Callable[[str], str]) -> list
         lines.append(
             f"{verb} Orthanc series {hash_uid(s.series_instance_uid)} ({s.series_description})"
         )
+    if report.audit_cutoff is not None and (report.audit_events or report.dry_run):
+        lines.append(
+            f"{verb} {report.audit_events} audit events recorded before "
+            f"{report.audit_cutoff.date().isoformat()} (audit_days)"
+        )
     counts = report.counts()
     if report.interrupted:
         lines.append("interrupted: the rest is deleted by the next run")
@@ -495,7 +553,8 @@ def describe(report: RetentionReport, *, hash_uid: Callable[[str], str]) -> list
     lines.append(
         f"summary: {verb} {counts['source_images']} source images, "
         f"{counts['result_files']} result files, {counts['studies']} studies' records "
-        f"({counts['files']} files), {counts['orthanc_series']} Orthanc series"
+        f"({counts['files']} files), {counts['orthanc_series']} Orthanc series, "
+        f"{counts['audit_events']} audit events"
     )
     return lines
 

@@ -320,16 +320,17 @@ def _row(r: Any, captures: list[str]) -> WorklistRow:
     )
 
 
-def sc_result_path(engine: Engine, sop_instance_uid: str) -> str | None:
-    """Spool-relative path of a Secondary Capture the node made, or None if unknown."""
+def sc_result(engine: Engine, sop_instance_uid: str) -> tuple[str, str] | None:
+    """(spool-relative path, Study Instance UID) of a Secondary Capture the node made, or None
+    if unknown."""
     stmt = (
-        select(col(Result.path))
+        select(col(Result.path), col(Result.study_instance_uid))
         .where(col(Result.sop_instance_uid) == sop_instance_uid)
         .where(col(Result.kind) == ResultKind.SC)
     )
     with engine.connect() as conn:
         row = conn.execute(stmt).first()
-    return str(row[0]) if row else None
+    return (str(row[0]), str(row[1])) if row else None
 
 
 def format_date(value: str) -> str:

@@ -17,6 +17,7 @@ Results are kept under `data_dir/uploads/<id>/` (`uploads.py`) and listed at
 
 from __future__ import annotations
 
+import io
 import shutil
 import threading
 from collections.abc import Callable
@@ -39,6 +40,7 @@ from dicomnode.analysis import AnalysisError, UploadKind, analyze_file, analyze_
 from dicomnode.studyzip import ZipLimits
 from dicomnode.tables import ResultKind
 from dicomnode.uploads import UPLOADS_DIR, UploadStore
+from dicomnode.web.access import AccessAudit
 from dicomnode.web.auth import TokenAuth
 from dicomnode.web.i18n import LANGUAGES, MESSAGES, choose_language, translator
 from dicomnode.web.routes import TEMPLATES, _language, _languages, _remember_language
@@ -129,9 +131,22 @@ def present(result: dict[str, Any], upload_id: str, language: str) -> dict[str, 
     return out
 
 
+def _study_uid(data: bytes) -> str | None:
+    """The Study Instance UID of an uploaded DICOM file, for the audit trail of a refusal."""
+    try:
+        ds = dcmread(io.BytesIO(data), stop_before_pixels=True, force=True,
+                     specific_tags=["StudyInstanceUID"])  # fmt: skip
+        return str(ds.get("StudyInstanceUID", "")) or None
+    except Exception:  # the file was refused for being unreadable: then there is no UID
+        return None
+
+
 def add_analysis_routes(app: FastAPI, ctx: ApiContext) -> None:
     token = ctx.settings.api.token
-    auth = TokenAuth(token, cookie_for_any_method=True)  # the page posts with its cookie
+    # Uploads, refusals, reads and downloads go to the audit trail (web/access.py).
+    access = AccessAudit.of(app, ctx)
+    # The page posts with its cookie.
+    auth = TokenAuth(token, cookie_for_any_method=True, on_refused=access.refused)
     bearer = TokenAuth(token)  # POST: the header only
     store = UploadStore(ctx.settings.node.data_dir / UPLOADS_DIR)
     api = ctx.settings.api
@@ -242,6 +257,7 @@ def add_analysis_routes(app: FastAPI, ctx: ApiContext) -> None:
         format (a ZIP goes to /api/analyze-study); 422 unreadable or not a radiograph;
         503 model not loaded."""
         language = _api_language(request)
+        data, kind = b"", None
         try:
             classifier = loaded_classifier()
             upload, fields = await receive_file(request)
@@ -269,7 +285,15 @@ def add_analysis_routes(app: FastAPI, ctx: ApiContext) -> None:
                 directory=directory, upload_id=upload_id, send=send,
             )  # fmt: skip
         except AnalysisError as exc:
+            study = _study_uid(data) if kind == UploadKind.DICOM else None
+            access.upload_refused(request, code=exc.code, status=exc.status,
+                                  kind=str(kind or ""), study_uid=study)  # fmt: skip
             return _error(exc, language)
+        except Exception as exc:
+            access.upload_refused(request, code=type(exc).__name__, status=500,
+                                  kind=str(kind or ""), internal=True)  # fmt: skip
+            raise
+        access.uploaded(request, result=result, upload_id=upload_id, sent=send)
         log.info("upload analysed", kind=result["kind"], outcome=result["outcome"],
                  processing_ms=result["processing_ms"], sent=send)  # fmt: skip
         return JSONResponse(present(result, upload_id, language),
@@ -285,6 +309,7 @@ def add_analysis_routes(app: FastAPI, ctx: ApiContext) -> None:
         per-entry uncompressed size, compression ratio); 415 not a ZIP; 422 a damaged
         archive, unsafe entry names (`../`, absolute) or no DICOM file in it."""
         language = _api_language(request)
+        kind = ""
         try:
             classifier = loaded_classifier()
             upload, fields = await receive_file(request)
@@ -294,6 +319,7 @@ def add_analysis_routes(app: FastAPI, ctx: ApiContext) -> None:
                     raise AnalysisError(400, "empty_file")
                 if sniff(head) != UploadKind.ZIP:
                     raise AnalysisError(415, "not_zip")
+                kind = str(UploadKind.ZIP)
                 send = wants_send(request, fields)
                 if send:
                     check_send(request, UploadKind.ZIP, study=True)
@@ -316,7 +342,13 @@ def add_analysis_routes(app: FastAPI, ctx: ApiContext) -> None:
                 directory=directory, upload_id=upload_id, send=send,
             )  # fmt: skip
         except AnalysisError as exc:
+            access.upload_refused(request, code=exc.code, status=exc.status, kind=kind)
             return _error(exc, language)
+        except Exception as exc:
+            access.upload_refused(request, code=type(exc).__name__, status=500, kind=kind,
+                                  internal=True)  # fmt: skip
+            raise
+        access.uploaded(request, result=result, upload_id=upload_id, sent=send)
         log.info("study upload analysed", studies=len(result["studies"]),
                  **result["counts"], processing_ms=result["processing_ms"], sent=send)  # fmt: skip
         return JSONResponse(present(result, upload_id, language),
@@ -329,6 +361,7 @@ def add_analysis_routes(app: FastAPI, ctx: ApiContext) -> None:
         result = store.load_result(upload_id)
         if result is None:
             return _error(AnalysisError(404, "not_found"), language)
+        access.analysis_read(request, result=result, upload_id=upload_id)
         return JSONResponse(present(result, upload_id, language))
 
     @app.get("/api/analyses/{upload_id}/files/{name}", dependencies=[Depends(auth)],
@@ -336,8 +369,10 @@ def add_analysis_routes(app: FastAPI, ctx: ApiContext) -> None:
     def get_analysis_file(upload_id: str, name: str, request: Request) -> Response:
         """A result file of an analysis: overlay PNG, SC/SR (DICOM), report (XLSX)."""
         path = store.file(upload_id, name)
-        if path is None:
+        result = store.load_result(upload_id) if path is not None else None
+        if path is None or result is None:
             return _error(AnalysisError(404, "not_found"), _api_language(request))
+        access.downloaded(request, result=result, upload_id=upload_id, name=name)
         media_type = _MEDIA_TYPES.get(path.suffix, "application/octet-stream")
         inline = media_type == "image/png"
         return FileResponse(path, media_type=media_type, filename=None if inline else name,

@@ -19,6 +19,7 @@ from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 
 from dicomnode.sc import render_png
+from dicomnode.web.access import AccessAudit
 from dicomnode.web.auth import SESSION_COOKIE, TokenAuth
 from dicomnode.web.i18n import LANG_COOKIE, LANGUAGES, MESSAGES, choose_language, translator
 from dicomnode.worklist import (
@@ -32,7 +33,7 @@ from dicomnode.worklist import (
     format_date,
     format_time,
     query_worklist,
-    sc_result_path,
+    sc_result,
 )
 
 if TYPE_CHECKING:
@@ -96,6 +97,7 @@ def row_json(ctx: ApiContext, row: WorklistRow) -> dict[str, Any]:
 def add_api_routes(app: FastAPI, ctx: ApiContext, auth: TokenAuth) -> None:
     """`/api/worklist` and SC thumbnails, on `app` itself (so `app.routes` lists them)."""
     deps = [Depends(auth)]
+    access = AccessAudit.of(app, ctx)
 
     @functools.lru_cache(maxsize=THUMBNAIL_CACHE)
     def render(path: str) -> bytes:
@@ -105,6 +107,7 @@ def add_api_routes(app: FastAPI, ctx: ApiContext, auth: TokenAuth) -> None:
 
     @app.get("/api/worklist", dependencies=deps)
     def worklist(
+        request: Request,
         outcome: Annotated[list[StudyOutcome] | None, Query()] = None,
         state: Annotated[list[StudyState] | None, Query()] = None,
         modality: Annotated[str | None, Query(description="e.g. CR, DX")] = None,
@@ -124,6 +127,9 @@ def add_api_routes(app: FastAPI, ctx: ApiContext, auth: TokenAuth) -> None:
         except FilterError as exc:
             raise HTTPException(HTTP_422, str(exc)) from None
         page = query_worklist(ctx.jobs.engine, filters)
+        access.worklist(request, what="GET /api/worklist", filters=filters,
+                        studies=[r.study_instance_uid for r in page.rows],
+                        identifiers=show_identifiers(ctx))  # fmt: skip
         return {
             "studies": [row_json(ctx, row) for row in page.rows],
             "total": page.total,
@@ -137,11 +143,12 @@ def add_api_routes(app: FastAPI, ctx: ApiContext, auth: TokenAuth) -> None:
         response_class=Response,
         responses={200: {"content": {"image/png": {}}}},
     )
-    def thumbnail(sop_instance_uid: str) -> Response:
+    def thumbnail(sop_instance_uid: str, request: Request) -> Response:
         """A PNG of a Secondary Capture the node made (what the viewer will show)."""
-        relative = sc_result_path(ctx.jobs.engine, sop_instance_uid)
-        if relative is None or ctx.spool is None:
+        found = sc_result(ctx.jobs.engine, sop_instance_uid)
+        if found is None or ctx.spool is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, "no such secondary capture")
+        relative, study_uid = found
         path = ctx.spool.path(relative)
         try:
             if not path.is_file():  # deleted by retention: the cached picture is gone too
@@ -156,6 +163,8 @@ def add_api_routes(app: FastAPI, ctx: ApiContext, auth: TokenAuth) -> None:
                 status.HTTP_500_INTERNAL_SERVER_ERROR,
                 f"secondary capture cannot be rendered ({type(exc).__name__})",
             ) from None
+        access.read(request, study_uid=study_uid, what="SC thumbnail",
+                    instance_uid=sop_instance_uid, key=("thumbnail", sop_instance_uid))  # fmt: skip
         return Response(png, media_type="image/png",
                         headers={"Cache-Control": "private, max-age=3600"})  # fmt: skip
 
@@ -184,6 +193,7 @@ def _safe_next(value: str) -> str:
 def add_page_routes(app: FastAPI, ctx: ApiContext, auth: TokenAuth) -> None:
     """`/`, `/login`, `/logout` and `/static/*`. `auth` accepts the session cookie."""
     static_files = {p.name: p for p in STATIC_DIR.iterdir() if p.is_file()}
+    access = AccessAudit.of(app, ctx)
 
     def render_login(request: Request, *, error: bool, code: int, next_path: str) -> Response:
         language = _language(request)
@@ -248,6 +258,9 @@ def add_page_routes(app: FastAPI, ctx: ApiContext, auth: TokenAuth) -> None:
             error = str(exc)
             filters = WorklistFilters()
         page = query_worklist(ctx.jobs.engine, filters)
+        access.worklist(request, what="worklist page", filters=filters,
+                        studies=[r.study_instance_uid for r in page.rows],
+                        identifiers=show_identifiers(ctx))  # fmt: skip
         card = ctx.card()
         context = {
             "t": translator(language),

@@ -139,6 +139,10 @@ NOTES: dict[str, str] = {
     "retention.orthanc_results_days": "Delete the node's own result series from Orthanc after "
     "this many days. 0: never.",
     "retention.results_orthanc_url": "Orthanc REST URL used for that deletion.",
+    "retention.audit_days": "Audit events are deleted this many days after they were recorded, "
+    "in batches of 5,000 rows per transaction; the run records one `AuditLogUsed` event (action "
+    "D) with the count. 2190 = 6 years, the retention HIPAA sets for security documentation "
+    "(45 CFR 164.316(b)(2)); other rules may ask for longer (section 6). 0: keep.",
     "model.decode_min_size": "JPEG 2000 sources are decoded at the smallest reduced "
     "resolution whose long side is still at least this many pixels (the model letterboxes the "
     "long side to `input_size`). 0: always decode at full size.",

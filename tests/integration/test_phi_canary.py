@@ -1,8 +1,9 @@
 """PHI canary: images whose patient attributes hold unique canary strings go through receive,
 classify, a failed then a successful delivery, a rejected dataset, a failed job retried through
-the API, a refused token and retention. Afterwards no log line, API error message, CLI output
-or audit record holds a canary string or a raw Study/SOP Instance UID — and the audit trail
-tells what happened."""
+the API, a refused token, reads of the worklist, study and thumbnails, an HTTP analysis upload
+(named after the patient) with its download, a refused upload, and retention. Afterwards no log
+line, API error message, CLI output or audit record holds a canary string or a raw Study/SOP
+Instance UID — and the audit trail tells what happened."""
 
 from __future__ import annotations
 
@@ -98,6 +99,21 @@ def test_no_canary_or_raw_uid_escapes(tmp_path, node_factory):
         wait_until(delivered, timeout=180, what="2 SC + 1 SR delivered after the failure")
         uids |= {str(d.SOPInstanceUID) for d in pacs.datasets}
 
+        # Reads of identifiers and HTTP analysis, each file named after the patient.
+        assert len(api.get("/api/worklist").json()["studies"]) == 1
+        results = api.get(f"/api/studies/{study}").json()["results"]
+        thumbnail = next(r["thumbnail"] for r in results if r["thumbnail"])
+        assert api.get(thumbnail).status_code == 200
+        named = f"{canaries['PatientName']}-{canaries['PatientID']}.dcm"
+        upload = api.post("/api/analyze", files={"file": (named, images[0].read_bytes())})
+        assert upload.status_code == 200, upload.text
+        assert api.get(upload.json()["urls"]["sc"]).status_code == 200
+        uids |= {upload.json()["dicom"]["sc_sop_instance_uid"],
+                 upload.json()["dicom"]["sr_sop_instance_uid"]}  # fmt: skip
+        letter = f"%PDF-1.4 referral for {canaries['PatientName']}\n".encode() * 10
+        refused_upload = api.post("/api/analyze", files={"file": (named, letter)})
+        assert refused_upload.status_code == 415
+
         classified = api.get("/api/jobs", params={"state": "classified"}).json()["jobs"][0]["id"]
         errors = [
             httpx.get(node.api_url + "/api/jobs", timeout=10),  # no token
@@ -112,7 +128,7 @@ def test_no_canary_or_raw_uid_escapes(tmp_path, node_factory):
         assert [r.status_code for r in errors] == [401, 401, 404, 404, 409, 422]
         job = api.get(f"/api/jobs/{job_id}").json()
         assert job["reason"]  # the failure is visible…
-        error_text = "\n".join(r.text for r in errors) + job["reason"]
+        error_text = "\n".join(r.text for r in [*errors, refused_upload]) + job["reason"]
 
         later = (datetime.now(UTC) + timedelta(days=400)).isoformat()
         retention = subprocess.run(
@@ -174,4 +190,16 @@ def test_no_canary_or_raw_uid_escapes(tmp_path, node_factory):
     assert events("DICOMInstancesAccessed", action="U", object=f"job:{job_id}")
     assert len(events("UserAuthentication", outcome=4)) == 2
     assert events("DICOMStudyDeleted", action="D")
+    study_hash = received[0]["study"]
+    [imported] = events("Import", action="C", outcome=0)
+    assert imported["study"] == study_hash and imported["peer"].endswith("(bearer token)")
+    [refused_import] = events("Import", outcome=8)
+    assert "unsupported_format" in refused_import["detail"]
+    assert events("Export", action="R", study=study_hash)
+    [worklist] = [e for e in events("Query", action="E") if "/api/worklist" in e["detail"]]
+    assert worklist["count"] == 1 and worklist["detail"].startswith("GET /api/worklist: 1 rows")
+    assert events("Query", action="E", study="")  # the job lists polled above
+    reads = events("DICOMInstancesAccessed", action="R", study=study_hash)
+    assert {e["detail"] for e in reads} >= {"GET /api/studies/{uid}; patient identifiers shown",
+                                            "SC thumbnail"}  # fmt: skip
     assert "job finished" in log and "CANARY" not in log

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from sqlmodel import Session
 
+from dicomnode.audit import Audit, AuditAction, AuditEventID
 from dicomnode.config import load_settings
 from dicomnode.db import make_engine
 from dicomnode.spool import Spool
@@ -228,3 +229,51 @@ def test_old_result_series_of_the_node_are_deleted_from_orthanc(tmp_path, orthan
         db, "select peer, detail from audit_event where object like 'series:%'"
     )
     assert peer.startswith("orthanc 127.0.0.1") and "deleted from Orthanc" in detail
+
+
+def test_audit_events_past_audit_days_are_reported_and_pruned(tmp_path):
+    config = write_node_config(tmp_path / "node", extra_sections={"retention": {"audit_days": 30}})
+    settings = load_settings(config, environ={})
+    engine = make_engine(settings.database_url)
+    audit = Audit(engine, salt="test")
+    study = ROOT + "88.1"
+    now = datetime.now(UTC)
+    audit.save(
+        [
+            audit.make(event=AuditEventID.INSTANCES_TRANSFERRED, action=AuditAction.CREATE,
+                       actor="MODALITY", study_uid=study, time=now - timedelta(days=age))
+            for age in (45, 40, 31, 29, 1)
+        ]
+    )  # fmt: skip
+    engine.dispose()
+    db = tmp_path / "node" / "var" / "dicomnode.db"
+    cutoff = (now - timedelta(days=30)).date().isoformat()
+
+    dry = subprocess.run(
+        _cmd("retention", "--config", str(config), "--dry-run"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert dry.returncode == 0, dry.stderr
+    assert f"would delete 3 audit events recorded before {cutoff} (audit_days)" in dry.stdout
+    assert dry.stdout.rstrip().endswith(", 3 audit events")
+    assert db_rows(db, "select count(*) from audit_event") == [(5,)]
+
+    run = subprocess.run(
+        _cmd("retention", "--config", str(config)), capture_output=True, text=True, timeout=300
+    )
+    assert run.returncode == 0, run.stderr
+    assert f"deleted 3 audit events recorded before {cutoff}" in run.stdout
+    assert '"audit_events": 3' in run.stderr  # the summary log line
+    assert db_rows(
+        db, "select actor from audit_event where event = 'DICOMInstancesTransferred'"
+    ) == [
+        ("MODALITY",),
+        ("MODALITY",),
+    ]
+    [(action, count, detail)] = db_rows(
+        db, "select action, count, detail from audit_event where event = 'AuditLogUsed'"
+    )
+    assert (action, count) == ("D", 3) and "audit_days=30" in detail
+    assert study not in run.stdout + run.stderr + detail

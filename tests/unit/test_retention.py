@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import event as sqlalchemy_event
 from sqlalchemy import func, select
 from sqlmodel import Session
 
-from dicomnode.audit import Audit, AuditEvent
+from dicomnode.audit import Audit, AuditAction, AuditEvent, AuditEventID
 from dicomnode.config import ConfigError, load_settings
 from dicomnode.db import make_engine
 from dicomnode.jobs import Jobs, Received
@@ -346,3 +348,113 @@ def test_a_stop_request_ends_the_run_between_batches(tmp_path):
         on_batch=lambda n: stop.set(),
     )
     assert report.interrupted and node.count(Study) == 2 and node.count(RetentionMark) == 0
+
+
+# --- the audit trail (retention.audit_days) ---------------------------------------------------
+
+
+def _audit_rows(node: Node, *, ages_days: list[float], now: datetime) -> None:
+    node.audit.save(
+        [
+            node.audit.make(
+                event=AuditEventID.INSTANCES_TRANSFERRED,
+                action=AuditAction.CREATE,
+                actor="MODALITY",
+                study_uid="1.2.826.0.1.3680043.8.498.70",
+                time=now - timedelta(days=age),
+            )
+            for age in ages_days
+        ]
+    )
+
+
+def _run(node: Node, policy: RetentionPolicy, **kwargs):
+    return run_retention(
+        store=node.store,
+        files=node.spool,
+        audit=node.audit,
+        policy=policy,
+        uid_root="9.9.",
+        **kwargs,
+    )
+
+
+def _count_audit_deletes(node: Node) -> list[str]:
+    """Every DELETE statement on audit_event the engine runs (observed, not replaced)."""
+    seen: list[str] = []
+
+    @sqlalchemy_event.listens_for(node.engine, "before_cursor_execute")
+    def _seen(conn, cursor, statement, parameters, context, executemany):
+        if statement.lstrip().upper().startswith("DELETE FROM AUDIT_EVENT"):
+            seen.append(statement)
+
+    return seen
+
+
+def test_audit_events_past_audit_days_are_pruned_in_batches_and_the_pruning_is_audited(tmp_path):
+    node = Node(tmp_path)
+    now = datetime.now(UTC)
+    policy = replace(POLICY, audit_days=365)
+    # 12 past the limit (one a minute past it), 3 within it (one a minute short of it).
+    _audit_rows(node, ages_days=[400.0] * 11 + [365 + 1 / 1440], now=now)
+    _audit_rows(node, ages_days=[1.0, 30.0, 365 - 1 / 1440], now=now)
+
+    dry = _run(node, policy, now=now, dry_run=True)
+    assert dry.audit_events == 12 and node.count(AuditEvent) == 15
+    lines = describe(dry, hash_uid=node.audit.hash)
+    cutoff = (now - timedelta(days=365)).date().isoformat()
+    assert f"would delete 12 audit events recorded before {cutoff} (audit_days)" in lines
+    assert lines[-1].endswith(", 12 audit events")
+
+    deletes = _count_audit_deletes(node)
+    report = _run(node, policy, now=now, audit_batch_size=5)
+    assert report.audit_events == 12 and len(deletes) == 3  # 5 + 5 + 2, three transactions
+    rows = node.audit.query(limit=100, newest_first=False)
+    kept = [r for r in rows if r.event == "DICOMInstancesTransferred"]
+    assert len(kept) == 3
+    assert all(r.time.replace(tzinfo=UTC) > now - timedelta(days=365) for r in kept)
+    [pruned] = [r for r in rows if r.event == "AuditLogUsed"]
+    assert (pruned.action, pruned.count, pruned.actor) == ("D", 12, "dicomnode:retention")
+    assert pruned.study == "" and pruned.object == "" and pruned.outcome == 0
+    assert (
+        pruned.detail
+        == f"audit events older than audit_days=365 deleted (recorded before {cutoff})"
+    )
+    assert "1.2.826" not in pruned.detail
+
+    again = _run(node, policy, now=now)
+    assert again.audit_events == 0 and node.count(AuditEvent) == 4  # no event for nothing
+
+
+def test_audit_days_zero_keeps_the_trail_and_a_stop_ends_pruning_between_batches(tmp_path):
+    node = Node(tmp_path)
+    now = datetime.now(UTC)
+    _audit_rows(node, ages_days=[5000.0] * 7, now=now)
+    forever = _run(node, replace(POLICY, audit_days=0), now=now)
+    assert forever.audit_cutoff is None and forever.audit_events == 0
+    assert node.count(AuditEvent) == 7
+    assert not any(
+        "audit events" in line and "summary" not in line
+        for line in describe(forever, hash_uid=node.audit.hash)
+    )
+
+    stop = threading.Event()
+    deletes = _count_audit_deletes(node)
+    sqlalchemy_event.listen(
+        node.engine, "after_cursor_execute", lambda *a: stop.set() if deletes else None
+    )
+    report = _run(node, replace(POLICY, audit_days=2190), now=now, stop=stop, audit_batch_size=3)
+    assert report.interrupted and report.audit_events == 3 and len(deletes) == 1
+    [pruned] = node.audit.query(event="AuditLogUsed")
+    assert pruned.count == 3 and "interrupted" in pruned.detail
+    assert node.count(AuditEvent) == 4 + 1
+
+
+def test_audit_days_default_is_six_years_and_reaches_the_policy():
+    settings = load_settings(None, environ={})
+    assert settings.retention.audit_days == 2190
+    assert RetentionPolicy.from_settings(settings).audit_days == 2190
+    custom = load_settings(None, environ={"DICOMNODE_RETENTION__AUDIT_DAYS": "3650"})
+    assert RetentionPolicy.from_settings(custom).audit_days == 3650
+    with pytest.raises(ConfigError, match=r"retention\.audit_days"):
+        load_settings(None, environ={"DICOMNODE_RETENTION__AUDIT_DAYS": "-1"})

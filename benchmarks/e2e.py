@@ -65,11 +65,13 @@ TIMINGS = ("node-db", "orthanc-poll")
 TIMING_LABEL = {"node-db": "node's delivery record", "orthanc-poll": "Orthanc polled every 10 ms"}
 
 
-def inference_alone(runtime: str, cache_dir: Path, rounds: int) -> dict[str, Any]:
+def inference_alone(runtime: str, cache_dir: Path, rounds: int,
+                    spinning: bool = False) -> dict[str, Any]:  # fmt: skip
     from dicomnode.classifier import load_classifier
     from dicomnode.preprocess import to_grayscale
 
-    classifier = load_classifier(None, device="cpu", runtime=runtime, cache_dir=cache_dir)
+    classifier = load_classifier(None, device="cpu", runtime=runtime, cache_dir=cache_dir,
+                                 spinning=spinning)  # fmt: skip
     started = time.perf_counter()
     image = to_grayscale(pydicom.dcmread(data.testdata(data.RG3_UNCR)))
     preprocess_ms = (time.perf_counter() - started) * 1000
@@ -217,6 +219,8 @@ def main() -> None:
     parser.add_argument("--max-batch", type=int, default=1)
     parser.add_argument("--workers", type=int, default=2, help="[model] workers")
     parser.add_argument("--threads", type=int, default=0, help="[model] threads (0: all cores)")
+    parser.add_argument("--spinning", action="store_true",
+                        help="[model] spinning = true (ONNX Runtime threads spin)")  # fmt: skip
     parser.add_argument("--sender", choices=SENDERS, default="pynetdicom",
                         help="single images: sent from this process (pynetdicom) or by one "
                              "storescu process each (start-up counted); the burst always "
@@ -229,7 +233,7 @@ def main() -> None:
     before = machine()
     tmp = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
     models = tmp / "node" / "var" / "models"  # the node's cache: exported once, here
-    alone = inference_alone(args.runtime, models, rounds=10)
+    alone = inference_alone(args.runtime, models, rounds=10, spinning=args.spinning)
     print(f"inference alone: {alone}", file=sys.stderr)
     uids = OutputUIDs(NodeSettings().uid_root, str(alone["version"]))
     source = data.testdata(data.RG3_UNCR)
@@ -243,7 +247,7 @@ def main() -> None:
             node={"study_stable_seconds": args.stable},
             model={"demo_architecture": "efficientnet_b4", "runtime": args.runtime,
                    "max_batch": args.max_batch, "workers": args.workers,
-                   "threads": args.threads},
+                   "threads": args.threads, "spinning": args.spinning},
         )  # fmt: skip
         port = read_ports(config)[0]
         node = NodeProcess(config).start()

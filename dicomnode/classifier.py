@@ -140,6 +140,7 @@ class Classifier:
         runtime: str = "torch",
         cache_dir: Path | None = None,
         threads: int = 0,
+        spinning: bool = False,
     ) -> None:
         import torch
 
@@ -158,7 +159,7 @@ class Classifier:
         # Evidence for fracture against the other class(es): w_f - w_n for two classes.
         cam_weight = (weight[fracture] - weight[others].mean(dim=0)).to(self.device)
         self._net: Any = CamNet(self._model, cam_weight).eval()
-        self._backend = self._build_backend(Runtime(runtime), cache_dir, threads)
+        self._backend = self._build_backend(Runtime(runtime), cache_dir, threads, spinning)
 
     @classmethod
     def served(cls, card: ModelCard, backend: Backend) -> Classifier:
@@ -169,7 +170,9 @@ class Classifier:
         self._model = self._net = None
         return self
 
-    def _build_backend(self, runtime: Runtime, cache_dir: Path | None, threads: int) -> Backend:
+    def _build_backend(
+        self, runtime: Runtime, cache_dir: Path | None, threads: int, spinning: bool = False
+    ) -> Backend:
         from dicomnode.torchnet import build_backend, state_sha256
 
         chosen = runtime
@@ -188,6 +191,7 @@ class Classifier:
                 cache_dir=cache_dir,
                 probability=self._probabilities,
                 threads=threads,
+                spinning=spinning,
             )
         except RuntimeCheckFailed as exc:
             if runtime != Runtime.AUTO:
@@ -349,6 +353,7 @@ def load_classifier(
     runtime: str = "torch",
     cache_dir: Path | None = None,
     threads: int = 0,
+    spinning: bool = False,
 ) -> Classifier:
     """The package's classifier, or the untrained demo when no package is configured.
 
@@ -370,6 +375,7 @@ def load_classifier(
                 runtime=Runtime.ONNXRUNTIME if chosen == Runtime.AUTO else chosen,
                 cache_dir=cache_dir,
                 threads=threads,
+                spinning=spinning,
             )
             return Classifier.served(card, backend)
         except RuntimeCheckFailed as exc:
@@ -381,7 +387,8 @@ def load_classifier(
         import torch
 
         torch.set_num_threads(threads)
-    options: dict[str, Any] = {"runtime": runtime, "cache_dir": cache_dir, "threads": threads}
+    options: dict[str, Any] = {"runtime": runtime, "cache_dir": cache_dir, "threads": threads,
+                               "spinning": spinning}  # fmt: skip
     if package is None or str(package) == "":
         return Classifier.demo(architecture=demo_architecture, device=device, **options)
     return Classifier.from_package(package, device=device, **options)

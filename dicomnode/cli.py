@@ -46,7 +46,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
         package or None, device=args.device or settings.model.device,
         demo_architecture=args.demo_architecture or settings.model.demo_architecture,
         runtime=settings.model.runtime, cache_dir=settings.data_dir / "models",
-        threads=settings.model.threads,
+        threads=settings.model.threads, spinning=settings.model.spinning,
     )  # fmt: skip
     if not classifier.card.trained:
         print("warning: no model package given: using the UNTRAINED DEMO model; its results "

@@ -116,6 +116,7 @@ class ModelSettings(_Section):
     max_batch: int = Field(1, ge=1, le=64)
     workers: int = Field(2, ge=1, le=16)
     decode_min_size: int = Field(768, ge=0)
+    spinning: bool = False
 
 
 class DatabaseSettings(_Section):

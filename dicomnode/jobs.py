@@ -446,14 +446,17 @@ class Jobs:
         with self.session() as s:
             return [(d, r) for d, r in s.execute(stmt)]
 
-    def delivery_succeeded(self, delivery_id: int, *, status: int) -> None:
+    def delivery_succeeded(
+        self, delivery_id: int, *, status: int, at: datetime | None = None
+    ) -> None:
+        """Record a delivery as done; `at`: when the peer confirmed it (default: now)."""
         self._update_delivery(
             delivery_id,
             state=DeliveryState.DELIVERED,
             lease_owner=None,
             last_status=status,
             last_error=None,
-            delivered_at=utcnow(),
+            delivered_at=at or utcnow(),
             attempts=Delivery.attempts + 1,
         )
 

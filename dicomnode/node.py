@@ -117,6 +117,7 @@ class Node:
                 runtime=s.model.runtime,
                 cache_dir=data / "models",
                 threads=s.model.threads,
+                spinning=s.model.spinning,
             )
         except (ModelPackageError, OSError, ValueError, RuntimeError, KeyError) as exc:
             where = f"model.package = {s.model.package!r}" if s.model.package else "demo model"

@@ -96,7 +96,8 @@ def deliver_due(
             delivery, result = paths[outcome.path]
             if outcome.ok:
                 assert delivery.id is not None
-                jobs.delivery_succeeded(delivery.id, status=outcome.status or 0)
+                jobs.delivery_succeeded(delivery.id, status=outcome.status or 0,
+                                        at=outcome.answered_at)  # fmt: skip
                 metrics.delivered.inc()
                 delivered += 1
                 sent[(result.study_instance_uid, AuditOutcome.SUCCESS, "sent")] += 1

@@ -85,7 +85,12 @@ def _version(distribution: str) -> str:
 
 
 def load(
-    source: ModelSource, *, runtime: Runtime, cache_dir: Path, threads: int = 0
+    source: ModelSource,
+    *,
+    runtime: Runtime,
+    cache_dir: Path,
+    threads: int = 0,
+    spinning: bool = False,
 ) -> tuple[ModelCard, Backend]:
     """The card and a checked backend for `source` in `runtime` (onnxruntime or openvino),
     preparing the model in a child process when the cache does not have it yet.
@@ -106,7 +111,7 @@ def load(
                 raise ModelPackageError(f"preparing the model left no usable {manifest_path}")
         card = card or ModelCard.from_json(prepared.manifest["card"])
         try:
-            backend = open_backend(runtime, prepared.onnx, threads=threads)
+            backend = open_backend(runtime, prepared.onnx, threads=threads, spinning=spinning)
         except RuntimeCheckFailed:
             raise
         except Exception as exc:  # a damaged export: prepare again, once

@@ -157,11 +157,14 @@ def compare(
     return dp, dcam
 
 
-def open_backend(runtime: Runtime, path: Path, *, threads: int = 0) -> Backend:
-    """An exported graph in ONNX Runtime or OpenVINO (unchecked: see `check_backend`)."""
+def open_backend(
+    runtime: Runtime, path: Path, *, threads: int = 0, spinning: bool = False
+) -> Backend:
+    """An exported graph in ONNX Runtime or OpenVINO (unchecked: see `check_backend`);
+    `spinning`: ONNX Runtime's idle pool threads spin instead of sleeping."""
     if runtime == Runtime.OPENVINO:
         return OpenVinoBackend(path, threads=threads)
-    return OnnxRuntimeBackend(path, threads=threads)
+    return OnnxRuntimeBackend(path, threads=threads, spinning=spinning)
 
 
 def check_backend(

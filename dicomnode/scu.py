@@ -7,6 +7,7 @@ import socket
 import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,8 @@ class SendOutcome:
     path: Path
     status: int | None  # None: no response (association lost)
     error: str | None = None
+    #: When the peer's response arrived (UTC): for a success, when the peer had stored it.
+    answered_at: datetime | None = None
 
     @property
     def ok(self) -> bool:
@@ -121,8 +124,9 @@ def send_files(
                 continue
             code = int(status.Status) if status and "Status" in status else None
             outcomes.append(
-                SendOutcome(path, code, None if code is not None else "no response from peer")
-            )
+                SendOutcome(path, code, None if code is not None else "no response from peer",
+                            answered_at=datetime.now(UTC) if code is not None else None)
+            )  # fmt: skip
     finally:
         if assoc.is_established:
             assoc.release()

@@ -119,6 +119,7 @@ def _open_checked(
     *,
     input_size: int,
     threads: int,
+    spinning: bool = False,
     probability: Callable[[np.ndarray], np.ndarray],
 ) -> Backend:
     """Open (exporting if needed) and check against PyTorch; a damaged export is made again."""
@@ -127,13 +128,13 @@ def _open_checked(
     try:
         try:
             ensure_export(net, input_size=input_size, path=path)
-            backend = open_backend(runtime, path, threads=threads)
+            backend = open_backend(runtime, path, threads=threads, spinning=spinning)
         except RuntimeCheckFailed:
             raise
         except Exception:  # a damaged cached export: make it again, once
             path.unlink(missing_ok=True)
             ensure_export(net, input_size=input_size, path=path)
-            backend = open_backend(runtime, path, threads=threads)
+            backend = open_backend(runtime, path, threads=threads, spinning=spinning)
     except RuntimeCheckFailed:
         raise
     except Exception as exc:  # exporters and runtimes raise anything on unsupported graphs
@@ -155,6 +156,7 @@ def build_backend(
     cache_dir: Path | None,
     probability: Callable[[np.ndarray], np.ndarray],
     threads: int = 0,
+    spinning: bool = False,
 ) -> Backend:
     """The backend for `runtime` in this process, checked against PyTorch.
 
@@ -173,6 +175,7 @@ def build_backend(
             cache_dir = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         path = Path(cache_dir) / f"{architecture}-{key}.onnx"
         backend = _open_checked(runtime, torch_backend, path, input_size=input_size,
-                                threads=threads, probability=probability)  # fmt: skip
+                                threads=threads, spinning=spinning,
+                                probability=probability)  # fmt: skip
     _release_freed_memory()  # the export and the check leave ~100 MB of freed heap behind
     return backend

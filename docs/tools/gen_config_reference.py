@@ -168,6 +168,9 @@ NOTES: dict[str, str] = {
     "or `openvino`; a non-PyTorch runtime is checked against PyTorch at start, and served "
     "without loading PyTorch into the node's process.",
     "model.max_batch": "Images classified in one forward pass when that many are queued.",
+    "model.spinning": "ONNX Runtime's idle threads spin instead of sleeping: inference alone "
+    "~15 % faster, but the node as a whole slower (the spinning threads take the CPU the "
+    "receiver and the overlay need; benchmarks/RESULTS.md).",
     "model.workers": "Worker threads classifying queued images in parallel (one shared model).",
     "orthanc.url": "Orthanc REST API (e.g. `http://127.0.0.1:8042`). Empty: no Orthanc "
     "integration.",

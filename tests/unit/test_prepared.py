@@ -135,3 +135,12 @@ def test_package_served_and_its_errors_reported(tmp_path, rg3):
     (broken / "model.json").write_text(json.dumps(card_json))
     with pytest.raises(ModelPackageError, match="do not fit architecture resnet18"):
         load(tmp_path / "cache", package=broken)
+
+
+@pytest.mark.parametrize("spinning", [False, True])
+def test_spinning_reaches_onnxruntime(cache, spinning):
+    served = load_classifier(None, device="cpu", demo_architecture=TINY, runtime="onnxruntime",
+                             cache_dir=cache, spinning=spinning)  # fmt: skip
+    options = served._backend._session.get_session_options()  # type: ignore[attr-defined]
+    entry = options.get_session_config_entry("session.intra_op.allow_spinning")
+    assert entry == ("1" if spinning else "0")

@@ -47,32 +47,60 @@ def _tls(pki: Path, name: str) -> list[str]:
             str(pki / "ca.crt")]  # fmt: skip
 
 
-def test_tls_scp_accepts_dcmtk_tls_refuses_plaintext_and_delivers_over_tls(tmp_path, node_factory):
-    pki = make_pki(tmp_path / "pki")
-    # A TLS-only destination: dcmtk storescp requiring a client certificate from our CA.
-    peer_dir = tmp_path / "peer"
+def _anonymous_tls(pki: Path) -> list[str]:
+    """A TLS client without a certificate of its own (a modality without one): it still
+    verifies the node against `pki`'s CA."""
+    return ["+tla", "+cf", str(pki / "ca.crt")]
+
+
+def _tls_storescp(tmp_path: Path, aet: str, pki: Path, *, peer_cert: str,
+                  echo_with: list[str]) -> tuple[subprocess.Popen[bytes], int, Path]:  # fmt: skip
+    """A TLS-only dcmtk storescp with `pki`'s peer certificate (`peer_cert`: storescp's
+    --require-peer-cert or --ignore-peer-cert), answering C-ECHO over TLS when returned."""
+    peer_dir = tmp_path / aet.lower()
     peer_dir.mkdir()
     peer_port = free_port()
     peer = subprocess.Popen(
-        ["storescp", "-v", "+xa", "-aet", "TLSPEER", "-od", str(peer_dir), *_tls(pki, "peer"),
-         "--require-peer-cert", str(peer_port)],
-        stdout=(tmp_path / "peer.log").open("wb"), stderr=subprocess.STDOUT, env=dcmtk_env(),
-        start_new_session=True,
+        ["storescp", "-v", "+xa", "-aet", aet, "-od", str(peer_dir), *_tls(pki, "peer"),
+         peer_cert, str(peer_port)],
+        stdout=(tmp_path / f"{aet.lower()}.log").open("wb"), stderr=subprocess.STDOUT,
+        env=dcmtk_env(), start_new_session=True,
     )  # fmt: skip
     try:
         wait_until(
-            lambda: echoscu(port=peer_port, called="TLSPEER", extra=_tls(pki, "client"),
-                            timeout=5).returncode == 0,
-            timeout=30, what="TLS storescp answering",
+            lambda: echoscu(port=peer_port, called=aet, extra=echo_with, timeout=5).returncode
+            == 0,
+            timeout=30, what=f"TLS storescp {aet} answering",
         )  # fmt: skip
-        config = write_node_config(
-            tmp_path / "node",
-            node={"tls_certificate": str(pki / "node.crt"),
-                  "tls_private_key": str(pki / "node.key"),
-                  "tls_ca_certificate": str(pki / "ca.crt"), "tls_required": True},
-            destinations=[{"name": "tlspeer", "ae_title": "TLSPEER", "host": "127.0.0.1",
-                           "port": peer_port, "tls": True}],
-        )  # fmt: skip
+    except BaseException:
+        stop_process(peer, timeout=10)
+        raise
+    return peer, peer_port, peer_dir
+
+
+def _tls_peer(tmp_path: Path, pki: Path) -> tuple[subprocess.Popen[bytes], int, Path]:
+    """The destination: TLS only, requiring a client certificate from `pki`'s CA."""
+    return _tls_storescp(tmp_path, "TLSPEER", pki, peer_cert="--require-peer-cert",
+                         echo_with=_tls(pki, "client"))  # fmt: skip
+
+
+def _tls_node_config(tmp_path: Path, pki: Path, peer_port: int, **node: object) -> Path:
+    """A node with `pki`'s certificates, trusting its CA, delivering over TLS to the peer."""
+    return write_node_config(
+        tmp_path / "node",
+        node={"tls_certificate": str(pki / "node.crt"), "tls_private_key": str(pki / "node.key"),
+              "tls_ca_certificate": str(pki / "ca.crt"), **node},
+        destinations=[{"name": "tlspeer", "ae_title": "TLSPEER", "host": "127.0.0.1",
+                       "port": peer_port, "tls": True}],
+    )  # fmt: skip
+
+
+def test_tls_scp_accepts_dcmtk_tls_refuses_plaintext_and_delivers_over_tls(tmp_path, node_factory):
+    pki = make_pki(tmp_path / "pki")
+    # A TLS-only destination: dcmtk storescp requiring a client certificate from our CA.
+    peer, peer_port, peer_dir = _tls_peer(tmp_path, pki)
+    try:
+        config = _tls_node_config(tmp_path, pki, peer_port, tls_required=True)
         port = read_ports(config)[0]
         node = node_factory(config).wait_ready()
         # `doctor` checks a TLS destination over TLS, as the outbox sends to it.
@@ -120,36 +148,6 @@ def test_tls_scp_accepts_dcmtk_tls_refuses_plaintext_and_delivers_over_tls(tmp_p
         stop_process(peer, timeout=10)
 
 
-def _anonymous_tls(pki: Path) -> list[str]:
-    """A TLS client without a certificate of its own (a modality without one): it still
-    verifies the node against `pki`'s CA."""
-    return ["+tla", "+cf", str(pki / "ca.crt")]
-
-
-def _tls_peer(tmp_path: Path, pki: Path) -> tuple[subprocess.Popen[bytes], int, Path]:
-    """A TLS-only dcmtk storescp with a certificate from `pki`, requiring a client certificate
-    from the same CA; answering C-ECHO over TLS when returned."""
-    peer_dir = tmp_path / "peer"
-    peer_dir.mkdir()
-    peer_port = free_port()
-    peer = subprocess.Popen(
-        ["storescp", "-v", "+xa", "-aet", "TLSPEER", "-od", str(peer_dir), *_tls(pki, "peer"),
-         "--require-peer-cert", str(peer_port)],
-        stdout=(tmp_path / "peer.log").open("wb"), stderr=subprocess.STDOUT, env=dcmtk_env(),
-        start_new_session=True,
-    )  # fmt: skip
-    try:
-        wait_until(
-            lambda: echoscu(port=peer_port, called="TLSPEER", extra=_tls(pki, "client"),
-                            timeout=5).returncode == 0,
-            timeout=30, what="TLS storescp answering",
-        )  # fmt: skip
-    except BaseException:
-        stop_process(peer, timeout=10)
-        raise
-    return peer, peer_port, peer_dir
-
-
 def test_without_client_verification_a_client_without_certificate_stores_and_sending_still_verifies(
     tmp_path, node_factory
 ):
@@ -158,27 +156,15 @@ def test_without_client_verification_a_client_without_certificate_stores_and_sen
     other = make_pki(tmp_path / "other-pki")
     peer, peer_port, peer_dir = _tls_peer(tmp_path, pki)
     # A destination whose certificate comes from a CA the node does not trust.
-    rogue_port = free_port()
-    rogue_scp = subprocess.Popen(
-        ["storescp", "-aet", "ROGUE", "-od", str(tmp_path), *_tls(other, "peer"),
-         "--ignore-peer-cert", str(rogue_port)],
-        stdout=(tmp_path / "rogue.log").open("wb"), stderr=subprocess.STDOUT, env=dcmtk_env(),
-        start_new_session=True,
-    )  # fmt: skip
     try:
-        wait_until(
-            lambda: echoscu(port=rogue_port, called="ROGUE", extra=_anonymous_tls(other),
-                            timeout=5).returncode == 0,
-            timeout=30, what="rogue TLS storescp answering",
-        )  # fmt: skip
-        config = write_node_config(
-            tmp_path / "node",
-            node={"tls_certificate": str(pki / "node.crt"),
-                  "tls_private_key": str(pki / "node.key"),
-                  "tls_ca_certificate": str(pki / "ca.crt"), "tls_verify_clients": False},
-            destinations=[{"name": "tlspeer", "ae_title": "TLSPEER", "host": "127.0.0.1",
-                           "port": peer_port, "tls": True}],
-        )  # fmt: skip
+        rogue_scp, rogue_port, _ = _tls_storescp(tmp_path, "ROGUE", other,
+                                                 peer_cert="--ignore-peer-cert",
+                                                 echo_with=_anonymous_tls(other))  # fmt: skip
+    except BaseException:
+        stop_process(peer, timeout=10)
+        raise
+    try:
+        config = _tls_node_config(tmp_path, pki, peer_port, tls_verify_clients=False)
         port = read_ports(config)[0]
         node = node_factory(config).wait_ready()
 

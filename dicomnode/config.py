@@ -70,10 +70,13 @@ class NodeSettings(_Section):
     def _strip(cls, value: str) -> str:
         return value.strip()
 
-    @field_validator("spool_dir", mode="before")
+    @field_validator("spool_dir", "tls_certificate", "tls_private_key", "tls_ca_certificate",
+                     "tls_client_ca_certificate", mode="before")  # fmt: skip
     @classmethod
     def _no_empty_path(cls, value: Any) -> Any:
-        return None if value == "" else value
+        """An empty value (e.g. `DICOMNODE_NODE__TLS_CA_CERTIFICATE=` in a compose file) is
+        unset, not the current directory."""
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("uid_root")
     @classmethod

@@ -48,6 +48,15 @@ def test_environment_overrides_each_key(tmp_path):
     assert s.api.token == "s3cret" and s.model.device == "cpu"
 
 
+def test_empty_path_variables_mean_unset():
+    # Compose files often pass `VAR=` through: that must not become Path(".").
+    keys = ("SPOOL_DIR", "TLS_CERTIFICATE", "TLS_PRIVATE_KEY", "TLS_CA_CERTIFICATE",
+            "TLS_CLIENT_CA_CERTIFICATE")  # fmt: skip
+    s = load_settings(None, environ={f"DICOMNODE_NODE__{key}": "" for key in keys})
+    assert all(getattr(s.node, key.lower()) is None for key in keys)
+    assert s.spool_dir == s.node.data_dir / "spool"
+
+
 @pytest.mark.parametrize(
     ("env", "key"),
     [

@@ -68,7 +68,9 @@ class PduMeter:
 
     def _start_pdu(self, pdu_type: int, length: int) -> None:
         self._pdu_type, self._pdu_left = pdu_type, length
-        if pdu_type == P_DATA_TF:
+        if not 0x01 <= pdu_type <= 0x07:  # a TLS ClientHello (0x16), HTTP (0x47 'G'), a scan
+            self.exceeded = f"not a DICOM PDU (type 0x{pdu_type:02X})"
+        elif pdu_type == P_DATA_TF:
             if self.max_pdata_pdu and length > self.max_pdata_pdu:
                 self.exceeded = "P-DATA-TF PDU larger than the node accepts"
         elif length > MAX_CONTROL_PDU:

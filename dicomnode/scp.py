@@ -488,6 +488,12 @@ def _metered(recv: Callable[[int], bytearray], sock: Any, assoc: Any,
                      max_pdu_bytes=int(getattr(assoc.ae, "maximum_pdu_size", 0) or 0))  # fmt: skip
 
     def aborted(reason: str) -> None:
+        if getattr(assoc.requestor, "primitive", None) is None:
+            # No A-ASSOCIATE-RQ yet (a TLS client on the plaintext port, an HTTP probe):
+            # pynetdicom's acceptor would wait acse_timeout for one, holding a slot of
+            # max_associations. Wake it now: it closes the connection and frees the slot.
+            with contextlib.suppress(AttributeError):
+                assoc.dul.to_user_queue.put(None)
         calling = str(getattr(assoc.requestor, "ae_title", "") or "")
         ctx.metrics.rejected.labels(status="A-ABORT").inc()
         log.warning("association aborted while receiving", calling_ae_title=calling,

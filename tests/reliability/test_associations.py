@@ -142,3 +142,35 @@ def test_deflate_bomb_is_refused_without_exhausting_memory(tmp_path, node_factor
     assert node.running
     figures("deflate bomb", compressed_kb=bomb.stat().st_size // 1024, inflates_to_mb=3000,
             status="0xA700", rss_growth_mb=(after - before) // 1024)  # fmt: skip
+
+
+def test_a_non_dicom_client_frees_its_slot_at_once(tmp_path, node_factory):
+    """A TLS client on the plaintext port, or an HTTP health check, is aborted on its first
+    bytes, and its slot of max_associations is free again long before acse_timeout."""
+    config = write_node_config(tmp_path / "node",
+                               node={"max_associations": 1, "acse_timeout": 60})  # fmt: skip
+    port = read_ports(config)[0]
+    node = node_factory(config).wait_ready()
+    probes = {
+        "tls": bytes.fromhex("16030102000100") + b"\x03\x03" + bytes(32),  # a ClientHello start
+        "http": b"GET /healthz HTTP/1.1\r\nHost: pacs\r\n\r\n",
+        "small": bytes([0x0A, 0x00, 0x00, 0x00, 0x00, 0x02, 0x00, 0x00]),  # unknown PDU type
+    }
+    freed_after = {}
+    for name, probe in probes.items():
+        raw = socket.create_connection(("127.0.0.1", port))
+        raw.sendall(probe)  # and stays connected, like a client waiting for an answer
+        t0 = time.monotonic()
+        wait_until(lambda: echoscu(port=port, called="DICOMNODE", timeout=5).returncode == 0,
+                   timeout=20, what=f"slot free again after a {name} probe")  # fmt: skip
+        freed_after[name] = round(time.monotonic() - t0, 1)
+        raw.settimeout(10)
+        answer = raw.recv(64)
+        assert answer[:1] in (b"\x07", b""), answer  # an A-ABORT, or closed
+        raw.close()
+    assert node.running
+    figures(
+        "non-DICOM clients",
+        acse_timeout_s=60,
+        **{f"{k}_slot_freed_after_s": v for k, v in freed_after.items()},
+    )

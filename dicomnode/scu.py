@@ -56,6 +56,26 @@ def _quickack(event: Any) -> None:
             event.assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, _TCP_QUICKACK, 1)
 
 
+def _keep_responses(assoc: Any) -> None:
+    """Work around a race in pynetdicom 3.0's association reactor (pydicom/pynetdicom#875):
+    `send_c_store` pauses the reactor through a flag that can be stale for one loop, and a fast
+    peer's response may then be taken by the reactor, logged as "Received unexpected C-STORE
+    service message" and dropped; the sender waits dimse_timeout and the object is sent again
+    (seen once under load, to a pynetdicom peer). A response the reactor takes is put back for
+    the waiting sender, once."""
+    serve = assoc._serve_request
+
+    def serve_or_give_back(msg: Any, context_id: int) -> None:
+        if not msg.is_valid_request and msg.is_valid_response:
+            if not getattr(msg, "_given_back", False):
+                msg._given_back = True
+                assoc.dimse.msg_queue.put((context_id, msg))
+            return
+        serve(msg, context_id)
+
+    assoc._serve_request = serve_or_give_back
+
+
 #: Handlers of every association the node requests.
 _SOCKET_HANDLERS: list[evt.EventHandlerType] = [
     (evt.EVT_CONN_OPEN, _nodelay),
@@ -111,6 +131,7 @@ def send_files(
     )
     if not assoc.is_established:
         raise AssociationFailed(_why_not(assoc))
+    _keep_responses(assoc)
     outcomes: list[SendOutcome] = []
     try:
         for path, ds in datasets:

@@ -146,10 +146,18 @@ def check_model(settings: Settings) -> Check:
     from dicomnode.classifier import load_classifier
 
     m = settings.model
+    models = settings.data_dir / "models"
+    cache: Path | None = models
     try:
+        models.mkdir(parents=True, exist_ok=True)
+    except OSError:  # reported by the spool check; check the model without the cache
+        cache = None
+    try:
+        # As the node loads it: same runtime, same cache, the same check against PyTorch.
         classifier = load_classifier(
-            m.package or None, device=m.device, demo_architecture=m.demo_architecture
-        )
+            m.package or None, device=m.device, demo_architecture=m.demo_architecture,
+            runtime=m.runtime, cache_dir=cache, threads=m.threads, spinning=m.spinning,
+        )  # fmt: skip
     except (ModelPackageError, OSError, ValueError, RuntimeError, KeyError) as exc:
         where = f"model.package = {m.package!r}" if m.package else "the demo model"
         return Check(
@@ -160,9 +168,10 @@ def check_model(settings: Settings) -> Check:
         return Check(
             "model",
             "warn",
-            f"{card.display_name} loaded: no model.package, results are not meaningful",
+            f"{card.display_name} loaded ({classifier.runtime}): no model.package, results "
+            "are not meaningful",
         )
-    return Check("model", "ok", f"{card.display_name} loaded")
+    return Check("model", "ok", f"{card.display_name} loaded ({classifier.runtime})")
 
 
 def check_destinations(settings: Settings) -> list[Check]:

@@ -133,6 +133,7 @@ def test_doctor_reports_each_check_and_serve_refuses_to_start_on_a_failure(tmp_p
     for name in ("spool writable", "disk free", "database", "model"):
         assert name in done.stdout
     assert "UNTRAINED DEMO" in done.stdout and "all checks passed" in done.stdout
+    assert "(onnxruntime)" in done.stdout  # checked as the node runs it: runtime auto on a CPU
 
     # An unreachable database: named (without its password), and the exit code says so.
     bad_db = write_node_config(

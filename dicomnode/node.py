@@ -40,6 +40,7 @@ from dicomnode.tables import utcnow
 from dicomnode.tls import describe_receiving
 from dicomnode.uids import hash_uid, node_salt
 from dicomnode.uploads import UPLOADS_DIR, UploadStore
+from dicomnode.web.access import upload_expired_recorder
 from dicomnode.worker import JobWorker, Loop
 
 log = structlog.stdlib.get_logger("dicomnode.node")
@@ -166,8 +167,12 @@ class Node:
         )
         uploads = UploadStore(data / UPLOADS_DIR)  # HTTP analysis results (issue 10)
 
+        expired = upload_expired_recorder(self.audit,
+                                          retention_hours=s.api.upload_retention_hours)  # fmt: skip
+
         def expire_uploads() -> bool:
-            uploads.remove_expired(retention_hours=s.api.upload_retention_hours)
+            uploads.remove_expired(retention_hours=s.api.upload_retention_hours,
+                                   on_removed=expired)  # fmt: skip
             return False  # idle until the next check
 
         self.uploads_loop = Loop("uploads", expire_uploads, idle=UPLOADS_CLEANUP_SECONDS)

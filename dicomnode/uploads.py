@@ -18,7 +18,7 @@ import secrets
 import shutil
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -112,14 +112,24 @@ class UploadStore:
                     out.append((path.name, path.stat().st_mtime))
         return out
 
-    def remove_expired(self, *, retention_hours: float, now: float | None = None) -> int:
-        """Delete uploads past the retention; returns how many. Each deletion is logged."""
+    def remove_expired(
+        self,
+        *,
+        retention_hours: float,
+        now: float | None = None,
+        on_removed: Callable[[str, dict[str, Any] | None], None] | None = None,
+    ) -> int:
+        """Delete uploads past the retention; returns how many. Each deletion is logged, and
+        `on_removed(upload id, its result or None)` is called after it (the audit trail)."""
         expired = expired_uploads(
             self.entries(), now=time.time() if now is None else now,
             retention_hours=retention_hours,
         )  # fmt: skip
         for upload_id in expired:
+            result = self.load_result(upload_id)
             self.remove(self.root / upload_id)
+            if on_removed is not None:
+                on_removed(upload_id, result)
             log.info("upload deleted by retention", upload=upload_id[:8],
                      retention_hours=retention_hours)  # fmt: skip
         return len(expired)

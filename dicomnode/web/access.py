@@ -315,6 +315,35 @@ class AccessAudit:
         self.audit.save([self.audit.make(actor=actor, peer=peer, **e) for e in events])
 
 
+def upload_expired_recorder(
+    audit: Audit | None, *, retention_hours: float
+) -> Callable[[str, dict[str, Any] | None], None] | None:
+    """`UploadStore.remove_expired`'s `on_removed`: an analysis upload deleted by its
+    retention is a deletion of the studies it held (DICOM Study Deleted, D), one event per
+    study, or one without a study for an upload that held none (a PNG, a failed analysis)."""
+    if audit is None:
+        return None
+
+    def record(upload_id: str, result: dict[str, Any] | None) -> None:
+        studies: dict[str | None, int] = {None: 0}
+        if found := analysis_studies(result or {}):
+            studies = dict(found.items())
+        audit.save([
+            audit.make(event=AuditEventID.STUDY_DELETED, action=AuditAction.DELETE,
+                       actor=UPLOADS_ACTOR, study_uid=study_uid,
+                       object=f"upload:{upload_id[:8]}", count=images,
+                       detail=f"analysis upload deleted after {retention_hours:g} h "
+                              "(api.upload_retention_hours)")
+            for study_uid, images in studies.items()
+        ])  # fmt: skip
+
+    return record
+
+
+#: The audit actor of the node's own clean-up of HTTP uploads.
+UPLOADS_ACTOR = "dicomnode:uploads"
+
+
 # --- pure helpers ---------------------------------------------------------------------------
 
 

@@ -40,7 +40,7 @@ from dicomnode.analysis import AnalysisError, UploadKind, analyze_file, analyze_
 from dicomnode.studyzip import ZipLimits
 from dicomnode.tables import ResultKind
 from dicomnode.uploads import UPLOADS_DIR, UploadStore
-from dicomnode.web.access import AccessAudit
+from dicomnode.web.access import AccessAudit, upload_expired_recorder
 from dicomnode.web.auth import TokenAuth
 from dicomnode.web.i18n import LANGUAGES, MESSAGES, choose_language, translator
 from dicomnode.web.routes import TEMPLATES, _language, _languages, _remember_language
@@ -153,6 +153,7 @@ def add_analysis_routes(app: FastAPI, ctx: ApiContext) -> None:
     limit_bytes = int(api.max_upload_mb * MIB)
     limits = ZipLimits.from_settings(api)
     one_at_a_time = threading.Lock()
+    expired = upload_expired_recorder(ctx.audit, retention_hours=api.upload_retention_hours)
 
     async def receive_file(request: Request) -> tuple[UploadFile, dict[str, str]]:
         """The single uploaded file (within the limit) and the other form fields."""
@@ -237,7 +238,8 @@ def add_analysis_routes(app: FastAPI, ctx: ApiContext) -> None:
         """Analyse (one analysis at a time) and keep the result; on any failure, including
         cancellation, the upload's directory is removed so nothing half-made is listed."""
         with one_at_a_time:
-            store.remove_expired(retention_hours=api.upload_retention_hours)
+            store.remove_expired(retention_hours=api.upload_retention_hours,
+                                 on_removed=expired)  # fmt: skip
             try:
                 result = analyse()
                 finish(directory, upload_id, result, send)

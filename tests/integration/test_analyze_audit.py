@@ -191,3 +191,27 @@ def test_an_upload_the_node_fails_on_is_a_major_failure(node, tmp_path):
     [event] = node.events()
     assert (event.event, event.action, event.outcome) == ("Import", "C", 12)
     assert event.detail == "HTTP analysis upload (dicom) failed: FileExistsError (HTTP 500)"
+
+
+def test_an_upload_deleted_by_its_retention_is_audited_as_deleted(node, tmp_path):
+    from dicomnode.uploads import UPLOADS_DIR, UploadStore
+    from dicomnode.web.access import UPLOADS_ACTOR, upload_expired_recorder
+
+    study = new_uid("audit expiring study")
+    source = small_cr(tmp_path / "a.dcm", study_uid=study, **CANARY)
+    body = node.post(source.read_bytes()).json()
+    store = UploadStore(tmp_path / "var" / UPLOADS_DIR)
+    [(upload_id, mtime)] = store.entries()
+    recorder = upload_expired_recorder(node.audit, retention_hours=24)
+    assert store.remove_expired(retention_hours=24, now=mtime + 23 * 3600,
+                                on_removed=recorder) == 0  # fmt: skip
+    assert [e.event for e in node.events()] == ["Import"]  # nothing deleted, nothing recorded
+    assert store.remove_expired(retention_hours=24, now=mtime + 25 * 3600,
+                                on_removed=recorder) == 1  # fmt: skip
+    deleted = node.events()[-1]
+    assert (deleted.event, deleted.action, deleted.actor) == ("DICOMStudyDeleted", "D",
+                                                              UPLOADS_ACTOR)  # fmt: skip
+    assert deleted.study == node.audit.hash(study) and deleted.count == 1
+    assert deleted.object == f"upload:{upload_id[:8]}" == f"upload:{body['id'][:8]}"
+    assert "24 h" in deleted.detail
+    node.assert_no_identifiers(study, *_uids(source), body["id"])

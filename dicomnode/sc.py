@@ -114,7 +114,7 @@ def render_overlay(
     rows, columns = _fit(image.shape, SC_MAX_SIZE, SC_MAX_SIZE - reserve)
     width = max(columns, MIN_CANVAS_WIDTH)
 
-    grey = _resize(_finite(image), rows, columns, Image.Resampling.LANCZOS)
+    grey = _resize(_finite(image), rows, columns, _grey_filter(image.shape, rows))
     # The class activation map is smooth and coarse (the model's grid): bilinear is enough.
     heat = _resize(_finite(heatmap), rows, columns, Image.Resampling.BILINEAR)
     picture = _blend(grey, heat)
@@ -258,6 +258,15 @@ def _finite(array: np.ndarray) -> np.ndarray:
     """float32 without NaN/inf (a full copy only when there is something to replace)."""
     array = np.asarray(array, dtype=np.float32)
     return array if np.isfinite(array).all() else np.nan_to_num(array)
+
+
+def _grey_filter(shape: tuple[int, ...], rows: int) -> Image.Resampling:
+    """Lanczos to enlarge; Hamming to shrink. A radiograph of 1760 px drawn at ~900 px is a
+    shrink by less than 2, where no box reduction applies and Lanczos (6 taps per source pixel
+    spacing) took 30 ms of the overlay's 42; Hamming takes 10 ms and differs from it by 0.07
+    grey levels on average, < 1 level at the 99th percentile, up to 10 at isolated bone edges
+    (measured on RG3 and RG1, 8 bits per channel)."""
+    return Image.Resampling.HAMMING if rows < shape[0] else Image.Resampling.LANCZOS
 
 
 def _resize(array: np.ndarray, rows: int, columns: int, resample: Image.Resampling) -> np.ndarray:

@@ -157,6 +157,7 @@ def check_model(settings: Settings) -> Check:
         classifier = load_classifier(
             m.package or None, device=m.device, demo_architecture=m.demo_architecture,
             runtime=m.runtime, cache_dir=cache, threads=m.threads, spinning=m.spinning,
+            parallel=m.workers > 1,
         )  # fmt: skip
     except (ModelPackageError, OSError, ValueError, RuntimeError, KeyError) as exc:
         where = f"model.package = {m.package!r}" if m.package else "the demo model"

@@ -141,6 +141,7 @@ class Classifier:
         cache_dir: Path | None = None,
         threads: int = 0,
         spinning: bool = False,
+        parallel: bool = False,
     ) -> None:
         import torch
 
@@ -159,7 +160,9 @@ class Classifier:
         # Evidence for fracture against the other class(es): w_f - w_n for two classes.
         cam_weight = (weight[fracture] - weight[others].mean(dim=0)).to(self.device)
         self._net: Any = CamNet(self._model, cam_weight).eval()
-        self._backend = self._build_backend(Runtime(runtime), cache_dir, threads, spinning)
+        self._backend = self._build_backend(
+            Runtime(runtime), cache_dir, threads, spinning=spinning, parallel=parallel
+        )
 
     @classmethod
     def served(cls, card: ModelCard, backend: Backend) -> Classifier:
@@ -171,7 +174,13 @@ class Classifier:
         return self
 
     def _build_backend(
-        self, runtime: Runtime, cache_dir: Path | None, threads: int, spinning: bool = False
+        self,
+        runtime: Runtime,
+        cache_dir: Path | None,
+        threads: int,
+        *,
+        spinning: bool,
+        parallel: bool,
     ) -> Backend:
         from dicomnode.torchnet import build_backend, state_sha256
 
@@ -192,6 +201,7 @@ class Classifier:
                 probability=self._probabilities,
                 threads=threads,
                 spinning=spinning,
+                parallel=parallel,
             )
         except RuntimeCheckFailed as exc:
             if runtime != Runtime.AUTO:
@@ -290,8 +300,12 @@ class Classifier:
         """Classify one image from `preprocess.to_grayscale` (float32 HxW in [0, 1])."""
         return self.predict_batch([image])[0]
 
-    def predict_batch(self, images: Sequence[np.ndarray]) -> list[Prediction]:
-        """Classify several images in one forward pass (any sizes; each is letterboxed)."""
+    def predict_batch(
+        self, images: Sequence[np.ndarray], *, busy: bool = False
+    ) -> list[Prediction]:
+        """Classify several images in one forward pass (any sizes; each is letterboxed).
+
+        `busy`: other images are being classified at the same time (see `Backend.run`)."""
         if not images:
             return []
         card = self.card
@@ -303,7 +317,7 @@ class Classifier:
                 for image in images
             ]
         )
-        logits, cam = self._backend.run(batch)
+        logits, cam = self._backend.run(batch, busy=busy)
         fracture = self._probabilities(logits)
         cams = np.maximum(cam, 0.0).astype(np.float32)
         predictions = []
@@ -354,13 +368,15 @@ def load_classifier(
     cache_dir: Path | None = None,
     threads: int = 0,
     spinning: bool = False,
+    parallel: bool = False,
 ) -> Classifier:
     """The package's classifier, or the untrained demo when no package is configured.
 
     `runtime` picks the inference runtime (see `dicomnode.runtime`); exported graphs are
     cached in `cache_dir`. With a cache, ONNX Runtime and OpenVINO on the CPU are served
     without importing PyTorch (`dicomnode.prepared`); `threads` is also PyTorch's thread count
-    when PyTorch runs the model.
+    when PyTorch runs the model. `spinning`, `parallel`: see `runtime.OnnxRuntimeBackend`
+    (`parallel` is for callers classifying from several threads at once).
     """
     chosen = Runtime(runtime)
     if cache_dir is not None and chosen != Runtime.TORCH and resolve_device(device) == "cpu":
@@ -376,6 +392,7 @@ def load_classifier(
                 cache_dir=cache_dir,
                 threads=threads,
                 spinning=spinning,
+                parallel=parallel,
             )
             return Classifier.served(card, backend)
         except RuntimeCheckFailed as exc:
@@ -388,7 +405,7 @@ def load_classifier(
 
         torch.set_num_threads(threads)
     options: dict[str, Any] = {"runtime": runtime, "cache_dir": cache_dir, "threads": threads,
-                               "spinning": spinning}  # fmt: skip
+                               "spinning": spinning, "parallel": parallel}  # fmt: skip
     if package is None or str(package) == "":
         return Classifier.demo(architecture=demo_architecture, device=device, **options)
     return Classifier.from_package(package, device=device, **options)

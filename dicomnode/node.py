@@ -119,6 +119,7 @@ class Node:
                 cache_dir=data / "models",
                 threads=s.model.threads,
                 spinning=s.model.spinning,
+                parallel=s.model.workers > 1,
             )
         except (ModelPackageError, OSError, ValueError, RuntimeError, KeyError) as exc:
             where = f"model.package = {s.model.package!r}" if s.model.package else "demo model"

@@ -8,6 +8,7 @@ study:  quiet for study_stable_seconds → SR over all classified images (new ve
 from __future__ import annotations
 
 import errno
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -104,6 +105,10 @@ class Pipeline:
         self.retry_max = settings.node.resource_retry_max_seconds
         #: Study UID → consecutive report write failures (backoff; forgotten on restart).
         self._report_failures: dict[str, int] = {}
+        #: Batches in hand across the worker threads: with more than one, each is classified
+        #: on one core (`Backend.run(busy=True)`) instead of all cores for each in turn.
+        self._in_hand = 0
+        self._in_hand_lock = threading.Lock()
 
     # --- one image ----------------------------------------------------------------------------
 
@@ -117,6 +122,15 @@ class Pipeline:
         Each job is prepared (read, eligibility, preprocess) and completed (SC, record) on its
         own, so one bad image never fails the others.
         """
+        with self._in_hand_lock:
+            self._in_hand += 1
+        try:
+            return self._process_batch(jobs)
+        finally:
+            with self._in_hand_lock:
+                self._in_hand -= 1
+
+    def _process_batch(self, jobs: Sequence[Job]) -> list[JobState]:
         prepared: list[tuple[Job, Dataset, np.ndarray, float]] = []
         states: dict[int, JobState] = {}
         for job in jobs:
@@ -128,7 +142,9 @@ class Pipeline:
                 prepared.append((job, *outcome))
         if prepared:
             started = time.perf_counter()
-            predictions = self.classifier.predict_batch([image for _, _, image, _ in prepared])
+            predictions = self.classifier.predict_batch(
+                [image for _, _, image, _ in prepared], busy=self._in_hand > 1
+            )
             inference_ms = (time.perf_counter() - started) * 1000 / len(prepared)
             for (job, ds, image, preprocess_ms), prediction in zip(
                 prepared, predictions, strict=True

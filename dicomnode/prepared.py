@@ -91,6 +91,7 @@ def load(
     cache_dir: Path,
     threads: int = 0,
     spinning: bool = False,
+    parallel: bool = False,
 ) -> tuple[ModelCard, Backend]:
     """The card and a checked backend for `source` in `runtime` (onnxruntime or openvino),
     preparing the model in a child process when the cache does not have it yet.
@@ -111,7 +112,8 @@ def load(
                 raise ModelPackageError(f"preparing the model left no usable {manifest_path}")
         card = card or ModelCard.from_json(prepared.manifest["card"])
         try:
-            backend = open_backend(runtime, prepared.onnx, threads=threads, spinning=spinning)
+            backend = open_backend(runtime, prepared.onnx, threads=threads, spinning=spinning,
+                                   parallel=parallel)  # fmt: skip
         except RuntimeCheckFailed:
             raise
         except Exception as exc:  # a damaged export: prepare again, once

@@ -58,7 +58,7 @@ class TorchBackend:
     device: str
     name: str = "torch"
 
-    def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def run(self, batch: np.ndarray, *, busy: bool = False) -> tuple[np.ndarray, np.ndarray]:
         x = torch.from_numpy(batch).to(self.device).contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
             logits, cam = self.net(x)
@@ -120,6 +120,7 @@ def _open_checked(
     input_size: int,
     threads: int,
     spinning: bool = False,
+    parallel: bool = False,
     probability: Callable[[np.ndarray], np.ndarray],
 ) -> Backend:
     """Open (exporting if needed) and check against PyTorch; a damaged export is made again."""
@@ -128,13 +129,15 @@ def _open_checked(
     try:
         try:
             ensure_export(net, input_size=input_size, path=path)
-            backend = open_backend(runtime, path, threads=threads, spinning=spinning)
+            backend = open_backend(runtime, path, threads=threads, spinning=spinning,
+                                   parallel=parallel)  # fmt: skip
         except RuntimeCheckFailed:
             raise
         except Exception:  # a damaged cached export: make it again, once
             path.unlink(missing_ok=True)
             ensure_export(net, input_size=input_size, path=path)
-            backend = open_backend(runtime, path, threads=threads, spinning=spinning)
+            backend = open_backend(runtime, path, threads=threads, spinning=spinning,
+                                   parallel=parallel)  # fmt: skip
     except RuntimeCheckFailed:
         raise
     except Exception as exc:  # exporters and runtimes raise anything on unsupported graphs
@@ -157,6 +160,7 @@ def build_backend(
     probability: Callable[[np.ndarray], np.ndarray],
     threads: int = 0,
     spinning: bool = False,
+    parallel: bool = False,
 ) -> Backend:
     """The backend for `runtime` in this process, checked against PyTorch.
 
@@ -175,7 +179,7 @@ def build_backend(
             cache_dir = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         path = Path(cache_dir) / f"{architecture}-{key}.onnx"
         backend = _open_checked(runtime, torch_backend, path, input_size=input_size,
-                                threads=threads, spinning=spinning,
+                                threads=threads, spinning=spinning, parallel=parallel,
                                 probability=probability)  # fmt: skip
     _release_freed_memory()  # the export and the check leave ~100 MB of freed heap behind
     return backend

@@ -168,10 +168,14 @@ NOTES: dict[str, str] = {
     "or `openvino`; a non-PyTorch runtime is checked against PyTorch at start, and served "
     "without loading PyTorch into the node's process.",
     "model.max_batch": "Images classified in one forward pass when that many are queued.",
-    "model.spinning": "ONNX Runtime's idle threads spin instead of sleeping: inference alone "
-    "~15 % faster, but the node as a whole slower (the spinning threads take the CPU the "
-    "receiver and the overlay need; benchmarks/RESULTS.md).",
-    "model.workers": "Worker threads classifying queued images in parallel (one shared model).",
+    "model.spinning": "ONNX Runtime's pool threads spin between operators instead of sleeping "
+    "while an image is classified (never after: they are parked when the run returns). "
+    "Inference alone ~15 % faster; in the node the gain was within the run-to-run noise "
+    "(benchmarks/RESULTS.md).",
+    "model.workers": "Worker threads classifying queued images in parallel (one shared model). "
+    "With more than one and ONNX Runtime, an image classified while another is in hand runs "
+    "on one core (a second, single-threaded session, ~100 MB): ~15 % less inference CPU per "
+    "image in a burst; a lone image still gets every thread.",
     "orthanc.url": "Orthanc REST API (e.g. `http://127.0.0.1:8042`). Empty: no Orthanc "
     "integration.",
     "orthanc.username": "Orthanc REST user; empty: no authentication.",

@@ -88,3 +88,40 @@ def test_a_batch_gives_the_results_of_single_images(tmp_path, pipeline_parts):
         assert pipeline.process(single) == JobState.CLASSIFIED
         alone = jobs.get_job(single.id).probability
         assert abs(alone - jobs.get_job(job_id).probability) <= 1e-5
+
+
+def test_images_in_hand_together_are_classified_as_busy(tmp_path, pipeline_parts):
+    """Two worker threads with an image each: both runs are `busy` (one core each); an image
+    alone is not (all cores for it)."""
+    jobs, _spool, pipeline, receive = pipeline_parts
+    for i in range(3):
+        receive(data.copy_with_new_uids(data.cat_dx(), tmp_path / f"busy{i}.dcm"))
+    real, prepare = pipeline.classifier, pipeline._prepare
+    both_in_hand = threading.Barrier(2, timeout=30)
+    seen: list[bool] = []
+
+    def prepare_together(job):
+        prepared = prepare(job)
+        if len(seen) < 2:
+            both_in_hand.wait()  # the two threads' images are both in hand
+        return prepared
+
+    class Recording:
+        card = real.card
+
+        def predict_batch(self, images, *, busy=False):
+            seen.append(busy)
+            return real.predict_batch(images, busy=busy)
+
+    pipeline.classifier, pipeline._prepare = Recording(), prepare_together
+    first, second, third = (jobs.claim_batch(owner="t", lease_seconds=60, limit=1)[0]
+                            for _ in range(3))  # fmt: skip
+    threads = [threading.Thread(target=pipeline.process, args=(job,)) for job in (first, second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert seen == [True, True]
+    assert pipeline.process(third) == JobState.CLASSIFIED
+    assert seen == [True, True, False]
+    assert all(jobs.get_job(j.id).state == JobState.CLASSIFIED for j in (first, second))

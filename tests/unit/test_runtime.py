@@ -4,6 +4,7 @@ checked, and a graph that does not reproduce PyTorch is refused."""
 from __future__ import annotations
 
 import importlib.util
+import threading
 
 import numpy as np
 import pydicom
@@ -11,7 +12,14 @@ import pytest
 
 from dicomnode.classifier import Classifier
 from dicomnode.preprocess import to_grayscale
-from dicomnode.runtime import MAX_PROBABILITY_DELTA, RuntimeCheckFailed
+from dicomnode.runtime import (
+    MAX_PROBABILITY_DELTA,
+    OnnxRuntimeBackend,
+    Runtime,
+    RuntimeCheckFailed,
+    check_backend,
+    check_inputs,
+)
 from tests.support import data
 
 TINY = data.TINY_ARCH
@@ -114,3 +122,80 @@ def test_real_efficientnet_b4_in_onnxruntime_matches_torch(images, tmp_path):
     assert abs(expected.probability - got.probability) <= MAX_PROBABILITY_DELTA
     assert got.heatmap.shape == expected.heatmap.shape == (512, 512)
     assert np.abs(got.heatmap - expected.heatmap).max() <= 1e-3
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_two_threads_classify_at_once_with_the_results_of_one(runtime, images, tmp_path):
+    # The node's workers share one backend; OpenVINO's compiled-model call refused a second
+    # concurrent inference ("Infer Request is busy") before each thread had its own request.
+    classifier = Classifier.demo(architecture=TINY, device="cpu", runtime=runtime,
+                                 cache_dir=tmp_path, parallel=True)  # fmt: skip
+    expected = [classifier.predict(image) for image in images]
+    start = threading.Barrier(2)
+    results: dict[tuple[int, int], float] = {}
+    errors: list[BaseException] = []
+
+    def work(thread: int, busy: bool) -> None:
+        start.wait()
+        try:
+            for round_ in range(4):
+                for i, image in enumerate(images):
+                    got = classifier.predict_batch([image], busy=busy)[0]
+                    results[(thread, round_ * len(images) + i)] = abs(
+                        got.probability - expected[i].probability
+                    ) + float(np.abs(got.heatmap - expected[i].heatmap).max())
+        except BaseException as exc:  # reported below, with the thread's failure
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(n, n == 1)) for n in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert len(results) == 2 * 4 * len(images)
+    assert max(results.values()) <= 1e-5
+
+
+def test_a_parallel_backend_has_a_single_threaded_session_for_busy_runs(tmp_path, images):
+    classifier = Classifier.demo(architecture=TINY, device="cpu", runtime="onnxruntime",
+                                 cache_dir=tmp_path, parallel=True)  # fmt: skip
+    backend = classifier._backend
+    assert backend.parallel
+    assert backend._parallel.get_session_options().intra_op_num_threads == 1
+    assert backend._session.get_session_options().intra_op_num_threads == 0  # all cores
+    plain = Classifier.demo(architecture=TINY, device="cpu", runtime="onnxruntime",
+                            cache_dir=tmp_path)  # fmt: skip
+    assert not plain._backend.parallel  # one worker: one session, no extra memory
+
+
+def test_the_load_check_covers_the_busy_session(tmp_path):
+    """A backend whose single-core session disagreed with PyTorch is refused, even when its
+    main session is right."""
+    path, size = _tiny_export(tmp_path)
+    reference_backend = OnnxRuntimeBackend(path, parallel=True)
+    reference = reference_backend.run(check_inputs(size))
+
+    class BusyIsWrong:
+        name, parallel = "onnxruntime", True
+
+        def run(self, batch, *, busy=False):
+            logits, cam = reference_backend.run(batch)
+            return (logits + np.array([0.0, 5.0], np.float32), cam) if busy else (logits, cam)
+
+    def probability(logits):
+        return 1 / (1 + np.exp(logits[:, 0] - logits[:, 1]))
+
+    check_backend(Runtime.ONNXRUNTIME, reference_backend, reference, input_size=size,
+                  probability=probability)  # fmt: skip
+    with pytest.raises(RuntimeCheckFailed, match="does not reproduce PyTorch"):
+        check_backend(Runtime.ONNXRUNTIME, BusyIsWrong(), reference, input_size=size,
+                      probability=probability)  # fmt: skip
+
+
+def _tiny_export(tmp_path):
+    from dicomnode.torchnet import export_onnx
+
+    tiny = Classifier.demo(architecture=TINY, device="cpu", runtime="torch")
+    size = tiny.card.input_size
+    return export_onnx(tiny._net, input_size=size, target=tmp_path / "tiny.onnx"), size

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response, status
@@ -24,7 +24,7 @@ from dicomnode.config import Settings
 from dicomnode.jobs import Jobs
 from dicomnode.metrics import Metrics
 from dicomnode.spool import Spool
-from dicomnode.tables import Job, JobState, ResultKind, Study
+from dicomnode.tables import Job, JobState, ResultKind, Study, utcnow
 from dicomnode.web import routes as web
 from dicomnode.web.access import AccessAudit, client_id
 from dicomnode.web.analyze import add_analysis_routes
@@ -144,6 +144,25 @@ def create_app(ctx: ApiContext) -> FastAPI:
                              detail="waiting job retried now" if waiting
                              else "failed job requeued")  # fmt: skip
         return {"id": job_id, "state": "queued"}
+
+    @app.post("/api/studies/{study_instance_uid}/report/retry", dependencies=auth)
+    def retry_study_report(study_instance_uid: str, request: Request) -> dict[str, Any]:
+        """A study report waiting after a failed write (disk full, …) is built now instead of
+        at its `report_retry_at`."""
+        if ctx.jobs.study(study_instance_uid) is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "no such study")
+        if not ctx.jobs.retry_study_report_now(study_instance_uid):
+            study = ctx.jobs.study(study_instance_uid)
+            busy = study is not None and study.report_owner is not None
+            raise HTTPException(status.HTTP_409_CONFLICT,
+                                "study report is being built now" if busy
+                                else "study has no report waiting")  # fmt: skip
+        if ctx.audit is not None:
+            ctx.audit.record(event=AuditEventID.INSTANCES_ACCESSED, action=AuditAction.UPDATE,
+                             actor=client_id(request, ctx.settings.node.log_salt),
+                             study_uid=study_instance_uid, object="study-report",
+                             detail="waiting study report retried now")  # fmt: skip
+        return {"study_instance_uid": study_instance_uid, "report": "due"}
 
     @app.get("/api/studies/{study_instance_uid}", dependencies=auth)
     def get_study(study_instance_uid: str, request: Request) -> dict[str, Any]:
@@ -288,6 +307,8 @@ def study_json(ctx: ApiContext, study: Study) -> dict[str, Any]:
         "max_probability": study.max_probability,
         "report_version": study.report_version,
         "reported_at": _iso(study.reported_at),
+        # A report waiting after a failed write (disk full, …): when it is tried again.
+        "report_retry_at": _iso(_report_retry_at(study)),
         "images": [job_json(j) for j in sorted(jobs, key=lambda j: j.id or 0)],
         "results": [
             {
@@ -311,6 +332,15 @@ def study_json(ctx: ApiContext, study: Study) -> dict[str, Any]:
             "accession_number": study.accession_number,
         }
     return data
+
+
+def _report_retry_at(study: Study) -> datetime | None:
+    """The "not before" of a report no node is building (`Jobs.release_study_report`)."""
+    at = study.report_lease_expires_at
+    if study.report_owner is not None or at is None:
+        return None
+    aware = at if at.tzinfo is not None else at.replace(tzinfo=UTC)  # SQLite: naive UTC
+    return at if aware > utcnow() else None
 
 
 def _iso(value: Any) -> str | None:

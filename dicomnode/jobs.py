@@ -619,6 +619,23 @@ class Jobs:
             )
             s.commit()
 
+    def retry_study_report_now(self, study_instance_uid: str) -> bool:
+        """Make a study report waiting after a failed build (`release_study_report` with a
+        `retry_after`, e.g. disk full) due at once, e.g. once the disk is freed. Only a waiting
+        report: no node holds its claim and its "not before" is still ahead; a live claim is
+        never touched. True if it was waiting."""
+        now = utcnow()
+        with self.session() as s:
+            n = s.execute(
+                update(Study)
+                .where(col(Study.study_instance_uid) == study_instance_uid)
+                .where(col(Study.report_owner).is_(None))
+                .where(col(Study.report_lease_expires_at) > now)
+                .values(report_lease_expires_at=None)
+            ).rowcount  # type: ignore[attr-defined]
+            s.commit()
+            return bool(n)
+
     def claim_deliveries(
         self, *, owner: str, lease_seconds: float, limit: int = 100
     ) -> list[tuple[Delivery, Result]]:

@@ -12,10 +12,10 @@ exported once to ONNX and cached under the node's data dir, keyed by the SHA-256
 seeded inputs the fracture probability may differ by at most `MAX_PROBABILITY_DELTA` and the
 CAM by 1 % of its range, otherwise the runtime is refused with `RuntimeCheckFailed`.
 
-Measured (benchmarks/RESULTS.md): ONNX Runtime fp32 is 1.7–1.95× (2-vCPU Intel Xeon) to 2.4×
-(2-vCPU Zen 4) faster than PyTorch eager at batch 1, at equal outputs (≈1e-6), and always
-installed, so `auto` means ONNX Runtime on CPU and PyTorch on CUDA. OpenVINO fp32 was between
-13 % faster and 8 % slower on the Xeon (run to run) and 1.6× slower on the Zen 4.
+Measured (benchmarks/RESULTS.md): ONNX Runtime fp32 is 1.7–2.2× (2-vCPU Intel Xeon, run to
+run) to 2.4× (2-vCPU Zen 4) faster than PyTorch eager at batch 1, at equal outputs (≈1e-6),
+and always installed, so `auto` means ONNX Runtime on CPU and PyTorch on CUDA. OpenVINO fp32
+was between 13 % faster and 8 % slower on the Xeon (run to run) and 1.6× slower on the Zen 4.
 """
 
 from __future__ import annotations

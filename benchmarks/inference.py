@@ -127,7 +127,8 @@ def main() -> None:
                     run(batch)
                     elapsed = (time.perf_counter() - started) * 1000 / batch_size
                     timings.setdefault((name, batch_size), []).append(elapsed)
-        concurrency = two_at_once(onnx_path, inputs[:1], images=4 * args.rounds)
+        concurrency = two_at_once(onnx_path, variants["torch eager fp32"], inputs[:1],
+                                  images=4 * args.rounds)  # fmt: skip
     base = {b: median(timings[("torch eager fp32", b)]) for b in batches}
     rows = []
     for (name, batch_size), values in timings.items():
@@ -146,7 +147,8 @@ def main() -> None:
           f"{after['load_average']}")  # fmt: skip
     print(table(rows, ["runtime", "batch", "ms/image", "images/s", "speed-up vs eager",
                        "speed-up vs eager b1", "max |Δp|", "CAM Δ", "within 1e-3"]))  # fmt: skip
-    print(table(concurrency, ["onnxruntime fp32, batch 1", "images/s", "CPU ms/image"]))
+    print(table(concurrency, ["runtime", "batch 1", "images/s", "CPU ms/image",
+                              "vs eager's best"]))  # fmt: skip
     raw = {f"{k[0]}|b{k[1]}": v for k, v in timings.items()}
     write_json("inference", {"machine_before": before, "machine_after": after,
                              "model": card.version, "input_size": card.input_size,
@@ -154,17 +156,21 @@ def main() -> None:
                args.out)  # fmt: skip
 
 
-def two_at_once(onnx_path: Path, one: np.ndarray, *, images: int) -> list[dict[str, Any]]:
-    """images/s and process CPU ms per image: one at a time; two callers sharing the all-cores
-    session; two callers each on the single-threaded session (the node in a burst)."""
+def two_at_once(
+    onnx_path: Path, eager_run: Callable[[np.ndarray], Any], one: np.ndarray, *, images: int
+) -> list[dict[str, Any]]:
+    """images/s and process CPU ms per image, batch 1: one image at a time on all cores; two
+    callers sharing them; two callers with one core each (the node in a burst), for ONNX
+    Runtime and, at the same concurrency, PyTorch eager."""
     backend = OnnxRuntimeBackend(onnx_path, parallel=True)
+    all_cores = torch.get_num_threads()
 
-    def measure(callers: int, busy: bool) -> tuple[float, float]:
+    def measure(run: Callable[[], Any], callers: int) -> tuple[float, float]:
         def loop() -> None:
             for _ in range(images // callers):
-                backend.run(one, busy=busy)
+                run()
 
-        backend.run(one, busy=busy)  # warm-up
+        run()  # warm-up
         threads = [threading.Thread(target=loop) for _ in range(callers)]
         wall, cpu = time.perf_counter(), time.process_time()
         for thread in threads:
@@ -176,12 +182,26 @@ def two_at_once(onnx_path: Path, one: np.ndarray, *, images: int) -> list[dict[s
                 (time.process_time() - cpu) * 1000 / done)  # fmt: skip
 
     rows = []
-    variants = (("one at a time, all cores", 1, False),
-                ("two at once, sharing all cores", 2, False),
-                ("two at once, one core each (the node's burst)", 2, True))  # fmt: skip
-    for label, callers, busy in variants:
-        ips, cpu = measure(callers, busy)
-        rows.append({"onnxruntime fp32, batch 1": label, "images/s": ips, "CPU ms/image": cpu})
+    variants = (
+        ("onnxruntime fp32", "one at a time, all cores", 1, lambda: backend.run(one)),
+        ("onnxruntime fp32", "two at once, sharing all cores", 2, lambda: backend.run(one)),
+        ("onnxruntime fp32", "two at once, one core each (the node's burst)", 2,
+         lambda: backend.run(one, busy=True)),
+        ("torch eager fp32", "one at a time, all cores", 1, lambda: eager_run(one)),
+        ("torch eager fp32", "two at once, one core each", 2, lambda: eager_run(one)),
+    )  # fmt: skip
+    for runtime, label, callers, run in variants:
+        torch.set_num_threads(1 if runtime.startswith("torch") and callers > 1 else all_cores)
+        ips, cpu = measure(run, callers)
+        rows.append({"runtime": runtime, "batch 1": label, "images/s": ips,
+                     "CPU ms/image": cpu})  # fmt: skip
+    torch.set_num_threads(all_cores)
+    ort_best = max(r["images/s"] for r in rows if r["runtime"] == "onnxruntime fp32")
+    eager_best = max(r["images/s"] for r in rows if r["runtime"] == "torch eager fp32")
+    for row in rows:
+        row["vs eager's best"] = row["images/s"] / eager_best
+    rows.append({"runtime": "best / best", "batch 1": "", "images/s": ort_best / eager_best,
+                 "CPU ms/image": "", "vs eager's best": ""})  # fmt: skip
     return rows
 
 

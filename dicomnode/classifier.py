@@ -130,6 +130,8 @@ class Classifier:
 
     card: ModelCard
     device: str
+    #: The model cache files this classifier is served from (kept by `dicomnode.model_cache`).
+    cache_files: tuple[Path, ...] = ()
 
     def __init__(
         self,
@@ -165,11 +167,14 @@ class Classifier:
         )
 
     @classmethod
-    def served(cls, card: ModelCard, backend: Backend) -> Classifier:
+    def served(
+        cls, card: ModelCard, backend: Backend, *, cache_files: tuple[Path, ...] = ()
+    ) -> Classifier:
         """A classifier around an already checked ONNX Runtime/OpenVINO backend (CPU), built
         without PyTorch (`dicomnode.prepared`); it has no `model`."""
         self = cls.__new__(cls)
         self.card, self.device, self._backend = card, "cpu", backend
+        self.cache_files = cache_files
         self._model = self._net = None
         return self
 
@@ -386,7 +391,7 @@ def load_classifier(
             Path(package) if package else None, demo_architecture=demo_architecture
         )
         try:
-            card, backend = prepared.load(
+            card, backend, files = prepared.load(
                 source,
                 runtime=Runtime.ONNXRUNTIME if chosen == Runtime.AUTO else chosen,
                 cache_dir=cache_dir,
@@ -394,7 +399,7 @@ def load_classifier(
                 spinning=spinning,
                 parallel=parallel,
             )
-            return Classifier.served(card, backend)
+            return Classifier.served(card, backend, cache_files=files)
         except RuntimeCheckFailed as exc:
             if chosen != Runtime.AUTO:
                 raise

@@ -171,6 +171,8 @@ class RetentionSettings(_Section):
     results_orthanc_url: str = ""
     # The audit trail: six years by default (HIPAA keeps security documentation that long).
     audit_days: float = Field(2190.0, ge=0)
+    # Prepared models in data_dir/models not used for this long (dicomnode.model_cache).
+    model_cache_days: float = Field(30.0, ge=0)
 
     @field_validator("schedule")
     @classmethod

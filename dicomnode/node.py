@@ -23,6 +23,7 @@ from dicomnode.db import SchemaError, make_engine
 from dicomnode.jobs import Jobs
 from dicomnode.logconfig import set_salt
 from dicomnode.metrics import Metrics
+from dicomnode.model_cache import clean_model_cache, mark_used
 from dicomnode.orthanc import OrthancPull, OutcomeRecorder, api_from_settings
 from dicomnode.outbox import deliver_due
 from dicomnode.pipeline import Pipeline
@@ -256,11 +257,23 @@ class Node:
             log.info("retention run skipped: another run holds the lock")
         except (SQLAlchemyError, OSError) as exc:
             log.error("retention run failed; the next run continues", error=type(exc).__name__)
+        self._clean_model_cache()
+
+    def _clean_model_cache(self) -> None:
+        """Remove prepared models not used for retention.model_cache_days, never this node's."""
+        days = self.settings.retention.model_cache_days
+        if days <= 0:
+            return
+        keep = self.classifier.cache_files if self.classifier is not None else ()
+        mark_used(keep)  # in use as long as the node runs, however long since it loaded it
+        clean_model_cache(self.settings.node.data_dir / "models", days=days, keep=keep,
+                          now=utcnow())  # fmt: skip
 
     def _start_retention(self) -> None:
         r = self.settings.retention
         if not r.enabled:
             return
+        self._clean_model_cache()  # the model is loaded: what it uses is marked and kept
         self.retention_scheduler = RetentionScheduler(schedule=r.schedule, run=self._run_retention)
         self.retention_scheduler.start()
 

@@ -29,12 +29,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NamedTuple
 
 import numpy as np
 import structlog
 
 from dicomnode.card import ModelCard, ModelPackageError, read_package
+from dicomnode.model_cache import mark_used
 from dicomnode.runtime import (
     Backend,
     Runtime,
@@ -84,6 +85,12 @@ def _version(distribution: str) -> str:
         return "none"
 
 
+class Loaded(NamedTuple):
+    card: ModelCard
+    backend: Backend
+    files: tuple[Path, ...]  # the cache files the model is served from
+
+
 def load(
     source: ModelSource,
     *,
@@ -92,9 +99,10 @@ def load(
     threads: int = 0,
     spinning: bool = False,
     parallel: bool = False,
-) -> tuple[ModelCard, Backend]:
+) -> Loaded:
     """The card and a checked backend for `source` in `runtime` (onnxruntime or openvino),
-    preparing the model in a child process when the cache does not have it yet.
+    preparing the model in a child process when the cache does not have it yet. The cache
+    files it is served from are marked used (`dicomnode.model_cache`).
 
     Raises ModelPackageError for a model that cannot be loaded and RuntimeCheckFailed (a
     ModelPackageError) for a runtime that does not reproduce PyTorch.
@@ -127,7 +135,8 @@ def load(
             continue
         check_backend(runtime, backend, prepared.reference, input_size=card.input_size,
                       probability=functools.partial(probabilities, card=card))  # fmt: skip
-        return card, backend
+        mark_used(prepared.files)
+        return Loaded(card, backend, prepared.files)
     raise AssertionError("unreachable")
 
 
@@ -137,6 +146,11 @@ class _Prepared:
     manifest: dict[str, Any]
     onnx: Path
     reference: tuple[np.ndarray, np.ndarray]
+    reference_path: Path
+
+    @property
+    def files(self) -> tuple[Path, ...]:
+        return (self.manifest_path, self.onnx, self.reference_path)
 
     def discard(self) -> None:
         for path in (self.manifest_path, self.onnx):
@@ -151,11 +165,12 @@ def _read(manifest_path: Path) -> _Prepared | None:
             return None
         folder = manifest_path.parent
         onnx = folder / manifest["onnx"]
-        with np.load(folder / manifest["reference"]) as npz:
+        reference_path = folder / manifest["reference"]
+        with np.load(reference_path) as npz:
             reference = (np.asarray(npz["logits"], np.float32), np.asarray(npz["cam"], np.float32))
         if not onnx.is_file():
             return None
-        return _Prepared(manifest_path, manifest, onnx, reference)
+        return _Prepared(manifest_path, manifest, onnx, reference, reference_path)
     except (OSError, ValueError, KeyError, TypeError):
         return None
 

@@ -21,6 +21,7 @@ import numpy as np
 import structlog
 import torch
 
+from dicomnode.model_cache import mark_used
 from dicomnode.runtime import (
     OPSET,
     Backend,
@@ -105,10 +106,12 @@ def export_onnx(net: CamNet, *, input_size: int, target: Path) -> Path:
 
 
 def ensure_export(net: CamNet, *, input_size: int, path: Path) -> Path:
-    """`path`, exported from `net` unless it is already there."""
+    """`path`, exported from `net` unless it is already there (then marked used)."""
     if not path.is_file():
         log.info("exporting the model to ONNX (once per weights)")
         export_onnx(net, input_size=input_size, target=path)
+    else:
+        mark_used([path])
     return path
 
 

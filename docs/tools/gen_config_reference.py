@@ -143,6 +143,13 @@ NOTES: dict[str, str] = {
     "in batches of 5,000 rows per transaction; the run records one `AuditLogUsed` event (action "
     "D) with the count. 2190 = 6 years, the retention HIPAA sets for security documentation "
     "(45 CFR 164.316(b)(2)); other rules may ask for longer (section 6). 0: keep.",
+    "retention.model_cache_days": "Prepared models in `data_dir/models` (manifest `*.json`, "
+    "ONNX graph `*.onnx` of ~75–100 MB, check outputs `*.reference.npz`) that no load has used "
+    "for this many days are deleted at node start and after each scheduled run (with "
+    "`enabled`); each load (`serve`, `doctor`, `classify`) marks the files it uses by their "
+    "modification time. Never the model the node serves, nor a file of any other name or a "
+    "symlink. A new model version or a torch/timm upgrade leaves the previous model's files "
+    "unused. 0: keep.",
     "model.decode_min_size": "JPEG 2000 sources are decoded at the smallest reduced "
     "resolution whose long side is still at least this many pixels (the model letterboxes the "
     "long side to `input_size`). 0: always decode at full size.",

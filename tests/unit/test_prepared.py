@@ -82,9 +82,11 @@ def test_served_classifier_equals_torch(cache, rg3):
 
 
 def test_prepared_once_then_reused(cache):
-    stamps = {p: p.stat().st_mtime_ns for p in cache.iterdir()}
+    # Inodes, not mtimes: a load marks its files used by their mtime (dicomnode.model_cache);
+    # writing them again (temporary file + rename) would give new inodes.
+    stamps = {p: p.stat().st_ino for p in cache.iterdir()}
     load(cache)
-    assert {p: p.stat().st_mtime_ns for p in cache.iterdir()} == stamps
+    assert {p: p.stat().st_ino for p in cache.iterdir()} == stamps
 
 
 def test_a_graph_that_does_not_reproduce_torch_is_refused(cache, tmp_path):

@@ -82,9 +82,9 @@ def test_auto_is_onnxruntime_on_cpu(tmp_path):
 def test_export_is_cached_by_weights(tmp_path):
     Classifier.demo(architecture=TINY, device="cpu", runtime="onnxruntime", cache_dir=tmp_path)
     (first,) = tmp_path.glob("*.onnx")
-    stamp = first.stat().st_mtime_ns
+    stamp = first.stat().st_ino  # not mtime: a reuse marks the file used (model_cache)
     Classifier.demo(architecture=TINY, device="cpu", runtime="onnxruntime", cache_dir=tmp_path)
-    assert first.stat().st_mtime_ns == stamp  # reused, not exported again
+    assert first.stat().st_ino == stamp  # reused, not exported again (a new file, new inode)
     Classifier.demo(architecture=TINY, device="cpu", runtime="onnxruntime", cache_dir=tmp_path,
                     seed=1)  # fmt: skip
     assert len(list(tmp_path.glob("*.onnx"))) == 2  # other weights, other graph

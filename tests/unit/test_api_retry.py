@@ -6,31 +6,19 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from fastapi.testclient import TestClient
 
-from dicomnode.api import ApiContext, create_app
-from dicomnode.audit import Audit
-from dicomnode.config import Settings
-from dicomnode.db import make_engine
 from dicomnode.jobs import Jobs, Received
-from dicomnode.metrics import Metrics
 from dicomnode.tables import JobState, utcnow
+from tests.support.api_client import api_client
 
 STUDY = "1.2.826.0.1.3680043.8.498.32"
-TOKEN = "t0ken"
 WAITING = "waiting: results cannot be written (ENOSPC); attempt 1, next in 3600 s"
 
 
 @pytest.fixture
-def api(tmp_path) -> tuple[TestClient, Jobs, Audit]:
-    engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
-    jobs, audit = Jobs(engine), Audit(engine, salt="salt")
-    settings = Settings.model_validate({"api": {"token": TOKEN}, "node": {"log_salt": "salt"}})
-    ctx = ApiContext(settings=settings, jobs=jobs, metrics=Metrics(), card=lambda: None,
-                     readiness=dict, audit=audit)  # fmt: skip
-    client = TestClient(create_app(ctx), headers={"Authorization": f"Bearer {TOKEN}"})
-    yield client, jobs, audit
-    engine.dispose()
+def api(tmp_path):
+    with api_client(tmp_path) as parts:
+        yield parts
 
 
 def _job(jobs: Jobs, n: int) -> int:

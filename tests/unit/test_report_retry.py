@@ -23,10 +23,10 @@ from dicomnode.spool import Spool
 from dicomnode.tables import JobState, ResultKind, utcnow
 from dicomnode.worker import JobWorker
 from tests.support import data
+from tests.support.api_client import TOKEN, api_client
 from tests.support.peers import wait_until
 
 STUDY = "1.2.826.0.1.3680043.8.498.77"
-TOKEN = "t0ken"
 
 
 def _item(n: int) -> Received:
@@ -112,14 +112,8 @@ def test_unknown_study_and_nothing_waiting_change_nothing(database_url):
 
 @pytest.fixture
 def api(tmp_path):
-    engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
-    jobs, audit = Jobs(engine), Audit(engine, salt="salt")
-    settings = Settings.model_validate({"api": {"token": TOKEN}, "node": {"log_salt": "salt"}})
-    ctx = ApiContext(settings=settings, jobs=jobs, metrics=Metrics(), card=lambda: None,
-                     readiness=dict, audit=audit)  # fmt: skip
-    client = TestClient(create_app(ctx), headers={"Authorization": f"Bearer {TOKEN}"})
-    yield client, jobs, audit
-    engine.dispose()
+    with api_client(tmp_path) as parts:
+        yield parts
 
 
 def _updates(audit: Audit) -> list:

@@ -1,0 +1,33 @@
+"""The node's HTTP API in-process (FastAPI's TestClient) over a fresh SQLite database, with the
+audit trail on: for tests of API routes that need no running node."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+
+from dicomnode.api import ApiContext, create_app
+from dicomnode.audit import Audit
+from dicomnode.config import Settings
+from dicomnode.db import make_engine
+from dicomnode.jobs import Jobs
+from dicomnode.metrics import Metrics
+
+TOKEN = "t0ken"
+
+
+@contextmanager
+def api_client(tmp_path: Path) -> Iterator[tuple[TestClient, Jobs, Audit]]:
+    """(client sending the bearer token, the API's Jobs, its Audit); salt "salt"."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    jobs, audit = Jobs(engine), Audit(engine, salt="salt")
+    settings = Settings.model_validate({"api": {"token": TOKEN}, "node": {"log_salt": "salt"}})
+    ctx = ApiContext(settings=settings, jobs=jobs, metrics=Metrics(), card=lambda: None,
+                     readiness=dict, audit=audit)  # fmt: skip
+    try:
+        yield TestClient(create_app(ctx), headers={"Authorization": f"Bearer {TOKEN}"}), jobs, audit
+    finally:
+        engine.dispose()

@@ -76,8 +76,8 @@ class OnnxRuntimeBackend:
       between images.
     - With `parallel`, a second, single-threaded session serves the images run while others
       are in hand (`run(busy=True)`): in a burst each worker then has a core of its own, which
-      gives ~20 % more images per CPU second than two runs sharing one pool
-      (benchmarks/RESULTS.md). It shares nothing with the first but the graph file (≈ 100 MB
+      takes 8–17 % less CPU per image than two runs sharing one pool
+      (benchmarks/RESULTS.md). It shares nothing with the first but the graph file (100–200 MB
       more RSS).
     """
 

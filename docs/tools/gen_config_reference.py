@@ -181,7 +181,7 @@ NOTES: dict[str, str] = {
     "(benchmarks/RESULTS.md).",
     "model.workers": "Worker threads classifying queued images in parallel (one shared model). "
     "With more than one and ONNX Runtime, an image classified while another is in hand runs "
-    "on one core (a second, single-threaded session, ~100 MB): ~15 % less inference CPU per "
+    "on one core (a second, single-threaded session, 100–200 MB): 8–17 % less inference CPU per "
     "image in a burst; a lone image still gets every thread.",
     "orthanc.url": "Orthanc REST API (e.g. `http://127.0.0.1:8042`). Empty: no Orthanc "
     "integration.",

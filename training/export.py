@@ -6,14 +6,20 @@ Writes `weights.safetensors` and `model.json` (via `dicomnode.card.write_card`, 
 the weights' SHA-256). The temperature and the two operating points are fitted on the
 validation logits stored in the checkpoint (see `training.thresholds`). The package is then
 loaded with `dicomnode.classifier.Classifier.from_package` and checked to reproduce the
-checkpoint model's probability on a probe image (< 1e-4).
+checkpoint model's probability on a probe image, within the tolerance the node itself applies
+to a runtime (`dicomnode.runtime.MAX_PROBABILITY_DELTA`).
 
 With `--onnx`, `model.onnx` is written too, with outputs `logits` (B, classes) and `features`
 (B, C, h, w: the last feature map, from which the class activation map is computed), a dynamic
 batch axis and input `input` (B, 3, S, S) as `preprocess.to_model_input` makes it. Its outputs
-are compared with PyTorch's on a probe image and random inputs; the export fails (and removes
-the file) when the logits differ by more than 1e-4, or the features by more than 1e-4 of their
-largest magnitude.
+are compared with PyTorch's on a probe image and random inputs with the node's own load-time
+check (`dicomnode.runtime.compare`): the calibrated P(fracture) may differ by at most
+`MAX_PROBABILITY_DELTA` and the class activation map by `MAX_CAM_RELATIVE_DELTA` of its range;
+otherwise the export fails and removes the file. What a user sees is a probability against two
+thresholds and a heatmap, so those are what is compared. Raw float32 outputs are not gated on an
+absolute figure: summation order changes with the thread count and the CPU's kernels, and the
+same export was measured at 4.8e-07 on one machine and 1.07e-04 on another. Every figure is
+reported (`metrics.onnx_check` in the card, and on the command line).
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import argparse
 import datetime as dt
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +39,7 @@ from safetensors.torch import save_file
 from dicomnode import preprocess
 from dicomnode.card import CARD_FILE, WEIGHTS_FILE, ModelCard, sha256_file, write_card
 from dicomnode.classifier import Classifier, create_model
+from dicomnode.runtime import MAX_CAM_RELATIVE_DELTA, MAX_PROBABILITY_DELTA, compare
 from training.checkpoint import load_checkpoint
 from training.config import ConfigError
 from training.metrics import (
@@ -44,8 +51,6 @@ from training.metrics import (
 from training.thresholds import calibrated_probability, choose_thresholds, fit_temperature
 
 ONNX_FILE = "model.onnx"
-ONNX_TOLERANCE = 1e-4
-PACKAGE_TOLERANCE = 1e-4
 DEFAULT_NAME = "dicomnode fracture triage"
 
 
@@ -73,8 +78,19 @@ class _LogitsAndFeatures(torch.nn.Module):
         return model.forward_head(features), features
 
 
-def export_onnx(model: torch.nn.Module, path: Path, inputs: torch.Tensor) -> dict[str, float]:
-    """Write `path`, run it with ONNX Runtime on `inputs`; max abs difference per output."""
+def export_onnx(
+    model: torch.nn.Module,
+    path: Path,
+    inputs: torch.Tensor,
+    *,
+    probability: Callable[[np.ndarray], np.ndarray],
+    fracture: int,
+) -> dict[str, float]:
+    """Write `path`, run it with ONNX Runtime on `inputs` and compare with PyTorch.
+
+    Returns the figures of the comparison: `max_delta_probability` and `cam_relative` (what
+    the node's load-time check gates on), and, for information, the largest absolute logit
+    difference and the feature difference relative to the features' largest magnitude."""
     import onnxruntime
 
     wrapper = _LogitsAndFeatures(model).eval()
@@ -93,13 +109,39 @@ def export_onnx(model: torch.nn.Module, path: Path, inputs: torch.Tensor) -> dic
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     ort_logits, ort_features = session.run(None, {"input": inputs.numpy()})
     with torch.inference_mode():
-        logits, features = wrapper(inputs)
-    features_diff = float(np.abs(ort_features - features.numpy()).max())
+        logits, features = (t.numpy() for t in wrapper(inputs))
+    cam_weight = _cam_weight(model, fracture)
+    dp, dcam = compare(
+        (logits, np.einsum("bchw,c->bhw", features, cam_weight)),
+        (ort_logits, np.einsum("bchw,c->bhw", ort_features, cam_weight)),
+        probability=probability,
+    )
+    scale = max(1.0, float(np.abs(features).max()))
     return {
-        "logits": float(np.abs(ort_logits - logits.numpy()).max()),
-        "features": features_diff,
-        "features_relative": features_diff / max(1.0, float(features.abs().max())),
+        "max_delta_probability": dp,
+        "cam_relative": dcam,
+        "logits_max_abs": float(np.abs(ort_logits - logits).max()),
+        "features_relative": float(np.abs(ort_features - features).max()) / scale,
     }
+
+
+def onnx_refusal(check: dict[str, float]) -> str | None:
+    """Why the figures of `export_onnx` refuse the ONNX graph, or None when they pass."""
+    dp, dcam = check["max_delta_probability"], check["cam_relative"]
+    if dp <= MAX_PROBABILITY_DELTA and dcam <= MAX_CAM_RELATIVE_DELTA:
+        return None
+    return (
+        f"ONNX Runtime does not reproduce PyTorch: max |Δ P(fracture)| = {dp:.2e} (allowed "
+        f"{MAX_PROBABILITY_DELTA:.0e}), class activation map differs by {dcam:.2e} of its "
+        f"range (allowed {MAX_CAM_RELATIVE_DELTA:.0e})"
+    )
+
+
+def _cam_weight(model: torch.nn.Module, fracture: int) -> np.ndarray:
+    """w_fracture - mean(w_other) of the linear head, as `dicomnode.classifier` builds the CAM."""
+    weight = model.get_classifier().weight.detach().to(torch.float32).numpy()  # type: ignore[operator]
+    others = [i for i in range(weight.shape[0]) if i != fracture]
+    return np.asarray(weight[fracture] - weight[others].mean(axis=0))
 
 
 def _limitations(checkpoint: dict[str, Any]) -> tuple[str, ...]:
@@ -190,15 +232,26 @@ def export(
     if onnx:
         generator = torch.Generator().manual_seed(0)
         inputs = torch.cat([batch, torch.randn(3, 3, size, size, generator=generator)])
-        diffs = export_onnx(model, out / ONNX_FILE, inputs)
-        metrics["onnx_max_abs_diff"] = diffs
-        worst = max(diffs["logits"], diffs["features_relative"])
-        if worst > ONNX_TOLERANCE:
+        check = export_onnx(
+            model,
+            out / ONNX_FILE,
+            inputs,
+            probability=lambda z: calibrated_probability(
+                z, temperature=temperature, class_index=fracture
+            ),
+            fracture=fracture,
+        )
+        metrics["onnx_check"] = {
+            **{key: float(f"{value:.3e}") for key, value in check.items()},
+            "allowed": {
+                "max_delta_probability": MAX_PROBABILITY_DELTA,
+                "cam_relative": MAX_CAM_RELATIVE_DELTA,
+            },
+        }
+        refusal = onnx_refusal(check)
+        if refusal:
             (out / ONNX_FILE).unlink()
-            raise ExportError(
-                f"ONNX outputs differ from PyTorch by {worst:.2e} (> {ONNX_TOLERANCE}; logits "
-                "absolute, features relative to their largest value); model.onnx was not kept"
-            )
+            raise ExportError(f"{refusal}; model.onnx was not kept")
     card = ModelCard(
         name=name,
         version=version
@@ -225,11 +278,13 @@ def export(
             model(batch).double().numpy(), temperature=temperature, class_index=fracture
         )[0]
     served = Classifier.from_package(out, device="cpu").predict(probe).probability
-    if abs(served - expected) > PACKAGE_TOLERANCE:
+    # The node serves through ONNX Runtime by default: the same tolerance as its load-time check.
+    if abs(served - expected) > MAX_PROBABILITY_DELTA:
         (out / CARD_FILE).unlink()  # an unusable package must not be loadable
         raise ExportError(
             f"the package gives P(fracture) {served:.6f} on the probe image, the checkpoint "
-            f"{expected:.6f}: preprocessing or the classifier differs from training"
+            f"{expected:.6f} (allowed difference {MAX_PROBABILITY_DELTA:.0e}): preprocessing "
+            "or the classifier differs from training"
         )
     return card
 
@@ -283,8 +338,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{card.threshold_low:.4f}/{card.threshold_high:.4f}, temperature "
         f"{card.temperature:.3f}, validation AUC {validation['auc']:.4f}"
     )
-    if "onnx_max_abs_diff" in card.metrics:
-        print(f"ONNX max abs diff vs PyTorch: {card.metrics['onnx_max_abs_diff']}")
+    if "onnx_check" in card.metrics:
+        check = card.metrics["onnx_check"]
+        print(
+            "ONNX Runtime vs PyTorch: max |Δ P(fracture)| "
+            f"{check['max_delta_probability']:.2e} (allowed {MAX_PROBABILITY_DELTA:.0e}), "
+            f"CAM {check['cam_relative']:.2e} of its range (allowed {MAX_CAM_RELATIVE_DELTA:.0e}), "
+            f"logits max |Δ| {check['logits_max_abs']:.2e}"
+        )
     return 0
 
 

@@ -22,6 +22,7 @@ from dicomnode.classifier import (
     outcome_for,
 )
 from dicomnode.preprocess import heatmap_to_image, to_grayscale, to_model_input
+from dicomnode.runtime import MAX_PROBABILITY_DELTA
 from tests.support import data
 
 TINY = data.TINY_ARCH
@@ -138,9 +139,9 @@ def test_batch_equals_single(tiny, radiograph, wide):
     assert len(batch) == 3 and tiny.predict_batch([]) == []
     for image, together in zip(images, batch, strict=True):
         alone = tiny.predict(image)
-        assert abs(alone.probability - together.probability) < 1e-5
+        assert abs(alone.probability - together.probability) <= MAX_PROBABILITY_DELTA
         assert alone.heatmap.shape == together.heatmap.shape
-        assert np.abs(alone.heatmap - together.heatmap).max() < 1e-5
+        assert np.abs(alone.heatmap - together.heatmap).max() <= 1e-3
 
 
 def test_temperature_scales_the_logit(tiny, radiograph):

@@ -55,7 +55,7 @@ def test_runtime_reproduces_torch_on_real_radiographs(runtime, reference, images
     assert classifier.runtime.startswith(runtime)
     for image in images:
         expected, got = reference.predict(image), classifier.predict(image)
-        assert abs(expected.probability - got.probability) <= 1e-5
+        assert abs(expected.probability - got.probability) <= MAX_PROBABILITY_DELTA
         assert got.outcome == expected.outcome
         assert got.heatmap.shape == expected.heatmap.shape
         assert np.abs(got.heatmap - expected.heatmap).max() <= 1e-3
@@ -69,8 +69,8 @@ def test_runtime_batch_equals_single(runtime, images, tmp_path):
     together = classifier.predict_batch(images)
     for image, batched in zip(images, together, strict=True):
         alone = classifier.predict(image)
-        assert abs(alone.probability - batched.probability) <= 1e-5
-        assert np.abs(alone.heatmap - batched.heatmap).max() <= 1e-5
+        assert abs(alone.probability - batched.probability) <= MAX_PROBABILITY_DELTA
+        assert np.abs(alone.heatmap - batched.heatmap).max() <= 1e-3
 
 
 def test_auto_is_onnxruntime_on_cpu(tmp_path):
@@ -98,7 +98,7 @@ def test_a_damaged_cached_export_is_made_again(tmp_path, reference, images):
                                  cache_dir=tmp_path)  # fmt: skip
     assert cached.stat().st_size > 1000
     got, expected = classifier.predict(images[0]), reference.predict(images[0])
-    assert abs(got.probability - expected.probability) <= 1e-5
+    assert abs(got.probability - expected.probability) <= MAX_PROBABILITY_DELTA
 
 
 def test_a_graph_that_does_not_reproduce_torch_is_refused(tmp_path):
@@ -154,7 +154,7 @@ def test_two_threads_classify_at_once_with_the_results_of_one(runtime, images, t
         t.join()
     assert not errors, errors
     assert len(results) == 2 * 4 * len(images)
-    assert max(results.values()) <= 1e-5
+    assert max(results.values()) <= MAX_PROBABILITY_DELTA + 1e-3  # Δp + Δheatmap
 
 
 def test_a_parallel_backend_has_a_single_threaded_session_for_busy_runs(tmp_path, images):

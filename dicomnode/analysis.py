@@ -45,6 +45,7 @@ from pydicom.uid import (
 from dicomnode import preprocess
 from dicomnode.card import ModelCard
 from dicomnode.classifier import Classifier, outcome_for
+from dicomnode.library_warnings import summarised
 from dicomnode.offline import FileResult, classify_files
 from dicomnode.sc import SC_MAX_SIZE, render_overlay
 from dicomnode.studyzip import ArchiveRejected, ZipLimits, read_members
@@ -241,6 +242,7 @@ def _sc_png(path: Path, max_size: int) -> bytes:
 # --- one file -----------------------------------------------------------------------------------
 
 
+@summarised("uploaded file")
 def analyze_file(
     data: bytes, *, kind: UploadKind, classifier: Classifier, uid_root: str, directory: Path
 ) -> dict[str, Any]:
@@ -315,6 +317,7 @@ class _Entry:
     reason: str | None = None
 
 
+@summarised("uploaded study")
 def analyze_study(
     archive: Path, *, classifier: Classifier, uid_root: str, directory: Path, limits: ZipLimits
 ) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from typing import Any, TextIO
 
 import structlog
 
+from dicomnode import library_warnings
 from dicomnode.uids import hash_uid
 
 #: Event keys whose values are patient attributes: never written, only hashed.
@@ -136,6 +137,7 @@ def configure_logging(
     )
     handler = logging.StreamHandler(stream)
     handler.setFormatter(formatter)
+    library_warnings.install(handler)  # one summary per dataset, not a line per odd byte
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -24,6 +24,7 @@ from dicomnode import preprocess
 from dicomnode.classifier import Classifier, Outcome, Prediction, outcome_for
 from dicomnode.config import Settings
 from dicomnode.jobs import Jobs
+from dicomnode.library_warnings import summarised
 from dicomnode.metrics import Metrics
 from dicomnode.sc import build_sc
 from dicomnode.spool import Spool, SpoolFull
@@ -157,6 +158,7 @@ class Pipeline:
                 )  # fmt: skip
         return [states[job.id] for job in jobs if job.id is not None]
 
+    @summarised("job")
     def _prepare(self, job: Job) -> JobState | tuple[Dataset, np.ndarray, float]:
         """(dataset, display image, preprocess ms), or the terminal state it ended in."""
         structlog.contextvars.clear_contextvars()
@@ -188,6 +190,7 @@ class Pipeline:
             )
         return ds, image, (time.perf_counter() - started) * 1000
 
+    @summarised("job")
     def _complete(
         self,
         job: Job,
@@ -292,6 +295,7 @@ class Pipeline:
 
     # --- one study ----------------------------------------------------------------------------
 
+    @summarised("study report")
     def report_study(self, study_instance_uid: str, *, owner: str | None = None) -> int | None:
         """Build and queue the next SR version for a stable study; returns the version made.
 

@@ -32,6 +32,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from dicomnode.audit import Audit, AuditAction, AuditEventID, AuditOutcome
 from dicomnode.config import NodeSettings
 from dicomnode.jobs import Jobs, Received
+from dicomnode.library_warnings import summarised
 from dicomnode.metrics import Metrics
 from dicomnode.pdu_guard import PduMeter, metered_recv
 from dicomnode.spool import Spool
@@ -83,6 +84,7 @@ def looks_like_uid(value: object) -> bool:
     )
 
 
+@summarised("received object")
 def handle_store(event: Any, ctx: StoreContext) -> int:
     """EVT_C_STORE handler. Returns the DIMSE status."""
     structlog.contextvars.clear_contextvars()
@@ -202,6 +204,7 @@ def _oversized(event: Any, limit: int) -> tuple[StoreStatus, str] | None:
     return None
 
 
+@summarised("received object")
 def store_bytes(
     ctx: StoreContext,
     encoded: bytes,

@@ -43,7 +43,13 @@ from dicomnode.uploads import UPLOADS_DIR, UploadStore
 from dicomnode.web.access import AccessAudit, upload_expired_recorder
 from dicomnode.web.auth import TokenAuth
 from dicomnode.web.i18n import LANGUAGES, MESSAGES, choose_language, translator
-from dicomnode.web.routes import TEMPLATES, _language, _languages, _remember_language
+from dicomnode.web.routes import (
+    TEMPLATES,
+    _language,
+    _languages,
+    _remember_language,
+    login_page,
+)
 
 if TYPE_CHECKING:
     from dicomnode.api import ApiContext
@@ -437,14 +443,8 @@ def _add_pages(app: FastAPI, ctx: ApiContext, auth: TokenAuth) -> None:
         language = _language(request)
         if not auth.is_authorized(request):  # the sign-in form, answered 401 like the worklist
             target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-            login = TEMPLATES.TemplateResponse(
-                request, "login.html",
-                {"t": translator(language), "lang": language, "languages": _languages(),
-                 "error": False, "next": target},
-                status_code=status.HTTP_401_UNAUTHORIZED,
-            )  # fmt: skip
-            _remember_language(request, login, language)
-            return login
+            return login_page(request, error=False, code=status.HTTP_401_UNAUTHORIZED,
+                              next_path=target)  # fmt: skip
         t = translator(language)
         card = ctx.card()
         context = {

@@ -6,10 +6,11 @@ body drained up to a cap so the client reads the answer). The kind of file is fo
 content (`analysis.sniff`), never its name. Errors answer `{"detail": message, "code": code}`
 with the message in the client's language (`?lang=`, the language cookie, Accept-Language).
 
-Auth is the worklist page's: the bearer token, or the page's session cookie (SameSite=Strict,
-so a cross-site form cannot carry it). `send=true` changes the DICOM network, so it needs the
-bearer token itself. One analysis runs at a time (the worker shares the two cores); further
-requests wait their turn.
+Auth is the worklist page's: the bearer token, or the page's session cookie (SameSite=Strict;
+a page on another port of the same host is the same site, so `guard.BrowserGuard` also
+requires the node's own origin for a cookie POST). `send=true` changes the DICOM network, so
+it needs the bearer token itself. One analysis runs at a time (the worker shares the two
+cores); further requests wait their turn.
 
 Results are kept under `data_dir/uploads/<id>/` (`uploads.py`) and listed at
 `GET /api/analyses/{id}`; each downloadable file at `GET /api/analyses/{id}/files/{name}`.

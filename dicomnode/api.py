@@ -12,8 +12,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response, status
-from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import JSONResponse
 from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
@@ -29,6 +28,8 @@ from dicomnode.web import routes as web
 from dicomnode.web.access import AccessAudit, client_id
 from dicomnode.web.analyze import add_analysis_routes
 from dicomnode.web.auth import TokenAuth
+from dicomnode.web.docs import add_docs_routes
+from dicomnode.web.guard import BrowserGuard
 
 if TYPE_CHECKING:
     from dicomnode.classifier import Classifier
@@ -73,6 +74,16 @@ def create_app(ctx: ApiContext) -> FastAPI:
     require_token = TokenAuth(ctx.settings.api.token, on_refused=refused)
     auth = [Depends(require_token)]
     access = AccessAudit.of(app, ctx)  # reads of identifiers (dicomnode/web/access.py)
+    # Security headers on every response; cookie POSTs only from the node's own pages.
+    api = ctx.settings.api
+    app.add_middleware(
+        BrowserGuard,
+        auth=TokenAuth(api.token),
+        public_url=api.public_url,
+        on_refused=lambda request, why: access.refused(
+            request, why=f"cross-origin request refused ({why})"
+        ),
+    )
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
@@ -207,9 +218,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     def openapi() -> JSONResponse:
         return JSONResponse(app.openapi())
 
-    @app.get("/docs", dependencies=auth, include_in_schema=False)
-    def docs() -> HTMLResponse:
-        return get_swagger_ui_html(openapi_url="/openapi.json", title="dicomnode API")
+    add_docs_routes(app, auth)  # Swagger UI from the node itself, no CDN (web/docs.py)
 
     # --- worklist API and page (dicomnode/web) --------------------------------------------
 

@@ -13,6 +13,7 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -108,6 +109,18 @@ class ApiSettings(_Section):
     max_zip_uncompressed_mb: float = Field(2048.0, gt=0)
     max_compression_ratio: float = Field(100.0, ge=1)
     upload_retention_hours: float = Field(24.0, ge=0)
+    # Browser hardening (dicomnode/web/guard.py)
+    public_url: str = ""
+    login_max_failures: int = Field(5, ge=1, le=1000)
+    login_failure_window_seconds: float = Field(300.0, gt=0, le=86400)
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str) -> str:
+        parts = urlsplit(value.strip())
+        if value.strip() and (parts.scheme not in ("http", "https") or not parts.hostname):
+            raise ValueError("public_url must be an http(s) URL such as https://triage.example")
+        return value.strip()
 
 
 class ModelSettings(_Section):

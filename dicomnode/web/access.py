@@ -13,7 +13,8 @@ or patient attribute) with PS3.15 Event IDs:
 - Export (110106), action R: a result file of an analysis downloaded (overlay PNG, SC/SR,
   XLSX report): patient data leaving the node.
 - User Authentication (110114): a refused token on the analysis routes (as `api.py` does for
-  the others).
+  the others), a failed or throttled sign-in on `/login`, a cross-origin request refused by
+  `guard.BrowserGuard`.
 
 What counts as an identifier read: a response holding a patient attribute (name, ID, birth
 date, accession number), a Study/Series/SOP Instance UID, or pixels of a patient's image.
@@ -298,14 +299,15 @@ class AccessAudit:
             for study_uid in studies
         ])  # fmt: skip
 
-    def refused(self, request: Request) -> None:
-        """A refused token (User Authentication, outcome 4), as api.py records it."""
+    def refused(self, request: Request, *, why: str = "bearer token refused") -> None:
+        """A refused token, sign-in or cross-origin request (User Authentication, outcome 4),
+        as api.py records a refused token; `why` holds no identifier nor submitted text."""
         if self.audit is None:
             return
         self._save(request, [{
             "event": AuditEventID.USER_AUTHENTICATION, "action": AuditAction.EXECUTE,
             "outcome": AuditOutcome.MINOR_FAILURE,
-            "detail": f"bearer token refused: {request.method} {request.url.path}",
+            "detail": f"{why}: {request.method} {request.url.path}",
         }])  # fmt: skip
 
     def _save(self, request: Request, events: list[dict[str, Any]]) -> None:

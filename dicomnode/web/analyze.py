@@ -6,10 +6,11 @@ body drained up to a cap so the client reads the answer). The kind of file is fo
 content (`analysis.sniff`), never its name. Errors answer `{"detail": message, "code": code}`
 with the message in the client's language (`?lang=`, the language cookie, Accept-Language).
 
-Auth is the worklist page's: the bearer token, or the page's session cookie (SameSite=Strict,
-so a cross-site form cannot carry it). `send=true` changes the DICOM network, so it needs the
-bearer token itself. One analysis runs at a time (the worker shares the two cores); further
-requests wait their turn.
+Auth is the worklist page's: the bearer token, or the page's session cookie (SameSite=Strict;
+a page on another port of the same host is the same site, so `guard.BrowserGuard` also
+requires the node's own origin for a cookie POST). `send=true` changes the DICOM network, so
+it needs the bearer token itself. One analysis runs at a time (the worker shares the two
+cores); further requests wait their turn.
 
 Results are kept under `data_dir/uploads/<id>/` (`uploads.py`) and listed at
 `GET /api/analyses/{id}`; each downloadable file at `GET /api/analyses/{id}/files/{name}`.
@@ -43,7 +44,13 @@ from dicomnode.uploads import UPLOADS_DIR, UploadStore
 from dicomnode.web.access import AccessAudit, upload_expired_recorder
 from dicomnode.web.auth import TokenAuth
 from dicomnode.web.i18n import LANGUAGES, MESSAGES, choose_language, translator
-from dicomnode.web.routes import TEMPLATES, _language, _languages, _remember_language
+from dicomnode.web.routes import (
+    TEMPLATES,
+    _language,
+    _languages,
+    _remember_language,
+    login_page,
+)
 
 if TYPE_CHECKING:
     from dicomnode.api import ApiContext
@@ -437,14 +444,8 @@ def _add_pages(app: FastAPI, ctx: ApiContext, auth: TokenAuth) -> None:
         language = _language(request)
         if not auth.is_authorized(request):  # the sign-in form, answered 401 like the worklist
             target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-            login = TEMPLATES.TemplateResponse(
-                request, "login.html",
-                {"t": translator(language), "lang": language, "languages": _languages(),
-                 "error": False, "next": target},
-                status_code=status.HTTP_401_UNAUTHORIZED,
-            )  # fmt: skip
-            _remember_language(request, login, language)
-            return login
+            return login_page(request, error=False, code=status.HTTP_401_UNAUTHORIZED,
+                              next_path=target)  # fmt: skip
         t = translator(language)
         card = ctx.card()
         context = {

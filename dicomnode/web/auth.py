@@ -4,8 +4,9 @@ API clients send `Authorization: Bearer <token>`. A browser cannot send that hea
 navigates, so the login form (POST /login) checks the token once and sets an HttpOnly,
 SameSite=Strict cookie holding an HMAC of the token (never the token itself). The cookie is
 accepted for reading (GET/HEAD) and for signing out; anything that changes state (POST
-/api/jobs/{id}/retry) needs the bearer header, so a cookie alone can never be used for a
-cross-site request that changes something.
+/api/jobs/{id}/retry) needs the bearer header. The pages' own POSTs (uploads, sign-out) accept
+the cookie; `guard.BrowserGuard` refuses any of those that does not come from the node's own
+origin (SameSite treats every port of the host as the same site).
 
 With no token configured (the API then only listens on loopback) everything is open.
 """
@@ -48,11 +49,15 @@ class TokenAuth:
     def check_token(self, given: str) -> bool:
         return bool(self.token) and hmac.compare_digest(given.encode(), self.token.encode())
 
+    def has_bearer(self, request: Request) -> bool:
+        """The request carries the right token in its Authorization header."""
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        return scheme.lower() == "bearer" and self.check_token(given.strip())
+
     def is_authorized(self, request: Request) -> bool:
         if not self.token:
             return True
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() == "bearer" and self.check_token(given.strip()):
+        if self.has_bearer(request):
             return True
         cookie = request.cookies.get(SESSION_COOKIE, "")
         if cookie and (self.cookie_for_any_method or request.method in _SAFE_METHODS):

@@ -7,6 +7,7 @@ rows every few seconds. Filters are ordinary query parameters, so a filtered vie
 from __future__ import annotations
 
 import functools
+import math
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -21,6 +22,7 @@ from pydicom.errors import InvalidDicomError
 from dicomnode.sc import render_png
 from dicomnode.web.access import AccessAudit
 from dicomnode.web.auth import SESSION_COOKIE, TokenAuth
+from dicomnode.web.guard import LoginThrottle
 from dicomnode.web.i18n import LANG_COOKIE, LANGUAGES, MESSAGES, choose_language, translator
 from dicomnode.worklist import (
     MAX_LIMIT,
@@ -41,6 +43,7 @@ if TYPE_CHECKING:
 
 HERE = Path(__file__).parent
 STATIC_DIR = HERE / "static"
+PUBLIC_STATIC = frozenset({"login.css"})
 TEMPLATES = Jinja2Templates(directory=str(HERE / "templates"))
 REFRESH_SECONDS = 10
 THUMBNAIL_SIZE = 256
@@ -195,17 +198,16 @@ def add_page_routes(app: FastAPI, ctx: ApiContext, auth: TokenAuth) -> None:
     static_files = {p.name: p for p in STATIC_DIR.iterdir() if p.is_file()}
     access = AccessAudit.of(app, ctx)
 
-    def render_login(request: Request, *, error: bool, code: int, next_path: str) -> Response:
-        language = _language(request)
-        response = TEMPLATES.TemplateResponse(
-            request,
-            "login.html",
-            {"t": translator(language), "lang": language, "languages": _languages(),
-             "error": error, "next": _safe_next(next_path)},
-            status_code=code,
-        )  # fmt: skip
-        _remember_language(request, response, language)
-        return response
+    api = ctx.settings.api
+    throttle = LoginThrottle(
+        max_failures=api.login_max_failures, window_seconds=api.login_failure_window_seconds
+    )
+
+    def render_login(
+        request: Request, *, error: bool, code: int, next_path: str, message: str = "wrong_token"
+    ) -> Response:
+        return login_page(request, error=error, code=code, next_path=_safe_next(next_path),
+                          message=message)  # fmt: skip
 
     @app.get("/login", include_in_schema=False)
     def login_form(request: Request, next: str = "/") -> Response:
@@ -217,8 +219,18 @@ def add_page_routes(app: FastAPI, ctx: ApiContext, auth: TokenAuth) -> None:
     def login(
         request: Request, token: Annotated[str, Form()] = "", next: Annotated[str, Form()] = "/"
     ) -> Response:
+        client = request.client.host if request.client else "unknown"
+        if auth.enabled and (wait := throttle.retry_after(client)):
+            access.refused(request, why="sign-in refused: too many failed sign-ins (HTTP 429)")
+            response = render_login(request, error=True, code=429, next_path=next,
+                                    message="too_many_sign_ins")  # fmt: skip
+            response.headers["Retry-After"] = str(math.ceil(wait))
+            return response
         if auth.enabled and not auth.check_token(token):
+            throttle.failed(client)
+            access.refused(request, why="sign-in refused: wrong token")  # never the text sent
             return render_login(request, error=True, code=401, next_path=next)
+        throttle.succeeded(client)
         response = RedirectResponse(_safe_next(next), status.HTTP_303_SEE_OTHER)
         if auth.enabled:
             secure = request.url.scheme == "https"
@@ -232,8 +244,10 @@ def add_page_routes(app: FastAPI, ctx: ApiContext, auth: TokenAuth) -> None:
         response.delete_cookie(SESSION_COOKIE)
         return response
 
-    @app.get("/static/{name}", dependencies=[Depends(auth)], include_in_schema=False)
-    def static(name: str) -> Response:
+    @app.get("/static/{name}", include_in_schema=False)
+    def static(name: str, request: Request) -> Response:
+        if name not in PUBLIC_STATIC:  # the sign-in form's style is needed before signing in
+            auth(request)
         path = static_files.get(name)
         if path is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, "no such file")
@@ -287,6 +301,22 @@ def add_page_routes(app: FastAPI, ctx: ApiContext, auth: TokenAuth) -> None:
         response.headers["Cache-Control"] = "no-store"
         _remember_language(request, response, language)
         return response
+
+
+def login_page(
+    request: Request, *, error: bool, code: int, next_path: str, message: str = "wrong_token"
+) -> Response:
+    """The sign-in form (`message`: the i18n key of the error shown when `error`)."""
+    language = _language(request)
+    response = TEMPLATES.TemplateResponse(
+        request,
+        "login.html",
+        {"t": translator(language), "lang": language, "languages": _languages(),
+         "error": error, "message": message, "next": next_path},
+        status_code=code,
+    )  # fmt: skip
+    _remember_language(request, response, language)
+    return response
 
 
 def _languages() -> list[tuple[str, str]]:

@@ -109,6 +109,16 @@ NOTES: dict[str, str] = {
     "api.upload_retention_hours": "Uploads and their results (`data_dir/uploads/<id>/`) are "
     "deleted this many hours after the upload (checked every 10 minutes and at each upload). "
     "0: kept until deleted by hand.",
+    "api.public_url": "The node's address as browsers see it when a reverse proxy stands in "
+    "front (e.g. `https://triage.example`). A POST, PUT, PATCH or DELETE carrying the pages' "
+    "session cookie must come from the node's own origin (the address the request was sent "
+    "to, or this one); others get 403 (`code: cross_origin`). Empty: the request's own "
+    "address only.",
+    "api.login_max_failures": "Failed sign-ins (`POST /login`) from one client address "
+    "within `login_failure_window_seconds` after which that address gets 429 with "
+    "`Retry-After` (every attempt, until the oldest failure leaves the window). Each failure "
+    "is audited (User Authentication); a successful sign-in resets the count.",
+    "api.login_failure_window_seconds": "The window of `login_max_failures`, in seconds.",
     "model.package": "Model package folder (`weights.safetensors` + `model.json`). Empty: the "
     "**UNTRAINED DEMO** model.",
     "model.device": "`auto` (CUDA when present, else CPU), `cpu` or `cuda`.",

@@ -416,10 +416,12 @@ def test_auth_is_the_worklist_pages(make_client):
     client.post("/login", data={"token": TOKEN, "next": "/analyze"})  # the session cookie
     assert client.get("/analyze").status_code == 200
     assert client.get(body["urls"]["overlay"]).status_code == 200
-    assert post(client, png).status_code == 200  # the page posts with its cookie
+    page = {"Origin": "http://testserver"}  # the page posts with its cookie, from its origin
+    assert post(client, png, headers=page).status_code == 200
+    assert post(client, png).status_code == 403  # no origin: web/guard.py (test_web_guard.py)
     # Sending to the network needs the token itself.
     dicom = testdata(RG3_UNCR).read_bytes()
-    response = post(client, dicom, params={"send": "true"})
+    response = post(client, dicom, params={"send": "true"}, headers=page)
     assert response.status_code == 403 and response.json()["code"] == "send_needs_token"
     response = post(client, dicom, params={"send": "true"}, headers=AUTH)
     assert response.status_code == 409 and response.json()["code"] == "send_no_destinations"

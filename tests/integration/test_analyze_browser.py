@@ -16,7 +16,11 @@ from PIL import Image
 from pydicom import dcmread
 
 from dicomnode import preprocess
-from tests.integration.test_worklist_browser import ARTIFACTS, browser  # noqa: F401 (fixture)
+from tests.integration.test_worklist_browser import (  # noqa: F401 (fixture)
+    ARTIFACTS,
+    browser,
+    csp_violations,
+)
 from tests.support.data import RG3_UNCR, testdata
 from tests.support.nodecfg import write_node_config
 from tests.support.peers import wait_until
@@ -128,3 +132,5 @@ def test_analyze_page_in_chromium(tmp_path, node_factory, browser):  # noqa: F81
     assert "demo-" in driver.find_element(By.ID, "model-card").text
     about = ARTIFACTS / "about-model-uk.png"
     assert driver.save_screenshot(str(about)) and about.stat().st_size > 10_000
+    # Previews (blob:), uploads, overlays, the study result: nothing refused by the CSP.
+    assert csp_violations(driver) == []

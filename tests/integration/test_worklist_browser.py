@@ -8,6 +8,11 @@ newest), so finding it on top shows the reading order, not the arrival order.
 
 from __future__ import annotations
 
+import functools
+import http.server
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -43,12 +48,39 @@ def browser(tmp_path):
                  f"--user-data-dir={tmp_path / 'chromium-profile'}"):  # fmt: skip
         options.add_argument(flag)
     options.add_experimental_option("prefs", {"intl.accept_languages": "en-US,en"})
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # CSP violations
     driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
     driver.set_page_load_timeout(60)
     try:
         yield driver
     finally:
         driver.quit()
+
+
+def csp_violations(driver) -> list[str]:
+    """What the browser refused under the node's Content-Security-Policy since the last call
+    (chromium logs each refused script, style, image or frame to the console)."""
+    return [entry["message"] for entry in driver.get_log("browser")
+            if "Content Security Policy" in entry["message"]]  # fmt: skip
+
+
+@contextmanager
+def page_on_another_port(tmp_path: Path, html: str) -> Iterator[str]:
+    """A page served from another port of the node's host, as Orthanc's Explorer is: the same
+    *site* as the node for SameSite cookies, another origin. Yields its URL."""
+    folder = tmp_path / "other-origin"
+    folder.mkdir()
+    (folder / "index.html").write_text(html)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/index.html"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
 
 
 def _rows(driver) -> list[tuple[str, str]]:
@@ -92,10 +124,12 @@ def test_worklist_page_in_chromium(tmp_path, node_factory, browser):
     driver = browser
     driver.get(node.api_url + "/")
     assert driver.find_element(By.ID, "login").is_displayed()  # the page needs the token
+    assert driver.find_element(By.ID, "token").value_of_css_property("box-sizing") == "border-box"
     driver.find_element(By.ID, "token").send_keys(TOKEN)
     driver.find_element(By.ID, "sign-in").click()
     wait_until(lambda: driver.find_elements(By.ID, "worklist"), timeout=30,
                what="the worklist after signing in")  # fmt: skip
+    assert csp_violations(driver) == []  # the sign-in form's style is a file, not inline
 
     assert _rows(driver) == [(uid["positive"], "positive"), (uid["doubt"], "doubt"),
                              (uid["negative"], "negative")]  # fmt: skip
@@ -137,3 +171,30 @@ def test_worklist_page_in_chromium(tmp_path, node_factory, browser):
     wait_until(lambda: len(_rows(driver)) == 3, timeout=30, what="the full list again")
     shot = ARTIFACTS / "worklist-uk.png"
     assert driver.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
+    assert csp_violations(driver) == []  # refreshes, thumbnails, language, filters
+
+    # The API's documentation: Swagger UI from the node itself (no CDN), under the CSP.
+    driver.get(node.api_url + "/docs")
+    wait_until(lambda: driver.find_elements(By.CSS_SELECTOR, ".swagger-ui .info .title"),
+               timeout=60, what="Swagger UI rendered")  # fmt: skip
+    assert "dicomnode" in driver.find_element(By.CSS_SELECTOR, ".swagger-ui .info .title").text
+    wait_until(lambda: driver.find_elements(By.CSS_SELECTOR, ".opblock"), timeout=30,
+               what="the operations listed from /openapi.json")  # fmt: skip
+    assert csp_violations(driver) == []
+
+    # A page on another port of the same host (same site: the cookie goes along) posts the
+    # sign-out form: refused, the session stays.
+    attack = ("<form id=f method=post action='" + node.api_url + "/logout'></form>"
+              "<script>document.getElementById('f').submit()</script>")  # fmt: skip
+    with page_on_another_port(tmp_path, attack) as evil:
+        driver.get(evil)
+        wait_until(lambda: driver.current_url.startswith(node.api_url), timeout=30,
+                   what="the cross-origin form posted")  # fmt: skip
+        assert "cross_origin" in driver.find_element(By.TAG_NAME, "body").text
+    driver.get(node.api_url + "/")
+    assert driver.find_elements(By.ID, "worklist")  # still signed in
+
+    # The page's own sign-out button: the same POST from the node's origin goes through.
+    driver.find_element(By.CSS_SELECTOR, "form.logout button").click()
+    wait_until(lambda: driver.find_elements(By.ID, "login"), timeout=30, what="signed out")
+    assert csp_violations(driver) == []

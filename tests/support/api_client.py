@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from fastapi.testclient import TestClient
 
@@ -20,13 +21,19 @@ TOKEN = "t0ken"
 
 
 @contextmanager
-def api_client(tmp_path: Path) -> Iterator[tuple[TestClient, Jobs, Audit]]:
-    """(client sending the bearer token, the API's Jobs, its Audit); salt "salt"."""
+def api_client(
+    tmp_path: Path, *, api: dict[str, Any] | None = None, **context: Any
+) -> Iterator[tuple[TestClient, Jobs, Audit]]:
+    """(client sending the bearer token, the API's Jobs, its Audit); salt "salt". `api`: more
+    `[api]` settings; `context`: other fields of the ApiContext (e.g. `orthanc_pull`)."""
     engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
     jobs, audit = Jobs(engine), Audit(engine, salt="salt")
-    settings = Settings.model_validate({"api": {"token": TOKEN}, "node": {"log_salt": "salt"}})
-    ctx = ApiContext(settings=settings, jobs=jobs, metrics=Metrics(), card=lambda: None,
-                     readiness=dict, audit=audit)  # fmt: skip
+    settings = Settings.model_validate(
+        {"api": {"token": TOKEN, **(api or {})}, "node": {"log_salt": "salt",
+                                                         "data_dir": str(tmp_path / "data")}}
+    )  # fmt: skip
+    fields: dict[str, Any] = {"card": lambda: None, "readiness": dict, "audit": audit, **context}
+    ctx = ApiContext(settings=settings, jobs=jobs, metrics=Metrics(), **fields)
     try:
         yield TestClient(create_app(ctx), headers={"Authorization": f"Bearer {TOKEN}"}), jobs, audit
     finally:

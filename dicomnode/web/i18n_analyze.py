@@ -71,6 +71,7 @@ ANALYZE_MESSAGES: dict[str, dict[str, str]] = {
         "about.threshold_low": "High-sensitivity threshold (below: negative)",
         "about.threshold_high": "High-specificity threshold (at or above: positive)",
         "about.temperature": "Calibration temperature",
+        "about.min_image_size": "Smallest image classified (rows and columns; smaller: skipped)",
         "about.intended_use": "Intended use",
         "about.limitations": "Limitations",
         "about.created": "Created",
@@ -188,6 +189,9 @@ ANALYZE_MESSAGES: dict[str, dict[str, str]] = {
         "about.threshold_low": "Поріг високої чутливості (нижче: негативний)",
         "about.threshold_high": "Поріг високої специфічності (від нього: позитивний)",
         "about.temperature": "Температура калібрування",
+        "about.min_image_size": (
+            "Найменше зображення, що класифікується (рядки й стовпці; менше: пропущено)"
+        ),
         "about.intended_use": "Призначення",
         "about.limitations": "Обмеження",
         "about.created": "Створено",

@@ -1,4 +1,4 @@
-"""Small real radiographs for operations tests: pydicom-data's RG3 CR, pixels decimated 8×.
+"""Small real radiographs for operations tests: pydicom-data's RG3 CR, pixels decimated 6×.
 
 Bursts of 50 images and PHI canaries need many distinct instances that the node classifies in
 a fraction of a second each; the pixels stay those of a real CR (MONOCHROME1, 10-bit).
@@ -16,9 +16,10 @@ from tests.support.data import RG3_UNCR, new_uid, testdata
 
 
 def small_cr(dst: Path, *, study_uid: str, sop_uid: str | None = None, **attrs: Any) -> Path:
-    """A 220×220 copy of RG3_UNCR with new UIDs (and any attributes given, by keyword)."""
+    """A 294×294 copy of RG3_UNCR with new UIDs (and any attributes given, by keyword): above
+    the model card's default `min_image_size` (256), so the node classifies it."""
     ds = pydicom.dcmread(testdata(RG3_UNCR))
-    pixels = ds.pixel_array[::8, ::8].copy()
+    pixels = ds.pixel_array[::6, ::6].copy()
     ds.Rows, ds.Columns = pixels.shape
     ds.PixelData = pixels.tobytes()
     ds.StudyInstanceUID = study_uid

@@ -659,8 +659,9 @@ class _SupportedContexts(list):
 
     pynetdicom deep-copies them when it accepts a connection, so that negotiation cannot change
     the server's own: for 208 storage classes x 33 transfer syntaxes that rebuilds (and
-    re-validates with regular expressions) ~7,000 UIDs, 50-60 ms before the A-ASSOCIATE-AC
-    goes out. UIDs are immutable strings: new context objects with new lists are enough.
+    re-validates with regular expressions) ~7,000 UIDs before the A-ASSOCIATE-AC goes out
+    (50-60 ms measured with 171 classes). UIDs are immutable strings: new context objects with
+    new lists are enough.
     """
 
     def __deepcopy__(self, memo: dict[int, Any]) -> list[Any]:

@@ -149,6 +149,11 @@ def eligibility(ds: Dataset, *, uid_root: str, min_size: int = 0) -> str | None:
     rows, columns = _int(ds, "Rows"), _int(ds, "Columns")
     if rows is None or columns is None or rows <= 0 or columns <= 0:
         return None  # no geometry: decoding refuses it with its own reason
+    return too_small(rows=rows, columns=columns, min_size=min_size)
+
+
+def too_small(*, rows: int, columns: int, min_size: int) -> str | None:
+    """The reason to skip an image with fewer than `min_size` rows or columns, else None."""
     if rows < min_size or columns < min_size:
         return (
             f"image too small to be a diagnostic radiograph ({rows}x{columns} px; the model "

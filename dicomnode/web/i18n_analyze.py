@@ -95,6 +95,7 @@ ANALYZE_MESSAGES: dict[str, dict[str, str]] = {
         "error.image_unreadable": "The image cannot be read: {reason}.",
         "error.dicom_unreadable": "The DICOM file cannot be classified: {reason}.",
         "error.not_radiograph": "This DICOM file is not classified: {reason}.",
+        "error.image_too_small": "This image is not classified: {reason}.",
         "error.zip_corrupt": "The ZIP archive is damaged or cannot be read.",
         "error.zip_too_many_entries": (
             "The archive has {count} entries; at most {limit} are accepted."
@@ -215,6 +216,7 @@ ANALYZE_MESSAGES: dict[str, dict[str, str]] = {
         "error.image_unreadable": "Зображення не вдається прочитати: {reason}.",
         "error.dicom_unreadable": "Файл DICOM не вдається класифікувати: {reason}.",
         "error.not_radiograph": "Цей файл DICOM не класифікується: {reason}.",
+        "error.image_too_small": "Це зображення не класифікується: {reason}.",
         "error.zip_corrupt": "ZIP-архів пошкоджений або не читається.",
         "error.zip_too_many_entries": "В архіві {count} записів; приймається не більше {limit}.",
         "error.zip_too_large": "Архів розпаковується у понад {limit_mb} МБ; відхилено.",

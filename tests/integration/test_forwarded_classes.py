@@ -14,6 +14,7 @@ import pytest
 from tests.support.data import RG3_UNCR, copy_with_new_uids, new_uid, testdata
 from tests.support.nodecfg import read_ports, write_node_config
 from tests.support.peers import NodeProcess, free_port, storescu, wait_until
+from tests.support.smallcr import cropped_cr
 
 TOKEN = "test-token-forwarded"
 ULTRASOUND_RETIRED = "1.2.840.10008.5.1.4.1.1.6"  # Ultrasound Image Storage (Retired)
@@ -30,21 +31,6 @@ def retired_copy(dst: Path, sop_class: str, modality: str, *, study_uid: str) ->
     ds.file_meta.MediaStorageSOPClassUID = sop_class
     ds.save_as(path, enforce_file_format=True)
     return path
-
-
-def cropped_cr(dst: Path, side: int, *, study_uid: str) -> Path:
-    """The real CR (RG3_UNCR) cropped to side x side."""
-    ds = pydicom.dcmread(testdata(RG3_UNCR))
-    pixels = ds.pixel_array
-    top, left = (pixels.shape[0] - side) // 2, (pixels.shape[1] - side) // 2
-    ds.PixelData = pixels[top : top + side, left : left + side].copy().tobytes()
-    ds.Rows = ds.Columns = side
-    ds.StudyInstanceUID = study_uid
-    ds.SOPInstanceUID = new_uid("cropped_cr", dst.resolve())
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    ds.save_as(dst, enforce_file_format=True)
-    return dst
 
 
 def finished_jobs(node: NodeProcess, count: int) -> dict[str, dict[str, Any]]:
@@ -73,9 +59,9 @@ def test_storescu_retired_classes_and_small_images(tmp_path, node_factory, debia
     files = {
         "us": retired_copy(tmp_path / "in" / "us.dcm", ULTRASOUND_RETIRED, "US", study_uid=study),
         "xa": retired_copy(tmp_path / "in" / "xa.dcm", XA_BIPLANE_RETIRED, "XA", study_uid=study),
-        "16": cropped_cr(tmp_path / "in" / "16.dcm", 16, study_uid=study),
-        "255": cropped_cr(tmp_path / "in" / "255.dcm", 255, study_uid=study),
-        "256": cropped_cr(tmp_path / "in" / "256.dcm", 256, study_uid=study),
+        "16": cropped_cr(tmp_path / "in" / "16.dcm", side=16, StudyInstanceUID=study),
+        "255": cropped_cr(tmp_path / "in" / "255.dcm", side=255, StudyInstanceUID=study),
+        "256": cropped_cr(tmp_path / "in" / "256.dcm", side=256, StudyInstanceUID=study),
     }
     result = storescu(list(files.values()), port=port)
     assert result.statuses == [0] * len(files), result.stderr[-3000:]

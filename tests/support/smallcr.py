@@ -33,6 +33,23 @@ def small_cr(dst: Path, *, study_uid: str, sop_uid: str | None = None, **attrs: 
     return dst
 
 
+def cropped_cr(dst: Path, *, side: int, **attrs: Any) -> Path:
+    """RG3_UNCR's centre, `side` x `side` px (real pixels at full resolution), new SOP Instance
+    UID (and any attributes given, by keyword): e.g. around the model card's min_image_size."""
+    ds = pydicom.dcmread(testdata(RG3_UNCR))
+    pixels = ds.pixel_array
+    top, left = (pixels.shape[0] - side) // 2, (pixels.shape[1] - side) // 2
+    ds.PixelData = pixels[top : top + side, left : left + side].copy().tobytes()
+    ds.Rows = ds.Columns = side
+    ds.SOPInstanceUID = new_uid("cropped_cr", dst.resolve())
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    for keyword, value in attrs.items():
+        setattr(ds, keyword, value)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(dst, enforce_file_format=True)
+    return dst
+
+
 def db_rows(db: Path, sql: str, *args: Any) -> list[tuple[Any, ...]]:
     """Rows of a query on a node's SQLite database (read-only use while the node runs)."""
     with sqlite3.connect(db, timeout=30) as conn:

@@ -4,30 +4,14 @@ model card's `min_image_size`, with the threshold the loaded package's card sets
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
-
-import pydicom
 
 from dicomnode.card import write_card
 from dicomnode.classifier import Classifier
 from dicomnode.offline import classify_files
-from tests.support import data
 from tests.support.models import tiny_package
+from tests.support.smallcr import cropped_cr
 
 ROOT = "1.2.826.0.1.3680043.8.498.4711"
-
-
-def _crop(dst: Path, side: int) -> Path:
-    """A real CR (RG3_UNCR) cropped to side x side, new SOP Instance UID."""
-    ds = pydicom.dcmread(data.testdata(data.RG3_UNCR))
-    pixels = ds.pixel_array
-    top, left = (pixels.shape[0] - side) // 2, (pixels.shape[1] - side) // 2
-    ds.PixelData = pixels[top : top + side, left : left + side].copy().tobytes()
-    ds.Rows = ds.Columns = side
-    ds.SOPInstanceUID = data.new_uid("offline crop", dst.resolve())
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    ds.save_as(dst, enforce_file_format=True)
-    return dst
 
 
 def test_min_image_size_comes_from_the_loaded_card(tmp_path):
@@ -36,7 +20,7 @@ def test_min_image_size_comes_from_the_loaded_card(tmp_path):
     write_card(package, dataclasses.replace(card, min_image_size=300))
     classifier = Classifier.from_package(package, device="cpu")
     assert classifier.card.min_image_size == 300
-    files = [_crop(tmp_path / f"{side}.dcm", side) for side in (16, 299, 300)]
+    files = [cropped_cr(tmp_path / f"{side}.dcm", side=side) for side in (16, 299, 300)]
     results = classify_files(files, classifier=classifier, uid_root=ROOT, out_dir=None)
     assert [r.state for r in results] == ["skipped", "skipped", "classified"]
     assert results[0].reason == (

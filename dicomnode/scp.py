@@ -33,7 +33,11 @@ from pynetdicom import (
     register_uid,
 )
 from pynetdicom.dsutils import encode_file_meta
-from pynetdicom.service_class import ServiceClass, StorageServiceClass
+from pynetdicom.service_class import (
+    NonPatientObjectStorageServiceClass,
+    ServiceClass,
+    StorageServiceClass,
+)
 from pynetdicom.sop_class import Verification, uid_to_service_class  # type: ignore[attr-defined]
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -564,12 +568,17 @@ def storage_sop_classes() -> list[UID]:
     A PACS forwards whole studies, old objects and all (e.g. Ultrasound Image Storage
     (Retired)); one class refused at negotiation fails the whole forward. pynetdicom's list
     omits the retired classes (and has a few newer than pydicom's dictionary: both are kept).
+    Left out: the Non-Patient Object Storage classes (PS3.4 GG: hanging protocols, colour
+    palettes, implant templates, protocols, inventories): they belong to no patient or study,
+    so they are never part of a forwarded study and could not become a job.
     """
     classes = [UID(str(context.abstract_syntax)) for context in AllStoragePresentationContexts]
     known: set[str] = set(classes)
     for uid, (name, kind, *_rest) in UID_dictionary.items():
-        storage = kind == "SOP Class" and "Storage" in name
-        if storage and uid not in NOT_STORED_WITH_C_STORE and uid not in known:
+        if kind != "SOP Class" or "Storage" not in name or uid in known:
+            continue
+        non_patient = uid_to_service_class(uid) is NonPatientObjectStorageServiceClass
+        if uid not in NOT_STORED_WITH_C_STORE and not non_patient:
             classes.append(UID(uid))
             known.add(uid)
     return classes
@@ -579,7 +588,7 @@ def _register_storage_class(uid: UID) -> None:
     """Let pynetdicom's C-STORE service handle `uid` (it aborts the association on a C-STORE
     of a class it has no service for, e.g. a retired one). Idempotent."""
     if uid_to_service_class(uid) is not ServiceClass:
-        return  # storage or non-patient object storage already
+        return  # a storage class pynetdicom knows
     register_uid(uid, UID_dictionary[uid][4], StorageServiceClass)
 
 
@@ -658,7 +667,7 @@ class _SupportedContexts(list):
     """The SCP's supported presentation contexts, cheap to copy for each association.
 
     pynetdicom deep-copies them when it accepts a connection, so that negotiation cannot change
-    the server's own: for 208 storage classes x 33 transfer syntaxes that rebuilds (and
+    the server's own: for 199 storage classes x 33 transfer syntaxes that rebuilds (and
     re-validates with regular expressions) ~7,000 UIDs before the A-ASSOCIATE-AC goes out
     (50-60 ms measured with 171 classes). UIDs are immutable strings: new context objects with
     new lists are enough.

@@ -16,6 +16,11 @@ from dicomnode.scp import make_ae
 #: PS3.4: DICOMDIR is media only; Storage Commitment is N-ACTION / N-EVENT-REPORT).
 NOT_C_STORE = {"MediaStorageDirectoryStorage", "StorageCommitmentPushModel",
                "StorageCommitmentPullModel"}  # fmt: skip
+#: Non-Patient Object Storage (PS3.4 GG): no patient or study, never in a forwarded study.
+NON_PATIENT = {"HangingProtocolStorage", "ColorPaletteStorage", "GenericImplantTemplateStorage",
+               "ImplantAssemblyTemplateStorage", "ImplantTemplateGroupStorage",
+               "CTDefinedProcedureProtocolStorage", "XADefinedProcedureProtocolStorage",
+               "ProtocolApprovalStorage", "InventoryStorage"}  # fmt: skip
 
 
 def dictionary_storage_classes() -> dict[str, str]:
@@ -24,7 +29,7 @@ def dictionary_storage_classes() -> dict[str, str]:
     return {
         uid: keyword
         for uid, (_name, kind, _info, _retired, keyword) in UID_dictionary.items()
-        if kind == "SOP Class" and "Storage" in keyword and keyword not in NOT_C_STORE
+        if kind == "SOP Class" and "Storage" in keyword and keyword not in NOT_C_STORE | NON_PATIENT
     }
 
 
@@ -37,8 +42,9 @@ def test_every_storage_sop_class_pydicom_knows_is_supported_retired_included():
     assert {str(c.abstract_syntax) for c in AllStoragePresentationContexts} <= supported
     retired = {uid for uid in wanted if UID_dictionary[uid][3] == "Retired"}
     assert "1.2.840.10008.5.1.4.1.1.6" in retired and len(retired) >= 20
-    # Not storage: not negotiated as such.
-    assert not {"1.2.840.10008.1.20.1", "1.2.840.10008.1.3.10"} & supported
+    # Not storage, or not a patient's: not negotiated.
+    keywords = {kw: uid for uid, (*_, kw) in UID_dictionary.items()}
+    assert not {keywords[kw] for kw in NOT_C_STORE | NON_PATIENT} & supported
     # pynetdicom has a C-STORE service for each (without one it aborts the association).
     for uid in supported - {"1.2.840.10008.1.1"}:
         assert issubclass(uid_to_service_class(uid), StorageServiceClass), uid

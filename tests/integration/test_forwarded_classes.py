@@ -107,3 +107,55 @@ def test_orthanc_forwards_a_mixed_study_with_a_retired_class(
     assert jobs[uid_of(cr)]["state"] == "classified"
     assert jobs[uid_of(us)]["state"] == "skipped"
     assert jobs[uid_of(us)]["reason"] == "modality US is not a radiograph"
+
+
+def test_every_storage_class_is_negotiated_and_each_retired_one_stored(tmp_path):
+    """A real association proposes every storage SOP class pydicom's dictionary names (the
+    unit test's rule); all are accepted, and a C-STORE of each retired class answers 0x0000
+    (pynetdicom aborts a C-STORE of a class it has no service for)."""
+    from pydicom._uid_dict import UID_dictionary
+    from pynetdicom import AE
+
+    from dicomnode.config import Settings
+    from dicomnode.db import make_engine
+    from dicomnode.jobs import Jobs
+    from dicomnode.metrics import Metrics
+    from dicomnode.scp import StoreContext, start_scp
+    from dicomnode.spool import Spool
+    from tests.unit.test_scp_storage_classes import dictionary_storage_classes
+
+    settings = Settings.model_validate(
+        {"node": {"port": free_port(), "data_dir": str(tmp_path / "node"), "min_free_mb": 0}}
+    )
+    jobs = Jobs(make_engine(settings.database_url))
+    ctx = StoreContext(spool=Spool(tmp_path / "node" / "spool"), jobs=jobs, metrics=Metrics(),
+                       salt="s")  # fmt: skip
+    server = start_scp(settings.node, ctx)
+    wanted = sorted(dictionary_storage_classes())
+    retired = [uid for uid in wanted if UID_dictionary[uid][3] == "Retired"]
+    template = pydicom.dcmread(cropped_cr(tmp_path / "t.dcm", side=16))
+    stored = []
+    try:
+        for start in range(0, len(wanted), 120):  # at most 128 contexts per association
+            chunk = wanted[start : start + 120]
+            ae = AE(ae_title="ALLCLASSES")
+            for uid in chunk:
+                ae.add_requested_context(uid, "1.2.840.10008.1.2.1")
+            assoc = ae.associate("127.0.0.1", settings.node.port, ae_title="DICOMNODE")
+            try:
+                assert assoc.is_established
+                accepted = {str(c.abstract_syntax) for c in assoc.accepted_contexts}
+                assert set(chunk) - accepted == set()
+                for uid in set(chunk) & set(retired):
+                    ds = template.copy()
+                    ds.SOPClassUID = uid
+                    ds.SOPInstanceUID = new_uid("retired", uid)
+                    status = assoc.send_c_store(ds)
+                    assert status and status.Status == 0x0000, uid
+                    stored.append(str(ds.SOPInstanceUID))
+            finally:
+                assoc.release()
+    finally:
+        server.shutdown()
+    assert len(stored) == len(retired) >= 20
+    assert {j.sop_instance_uid for j in jobs.list_jobs()} == set(stored)

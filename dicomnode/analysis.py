@@ -258,6 +258,10 @@ def analyze_file(
             image = preprocess.load_image(data)
         except preprocess.NotClassifiable as exc:
             raise AnalysisError(422, "image_unreadable", reason=exc.reason) from exc
+        small = preprocess.too_small(rows=image.shape[0], columns=image.shape[1],
+                                     min_size=card.min_image_size)  # fmt: skip
+        if small:
+            raise AnalysisError(422, "image_too_small", reason=small)
         prediction = classifier.predict(image)
         overlay = render_overlay(image, prediction.heatmap, outcome=str(prediction.outcome),
                                  probability=prediction.probability, card=card)  # fmt: skip

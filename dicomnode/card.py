@@ -17,6 +17,12 @@ from typing import Any
 CARD_FILE = "model.json"
 WEIGHTS_FILE = "weights.safetensors"
 UNTRAINED_LABEL = "UNTRAINED DEMO"
+#: 256 px per side: the smallest radiographic cassette (18 cm) sampled that coarsely is at
+#: 0.7 mm per pixel, 3.5x coarser than the 0.2 mm that digital radiography detectors and
+#: guidance (ACR-AAPM-SIIM) take as the floor, so fine fracture lines are no longer resolved;
+#: real CR/DX images have 1,000-4,000 px per side. Below it an image is a thumbnail, an icon
+#: or a test pattern, not a radiograph to triage.
+DEFAULT_MIN_IMAGE_SIZE = 256
 
 
 class ModelPackageError(ValueError):
@@ -40,6 +46,10 @@ class ModelCard:
     #: False for the randomly initialised demo model; shown as UNTRAINED DEMO everywhere.
     trained: bool = True
     temperature: float = 1.0
+    #: Smallest Rows and Columns (pixels) of an image the model classifies; a smaller one is
+    #: skipped as too small to be a diagnostic radiograph (0: no minimum). Cards written
+    #: before the field existed get this default.
+    min_image_size: int = DEFAULT_MIN_IMAGE_SIZE
     training_data: str = ""
     metrics: dict[str, Any] = field(default_factory=dict)
     created: str = ""
@@ -56,6 +66,8 @@ class ModelCard:
             raise ModelPackageError('class_names must contain "fracture"')
         if self.input_size < 16:
             raise ModelPackageError("input_size must be at least 16")
+        if self.min_image_size < 0:
+            raise ModelPackageError("min_image_size must be 0 (no minimum) or more")
         if self.temperature <= 0:
             raise ModelPackageError("temperature must be positive")
 

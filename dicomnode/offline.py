@@ -90,7 +90,7 @@ def _classify_one(
         ds = dcmread(path)
     except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError) as exc:
         return FileResult(str(path), "failed", f"not a readable DICOM file ({type(exc).__name__})")
-    reason = preprocess.eligibility(ds, uid_root=uids.root)
+    reason = preprocess.eligibility(ds, uid_root=uids.root, min_size=classifier.card.min_image_size)
     if reason is not None:
         return FileResult(str(path), "skipped", reason)
     try:

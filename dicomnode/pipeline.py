@@ -175,7 +175,11 @@ class Pipeline:
             return self._finish(job, JobState.FAILED, f"cannot read dataset ({type(exc).__name__})")
         except _READ_ERRORS as exc:
             return self._finish(job, JobState.FAILED, f"cannot read dataset ({type(exc).__name__})")
-        reason = preprocess.eligibility(ds, uid_root=self.settings.node.uid_root)
+        reason = preprocess.eligibility(
+            ds,
+            uid_root=self.settings.node.uid_root,
+            min_size=self.classifier.card.min_image_size,
+        )
         if reason is not None:
             self.metrics.skipped.inc()
             return self._finish(job, JobState.SKIPPED, reason)

@@ -124,21 +124,46 @@ def _code(value: str) -> str:
 
 def _uid_label(uid: str) -> str:
     """The standard name of a well-known UID; never the UID itself."""
-    name = UID(uid).name
-    return name if name and name != uid else "an unrecognised SOP class"
+    known = UID(uid)
+    if not known.name or known.name == uid:
+        return "an unrecognised SOP class"
+    return f"{known.name} (retired)" if known.is_retired else known.name
 
 
 # --- eligibility --------------------------------------------------------------------------
 
 
-def eligibility(ds: Dataset, *, uid_root: str) -> str | None:
+def eligibility(ds: Dataset, *, uid_root: str, min_size: int = 0) -> str | None:
     """None if `ds` is a radiograph to classify, else the reason to skip it.
 
     Classified: CR, DX (for presentation and for processing), and single-frame Secondary
-    Capture whose Modality is CR, DX or RG (unless it is synthetic). The node's own output
-    (Manufacturer, or a SOP Instance UID under `uid_root`) is never classified, so a routing
-    loop cannot form. Works on headers alone (pixel data may be absent) and never raises.
+    Capture whose Modality is CR, DX or RG (unless it is synthetic), with Rows and Columns of
+    at least `min_size` (the model card's `min_image_size`: smaller is a thumbnail or a test
+    pattern, not a diagnostic radiograph). The node's own output (Manufacturer, or a SOP
+    Instance UID under `uid_root`) is never classified, so a routing loop cannot form. Works on
+    headers alone (pixel data may be absent) and never raises.
     """
+    reason = _class_eligibility(ds, uid_root=uid_root)
+    if reason is not None or not min_size:
+        return reason
+    rows, columns = _int(ds, "Rows"), _int(ds, "Columns")
+    if rows is None or columns is None or rows <= 0 or columns <= 0:
+        return None  # no geometry: decoding refuses it with its own reason
+    return too_small(rows=rows, columns=columns, min_size=min_size)
+
+
+def too_small(*, rows: int, columns: int, min_size: int) -> str | None:
+    """The reason to skip an image with fewer than `min_size` rows or columns, else None."""
+    if rows < min_size or columns < min_size:
+        return (
+            f"image too small to be a diagnostic radiograph ({rows}x{columns} px; the model "
+            f"card's min_image_size is {min_size} px per side)"
+        )
+    return None
+
+
+def _class_eligibility(ds: Dataset, *, uid_root: str) -> str | None:
+    """The SOP class / modality / own-output part of `eligibility`."""
     manufacturer = _text(ds, "Manufacturer")
     instance_uid = _text(ds, "SOPInstanceUID")
     root = uid_root.strip().rstrip(".")

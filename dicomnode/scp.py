@@ -15,18 +15,30 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from enum import IntEnum
 from io import BytesIO
-from typing import Any, cast
+from typing import Any
 
 import structlog
 from pydicom import Dataset, dcmread
+from pydicom._uid_dict import UID_dictionary
 from pydicom.datadict import dictionary_VR
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_dataset
 from pydicom.tag import Tag
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
-from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
+from pynetdicom import (
+    AE,
+    ALL_TRANSFER_SYNTAXES,
+    AllStoragePresentationContexts,
+    evt,
+    register_uid,
+)
 from pynetdicom.dsutils import encode_file_meta
-from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+from pynetdicom.service_class import (
+    NonPatientObjectStorageServiceClass,
+    ServiceClass,
+    StorageServiceClass,
+)
+from pynetdicom.sop_class import Verification, uid_to_service_class  # type: ignore[attr-defined]
 from sqlalchemy.exc import SQLAlchemyError
 
 from dicomnode.audit import Audit, AuditAction, AuditEventID, AuditOutcome
@@ -541,10 +553,53 @@ def _bulk_recv(transport: Any) -> Callable[[int], bytearray]:
     return recv
 
 
+#: SOP classes named "... Storage" that are not stored with C-STORE: the DICOMDIR (media
+#: only) and Storage Commitment (N-ACTION / N-EVENT-REPORT).
+NOT_STORED_WITH_C_STORE = frozenset(
+    {
+        "1.2.840.10008.1.3.10",  # Media Storage Directory Storage
+        "1.2.840.10008.1.20.1",  # Storage Commitment Push Model SOP Class
+        "1.2.840.10008.1.20.2",  # Storage Commitment Pull Model SOP Class (retired)
+    }
+)
+
+
+def storage_sop_classes() -> list[UID]:
+    """Every storage SOP class the SCP accepts: pynetdicom's, then every other SOP class in
+    pydicom's UID dictionary whose name says Storage, retired ones included.
+
+    A PACS forwards whole studies, old objects and all (e.g. Ultrasound Image Storage
+    (Retired)); one class refused at negotiation fails the whole forward. pynetdicom's list
+    omits the retired classes (and has a few newer than pydicom's dictionary: both are kept).
+    Left out: the Non-Patient Object Storage classes (PS3.4 GG: hanging protocols, colour
+    palettes, implant templates, protocols, inventories): they belong to no patient or study,
+    so they are never part of a forwarded study and could not become a job.
+    """
+    classes = [UID(str(context.abstract_syntax)) for context in AllStoragePresentationContexts]
+    known: set[str] = set(classes)
+    for uid, (name, kind, *_rest) in UID_dictionary.items():
+        if kind != "SOP Class" or "Storage" not in name or uid in known:
+            continue
+        non_patient = uid_to_service_class(uid) is NonPatientObjectStorageServiceClass
+        if uid not in NOT_STORED_WITH_C_STORE and not non_patient:
+            classes.append(UID(uid))
+            known.add(uid)
+    return classes
+
+
+def _register_storage_class(uid: UID) -> None:
+    """Let pynetdicom's C-STORE service handle `uid` (it aborts the association on a C-STORE
+    of a class it has no service for, e.g. a retired one). Idempotent."""
+    if uid_to_service_class(uid) is not ServiceClass:
+        return  # a storage class pynetdicom knows
+    register_uid(uid, UID_dictionary[uid][4], StorageServiceClass)
+
+
 def make_ae(settings: NodeSettings) -> AE:
     ae = AE(ae_title=settings.ae_title)
-    for context in AllStoragePresentationContexts:
-        ae.add_supported_context(cast(UID, context.abstract_syntax), ALL_TRANSFER_SYNTAXES)
+    for sop_class in storage_sop_classes():
+        _register_storage_class(sop_class)
+        ae.add_supported_context(sop_class, ALL_TRANSFER_SYNTAXES)
     ae.add_supported_context(Verification)
     ae.maximum_associations = settings.max_associations
     ae.maximum_pdu_size = settings.max_pdu_size
@@ -615,9 +670,10 @@ class _SupportedContexts(list):
     """The SCP's supported presentation contexts, cheap to copy for each association.
 
     pynetdicom deep-copies them when it accepts a connection, so that negotiation cannot change
-    the server's own: for 171 storage classes x 33 transfer syntaxes that rebuilds (and
-    re-validates with regular expressions) ~6,000 UIDs, 50-60 ms before the A-ASSOCIATE-AC
-    goes out. UIDs are immutable strings: new context objects with new lists are enough.
+    the server's own: for 199 storage classes x 33 transfer syntaxes that rebuilds (and
+    re-validates with regular expressions) ~7,000 UIDs before the A-ASSOCIATE-AC goes out
+    (50-60 ms measured with 171 classes). UIDs are immutable strings: new context objects with
+    new lists are enough.
     """
 
     def __deepcopy__(self, memo: dict[int, Any]) -> list[Any]:

@@ -37,7 +37,14 @@ import torch
 from safetensors.torch import save_file
 
 from dicomnode import preprocess
-from dicomnode.card import CARD_FILE, WEIGHTS_FILE, ModelCard, sha256_file, write_card
+from dicomnode.card import (
+    CARD_FILE,
+    DEFAULT_MIN_IMAGE_SIZE,
+    WEIGHTS_FILE,
+    ModelCard,
+    sha256_file,
+    write_card,
+)
 from dicomnode.classifier import Classifier, create_model
 from dicomnode.runtime import MAX_CAM_RELATIVE_DELTA, MAX_PROBABILITY_DELTA, compare
 from training.checkpoint import load_checkpoint
@@ -171,6 +178,7 @@ def export(
     target_specificity: float = 0.95,
     calibrate: bool = True,
     training_data: str = "",
+    min_image_size: int = DEFAULT_MIN_IMAGE_SIZE,
     force: bool = False,
 ) -> ModelCard:
     """Write the package; return its card (see the module docstring)."""
@@ -265,6 +273,7 @@ def export(
         threshold_high=points.high,
         trained=True,
         temperature=temperature,
+        min_image_size=min_image_size,
         training_data=training_data or state["data"]["description"],
         metrics=metrics,
         created=created.isoformat(timespec="seconds"),
@@ -310,6 +319,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="",
         help="description for the card (default: from the checkpoint)",
     )
+    parser.add_argument(
+        "--min-image-size",
+        type=int,
+        default=DEFAULT_MIN_IMAGE_SIZE,
+        help="smallest rows and columns the node classifies; smaller images are skipped "
+        f"(default {DEFAULT_MIN_IMAGE_SIZE}; 0: no minimum)",
+    )
     parser.add_argument("--force", action="store_true", help="replace an existing package")
     return parser
 
@@ -327,6 +343,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             target_specificity=args.target_specificity,
             calibrate=not args.no_temperature,
             training_data=args.training_data,
+            min_image_size=args.min_image_size,
             force=args.force,
         )
     except (ConfigError, ExportError, ValueError) as exc:

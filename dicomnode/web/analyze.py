@@ -263,7 +263,8 @@ def add_analysis_routes(app: FastAPI, ctx: ApiContext) -> None:
 
         Answers: 200 result; 400 no/empty/several files; 403 send without the bearer token;
         409 send without destinations; 413 over `api.max_upload_mb`; 415 not a supported
-        format (a ZIP goes to /api/analyze-study); 422 unreadable or not a radiograph;
+        format (a ZIP goes to /api/analyze-study); 422 unreadable, not a radiograph or
+        smaller than the model card's `min_image_size`;
         503 model not loaded."""
         language = _api_language(request)
         data, kind = b"", None

@@ -71,6 +71,7 @@ ANALYZE_MESSAGES: dict[str, dict[str, str]] = {
         "about.threshold_low": "High-sensitivity threshold (below: negative)",
         "about.threshold_high": "High-specificity threshold (at or above: positive)",
         "about.temperature": "Calibration temperature",
+        "about.min_image_size": "Smallest image classified (rows and columns; smaller: skipped)",
         "about.intended_use": "Intended use",
         "about.limitations": "Limitations",
         "about.created": "Created",
@@ -94,6 +95,7 @@ ANALYZE_MESSAGES: dict[str, dict[str, str]] = {
         "error.image_unreadable": "The image cannot be read: {reason}.",
         "error.dicom_unreadable": "The DICOM file cannot be classified: {reason}.",
         "error.not_radiograph": "This DICOM file is not classified: {reason}.",
+        "error.image_too_small": "This image is not classified: {reason}.",
         "error.zip_corrupt": "The ZIP archive is damaged or cannot be read.",
         "error.zip_too_many_entries": (
             "The archive has {count} entries; at most {limit} are accepted."
@@ -188,6 +190,9 @@ ANALYZE_MESSAGES: dict[str, dict[str, str]] = {
         "about.threshold_low": "Поріг високої чутливості (нижче: негативний)",
         "about.threshold_high": "Поріг високої специфічності (від нього: позитивний)",
         "about.temperature": "Температура калібрування",
+        "about.min_image_size": (
+            "Найменше зображення, що класифікується (рядки й стовпці; менше: пропущено)"
+        ),
         "about.intended_use": "Призначення",
         "about.limitations": "Обмеження",
         "about.created": "Створено",
@@ -211,6 +216,7 @@ ANALYZE_MESSAGES: dict[str, dict[str, str]] = {
         "error.image_unreadable": "Зображення не вдається прочитати: {reason}.",
         "error.dicom_unreadable": "Файл DICOM не вдається класифікувати: {reason}.",
         "error.not_radiograph": "Цей файл DICOM не класифікується: {reason}.",
+        "error.image_too_small": "Це зображення не класифікується: {reason}.",
         "error.zip_corrupt": "ZIP-архів пошкоджений або не читається.",
         "error.zip_too_many_entries": "В архіві {count} записів; приймається не більше {limit}.",
         "error.zip_too_large": "Архів розпаковується у понад {limit_mb} МБ; відхилено.",

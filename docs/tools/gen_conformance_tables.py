@@ -50,7 +50,8 @@ def storage_sop_classes(contexts: dict[str, list[str]]) -> str:
     rows = ["| # | SOP Class | SOP Class UID |", "|---|---|---|"]
     storage = [uid for uid in contexts if uid != Verification]
     for number, uid in enumerate(storage, 1):
-        rows.append(f"| {number} | {UID(uid).name} | `{uid}` |")
+        retired = " (retired)" if UID(uid).is_retired else ""
+        rows.append(f"| {number} | {UID(uid).name}{retired} | `{uid}` |")
     return "\n".join(rows)
 
 

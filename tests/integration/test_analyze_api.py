@@ -207,6 +207,28 @@ def test_a_ct_is_not_a_radiograph(client):
     assert "modality CT is not a radiograph" in response.json()["detail"]
 
 
+def test_images_below_the_cards_min_image_size_are_not_classified(client):
+    """A 16 x 16 DICOM CR or picture is no diagnostic radiograph (the demo card: 256 px)."""
+    picture = Image.fromarray(np.round(radiograph()[::110, ::110] * 255).astype(np.uint8), "L")
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    reason = ("image too small to be a diagnostic radiograph (16x16 px; the model card's "
+              "min_image_size is 256 px per side)")  # fmt: skip
+    response = post(client, buffer.getvalue(), "tiny.png", params={"lang": "uk"})
+    assert response.status_code == 422 and response.json()["code"] == "image_too_small"
+    assert response.json()["detail"] == f"Це зображення не класифікується: {reason}."
+    ds = dcmread(testdata(RG3_UNCR))
+    ds.PixelData = np.ascontiguousarray(ds.pixel_array[::110, ::110]).tobytes()
+    ds.Rows = ds.Columns = 16
+    dicom = io.BytesIO()
+    ds.save_as(dicom, enforce_file_format=True)
+    response = post(client, dicom.getvalue(), "tiny.dcm")
+    assert response.status_code == 422 and response.json()["code"] == "not_radiograph"
+    assert response.json()["detail"] == f"This DICOM file is not classified: {reason}."
+    about = client.get("/about-model", params={"lang": "en"})
+    assert 'id="card-min-image-size">256 × 256 px' in about.text
+
+
 def test_errors_in_the_clients_language(client):
     uk = post(client, b"just text", headers={"Accept-Language": "uk-UA,uk;q=0.9,en;q=0.5"})
     assert uk.status_code == 415 and uk.headers["content-language"] == "uk"

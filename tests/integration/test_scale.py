@@ -32,11 +32,12 @@ STABLE_SECONDS = 5
 
 
 def make_burst(directory: Path, *, images: int, studies: int) -> list[Path]:
-    """`images` small CRs (RG3 downsampled to 220², real pixels), image i in study i % studies,
+    """`images` small CRs (RG3 downsampled to 294², real pixels), image i in study i % studies,
     so every study's images are spread over the whole burst (and over both senders)."""
     template = pydicom.dcmread(testdata(RG3_UNCR))
-    template.PixelData = np.ascontiguousarray(template.pixel_array[::8, ::8]).tobytes()
-    template.Rows, template.Columns = 220, 220
+    pixels = np.ascontiguousarray(template.pixel_array[::6, ::6])  # above min_image_size
+    template.PixelData = pixels.tobytes()
+    template.Rows, template.Columns = pixels.shape
     directory.mkdir(parents=True, exist_ok=True)
     study_uids = [new_uid("scale-study", directory, s) for s in range(studies)]
     paths = []

@@ -62,7 +62,7 @@ def _job_states(data_dir: Path) -> dict[str, tuple[str, str | None]]:
 def test_malformed_datasets_are_refused_or_recorded_and_the_node_survives(
     tmp_path, node_factory, raw_sending
 ):
-    base = small_cr(tmp_path / "base.dcm", size=128)
+    base = small_cr(tmp_path / "base.dcm", size=256)
     cases = generate(base, tmp_path / "cases", seed=7)
     assert len(cases) >= 200
     config = write_node_config(tmp_path / "node", node={"max_dataset_mb": 256})
@@ -71,7 +71,7 @@ def test_malformed_datasets_are_refused_or_recorded_and_the_node_survives(
     node = node_factory(config).wait_ready()
     sender = Sender(port)
     # Warm up (imports, model, first decode) before taking the memory baseline.
-    warm = small_cr(tmp_path / "warm.dcm", size=128)
+    warm = small_cr(tmp_path / "warm.dcm", size=256)
     assert sender.send(warm) == 0x0000
     wait_until(lambda: _job_states(data_dir).get(_uid(warm), ("",))[0] == "classified",
                timeout=120, what="warm-up image classified")  # fmt: skip
@@ -114,7 +114,7 @@ def test_malformed_datasets_are_refused_or_recorded_and_the_node_survives(
     rss_after = rss_kb(node.pid)
     peak = peak_rss_kb(node.pid)
     # The next valid image is still classified.
-    after = small_cr(tmp_path / "after.dcm", size=128)
+    after = small_cr(tmp_path / "after.dcm", size=256)
     assert storescu([after], port=port).statuses == [0x0000]
     wait_until(lambda: _job_states(data_dir).get(_uid(after), ("",))[0] == "classified",
                timeout=120, what="valid image after the fuzz run classified")  # fmt: skip
@@ -156,7 +156,7 @@ def test_hostile_identifiers_never_name_a_path(tmp_path, node_factory, raw_sendi
     port = read_ports(config)[0]
     data_dir = tmp_path / "node" / "var"
     node = node_factory(config).wait_ready()
-    base = small_cr(tmp_path / "base.dcm", size=64)
+    base = small_cr(tmp_path / "base.dcm", size=256)
     cases = tmp_path / "cases"
     cases.mkdir()
     watched = tmp_path.parent

@@ -30,6 +30,7 @@ def test_package_loads_in_the_node_with_a_complete_card(package: Path) -> None:
     assert card.input_size == TINY_CONFIG.image_size and card.class_names == ("normal", "fracture")
     assert 0.0 <= card.threshold_low <= card.threshold_high <= 1.0
     assert card.temperature > 0 and card.created and card.version.startswith(card.architecture)
+    assert card.min_image_size == 256  # written, with the default
     assert card.weights_sha256[:8] in card.version
     validation = card.metrics["validation"]
     assert validation["auc"] > 0.9 and validation["sensitivity_at_low"] >= 0.95
@@ -89,12 +90,15 @@ def test_export_cli_without_temperature(trained_run: RunResult, tmp_path: Path) 
                 "--no-temperature",
                 "--version",
                 "v-test",
+                "--min-image-size",
+                "300",
             ]
         )
         == 0
     )
     card = json.loads((out / "model.json").read_text())
     assert card["temperature"] == 1.0 and card["version"] == "v-test"
+    assert card["min_image_size"] == 300  # the node skips smaller images with this package
     assert not (out / ONNX_FILE).exists()
     assert main(["--checkpoint", str(tmp_path / "nothing.pt"), "--out", str(out)]) == 2
 

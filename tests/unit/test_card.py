@@ -4,6 +4,7 @@ import pytest
 
 from dicomnode.card import (
     CARD_FILE,
+    DEFAULT_MIN_IMAGE_SIZE,
     WEIGHTS_FILE,
     ModelCard,
     ModelPackageError,
@@ -56,3 +57,17 @@ def test_unknown_keys_are_refused(tmp_path):
     (tmp_path / CARD_FILE).write_text(json.dumps(data))
     with pytest.raises(ModelPackageError, match="unknown keys"):
         read_package(tmp_path)
+
+
+def test_a_card_without_min_image_size_gets_the_default(tmp_path):
+    """Packages exported before the field existed keep loading, with the 256 px minimum."""
+    (tmp_path / WEIGHTS_FILE).write_bytes(b"w")
+    write_card(tmp_path, _card(min_image_size=64))
+    data = json.loads((tmp_path / CARD_FILE).read_text())
+    assert data["min_image_size"] == 64  # written by write_card (and so by training.export)
+    del data["min_image_size"]
+    (tmp_path / CARD_FILE).write_text(json.dumps(data))
+    card, _ = read_package(tmp_path)
+    assert card.min_image_size == DEFAULT_MIN_IMAGE_SIZE == 256
+    with pytest.raises(ModelPackageError, match="min_image_size"):
+        _card(min_image_size=-1)

@@ -526,3 +526,43 @@ def test_letterbox_and_heatmap_round_trip():
     assert out.shape == (307, 512)
     row, col = np.unravel_index(np.argmax(out), out.shape)
     assert abs(row / out.shape[0] - 0.25) < 0.07 and abs(col / out.shape[1] - 0.75) < 0.07
+
+
+def _cr_of_size(rows: int, columns: int) -> pydicom.Dataset:
+    ds = read(data.RG3_UNCR)
+    ds.Rows, ds.Columns = rows, columns
+    return ds
+
+
+@pytest.mark.parametrize(
+    ("rows", "columns", "skipped"),
+    [(16, 16, True), (255, 255, True), (255, 1024, True), (1024, 255, True), (256, 256, False)],
+)
+def test_radiographs_smaller_than_min_size_are_skipped_with_size_and_threshold(
+    rows, columns, skipped
+):
+    reason = eligibility(_cr_of_size(rows, columns), uid_root=ROOT, min_size=256)
+    if skipped:
+        assert reason == (
+            f"image too small to be a diagnostic radiograph ({rows}x{columns} px; the model "
+            "card's min_image_size is 256 px per side)"
+        )
+    else:
+        assert reason is None
+
+
+def test_size_rule_comes_after_the_class_rules_and_zero_disables_it():
+    ct = pydicom.dcmread(data.ct_small())  # 128 x 128: still "not a radiograph"
+    assert eligibility(ct, uid_root=ROOT, min_size=256) == "modality CT is not a radiograph"
+    assert eligibility(_cr_of_size(16, 16), uid_root=ROOT, min_size=0) is None
+    no_geometry = _cr_of_size(16, 16)
+    del no_geometry.Rows  # left to decoding, which fails it with its own reason
+    assert eligibility(no_geometry, uid_root=ROOT, min_size=256) is None
+
+
+def test_a_retired_class_is_named_as_retired_in_the_reason():
+    ds = read(data.RG3_UNCR)  # Modality CR, but an ultrasound SOP class
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.6"
+    assert eligibility(ds, uid_root=ROOT) == (
+        "Ultrasound Image Storage (retired) is not a supported radiograph class"
+    )

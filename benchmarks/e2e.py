@@ -56,7 +56,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import machine, median, percentile, table, write_json
 from dicomnode.config import NodeSettings
-from dicomnode.pipeline import OutputUIDs
+from dicomnode.work.pipeline import OutputUIDs
 from tests.support import data
 from tests.support.nodecfg import orthanc_destination, read_ports, write_node_config
 from tests.support.peers import NodeProcess, Orthanc
@@ -72,8 +72,8 @@ def inference_alone(runtime: str, cache_dir: Path, rounds: int,
                     spinning: bool = False) -> dict[str, Any]:  # fmt: skip
     """ms/image for one image at a time (as the node runs a single image), and images/s with
     two images at once, one per thread (as the node's two workers run a burst)."""
-    from dicomnode.classifier import load_classifier
-    from dicomnode.preprocess import to_grayscale
+    from dicomnode.imaging.preprocess import to_grayscale
+    from dicomnode.model.classifier import load_classifier
 
     classifier = load_classifier(None, device="cpu", runtime=runtime, cache_dir=cache_dir,
                                  spinning=spinning, parallel=True)  # fmt: skip

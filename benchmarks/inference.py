@@ -32,15 +32,15 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import machine, median, table, write_json
-from dicomnode.classifier import Classifier
-from dicomnode.preprocess import to_grayscale, to_model_input
-from dicomnode.runtime import (
+from dicomnode.imaging.preprocess import to_grayscale, to_model_input
+from dicomnode.model.classifier import Classifier
+from dicomnode.model.runtime import (
     MAX_PROBABILITY_DELTA,
     OnnxRuntimeBackend,
     OpenVinoBackend,
     compare,
 )
-from dicomnode.torchnet import TorchBackend, export_onnx
+from dicomnode.model.torchnet import TorchBackend, export_onnx
 
 
 def real_inputs(classifier: Classifier) -> np.ndarray:

@@ -6,7 +6,7 @@ Receivers (each on an ephemeral loopback port, TCP_NODELAY on both ends):
 - dcmtk `storescp` writing files (no fsync: dcmtk has no option for it);
 - a bare pynetdicom SCP writing the received bytes (no fsync, no database): the floor the
   library sets;
-- the node's SCP (`dicomnode.scp`: durable spool write with fsync of file and directory, job
+- the node's SCP (`dicomnode.ingest.scp`: durable spool write with fsync of file and directory, job
   row committed in SQLite WAL synchronous=FULL, then 0x0000), with no worker running.
 Images: "small" = pydicom's CT_small (39 KB), "large" = pydicom-data RG3_UNCR (6.2 MB CR),
 each copied with new UIDs. One `storescu` association per run sends all files; a round runs
@@ -98,7 +98,7 @@ class BarePynetdicom:
     def __init__(self, workdir: Path, *, max_pdu: int) -> None:
         from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 
-        from dicomnode.scp import handle_open
+        from dicomnode.ingest.scp import handle_open
 
         self.out = workdir / "bare"
         self.out.mkdir(parents=True)
@@ -139,11 +139,11 @@ class NodeScp:
 
     def __init__(self, workdir: Path, *, max_pdu: int) -> None:
         from dicomnode.config import Settings
-        from dicomnode.db import make_engine
-        from dicomnode.jobs import Jobs
+        from dicomnode.ingest.scp import StoreContext, start_scp
         from dicomnode.metrics import Metrics
-        from dicomnode.scp import StoreContext, start_scp
-        from dicomnode.spool import Spool
+        from dicomnode.store.db import make_engine
+        from dicomnode.store.jobs import Jobs
+        from dicomnode.store.spool import Spool
 
         self.workdir = workdir / "node"
         self.port = free_port()

@@ -27,8 +27,8 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import machine, median, table, write_json
-from dicomnode.classifier import Classifier
-from dicomnode.preprocess import to_grayscale, to_model_input
+from dicomnode.imaging.preprocess import to_grayscale, to_model_input
+from dicomnode.model.classifier import Classifier
 from tests.support import data
 
 DCMTK = {

@@ -9,7 +9,7 @@ hashes of UIDs only, never a raw UID or a patient attribute), how many instances
 Instances received over one association are counted per study and written when the association
 closes (PS3.15 reports a transfer per study, not per instance), so receiving costs no extra
 database write per image. The HTTP API's reads, uploads and downloads are recorded through
-`web/access.py`; the retention run prunes events older than `retention.audit_days` (`prune`).
+`http/access.py`; the retention run prunes events older than `retention.audit_days` (`prune`).
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Field, Session, SQLModel, col
 
-from dicomnode.durable import durable
 from dicomnode.logconfig import scrub_text
+from dicomnode.store.durable import durable
 from dicomnode.uids import hash_uid
 
 log = structlog.stdlib.get_logger("dicomnode.audit")

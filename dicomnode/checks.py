@@ -17,8 +17,8 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import SQLModel
 
-from dicomnode import db  # noqa: F401  (registers every table on SQLModel.metadata)
 from dicomnode.config import Settings
+from dicomnode.store import db  # noqa: F401  (registers every table on SQLModel.metadata)
 
 Status = Literal["ok", "warn", "fail"]
 
@@ -142,8 +142,8 @@ def check_schema(engine: Engine) -> Check:
 
 
 def check_model(settings: Settings) -> Check:
-    from dicomnode.card import ModelPackageError
-    from dicomnode.classifier import load_classifier
+    from dicomnode.model.card import ModelPackageError
+    from dicomnode.model.classifier import load_classifier
 
     m = settings.model
     models = settings.data_dir / "models"
@@ -176,7 +176,7 @@ def check_model(settings: Settings) -> Check:
 
 
 def check_destinations(settings: Settings) -> list[Check]:
-    from dicomnode.scu import AssociationFailed, client_tls_context, echo
+    from dicomnode.deliver.scu import AssociationFailed, client_tls_context, echo
 
     checks = []
     for d in settings.destinations:
@@ -215,7 +215,7 @@ def check_destinations(settings: Settings) -> list[Check]:
 def check_tls_receiving(settings: Settings) -> Check:
     """What receiving requires (ports, TLS, client certificates), with the certificate, key and
     client CA loaded as the SCP loads them."""
-    from dicomnode.tls import describe_receiving, server_tls_context
+    from dicomnode.ingest.tls import describe_receiving, server_tls_context
 
     node = settings.node
     what = describe_receiving(node)

@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from dicomnode.card import ModelPackageError
 from dicomnode.config import ConfigError, Settings, load_settings
+from dicomnode.model.card import ModelPackageError
 
 
 def _settings(path: str | None) -> Settings:
@@ -35,9 +35,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
-    from dicomnode.classifier import load_classifier
     from dicomnode.logconfig import configure_logging
-    from dicomnode.offline import classify_files, json_lines
+    from dicomnode.model.classifier import load_classifier
+    from dicomnode.uploads.offline import classify_files, json_lines
 
     settings = _settings(args.config)
     configure_logging(level="WARNING", json=True, stream=sys.stderr)
@@ -62,7 +62,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
 
 def cmd_echo(args: argparse.Namespace) -> int:
-    from dicomnode.scu import AssociationFailed, client_tls_context, echo
+    from dicomnode.deliver.scu import AssociationFailed, client_tls_context, echo
 
     tls = client_tls_context(_settings(args.config).node) if args.tls else None
     try:
@@ -79,7 +79,7 @@ def cmd_echo(args: argparse.Namespace) -> int:
 def cmd_db(args: argparse.Namespace) -> int:
     """`db upgrade` migrates (under a lock: safe while other nodes run or start); `db current`
     prints the revision and exits 1 when an upgrade is needed."""
-    from dicomnode.db import create_db_engine, head_revision, schema_revision, upgrade_schema
+    from dicomnode.store.db import create_db_engine, head_revision, schema_revision, upgrade_schema
 
     engine = create_db_engine(_settings(args.config).database_url)
     try:
@@ -164,8 +164,8 @@ def _iso_time(text: str) -> datetime:
 def _open_store(settings: Settings) -> tuple[Any, Any, Any]:
     """Engine, spool and audit of a configured node, for the maintenance commands."""
     from dicomnode.audit import Audit
-    from dicomnode.db import make_engine
-    from dicomnode.spool import Spool
+    from dicomnode.store.db import make_engine
+    from dicomnode.store.spool import Spool
     from dicomnode.uids import node_salt
 
     data = settings.node.data_dir
@@ -177,8 +177,8 @@ def _open_store(settings: Settings) -> tuple[Any, Any, Any]:
 
 def cmd_retention(args: argparse.Namespace) -> int:
     from dicomnode.logconfig import configure_logging
-    from dicomnode.retention import RetentionBusy, RetentionPolicy, describe, run_retention
-    from dicomnode.retention_store import OrthancRest, SqlRetentionStore
+    from dicomnode.retention.policy import RetentionBusy, RetentionPolicy, describe, run_retention
+    from dicomnode.retention.store import OrthancRest, SqlRetentionStore
 
     settings = _settings(args.config)
     configure_logging(level="INFO", json=True, stream=sys.stderr, salt=settings.node.log_salt)

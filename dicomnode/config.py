@@ -53,7 +53,7 @@ class NodeSettings(_Section):
     tls_private_key: Path | None = None
     tls_ca_certificate: Path | None = None
     tls_required: bool = False
-    # Receiving TLS apart from sending (dicomnode/tls.py): the CA of client certificates,
+    # Receiving TLS apart from sending (dicomnode/ingest/tls.py): the CA of client certificates,
     # whether they are required, and a TLS port beside a plaintext `port` (0: none).
     tls_client_ca_certificate: Path | None = None
     tls_verify_clients: bool = True
@@ -103,13 +103,13 @@ class ApiSettings(_Section):
     token: str = ""
     show_patient_identifiers: bool = True
     viewer_url: str = ""
-    # HTTP analysis (POST /api/analyze, /api/analyze-study; dicomnode/analysis.py)
+    # HTTP analysis (POST /api/analyze, /api/analyze-study; dicomnode/uploads/analysis.py)
     max_upload_mb: float = Field(50.0, gt=0, le=4096)
     max_zip_entries: int = Field(10000, ge=1)
     max_zip_uncompressed_mb: float = Field(2048.0, gt=0)
     max_compression_ratio: float = Field(100.0, ge=1)
     upload_retention_hours: float = Field(24.0, ge=0)
-    # Browser hardening (dicomnode/web/guard.py)
+    # Browser hardening (dicomnode/http/guard.py)
     public_url: str = ""
     login_max_failures: int = Field(5, ge=1, le=1000)
     login_failure_window_seconds: float = Field(300.0, gt=0, le=86400)
@@ -184,7 +184,7 @@ class RetentionSettings(_Section):
     results_orthanc_url: str = ""
     # The audit trail: six years by default (HIPAA keeps security documentation that long).
     audit_days: float = Field(2190.0, ge=0)
-    # Prepared models in data_dir/models not used for this long (dicomnode.model_cache).
+    # Prepared models in data_dir/models not used for this long (dicomnode.model.cache).
     model_cache_days: float = Field(30.0, ge=0)
 
     @field_validator("schedule")

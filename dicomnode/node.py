@@ -13,36 +13,36 @@ import structlog
 import uvicorn
 from sqlalchemy.exc import SQLAlchemyError
 
-from dicomnode.api import ApiContext, create_app
 from dicomnode.audit import Audit, AuditAction, AuditEventID
-from dicomnode.card import ModelPackageError
 from dicomnode.checks import StartupError, check_disk_free, check_schema, check_spool_writable
-from dicomnode.classifier import Classifier, load_classifier
 from dicomnode.config import Settings
-from dicomnode.db import SchemaError, make_engine
-from dicomnode.jobs import Jobs
+from dicomnode.deliver.outbox import deliver_due
+from dicomnode.http.access import upload_expired_recorder
+from dicomnode.http.app import ApiContext, create_app
+from dicomnode.ingest.scp import StoreContext, start_scp
+from dicomnode.ingest.tls import describe_receiving
 from dicomnode.logconfig import set_salt
 from dicomnode.metrics import Metrics
-from dicomnode.model_cache import clean_model_cache, mark_used
-from dicomnode.orthanc import OrthancPull, OutcomeRecorder, api_from_settings
-from dicomnode.outbox import deliver_due
-from dicomnode.pipeline import Pipeline
-from dicomnode.retention import (
+from dicomnode.model.cache import clean_model_cache, mark_used
+from dicomnode.model.card import ModelPackageError
+from dicomnode.model.classifier import Classifier, load_classifier
+from dicomnode.pacs.orthanc import OrthancPull, OutcomeRecorder, api_from_settings
+from dicomnode.retention.policy import (
     RetentionBusy,
     RetentionPolicy,
     RetentionScheduler,
     finish_interrupted,
     run_retention,
 )
-from dicomnode.retention_store import OrthancRest, SqlRetentionStore
-from dicomnode.scp import StoreContext, start_scp
-from dicomnode.spool import Spool
-from dicomnode.tables import utcnow
-from dicomnode.tls import describe_receiving
+from dicomnode.retention.store import OrthancRest, SqlRetentionStore
+from dicomnode.store.db import SchemaError, make_engine
+from dicomnode.store.jobs import Jobs
+from dicomnode.store.spool import Spool
+from dicomnode.store.tables import utcnow
 from dicomnode.uids import hash_uid, node_salt
-from dicomnode.uploads import UPLOADS_DIR, UploadStore
-from dicomnode.web.access import upload_expired_recorder
-from dicomnode.worker import JobWorker, Loop
+from dicomnode.uploads.store import UPLOADS_DIR, UploadStore
+from dicomnode.work.pipeline import Pipeline
+from dicomnode.work.worker import JobWorker, Loop
 
 log = structlog.stdlib.get_logger("dicomnode.node")
 
@@ -205,7 +205,7 @@ class Node:
         )
 
     def _start_orthanc(self, store_ctx: StoreContext) -> Any:
-        """Orthanc integration (dicomnode.orthanc): outcome recording and the pull path, each
+        """Orthanc integration (dicomnode.pacs.orthanc): outcome recording and the pull path, each
         worked by its own loop. Returns the outbox hook (or None)."""
         s = self.settings
         if not s.orthanc.url:

@@ -9,7 +9,7 @@ Two layouts are read:
   abnormal/1 vs normal/non_fractured/negative/0), or `positive_class` names the fracture
   folder and every other folder is normal.
 
-Every image is read with `dicomnode.preprocess.load_image` (DICOM through the node's own
+Every image is read with `dicomnode.imaging.preprocess.load_image` (DICOM through the node's own
 `to_grayscale`) and turned into the network input by `preprocess.to_model_input`, the same two
 functions the node uses, so training and serving cannot drift apart.
 
@@ -38,7 +38,7 @@ import pydicom
 import torch
 from pydicom.errors import InvalidDicomError
 
-from dicomnode import preprocess
+from dicomnode.imaging import preprocess
 from training.augment import AugmentConfig, augment_image
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom"})

@@ -2,8 +2,8 @@
 
     python -m training.evaluate --package PKG --data DIR [--split test] --out DIR
 
-Probabilities come from `dicomnode.classifier.Classifier.from_package(PKG).predict_batch` on
-`dicomnode.preprocess.load_image` output: the node's own code path (same preprocessing,
+Probabilities come from `dicomnode.model.classifier.Classifier.from_package(PKG).predict_batch` on
+`dicomnode.imaging.preprocess.load_image` output: the node's own code path (same preprocessing,
 temperature and thresholds), so `dicomnode classify` reproduces them. The split is read from
 the split file written by training (default `DATA/split.json`); `--split all` evaluates every
 image in DIR (an external test set needs no split file).
@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from dicomnode.card import ModelCard, ModelPackageError, read_package, write_card
-from dicomnode.classifier import Classifier
+from dicomnode.model.card import ModelCard, ModelPackageError, read_package, write_card
+from dicomnode.model.classifier import Classifier
 from training.data import (
     DataError,
     Sample,

@@ -2,18 +2,18 @@
 
     python -m training.export --checkpoint RUN/best.pt --out PKG [--onnx]
 
-Writes `weights.safetensors` and `model.json` (via `dicomnode.card.write_card`, which records
+Writes `weights.safetensors` and `model.json` (via `dicomnode.model.card.write_card`, which records
 the weights' SHA-256). The temperature and the two operating points are fitted on the
 validation logits stored in the checkpoint (see `training.thresholds`). The package is then
-loaded with `dicomnode.classifier.Classifier.from_package` and checked to reproduce the
+loaded with `dicomnode.model.classifier.Classifier.from_package` and checked to reproduce the
 checkpoint model's probability on a probe image, within the tolerance the node itself applies
-to a runtime (`dicomnode.runtime.MAX_PROBABILITY_DELTA`).
+to a runtime (`dicomnode.model.runtime.MAX_PROBABILITY_DELTA`).
 
 With `--onnx`, `model.onnx` is written too, with outputs `logits` (B, classes) and `features`
 (B, C, h, w: the last feature map, from which the class activation map is computed), a dynamic
 batch axis and input `input` (B, 3, S, S) as `preprocess.to_model_input` makes it. Its outputs
 are compared with PyTorch's on a probe image and random inputs with the node's own load-time
-check (`dicomnode.runtime.compare`): the calibrated P(fracture) may differ by at most
+check (`dicomnode.model.runtime.compare`): the calibrated P(fracture) may differ by at most
 `MAX_PROBABILITY_DELTA` and the class activation map by `MAX_CAM_RELATIVE_DELTA` of its range;
 otherwise the export fails and removes the file. What a user sees is a probability against two
 thresholds and a heatmap, so those are what is compared. Raw float32 outputs are not gated on an
@@ -36,8 +36,8 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from dicomnode import preprocess
-from dicomnode.card import (
+from dicomnode.imaging import preprocess
+from dicomnode.model.card import (
     CARD_FILE,
     DEFAULT_MIN_IMAGE_SIZE,
     WEIGHTS_FILE,
@@ -45,8 +45,8 @@ from dicomnode.card import (
     sha256_file,
     write_card,
 )
-from dicomnode.classifier import Classifier, create_model
-from dicomnode.runtime import MAX_CAM_RELATIVE_DELTA, MAX_PROBABILITY_DELTA, compare
+from dicomnode.model.classifier import Classifier, create_model
+from dicomnode.model.runtime import MAX_CAM_RELATIVE_DELTA, MAX_PROBABILITY_DELTA, compare
 from training.checkpoint import load_checkpoint
 from training.config import ConfigError
 from training.metrics import (
@@ -145,7 +145,8 @@ def onnx_refusal(check: dict[str, float]) -> str | None:
 
 
 def _cam_weight(model: torch.nn.Module, fracture: int) -> np.ndarray:
-    """w_fracture - mean(w_other) of the linear head, as `dicomnode.classifier` builds the CAM."""
+    """w_fracture - mean(w_other) of the linear head, as `dicomnode.model.classifier` builds
+    the CAM."""
     weight = model.get_classifier().weight.detach().to(torch.float32).numpy()  # type: ignore[operator]
     others = [i for i in range(weight.shape[0]) if i != fracture]
     return np.asarray(weight[fracture] - weight[others].mean(axis=0))

@@ -1,7 +1,7 @@
 """The network, its initial weights, optimizer, learning-rate schedule and device runtime.
 
-The network is built by `dicomnode.classifier.create_model`, the node's own constructor, so the
-exported weights load into exactly the module the node runs. Input size and normalisation come
+The network is built by `dicomnode.model.classifier.create_model`, the node's own constructor, so
+the exported weights load into exactly the module the node runs. Input size and normalisation come
 from timm's data config at the architecture's test size, as the node's demo model does.
 """
 
@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file
 from timm.data import resolve_model_data_config
 
-from dicomnode.classifier import create_model
+from dicomnode.model.classifier import create_model
 from training.config import ConfigError, TrainConfig
 from training.data import CLASS_NAMES
 

@@ -3,7 +3,7 @@
     PYTHONPATH=. .venv/bin/python docs/tools/gen_conformance_tables.py          # rewrite
     PYTHONPATH=. .venv/bin/python docs/tools/gen_conformance_tables.py --check  # exit 1 if stale
 
-The tables come from the AE the node really builds (`dicomnode.scp.make_ae` with the settings of
+The tables come from the AE the node really builds (`dicomnode.ingest.scp.make_ae` with the settings of
 configs/dicomnode.toml), so they list exactly what the SCP accepts. Each table is written
 between `<!-- BEGIN GENERATED name -->` and `<!-- END GENERATED name -->` markers;
 tests/unit/test_conformance_doc.py parses the UIDs back and compares them with the AE.
@@ -18,7 +18,7 @@ import generated_sections  # docs/tools, next to this script
 from pydicom.uid import UID
 
 from dicomnode.config import load_settings
-from dicomnode.scp import make_ae
+from dicomnode.ingest.scp import make_ae
 
 REPO = Path(__file__).resolve().parents[2]
 DOC = REPO / "docs" / "conformance-statement.md"

@@ -20,16 +20,16 @@ from openpyxl import load_workbook
 from PIL import Image
 from pydicom import dcmread
 
-from dicomnode import preprocess
-from dicomnode.api import ApiContext, create_app
-from dicomnode.classifier import Classifier
 from dicomnode.config import Settings
-from dicomnode.db import make_engine
-from dicomnode.jobs import Jobs
+from dicomnode.http.app import ApiContext, create_app
+from dicomnode.imaging import preprocess
 from dicomnode.metrics import Metrics
-from dicomnode.pipeline import OutputUIDs
-from dicomnode.spool import Spool
-from dicomnode.uploads import UPLOADS_DIR, UploadStore
+from dicomnode.model.classifier import Classifier
+from dicomnode.store.db import make_engine
+from dicomnode.store.jobs import Jobs
+from dicomnode.store.spool import Spool
+from dicomnode.uploads.store import UPLOADS_DIR, UploadStore
+from dicomnode.work.pipeline import OutputUIDs
 from tests.support.data import RG3_UNCR, TINY_ARCH, copy_with_new_uids, ct_small, new_uid, testdata
 
 TOKEN = "analyze-token"
@@ -440,7 +440,7 @@ def test_auth_is_the_worklist_pages(make_client):
     assert client.get(body["urls"]["overlay"]).status_code == 200
     page = {"Origin": "http://testserver"}  # the page posts with its cookie, from its origin
     assert post(client, png, headers=page).status_code == 200
-    assert post(client, png).status_code == 403  # no origin: web/guard.py (test_web_guard.py)
+    assert post(client, png).status_code == 403  # no origin: http/guard.py (test_web_guard.py)
     # Sending to the network needs the token itself.
     dicom = testdata(RG3_UNCR).read_bytes()
     response = post(client, dicom, params={"send": "true"}, headers=page)

@@ -19,14 +19,14 @@ import pydicom
 import pytest
 from fastapi.testclient import TestClient
 
-from dicomnode.api import ApiContext, create_app
 from dicomnode.audit import Audit, AuditEvent
-from dicomnode.classifier import Classifier
 from dicomnode.config import Settings
-from dicomnode.db import make_engine
-from dicomnode.jobs import Jobs
+from dicomnode.http.app import ApiContext, create_app
 from dicomnode.metrics import Metrics
-from dicomnode.spool import Spool
+from dicomnode.model.classifier import Classifier
+from dicomnode.store.db import make_engine
+from dicomnode.store.jobs import Jobs
+from dicomnode.store.spool import Spool
 from tests.support.data import TINY_ARCH, ct_small, new_uid
 from tests.support.smallcr import small_cr
 
@@ -194,8 +194,8 @@ def test_an_upload_the_node_fails_on_is_a_major_failure(node, tmp_path):
 
 
 def test_an_upload_deleted_by_its_retention_is_audited_as_deleted(node, tmp_path):
-    from dicomnode.uploads import UPLOADS_DIR, UploadStore
-    from dicomnode.web.access import UPLOADS_ACTOR, upload_expired_recorder
+    from dicomnode.http.access import UPLOADS_ACTOR, upload_expired_recorder
+    from dicomnode.uploads.store import UPLOADS_DIR, UploadStore
 
     study = new_uid("audit expiring study")
     source = small_cr(tmp_path / "a.dcm", study_uid=study, **CANARY)

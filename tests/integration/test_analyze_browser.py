@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 from pydicom import dcmread
 
-from dicomnode import preprocess
+from dicomnode.imaging import preprocess
 from tests.integration.test_worklist_browser import (  # noqa: F401 (fixture)
     ARTIFACTS,
     browser,

@@ -117,11 +117,11 @@ def test_every_storage_class_is_negotiated_and_each_retired_one_stored(tmp_path)
     from pynetdicom import AE
 
     from dicomnode.config import Settings
-    from dicomnode.db import make_engine
-    from dicomnode.jobs import Jobs
+    from dicomnode.ingest.scp import StoreContext, start_scp
     from dicomnode.metrics import Metrics
-    from dicomnode.scp import StoreContext, start_scp
-    from dicomnode.spool import Spool
+    from dicomnode.store.db import make_engine
+    from dicomnode.store.jobs import Jobs
+    from dicomnode.store.spool import Spool
     from tests.unit.test_scp_storage_classes import dictionary_storage_classes
 
     settings = Settings.model_validate(

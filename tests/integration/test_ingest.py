@@ -7,11 +7,11 @@ import pydicom
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from dicomnode.config import Settings
-from dicomnode.db import make_engine
-from dicomnode.jobs import Jobs
+from dicomnode.ingest.scp import StoreContext, start_scp
 from dicomnode.metrics import Metrics
-from dicomnode.scp import StoreContext, start_scp
-from dicomnode.spool import Spool
+from dicomnode.store.db import make_engine
+from dicomnode.store.jobs import Jobs
+from dicomnode.store.spool import Spool
 from tests.support import data
 from tests.support.peers import free_port, storescu
 

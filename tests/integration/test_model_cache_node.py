@@ -8,8 +8,8 @@ import shutil
 import time
 from pathlib import Path
 
-from dicomnode import prepared
-from dicomnode.classifier import load_classifier
+from dicomnode.model import prepared
+from dicomnode.model.classifier import load_classifier
 from tests.support.data import TINY_ARCH
 from tests.support.models import tiny_package
 from tests.support.nodecfg import write_node_config

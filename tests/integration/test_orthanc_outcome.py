@@ -8,19 +8,19 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from dicomnode.card import ModelCard
 from dicomnode.config import load_settings
-from dicomnode.db import make_engine
-from dicomnode.jobs import Jobs, Received
-from dicomnode.orthanc import (
+from dicomnode.model.card import ModelCard
+from dicomnode.pacs.orthanc import (
     OrthancApi,
     OrthancError,
     OutcomeRecorder,
     api_from_settings,
     record_outcome,
 )
-from dicomnode.orthanc import OutcomeRecord as Record
-from dicomnode.tables import Result, ResultKind
+from dicomnode.pacs.orthanc import OutcomeRecord as Record
+from dicomnode.store.db import make_engine
+from dicomnode.store.jobs import Jobs, Received
+from dicomnode.store.tables import Result, ResultKind
 from tests.support.data import copy_with_new_uids, new_uid, testdata
 from tests.support.peers import wait_until
 

@@ -15,9 +15,9 @@ from sqlmodel import Session
 
 from dicomnode.audit import Audit, AuditAction, AuditEventID
 from dicomnode.config import load_settings
-from dicomnode.db import make_engine
-from dicomnode.spool import Spool
-from dicomnode.tables import Delivery, DeliveryState, Job, JobState, Result, ResultKind, Study
+from dicomnode.store.db import make_engine
+from dicomnode.store.spool import Spool
+from dicomnode.store.tables import Delivery, DeliveryState, Job, JobState, Result, ResultKind, Study
 from tests.support.nodecfg import write_node_config
 from tests.support.peers import wait_until
 from tests.support.smallcr import db_rows, small_cr

@@ -20,7 +20,7 @@ import pydicom
 import pytest
 from sqlalchemy import text
 
-from dicomnode.db import create_db_engine
+from dicomnode.store.db import create_db_engine
 from tests.support.data import RG3_UNCR, new_uid, testdata
 from tests.support.dcmtk import StoreResult
 from tests.support.nodecfg import read_ports, write_node_config

@@ -10,12 +10,12 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from dicomnode.api import ApiContext, create_app
 from dicomnode.audit import Audit
 from dicomnode.config import Settings
-from dicomnode.db import make_engine
-from dicomnode.jobs import Jobs
+from dicomnode.http.app import ApiContext, create_app
 from dicomnode.metrics import Metrics
+from dicomnode.store.db import make_engine
+from dicomnode.store.jobs import Jobs
 
 TOKEN = "t0ken"
 

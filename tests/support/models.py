@@ -17,9 +17,9 @@ from pydicom import dcmread
 from safetensors.torch import save_file
 from timm.data import resolve_model_data_config
 
-from dicomnode import preprocess
-from dicomnode.card import WEIGHTS_FILE, ModelCard, write_card
-from dicomnode.classifier import Classifier, create_model
+from dicomnode.imaging import preprocess
+from dicomnode.model.card import WEIGHTS_FILE, ModelCard, write_card
+from dicomnode.model.classifier import Classifier, create_model
 from tests.support.data import TINY_ARCH
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dicomnode.card import ModelCard
+from dicomnode.model.card import ModelCard
 
 #: Patient and study attributes every result object must carry over from its source.
 PATIENT_STUDY = (

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dicomnode import preprocess
+from dicomnode.imaging import preprocess
 from tests.training.conftest import IMAGE_SIZE, Synthetic
 from training.augment import AugmentConfig, augment_image
 from training.config import ConfigError, TrainConfig, load_config

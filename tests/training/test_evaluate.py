@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from dicomnode import preprocess
-from dicomnode.card import read_package
-from dicomnode.classifier import Classifier
-from dicomnode.runtime import MAX_PROBABILITY_DELTA
+from dicomnode.imaging import preprocess
+from dicomnode.model.card import read_package
+from dicomnode.model.classifier import Classifier
+from dicomnode.model.runtime import MAX_PROBABILITY_DELTA
 from tests.training.conftest import Synthetic
 from training.evaluate import PLOT_FILES, PREDICTIONS_FILE, REPORT_FILE, evaluate
 from training.plots import PLOT_SIZE

@@ -11,10 +11,10 @@ import onnxruntime
 import pytest
 import torch
 
-from dicomnode import preprocess
-from dicomnode.card import ModelPackageError, read_package
-from dicomnode.classifier import Classifier, create_model
-from dicomnode.runtime import MAX_CAM_RELATIVE_DELTA, MAX_PROBABILITY_DELTA
+from dicomnode.imaging import preprocess
+from dicomnode.model.card import ModelPackageError, read_package
+from dicomnode.model.classifier import Classifier, create_model
+from dicomnode.model.runtime import MAX_CAM_RELATIVE_DELTA, MAX_PROBABILITY_DELTA
 from tests.support.data import TINY_ARCH
 from tests.training.conftest import TINY_CONFIG, Synthetic
 from training.checkpoint import BEST

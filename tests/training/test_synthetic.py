@@ -11,7 +11,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from dicomnode import preprocess
+from dicomnode.imaging import preprocess
 from dicomnode.uids import DEFAULT_UID_ROOT, is_valid_uid
 from tests.training.conftest import Synthetic
 from training.synthetic import make_dicom, make_image

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dicomnode.classifier import Classifier
+from dicomnode.model.classifier import Classifier
 from tests.training.conftest import TINY_CONFIG, Synthetic
 from training.checkpoint import BEST, LAST, METRICS_LOG, load_checkpoint
 from training.config import ConfigError, TrainConfig

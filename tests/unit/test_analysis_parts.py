@@ -8,11 +8,11 @@ import zipfile
 import pytest
 from openpyxl import load_workbook
 
-from dicomnode.analysis import UploadKind, prediction_fields, sniff
-from dicomnode.card import ModelCard
-from dicomnode.studyzip import ArchiveRejected, ZipLimits, is_unsafe_name, read_members
-from dicomnode.uploads import expired_uploads
-from dicomnode.xlsx_report import write_report
+from dicomnode.model.card import ModelCard
+from dicomnode.uploads.analysis import UploadKind, prediction_fields, sniff
+from dicomnode.uploads.store import expired_uploads
+from dicomnode.uploads.studyzip import ArchiveRejected, ZipLimits, is_unsafe_name, read_members
+from dicomnode.uploads.xlsx import write_report
 from tests.support.data import RG3_UNCR, testdata
 
 

@@ -15,15 +15,15 @@ import pydicom
 from fastapi.testclient import TestClient
 from starlette.requests import Request
 
-from dicomnode.api import ApiContext, create_app
 from dicomnode.audit import Audit, AuditEvent
 from dicomnode.config import Settings
-from dicomnode.db import make_engine
-from dicomnode.jobs import Jobs, Received
+from dicomnode.http.access import AccessAudit
+from dicomnode.http.app import ApiContext, create_app
 from dicomnode.metrics import Metrics
-from dicomnode.spool import Spool
-from dicomnode.tables import JobState, ResultKind
-from dicomnode.web.access import AccessAudit
+from dicomnode.store.db import make_engine
+from dicomnode.store.jobs import Jobs, Received
+from dicomnode.store.spool import Spool
+from dicomnode.store.tables import JobState, ResultKind
 from tests.support.smallcr import small_cr
 
 TOKEN = "access-token"

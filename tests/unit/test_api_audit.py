@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from fastapi.testclient import TestClient
 
-from dicomnode.api import ApiContext, create_app
 from dicomnode.audit import Audit, AuditAction, AuditEventID
 from dicomnode.config import Settings
-from dicomnode.db import make_engine
-from dicomnode.jobs import Jobs, Received
+from dicomnode.http.app import ApiContext, create_app
 from dicomnode.metrics import Metrics
-from dicomnode.tables import JobState
+from dicomnode.store.db import make_engine
+from dicomnode.store.jobs import Jobs, Received
+from dicomnode.store.tables import JobState
 
 STUDY = "1.2.826.0.1.3680043.8.498.31"
 TOKEN = "t0ken"

@@ -7,8 +7,8 @@ from datetime import timedelta
 
 import pytest
 
-from dicomnode.jobs import Jobs, Received
-from dicomnode.tables import JobState, utcnow
+from dicomnode.store.jobs import Jobs, Received
+from dicomnode.store.tables import JobState, utcnow
 from tests.support.api_client import api_client
 
 STUDY = "1.2.826.0.1.3680043.8.498.32"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from dicomnode.audit import Audit, AuditAction, AuditEventID, AuditOutcome, clean_detail
-from dicomnode.db import make_engine
+from dicomnode.store.db import make_engine
 
 STUDY = "1.2.826.0.1.3680043.8.498.77"
 

@@ -7,16 +7,16 @@ import threading
 
 import pytest
 
-from dicomnode.classifier import Classifier
 from dicomnode.config import Settings
-from dicomnode.db import make_engine
-from dicomnode.jobs import Jobs, Received
+from dicomnode.ingest.scp import StoreContext, store_bytes
 from dicomnode.metrics import Metrics
-from dicomnode.pipeline import Pipeline
-from dicomnode.runtime import MAX_PROBABILITY_DELTA
-from dicomnode.scp import StoreContext, store_bytes
-from dicomnode.spool import Spool
-from dicomnode.tables import JobState
+from dicomnode.model.classifier import Classifier
+from dicomnode.model.runtime import MAX_PROBABILITY_DELTA
+from dicomnode.store.db import make_engine
+from dicomnode.store.jobs import Jobs, Received
+from dicomnode.store.spool import Spool
+from dicomnode.store.tables import JobState
+from dicomnode.work.pipeline import Pipeline
 from tests.support import data
 
 

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from dicomnode.card import (
+from dicomnode.model.card import (
     CARD_FILE,
     DEFAULT_MIN_IMAGE_SIZE,
     WEIGHTS_FILE,

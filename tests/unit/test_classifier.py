@@ -12,8 +12,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from dicomnode.card import WEIGHTS_FILE, ModelCard, ModelPackageError, write_card
-from dicomnode.classifier import (
+from dicomnode.imaging.preprocess import heatmap_to_image, to_grayscale, to_model_input
+from dicomnode.model.card import WEIGHTS_FILE, ModelCard, ModelPackageError, write_card
+from dicomnode.model.classifier import (
     Classifier,
     Outcome,
     Prediction,
@@ -21,8 +22,7 @@ from dicomnode.classifier import (
     load_classifier,
     outcome_for,
 )
-from dicomnode.preprocess import heatmap_to_image, to_grayscale, to_model_input
-from dicomnode.runtime import MAX_PROBABILITY_DELTA
+from dicomnode.model.runtime import MAX_PROBABILITY_DELTA
 from tests.support import data
 
 TINY = data.TINY_ARCH

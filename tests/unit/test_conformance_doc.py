@@ -2,7 +2,7 @@
 
 The UIDs are parsed from the SCP section of docs/conformance-statement.md (the generated
 tables between their markers) and compared, as sets, with the supported contexts of the AE
-that `dicomnode.scp.make_ae` builds from the shipped configuration. A UID missing from the
+that `dicomnode.ingest.scp.make_ae` builds from the shipped configuration. A UID missing from the
 document or listed without being accepted fails the test.
 """
 
@@ -15,7 +15,7 @@ import pytest
 from pynetdicom.sop_class import Verification
 
 from dicomnode.config import load_settings
-from dicomnode.scp import make_ae
+from dicomnode.ingest.scp import make_ae
 from tests.support.docs import check_generated, generated_section
 
 REPO = Path(__file__).resolve().parents[2]

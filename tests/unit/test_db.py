@@ -11,7 +11,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
 from sqlmodel import SQLModel
 
-from dicomnode.db import (
+from dicomnode.store.db import (
     SchemaError,
     create_db_engine,
     head_revision,
@@ -20,7 +20,7 @@ from dicomnode.db import (
     table_metadata,
     upgrade_schema,
 )
-from dicomnode.jobs import Jobs
+from dicomnode.store.jobs import Jobs
 
 
 def _diffs(engine):
@@ -39,7 +39,7 @@ def test_migrations_make_exactly_the_models_schema(database_url):
 def test_downgrade_to_base_and_up_again(database_url):
     from alembic import command
 
-    from dicomnode.db import alembic_config
+    from dicomnode.store.db import alembic_config
 
     engine = make_engine(database_url)
     config = alembic_config()
@@ -126,7 +126,7 @@ def test_serve_refuses_an_old_schema_with_a_clear_message_not_a_traceback(tmp_pa
     import subprocess
     import sys
 
-    from dicomnode.db import create_db_engine, upgrade_schema
+    from dicomnode.store.db import create_db_engine, upgrade_schema
     from tests.support.peers import free_port
 
     url = f"sqlite:///{tmp_path / 'old.db'}"

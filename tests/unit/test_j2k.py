@@ -8,9 +8,9 @@ import pydicom
 import pytest
 from pydicom.encaps import generate_frames
 
-from dicomnode import j2k
-from dicomnode.classifier import Classifier
-from dicomnode.preprocess import to_grayscale, to_model_input
+from dicomnode.imaging import j2k
+from dicomnode.imaging.preprocess import to_grayscale, to_model_input
+from dicomnode.model.classifier import Classifier
 from tests.support import data
 
 

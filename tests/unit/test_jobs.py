@@ -3,9 +3,9 @@ from datetime import timedelta
 
 from sqlalchemy import update
 
-from dicomnode.db import make_engine
-from dicomnode.jobs import Jobs, Received
-from dicomnode.tables import DeliveryState, Job, JobState, ResultKind, utcnow
+from dicomnode.store.db import make_engine
+from dicomnode.store.jobs import Jobs, Received
+from dicomnode.store.tables import DeliveryState, Job, JobState, ResultKind, utcnow
 
 
 def _jobs(tmp_path):

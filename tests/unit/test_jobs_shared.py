@@ -7,9 +7,9 @@ node processes themselves are exercised in tests/integration/test_scale.py.
 import threading
 from collections import Counter
 
-from dicomnode.db import create_db_engine, make_engine
-from dicomnode.jobs import Jobs, Received
-from dicomnode.tables import DeliveryState, JobState, ResultKind
+from dicomnode.store.db import create_db_engine, make_engine
+from dicomnode.store.jobs import Jobs, Received
+from dicomnode.store.tables import DeliveryState, JobState, ResultKind
 
 STUDY = "1.2.3"
 

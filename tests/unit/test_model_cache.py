@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from dicomnode import prepared
-from dicomnode.classifier import Classifier, load_classifier
-from dicomnode.model_cache import clean_model_cache, mark_used
+from dicomnode.model import prepared
+from dicomnode.model.cache import clean_model_cache, mark_used
+from dicomnode.model.classifier import Classifier, load_classifier
 from tests.support import data
 from tests.support.models import tiny_package
 
@@ -202,8 +202,8 @@ def test_read_only_cache_still_loads_and_is_left_as_it_is(cache):
         import json
         from datetime import UTC, datetime
         from pathlib import Path
-        from dicomnode.classifier import load_classifier
-        from dicomnode.model_cache import clean_model_cache
+        from dicomnode.model.classifier import load_classifier
+        from dicomnode.model.cache import clean_model_cache
         folder = Path({str(folder)!r})
         c = load_classifier(None, device="cpu", demo_architecture={TINY!r},
                             runtime="onnxruntime", cache_dir=folder)

@@ -8,8 +8,8 @@ with an empty salt and could not be matched with the node's own `study`/`sop` fi
 from __future__ import annotations
 
 from dicomnode import logconfig
-from dicomnode.classifier import load_classifier
 from dicomnode.config import load_settings
+from dicomnode.model.classifier import load_classifier
 from dicomnode.node import Node
 from dicomnode.uids import hash_uid
 from tests.support.data import TINY_ARCH

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from dicomnode.card import write_card
-from dicomnode.classifier import Classifier
-from dicomnode.offline import classify_files
+from dicomnode.model.card import write_card
+from dicomnode.model.classifier import Classifier
+from dicomnode.uploads.offline import classify_files
 from tests.support.models import tiny_package
 from tests.support.smallcr import cropped_cr
 

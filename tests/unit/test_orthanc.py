@@ -1,4 +1,4 @@
-"""dicomnode.orthanc: the version switch, what is written on a study, the pull selection and
+"""dicomnode.pacs.orthanc: the version switch, what is written on a study, the pull selection and
 the persistent work queue."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import json
 import pytest
 
 from dicomnode.config import ConfigError, load_settings
-from dicomnode.orthanc import (
+from dicomnode.pacs.orthanc import (
     LABELS,
     OutcomeRecord,
     WorkQueue,

@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from dicomnode.orthanc import InstanceTooLarge, OrthancApi
+from dicomnode.pacs.orthanc import InstanceTooLarge, OrthancApi
 
 CHUNK = 64 * 1024
 HUGE = 10 * 2**30  # announced or streamed: 10 GiB, far more than the test could hold

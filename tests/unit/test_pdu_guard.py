@@ -1,5 +1,5 @@
-"""dicomnode.pdu_guard: the PDU stream is followed whatever the read sizes, each dataset's value
-bytes are counted from the PDV item headers, and a limit passed aborts at once."""
+"""dicomnode.ingest.pdu_guard: the PDU stream is followed whatever the read sizes, each
+dataset's value bytes are counted from the PDV item headers, and a limit passed aborts at once."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-from dicomnode.pdu_guard import A_ABORT, MAX_CONTROL_PDU, PduMeter, metered_recv
+from dicomnode.ingest.pdu_guard import A_ABORT, MAX_CONTROL_PDU, PduMeter, metered_recv
 
 
 def pdv(value: bytes, *, command: bool, last: bool, context: int = 1) -> bytes:

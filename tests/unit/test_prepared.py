@@ -14,10 +14,10 @@ import numpy as np
 import pydicom
 import pytest
 
-from dicomnode.card import ModelPackageError
-from dicomnode.classifier import Classifier, load_classifier
-from dicomnode.preprocess import to_grayscale
-from dicomnode.runtime import RuntimeCheckFailed
+from dicomnode.imaging.preprocess import to_grayscale
+from dicomnode.model.card import ModelPackageError
+from dicomnode.model.classifier import Classifier, load_classifier
+from dicomnode.model.runtime import RuntimeCheckFailed
 from tests.support import data
 from tests.support.models import tiny_package
 
@@ -53,7 +53,7 @@ def test_served_without_torch_in_the_process(tmp_path):
     script = textwrap.dedent(f"""
         import sys
         from pathlib import Path
-        from dicomnode.classifier import load_classifier
+        from dicomnode.model.classifier import load_classifier
         for _ in range(2):  # prepares in a child, then reuses the prepared model
             c = load_classifier(None, device="auto", demo_architecture={TINY!r},
                                 runtime="auto", cache_dir=Path({str(tmp_path)!r}))
@@ -82,7 +82,7 @@ def test_served_classifier_equals_torch(cache, rg3):
 
 
 def test_prepared_once_then_reused(cache):
-    # Inodes, not mtimes: a load marks its files used by their mtime (dicomnode.model_cache);
+    # Inodes, not mtimes: a load marks its files used by their mtime (dicomnode.model.cache);
     # writing them again (temporary file + rename) would give new inodes.
     stamps = {p: p.stat().st_ino for p in cache.iterdir()}
     load(cache)

@@ -25,7 +25,7 @@ from pydicom.uid import (
 )
 
 from dicomnode import MANUFACTURER
-from dicomnode.preprocess import (
+from dicomnode.imaging.preprocess import (
     MAX_PIXELS,
     NotClassifiable,
     eligibility,

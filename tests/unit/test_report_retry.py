@@ -10,18 +10,18 @@ from datetime import UTC
 import pytest
 from fastapi.testclient import TestClient
 
-from dicomnode.api import ApiContext, create_app
 from dicomnode.audit import Audit
-from dicomnode.classifier import Classifier
 from dicomnode.config import Settings
-from dicomnode.db import create_db_engine, make_engine
-from dicomnode.jobs import Jobs, Received
+from dicomnode.http.app import ApiContext, create_app
+from dicomnode.ingest.scp import StoreContext, store_bytes
 from dicomnode.metrics import Metrics
-from dicomnode.pipeline import Pipeline
-from dicomnode.scp import StoreContext, store_bytes
-from dicomnode.spool import Spool
-from dicomnode.tables import JobState, ResultKind, utcnow
-from dicomnode.worker import JobWorker
+from dicomnode.model.classifier import Classifier
+from dicomnode.store.db import create_db_engine, make_engine
+from dicomnode.store.jobs import Jobs, Received
+from dicomnode.store.spool import Spool
+from dicomnode.store.tables import JobState, ResultKind, utcnow
+from dicomnode.work.pipeline import Pipeline
+from dicomnode.work.worker import JobWorker
 from tests.support import data
 from tests.support.api_client import TOKEN, api_client
 from tests.support.peers import wait_until

@@ -14,9 +14,7 @@ from sqlmodel import Session
 
 from dicomnode.audit import Audit, AuditAction, AuditEvent, AuditEventID
 from dicomnode.config import ConfigError, load_settings
-from dicomnode.db import make_engine
-from dicomnode.jobs import Jobs, Received
-from dicomnode.retention import (
+from dicomnode.retention.policy import (
     OWN_SERIES_DESCRIPTIONS,
     DeliveryRow,
     ImageRow,
@@ -30,9 +28,11 @@ from dicomnode.retention import (
     select_expired,
     select_orthanc_series,
 )
-from dicomnode.retention_store import RetentionMark, SqlRetentionStore
-from dicomnode.spool import Spool
-from dicomnode.tables import Delivery, Job, JobState, Result, ResultKind, Study
+from dicomnode.retention.store import RetentionMark, SqlRetentionStore
+from dicomnode.store.db import make_engine
+from dicomnode.store.jobs import Jobs, Received
+from dicomnode.store.spool import Spool
+from dicomnode.store.tables import Delivery, Job, JobState, Result, ResultKind, Study
 
 NOW = datetime(2030, 6, 1, 3, 0, tzinfo=UTC)
 POLICY = RetentionPolicy(spool_days=7, results_days=30, records_days=90, stable_seconds=10)
@@ -169,8 +169,8 @@ def test_orthanc_selection_takes_only_old_own_series():
 
 
 def test_own_series_descriptions_match_the_builders():
-    from dicomnode.sc import SC_SERIES_DESCRIPTION
-    from dicomnode.sr import SR_SERIES_DESCRIPTION
+    from dicomnode.objects.sc import SC_SERIES_DESCRIPTION
+    from dicomnode.objects.sr import SR_SERIES_DESCRIPTION
 
     assert {SC_SERIES_DESCRIPTION, SR_SERIES_DESCRIPTION} == OWN_SERIES_DESCRIPTIONS
 

@@ -10,9 +10,9 @@ import numpy as np
 import pydicom
 import pytest
 
-from dicomnode.classifier import Classifier
-from dicomnode.preprocess import to_grayscale
-from dicomnode.runtime import (
+from dicomnode.imaging.preprocess import to_grayscale
+from dicomnode.model.classifier import Classifier
+from dicomnode.model.runtime import (
     MAX_PROBABILITY_DELTA,
     OnnxRuntimeBackend,
     Runtime,
@@ -194,7 +194,7 @@ def test_the_load_check_covers_the_busy_session(tmp_path):
 
 
 def _tiny_export(tmp_path):
-    from dicomnode.torchnet import export_onnx
+    from dicomnode.model.torchnet import export_onnx
 
     tiny = Classifier.demo(architecture=TINY, device="cpu", runtime="torch")
     size = tiny.card.input_size

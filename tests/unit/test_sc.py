@@ -18,10 +18,10 @@ from pydicom import Dataset
 from pydicom.uid import SecondaryCaptureImageStorage
 
 from dicomnode import MANUFACTURER
-from dicomnode.card import ModelCard
-from dicomnode.classifier import Outcome, Prediction
-from dicomnode.preprocess import to_grayscale
-from dicomnode.sc import (
+from dicomnode.imaging.preprocess import to_grayscale
+from dicomnode.model.card import ModelCard
+from dicomnode.model.classifier import Outcome, Prediction
+from dicomnode.objects.sc import (
     SC_MAX_SIZE,
     SC_SERIES_DESCRIPTION,
     SC_SERIES_NUMBER,

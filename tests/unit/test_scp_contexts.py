@@ -3,7 +3,7 @@
 import copy
 
 from dicomnode.config import NodeSettings
-from dicomnode.scp import _SupportedContexts, make_ae
+from dicomnode.ingest.scp import _SupportedContexts, make_ae
 
 
 def test_per_association_copy_is_equal_and_independent():

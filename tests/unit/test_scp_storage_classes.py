@@ -10,7 +10,7 @@ from pynetdicom.service_class import StorageServiceClass
 from pynetdicom.sop_class import uid_to_service_class
 
 from dicomnode.config import NodeSettings
-from dicomnode.scp import make_ae
+from dicomnode.ingest.scp import make_ae
 
 #: Named "... Storage" in the dictionary, but not a C-STORE class (checked by hand against
 #: PS3.4: DICOMDIR is media only; Storage Commitment is N-ACTION / N-EVENT-REPORT).

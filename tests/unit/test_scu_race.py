@@ -7,7 +7,7 @@ from pynetdicom import AE, evt
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.sop_class import SecondaryCaptureImageStorage  # type: ignore[attr-defined]
 
-from dicomnode.scu import _keep_responses
+from dicomnode.deliver.scu import _keep_responses
 from tests.support.peers import free_port
 
 

@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-from dicomnode.spool import Spool, SpoolFull
+from dicomnode.store.spool import Spool, SpoolFull
 
 
 def test_write_is_atomic_and_paths_do_not_contain_the_key(tmp_path):

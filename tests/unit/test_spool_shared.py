@@ -3,7 +3,7 @@
 import os
 import time
 
-from dicomnode.spool import Spool
+from dicomnode.store.spool import Spool
 
 
 def test_start_keeps_another_live_nodes_partial_write(tmp_path):

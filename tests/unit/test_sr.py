@@ -15,9 +15,9 @@ from pydicom.sr.codedict import codes
 from pydicom.uid import Comprehensive3DSRStorage
 
 from dicomnode import MANUFACTURER
-from dicomnode.card import ModelCard
-from dicomnode.classifier import Outcome, Prediction
-from dicomnode.codes import (
+from dicomnode.model.card import ModelCard
+from dicomnode.model.classifier import Outcome, Prediction
+from dicomnode.objects.codes import (
     ABSENT,
     FRACTURE,
     IMAGING_PROCEDURE,
@@ -27,7 +27,7 @@ from dicomnode.codes import (
     UNDETERMINED,
     finding_for_outcome,
 )
-from dicomnode.sr import SR_SERIES_DESCRIPTION, SR_SERIES_NUMBER, build_sr
+from dicomnode.objects.sr import SR_SERIES_DESCRIPTION, SR_SERIES_NUMBER, build_sr
 from tests.support.data import RG1_UNCR, RG3_UNCR, cat_dx, testdata
 from tests.support.results import PATIENT_STUDY as SHARED_PATIENT_STUDY
 from tests.support.results import result_card

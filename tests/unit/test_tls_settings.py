@@ -1,4 +1,4 @@
-"""Receiving TLS settings (dicomnode/tls.py): the client CA apart from the sending CA, client
+"""Receiving TLS settings (dicomnode/ingest/tls.py): the client CA apart from the sending CA, client
 verification that can be turned off, a TLS port beside the plaintext one, and the
 combinations refused at load. Contexts are built from real certificates made with openssl."""
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from dicomnode.config import ConfigError, load_settings
-from dicomnode.tls import Listener, client_ca_for_receiving, listeners, server_tls_context
+from dicomnode.ingest.tls import Listener, client_ca_for_receiving, listeners, server_tls_context
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Browser hardening of the HTTP API (dicomnode/web/guard.py) on the real app: every route that
+"""Browser hardening of the HTTP API (dicomnode/http/guard.py) on the real app: every route that
 changes state refuses the session cookie from another origin (a page on Orthanc's port of the
 same host is the same *site*, so SameSite=Strict does not stop it); every kind of response
 carries the security headers; failed sign-ins are audited and throttled per client address."""
@@ -13,8 +13,8 @@ from fastapi.testclient import TestClient
 from starlette.routing import Route
 
 from dicomnode.audit import AuditEventID
-from dicomnode.web.auth import SESSION_COOKIE, TokenAuth
-from dicomnode.web.guard import LoginThrottle, cross_origin, origin_of
+from dicomnode.http.auth import SESSION_COOKIE, TokenAuth
+from dicomnode.http.guard import LoginThrottle, cross_origin, origin_of
 from tests.support.api_client import TOKEN, api_client
 
 STATE_CHANGING = {"POST", "PUT", "PATCH", "DELETE"}

@@ -16,17 +16,17 @@ from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from starlette.routing import Route
 
-from dicomnode.api import ApiContext, create_app
-from dicomnode.card import ModelCard
 from dicomnode.config import Settings
-from dicomnode.db import make_engine
-from dicomnode.jobs import Jobs, Received
+from dicomnode.http.app import ApiContext, create_app
+from dicomnode.http.auth import SESSION_COOKIE
+from dicomnode.http.i18n import MESSAGES, choose_language
 from dicomnode.metrics import Metrics
-from dicomnode.spool import Spool
-from dicomnode.tables import JobState, ResultKind
-from dicomnode.web.auth import SESSION_COOKIE
-from dicomnode.web.i18n import MESSAGES, choose_language
-from dicomnode.worklist import FilterError, WorklistFilters, query_worklist
+from dicomnode.model.card import ModelCard
+from dicomnode.store.db import make_engine
+from dicomnode.store.jobs import Jobs, Received
+from dicomnode.store.spool import Spool
+from dicomnode.store.tables import JobState, ResultKind
+from dicomnode.store.worklist import FilterError, WorklistFilters, query_worklist
 
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

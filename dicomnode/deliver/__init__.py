@@ -1,0 +1,1 @@
+"""Sending results: the outbox and the C-STORE SCU."""

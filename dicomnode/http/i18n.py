@@ -1,0 +1,178 @@
+"""Message catalogs for the worklist page (English, Ukrainian) and the choice between them.
+
+The language is, in order: `?lang=` (the switch on the page, remembered in a cookie), the
+cookie, the browser's Accept-Language (highest q first), English.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+LANG_COOKIE = "dicomnode_lang"
+DEFAULT_LANGUAGE = "en"
+
+MESSAGES: dict[str, dict[str, str]] = {
+    "en": {
+        "language_name": "English",
+        "title": "Fracture triage worklist",
+        "notice": "AI triage aid, not a diagnosis. Every study must be read by a radiologist.",
+        "untrained_banner": (
+            "UNTRAINED DEMO model: its results carry no information. Install a trained model "
+            "package before clinical use."
+        ),
+        "model": "Model",
+        "studies_total": "Studies",
+        "filters": "Filters",
+        "outcome": "Outcome",
+        "state": "State",
+        "modality": "Modality",
+        "date_from": "Study date from",
+        "date_to": "to",
+        "any": "any",
+        "apply": "Apply",
+        "reset": "Reset",
+        "study_date": "Date",
+        "study_time": "Time",
+        "description": "Description",
+        "body_part": "Body part",
+        "images": "Images",
+        "probability": "Highest probability",
+        "results": "Results",
+        "thumbnails": "Secondary captures",
+        "patient": "Patient",
+        "patient_id": "Patient ID",
+        "accession": "Accession",
+        "open_viewer": "Open in viewer",
+        "details": "Details (JSON)",
+        "no_studies": "No studies match.",
+        "previous": "Previous",
+        "next": "Next",
+        "page": "Page",
+        "auto_refresh": "Refreshes automatically",
+        "sign_out": "Sign out",
+        "sign_in": "Sign in",
+        "token": "API token",
+        "login_help": "Enter the node's API token (api.token in its configuration).",
+        "wrong_token": "Wrong token.",
+        "too_many_sign_ins": "Too many failed sign-ins from this computer. Try again later.",
+        "filter_error": "Filter not applied",
+        "outcome.positive": "fracture suspected",
+        "outcome.doubt": "doubtful",
+        "outcome.negative": "no fracture detected",
+        "outcome.none": "pending",
+        "state.waiting": "waiting",
+        "state.processing": "processing",
+        "state.reported": "reported",
+        "state.delivered": "delivered",
+        "state.failed": "failed",
+    },
+    "uk": {
+        "language_name": "Українська",
+        "title": "Робочий список сортування переломів",
+        "notice": (
+            "Допоміжний засіб ШІ для сортування, не діагноз. Кожне дослідження має "
+            "прочитати радіолог."
+        ),
+        "untrained_banner": (
+            "НЕНАВЧЕНА ДЕМО-модель: її результати не несуть інформації. Встановіть навчений "
+            "пакет моделі перед клінічним використанням."
+        ),
+        "model": "Модель",
+        "studies_total": "Досліджень",
+        "filters": "Фільтри",
+        "outcome": "Результат",
+        "state": "Стан",
+        "modality": "Модальність",
+        "date_from": "Дата дослідження від",
+        "date_to": "до",
+        "any": "будь-який",
+        "apply": "Застосувати",
+        "reset": "Скинути",
+        "study_date": "Дата",
+        "study_time": "Час",
+        "description": "Опис",
+        "body_part": "Частина тіла",
+        "images": "Зображення",
+        "probability": "Найвища ймовірність",
+        "results": "Результати",
+        "thumbnails": "Вторинні знімки",
+        "patient": "Пацієнт",
+        "patient_id": "ID пацієнта",
+        "accession": "Номер замовлення",
+        "open_viewer": "Відкрити у переглядачі",
+        "details": "Деталі (JSON)",
+        "no_studies": "Немає досліджень за цими умовами.",
+        "previous": "Попередня",
+        "next": "Наступна",
+        "page": "Сторінка",
+        "auto_refresh": "Оновлюється автоматично",
+        "sign_out": "Вийти",
+        "sign_in": "Увійти",
+        "token": "Токен API",
+        "login_help": "Введіть токен API вузла (api.token у його конфігурації).",
+        "wrong_token": "Неправильний токен.",
+        "too_many_sign_ins": "Забагато невдалих спроб входу з цього комп'ютера. Спробуйте пізніше.",
+        "filter_error": "Фільтр не застосовано",
+        "outcome.positive": "підозра на перелом",
+        "outcome.doubt": "сумнівно",
+        "outcome.negative": "перелом не виявлено",
+        "outcome.none": "очікує",
+        "state.waiting": "очікує",
+        "state.processing": "обробляється",
+        "state.reported": "звіт створено",
+        "state.delivered": "доставлено",
+        "state.failed": "помилка",
+    },
+}
+
+LANGUAGES = tuple(MESSAGES)
+
+
+def _accept_language(header: str) -> list[str]:
+    """Language codes of an Accept-Language header, best first (q=0 left out)."""
+    ranked: list[tuple[float, int, str]] = []
+    for i, part in enumerate(header.split(",")):
+        tag, _, params = part.strip().partition(";")
+        q = 1.0
+        for param in params.split(";"):
+            name, _, value = param.strip().partition("=")
+            if name == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        if tag and q > 0:
+            ranked.append((-q, i, tag.split("-")[0].lower()))
+    return [tag for _, _, tag in sorted(ranked)]
+
+
+def choose_language(*, query: str | None, cookie: str | None, accept_language: str) -> str:
+    for candidate in (query, cookie):
+        if candidate in MESSAGES:
+            return candidate
+    for tag in _accept_language(accept_language):
+        if tag in MESSAGES:
+            return tag
+    return DEFAULT_LANGUAGE
+
+
+def translator(language: str) -> Callable[[str], str]:
+    """`t(key)`: the message in `language`, falling back to English, then to the key."""
+    catalog = MESSAGES.get(language, MESSAGES[DEFAULT_LANGUAGE])
+    fallback = MESSAGES[DEFAULT_LANGUAGE]
+
+    def t(key: str) -> str:
+        return catalog.get(key) or fallback.get(key) or key
+
+    return t
+
+
+def _merge_analysis_messages() -> None:
+    """The analysis pages' catalog (issue 10) lives in its own module; one catalog here."""
+    from dicomnode.http.i18n_analyze import ANALYZE_MESSAGES
+
+    for code, extra in ANALYZE_MESSAGES.items():
+        MESSAGES[code].update(extra)
+
+
+_merge_analysis_messages()

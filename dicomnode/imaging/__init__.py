@@ -1,0 +1,1 @@
+"""Pixels: decoding and preprocessing radiographs (shared with training). Pure."""

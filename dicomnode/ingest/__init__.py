@@ -1,0 +1,1 @@
+"""Receiving: the DICOM SCP, its association and PDU guards, DICOM TLS."""

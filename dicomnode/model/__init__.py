@@ -1,0 +1,1 @@
+"""The model: package and card, classifier, inference runtimes, model cache."""

@@ -1,0 +1,247 @@
+"""Inference runtimes: PyTorch eager, ONNX Runtime or OpenVINO for the same network.
+
+This module does not import PyTorch: a node serving with ONNX Runtime or OpenVINO never loads
+it (≈ 650 MB of RSS). The PyTorch side (the graph, its export, the in-process check) is in
+`dicomnode.model.torchnet`; `dicomnode.model.prepared` runs it once per model in a child process.
+
+Every runtime runs one graph, `torchnet.CamNet`: image batch → (logits, CAM grid). The CAM grid
+is the class activation map before ReLU (`classifier` explains the formula), so the heatmap
+works in every runtime and costs nothing extra. For ONNX Runtime and OpenVINO the graph is
+exported once to ONNX and cached under the node's data dir, keyed by the SHA-256 of the weights
+(and of everything else that shapes the graph), then checked against PyTorch at load: on
+seeded inputs the fracture probability may differ by at most `MAX_PROBABILITY_DELTA` and the
+CAM by 1 % of its range, otherwise the runtime is refused with `RuntimeCheckFailed`.
+
+Measured (benchmarks/RESULTS.md): ONNX Runtime fp32 is 1.7–2.2× (2-vCPU Intel Xeon, run to
+run) to 2.4× (2-vCPU Zen 4) faster than PyTorch eager at batch 1, at equal outputs (≈1e-6),
+and always installed, so `auto` means ONNX Runtime on CPU and PyTorch on CUDA. OpenVINO fp32
+was between 13 % faster and 8 % slower on the Xeon (run to run) and 1.6× slower on the Zen 4.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import threading
+from collections.abc import Callable
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import structlog
+
+from dicomnode.model.card import ModelPackageError
+
+log = structlog.stdlib.get_logger("dicomnode.runtime")
+
+#: Tolerance of the load-time check (and of the tests): max |Δ P(fracture)|.
+MAX_PROBABILITY_DELTA = 1e-3
+#: Tolerance of the CAM grid, relative to the reference grid's largest magnitude.
+MAX_CAM_RELATIVE_DELTA = 1e-2
+#: Bump when the exported graph changes shape or meaning (invalidates cached exports).
+EXPORT_FORMAT = 1
+OPSET = 17
+
+
+class Runtime(StrEnum):
+    AUTO = "auto"
+    TORCH = "torch"
+    ONNXRUNTIME = "onnxruntime"
+    OPENVINO = "openvino"
+
+
+class RuntimeCheckFailed(ModelPackageError):
+    """The exported graph does not reproduce PyTorch within tolerance, or cannot be built."""
+
+
+class Backend(Protocol):
+    name: str
+
+    def run(self, batch: np.ndarray, *, busy: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """(B, 3, S, S) float32 → (logits (B, K), CAM grid (B, h, w)), float32.
+
+        `busy`: other images are being classified at the same time in this process; a runtime
+        may then run this one on a single core (see `OnnxRuntimeBackend`)."""
+        ...
+
+
+class OnnxRuntimeBackend:
+    """ONNX Runtime on the CPU, with one session per way of using the cores.
+
+    - The latency session spreads one image over `threads` cores (0: all). With `spinning`,
+      its idle pool threads spin between operators instead of sleeping, but only while an
+      image is being run: `session.force_spinning_stop` parks them as soon as the run returns,
+      so an idle node takes no CPU and the receiving and overlay threads are not starved
+      between images.
+    - With `parallel`, a second, single-threaded session serves the images run while others
+      are in hand (`run(busy=True)`): in a burst each worker then has a core of its own, which
+      takes 8–17 % less CPU per image than two runs sharing one pool
+      (benchmarks/RESULTS.md). It shares nothing with the first but the graph file (100–200 MB
+      more RSS).
+    """
+
+    name = "onnxruntime"
+
+    def __init__(self, model_path: Path, *, threads: int = 0, spinning: bool = False,
+                 parallel: bool = False) -> None:  # fmt: skip
+        self._session = _ort_session(model_path, threads=threads, spinning=spinning)
+        self._parallel = (
+            _ort_session(model_path, threads=1, spinning=False)
+            if parallel and threads != 1
+            else None
+        )
+
+    @property
+    def parallel(self) -> bool:
+        return self._parallel is not None
+
+    def run(self, batch: np.ndarray, *, busy: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        session = self._parallel if busy and self._parallel is not None else self._session
+        logits, cam = session.run(None, {"input": np.ascontiguousarray(batch)})
+        return np.asarray(logits, np.float32), np.asarray(cam, np.float32)
+
+
+def _ort_session(model_path: Path, *, threads: int, spinning: bool) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    options.add_session_config_entry("session.force_spinning_stop", "1")
+    return ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+
+
+class OpenVinoBackend:
+    """OpenVINO on the CPU. Each calling thread has its own infer request: the compiled
+    model's own (`compiled(x)`) is one per model and refuses a second concurrent call ("Infer
+    Request is busy"), which the node's worker threads make."""
+
+    name = "openvino"
+
+    def __init__(self, model_path: Path, *, threads: int = 0, precision: str = "f32") -> None:
+        try:
+            import openvino as ov
+        except ImportError as exc:
+            raise RuntimeCheckFailed(
+                "runtime openvino: the openvino package is not installed "
+                "(pip install 'dicomnode[openvino]')"
+            ) from exc
+        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": precision}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = threads
+        core = ov.Core()
+        self._compiled = core.compile_model(str(model_path), "CPU", config)
+        self._requests = threading.local()
+        self.name = f"openvino-{precision}"
+
+    def run(self, batch: np.ndarray, *, busy: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        request = getattr(self._requests, "request", None)
+        if request is None:
+            request = self._requests.request = self._compiled.create_infer_request()
+        result = request.infer(np.ascontiguousarray(batch))
+        # Copies: the request's output tensors are overwritten by its next inference.
+        logits, cam = (np.array(result[i], np.float32) for i in (0, 1))
+        return logits, cam
+
+
+def export_key(
+    *, weights_sha256: str, architecture: str, input_size: int, fracture_index: int, classes: int
+) -> str:
+    """Cache key of an exported graph: the weights and everything else that shapes it (the
+    CAM weights depend on which of the card's classes is "fracture")."""
+    text = (
+        f"{EXPORT_FORMAT}|{OPSET}|{architecture}|{input_size}|{weights_sha256}"
+        f"|{fracture_index}/{classes}"
+    )
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _release_freed_memory() -> None:
+    """Give freed heap pages back to the OS (glibc only; elsewhere a no-op)."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def check_inputs(input_size: int, *, count: int = 2, seed: int = 0) -> np.ndarray:
+    """Seeded, radiograph-like normalised inputs for the load-time check (batch of `count`)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:input_size, 0:input_size] / max(1, input_size - 1)
+    out = np.empty((count, 3, input_size, input_size), np.float32)
+    for i in range(count):
+        smooth = 0.5 + 0.3 * np.sin(6.0 * xx + i) * np.cos(4.0 * yy - i)
+        image = smooth + 0.2 * rng.standard_normal((input_size, input_size))
+        out[i] = ((image - 0.45) / 0.225).astype(np.float32)[None]
+    return out
+
+
+def compare(
+    reference: tuple[np.ndarray, np.ndarray],
+    candidate: tuple[np.ndarray, np.ndarray],
+    *,
+    probability: Callable[[np.ndarray], np.ndarray],
+) -> tuple[float, float]:
+    """(max |Δp|, max |Δcam| / max |cam|) between two runtimes' outputs."""
+    dp = float(np.max(np.abs(probability(reference[0]) - probability(candidate[0]))))
+    scale = max(float(np.max(np.abs(reference[1]))), 1e-12)
+    dcam = float(np.max(np.abs(reference[1] - candidate[1]))) / scale
+    return dp, dcam
+
+
+def open_backend(
+    runtime: Runtime,
+    path: Path,
+    *,
+    threads: int = 0,
+    spinning: bool = False,
+    parallel: bool = False,
+) -> Backend:
+    """An exported graph in ONNX Runtime or OpenVINO (unchecked: see `check_backend`);
+    `spinning` and `parallel`: see `OnnxRuntimeBackend`."""
+    if runtime == Runtime.OPENVINO:
+        return OpenVinoBackend(path, threads=threads)
+    return OnnxRuntimeBackend(path, threads=threads, spinning=spinning, parallel=parallel)
+
+
+def check_backend(
+    runtime: Runtime,
+    backend: Backend,
+    reference: tuple[np.ndarray, np.ndarray],
+    *,
+    input_size: int,
+    probability: Callable[[np.ndarray], np.ndarray],
+) -> tuple[float, float]:
+    """Run `backend` on `check_inputs(input_size)` and compare with PyTorch's outputs for the
+    same inputs; (max |Δp|, CAM delta), or RuntimeCheckFailed beyond the tolerances."""
+    worst_dp = worst_dcam = 0.0
+    # Every session the backend may use is checked (the single-core one of a `parallel` ONNX
+    # Runtime backend as well: thread counts change the order of the sums).
+    for busy in (False, True) if getattr(backend, "parallel", False) else (False,):
+        try:
+            candidate = backend.run(check_inputs(input_size), busy=busy)
+        except Exception as exc:  # runtimes raise anything on graphs they cannot run
+            raise RuntimeCheckFailed(f"runtime {runtime}: cannot run the graph ({exc})") from exc
+        if candidate[0].shape != reference[0].shape or candidate[1].shape != reference[1].shape:
+            raise RuntimeCheckFailed(
+                f"runtime {runtime} does not reproduce PyTorch: output shapes "
+                f"{candidate[0].shape}, {candidate[1].shape} instead of "
+                f"{reference[0].shape}, {reference[1].shape}"
+            )
+        dp, dcam = compare(reference, candidate, probability=probability)
+        if dp > MAX_PROBABILITY_DELTA or dcam > MAX_CAM_RELATIVE_DELTA:
+            raise RuntimeCheckFailed(
+                f"runtime {runtime} does not reproduce PyTorch: max |Δp| = {dp:.2e} "
+                f"(allowed {MAX_PROBABILITY_DELTA:.0e}), CAM differs by {dcam:.1%} "
+                f'(allowed {MAX_CAM_RELATIVE_DELTA:.0%}); use runtime = "torch"'
+            )
+        worst_dp, worst_dcam = max(worst_dp, dp), max(worst_dcam, dcam)
+    log.info("inference runtime checked against PyTorch", runtime=backend.name,
+             max_delta_p=float(f"{worst_dp:.2e}"),
+             cam_delta=float(f"{worst_dcam:.2e}"))  # fmt: skip
+    return worst_dp, worst_dcam

@@ -1,0 +1,1 @@
+"""Working with a PACS (Orthanc) over its REST API."""

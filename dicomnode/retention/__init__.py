@@ -1,0 +1,1 @@
+"""Retention: what expired (pure policy) and its edges (SQL, Orthanc)."""

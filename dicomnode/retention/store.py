@@ -1,0 +1,201 @@
+"""The edges of retention: its SQL (snapshot, marks, deletes) and Orthanc's REST API.
+
+Kept out of `jobs.py` so the retention run's two-phase bookkeeping (the `retention_mark` table)
+lives next to the only code that uses it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+from sqlalchemy import delete, select, update
+from sqlalchemy.engine import Engine
+from sqlmodel import Field, Session, SQLModel, col
+
+from dicomnode.audit import AuditEvent
+from dicomnode.retention.policy import (
+    OWN_SERIES_DESCRIPTIONS,
+    Deletion,
+    DeliveryRow,
+    ImageRow,
+    Mark,
+    OrthancSeries,
+    ResultRow,
+    StudyRow,
+)
+from dicomnode.store.durable import durable
+from dicomnode.store.spool import Spool
+from dicomnode.store.tables import Delivery, Job, Result, Study, utcnow
+
+
+class RetentionMark(SQLModel, table=True):
+    """A deletion a run has started: its files may be gone, its rows not yet changed."""
+
+    __tablename__ = "retention_mark"
+
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str = Field(max_length=16)
+    payload: str  # Deletion.to_json()
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class SqlRetentionStore:
+    def __init__(self, engine: Engine, spool: Spool) -> None:
+        self.engine = engine
+        self.spool = spool
+
+    def pending_marks(self) -> list[Mark]:
+        with Session(self.engine) as s:
+            rows = s.scalars(select(RetentionMark).order_by(col(RetentionMark.id))).all()
+            return [Mark(int(r.id or 0), Deletion.from_json(json.loads(r.payload))) for r in rows]
+
+    def snapshot(self) -> list[StudyRow]:
+        with Session(self.engine) as s:
+            deliveries: dict[int, list[DeliveryRow]] = defaultdict(list)
+            for result_id, state, delivered_at in s.execute(
+                select(col(Delivery.result_id), col(Delivery.state), col(Delivery.delivered_at))
+            ):
+                deliveries[result_id].append(DeliveryRow(str(state), delivered_at))
+            results: dict[str, list[ResultRow]] = defaultdict(list)
+            for rid, study, path, created_at, job_id in s.execute(
+                select(
+                    col(Result.id),
+                    col(Result.study_instance_uid),
+                    col(Result.path),
+                    col(Result.created_at),
+                    col(Result.job_id),
+                )
+            ):
+                results[study].append(
+                    ResultRow(rid, path, created_at, tuple(deliveries.get(rid, ())), job_id)
+                )
+            images: dict[str, list[ImageRow]] = defaultdict(list)
+            for jid, study, sop, state, spool_path, received_at in s.execute(
+                select(
+                    col(Job.id),
+                    col(Job.study_instance_uid),
+                    col(Job.sop_instance_uid),
+                    col(Job.state),
+                    col(Job.spool_path),
+                    col(Job.received_at),
+                )
+            ):
+                header = self.spool.relative_path(sop, kind="hdr")
+                images[study].append(ImageRow(jid, str(state), spool_path, header, received_at))
+            return [
+                StudyRow(
+                    uid,
+                    last,
+                    reported,
+                    reported_at,
+                    tuple(images.get(uid, ())),
+                    tuple(results.get(uid, ())),
+                )
+                for uid, last, reported, reported_at in s.execute(
+                    select(
+                        col(Study.study_instance_uid),
+                        col(Study.last_received_at),
+                        col(Study.reported_job_count),
+                        col(Study.reported_at),
+                    )
+                )
+            ]
+
+    def mark(self, deletions: Sequence[Deletion]) -> list[Mark]:
+        rows = [RetentionMark(kind=d.kind, payload=json.dumps(d.to_json())) for d in deletions]
+        # Durable: files are deleted only after their marks are on disk.
+        with durable(), Session(self.engine, expire_on_commit=False) as s:
+            s.add_all(rows)
+            s.commit()
+        return [Mark(int(r.id or 0), d) for r, d in zip(rows, deletions, strict=True)]
+
+    def complete(self, marks: Sequence[Mark], events: Sequence[AuditEvent]) -> None:
+        """Change the rows of finished deletions and drop their marks, in one transaction."""
+        with Session(self.engine) as s:
+            for mark in marks:
+                d = mark.deletion
+                if d.kind == "source":
+                    s.execute(update(Job).where(col(Job.id).in_(d.job_ids)).values(spool_path=""))
+                elif d.kind == "result":
+                    s.execute(
+                        update(Result).where(col(Result.id).in_(d.result_ids)).values(path="")
+                    )
+                else:
+                    _delete_study(s, d)
+            s.execute(delete(RetentionMark).where(col(RetentionMark.id).in_([m.id for m in marks])))
+            s.add_all(events)
+            s.commit()
+
+
+def _delete_study(s: Session, d: Deletion) -> None:
+    results = list(d.result_ids)
+    s.execute(delete(Delivery).where(col(Delivery.result_id).in_(results)))
+    s.execute(delete(Result).where(col(Result.id).in_(results)))
+    s.execute(delete(Job).where(col(Job.id).in_(d.job_ids)))
+    remaining = s.execute(
+        select(col(Job.id)).where(col(Job.study_instance_uid) == d.study_instance_uid).limit(1)
+    ).first()
+    if remaining is None:  # an image that arrived after the mark keeps its study
+        s.execute(delete(Study).where(col(Study.study_instance_uid) == d.study_instance_uid))
+
+
+class OrthancRest:
+    """The node's own result series in an Orthanc, over its REST API."""
+
+    def __init__(self, url: str, *, timeout: float = 30.0) -> None:
+        self.url = url.rstrip("/")
+        parts = urlsplit(self.url)
+        self.peer = f"orthanc {parts.hostname}:{parts.port or 80}"  # no credentials
+        self.timeout = timeout
+
+    def _client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=self.timeout)
+
+    def own_series(self) -> list[OrthancSeries]:
+        found: list[OrthancSeries] = []
+        try:
+            with self._client() as client:
+                for description in sorted(OWN_SERIES_DESCRIPTIONS):
+                    response = client.post(
+                        "/tools/find",
+                        json={
+                            "Level": "Series",
+                            "Expand": True,
+                            "Query": {"SeriesDescription": description},
+                        },
+                    )
+                    response.raise_for_status()
+                    found += [_series(item) for item in response.json()]
+        except httpx.HTTPError as exc:
+            raise OSError(f"Orthanc: {type(exc).__name__}") from exc
+        return found
+
+    def delete(self, orthanc_id: str) -> None:
+        try:
+            with self._client() as client:
+                response = client.delete(f"/series/{orthanc_id}")
+                if response.status_code != 404:  # already gone is fine
+                    response.raise_for_status()
+        except httpx.HTTPError as exc:
+            raise OSError(f"Orthanc: {type(exc).__name__}") from exc
+
+
+def _series(item: dict[str, Any]) -> OrthancSeries:
+    tags = item.get("MainDicomTags", {})
+    raw = str(item.get("LastUpdate", ""))
+    try:
+        last = datetime.strptime(raw, "%Y%m%dT%H%M%S").replace(tzinfo=UTC)
+    except ValueError:
+        last = datetime.now(UTC)  # unknown age: treat as new, never as old
+    return OrthancSeries(
+        orthanc_id=str(item.get("ID", "")),
+        series_instance_uid=str(tags.get("SeriesInstanceUID", "")),
+        series_description=str(tags.get("SeriesDescription", "")),
+        last_update=last,
+    )

@@ -1,0 +1,1 @@
+"""The node's state: database, tables, durable spool, queue SQL, migrations."""

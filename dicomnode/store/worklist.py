@@ -1,0 +1,349 @@
+"""The radiologists' worklist: one row per study, suspected fractures first.
+
+This module is the worklist's read-only query (its SQL lives here, next to the rules it
+implements, rather than in `jobs.py`, which owns the writes) and the values it returns.
+
+Study state, derived from the study's jobs, its report and its deliveries (first match wins):
+
+- waiting     images are queued and none has been worked on yet
+- processing  an image is being classified, some still queue, or classified images wait for the
+              study report (the study is not yet stable, or a late image arrived)
+- failed      an image failed, or a result could not be delivered (given up): needs attention
+- delivered   reported, and every result is stored at every destination
+- reported    reported; deliveries still pending, or no destinations configured
+
+Outcome of a study: from its classified images (the highest probability decides, as in the
+study report), so a suspected fracture is on top as soon as its image is classified, before the
+report is built. Studies none of whose images is classifiable (all skipped, e.g. a CT) are not
+on the worklist; `/api/jobs` shows them.
+
+Reading order: positive by probability (highest first; ties: oldest first), then doubt, then
+negative (each oldest first), then studies without an outcome yet (oldest first). "Oldest" is
+when the node first received the study: the time it has been waiting for a reader.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import Integer, String, and_, case, cast, func, literal, or_, select
+from sqlalchemy.engine import Engine
+from sqlmodel import col
+
+from dicomnode.store.tables import Delivery, DeliveryState, Job, JobState, Result, ResultKind, Study
+
+
+class StudyState(StrEnum):
+    WAITING = "waiting"
+    PROCESSING = "processing"
+    REPORTED = "reported"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+
+class StudyOutcome(StrEnum):
+    POSITIVE = "positive"
+    DOUBT = "doubt"
+    NEGATIVE = "negative"
+
+
+_RANK = {StudyOutcome.POSITIVE: 0, StudyOutcome.DOUBT: 1, StudyOutcome.NEGATIVE: 2}
+_NO_OUTCOME = 3
+MAX_LIMIT = 500
+
+
+class FilterError(ValueError):
+    """A worklist filter cannot be used; the message says which and why (HTTP 422)."""
+
+
+@dataclass(frozen=True)
+class WorklistFilters:
+    outcomes: tuple[StudyOutcome, ...] = ()
+    states: tuple[StudyState, ...] = ()
+    modality: str | None = None
+    #: Inclusive range on the DICOM Study Date.
+    date_from: date | None = None
+    date_to: date | None = None
+    limit: int = 50
+    offset: int = 0
+
+    def __post_init__(self) -> None:
+        # Accept plain strings too (validated here, like every other field).
+        outcomes = tuple(_enum(StudyOutcome, "outcome", v) for v in self.outcomes)
+        states = tuple(_enum(StudyState, "state", v) for v in self.states)
+        object.__setattr__(self, "outcomes", outcomes)
+        object.__setattr__(self, "states", states)
+        if self.date_from and self.date_to and self.date_from > self.date_to:
+            raise FilterError("date_from must not be after date_to")
+        if self.modality is not None and not (
+            0 < len(self.modality) <= 16 and self.modality.isalnum() and self.modality.isupper()
+        ):
+            raise FilterError("modality must be a DICOM modality code such as CR or DX")
+        if not 1 <= self.limit <= MAX_LIMIT:
+            raise FilterError(f"limit must be between 1 and {MAX_LIMIT}")
+        if self.offset < 0:
+            raise FilterError("offset must not be negative")
+
+    @classmethod
+    def from_strings(
+        cls,
+        *,
+        outcome: Sequence[str] = (),
+        state: Sequence[str] = (),
+        modality: str = "",
+        date_from: str = "",
+        date_to: str = "",
+        limit: str = "",
+        offset: str = "",
+    ) -> WorklistFilters:
+        """Filters as a web form sends them (empty string: not set)."""
+        return cls(
+            outcomes=tuple(_enum(StudyOutcome, "outcome", v) for v in outcome if v),
+            states=tuple(_enum(StudyState, "state", v) for v in state if v),
+            modality=modality.strip().upper() or None,
+            date_from=_date("date_from", date_from),
+            date_to=_date("date_to", date_to),
+            limit=_int("limit", limit, 50),
+            offset=_int("offset", offset, 0),
+        )
+
+
+def _enum(kind: type[StrEnum], name: str, value: str) -> Any:
+    try:
+        return kind(value)
+    except ValueError:
+        allowed = ", ".join(m.value for m in kind)
+        raise FilterError(f"{name} must be one of {allowed}") from None
+
+
+def _date(name: str, value: str) -> date | None:
+    if not value:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise FilterError(f"{name} must be a date as YYYY-MM-DD") from None
+
+
+def _int(name: str, value: str, default: int) -> int:
+    if not value:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise FilterError(f"{name} must be a whole number") from None
+
+
+@dataclass(frozen=True)
+class WorklistRow:
+    study_instance_uid: str
+    study_date: str
+    study_time: str
+    study_description: str
+    modalities: tuple[str, ...]
+    body_part: str
+    images: int
+    images_classified: int
+    outcome: StudyOutcome | None
+    max_probability: float | None
+    state: StudyState
+    report_version: int
+    first_received_at: datetime
+    patient_name: str
+    patient_id: str
+    accession_number: str
+    #: SOP Instance UIDs of the study's Secondary Captures (one per classified image).
+    secondary_captures: tuple[str, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class WorklistPage:
+    rows: list[WorklistRow]
+    total: int
+    filters: WorklistFilters
+
+
+def _count(condition: Any) -> Any:
+    return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
+
+
+_STUDY_COLUMNS = (
+    "study_instance_uid", "patient_name", "patient_id", "accession_number", "study_date",
+    "study_time", "study_description", "modalities", "body_part", "first_received_at",
+    "report_version",
+)  # fmt: skip
+
+
+def _query() -> Any:
+    """One row per study with its derived state, outcome rank and counts (not yet filtered)."""
+    state = col(Job.state)
+    classified = state == JobState.CLASSIFIED
+    rank_of_job = case(
+        *((col(Job.outcome) == outcome.value, rank) for outcome, rank in _RANK.items()),
+        else_=_NO_OUTCOME,
+    )
+    per_job = (
+        select(
+            col(Job.study_instance_uid).label("uid"),
+            func.count().label("images"),
+            _count(state == JobState.QUEUED).label("queued"),
+            _count(state == JobState.PROCESSING).label("processing"),
+            _count(classified).label("classified"),
+            _count(state == JobState.FAILED).label("failed"),
+            func.max(case((classified, col(Job.probability)))).label("max_probability"),
+            func.min(case((classified, rank_of_job), else_=_NO_OUTCOME)).label("rank"),
+        )
+        .group_by(col(Job.study_instance_uid))
+        .subquery("per_job")
+    )
+    delivery_state = col(Delivery.state)
+    per_delivery = (
+        select(
+            col(Result.study_instance_uid).label("uid"),
+            func.count(col(Delivery.id)).label("deliveries"),
+            _count(delivery_state == DeliveryState.DELIVERED).label("delivered"),
+            _count(delivery_state == DeliveryState.FAILED).label("undeliverable"),
+        )
+        .join(Delivery, col(Delivery.result_id) == col(Result.id))
+        .group_by(col(Result.study_instance_uid))
+        .subquery("per_delivery")
+    )
+    j, d = per_job.c, per_delivery.c
+    deliveries = func.coalesce(d.deliveries, 0)
+    study_state = case(
+        (and_(j.queued > 0, j.processing == 0, j.queued == j.images), StudyState.WAITING.value),
+        (or_(j.queued > 0, j.processing > 0), StudyState.PROCESSING.value),
+        (or_(j.failed > 0, func.coalesce(d.undeliverable, 0) > 0), StudyState.FAILED.value),
+        (j.classified > col(Study.reported_job_count), StudyState.PROCESSING.value),
+        (
+            and_(deliveries > 0, func.coalesce(d.delivered, 0) == deliveries),
+            StudyState.DELIVERED.value,
+        ),
+        else_=StudyState.REPORTED.value,
+    ).label("state")
+    rank = cast(j.rank, Integer).label("rank")
+    return (
+        select(
+            *(col(getattr(Study, name)) for name in _STUDY_COLUMNS),
+            j.images,
+            j.classified,
+            j.max_probability,
+            rank,
+            study_state,
+        )
+        .join(per_job, j.uid == col(Study.study_instance_uid))
+        .outerjoin(per_delivery, d.uid == col(Study.study_instance_uid))
+        # Only studies the node triages: something classifiable, pending or failed.
+        .where(j.queued + j.processing + j.classified + j.failed > 0)
+        .subquery("worklist")
+    )
+
+
+def _filtered(w: Any, filters: WorklistFilters) -> Any:
+    stmt = select(w)
+    if filters.outcomes:
+        stmt = stmt.where(w.c.rank.in_([_RANK[o] for o in filters.outcomes]))
+    if filters.states:
+        stmt = stmt.where(w.c.state.in_([s.value for s in filters.states]))
+    if filters.modality:
+        padded = literal(",", String) + w.c.modalities + literal(",", String)
+        stmt = stmt.where(padded.like(f"%,{filters.modality},%"))
+    if filters.date_from:
+        stmt = stmt.where(w.c.study_date != "", w.c.study_date >= _dicom_date(filters.date_from))
+    if filters.date_to:
+        stmt = stmt.where(w.c.study_date != "", w.c.study_date <= _dicom_date(filters.date_to))
+    return stmt
+
+
+def _dicom_date(value: date) -> str:
+    return value.strftime("%Y%m%d")
+
+
+def query_worklist(engine: Engine, filters: WorklistFilters) -> WorklistPage:
+    """The filtered, ordered page of the worklist and the total number of matching studies."""
+    w = _query()
+    stmt = _filtered(w, filters)
+    total_stmt = select(func.count()).select_from(stmt.subquery())
+    positive = w.c.rank == _RANK[StudyOutcome.POSITIVE]
+    ordered = stmt.order_by(
+        w.c.rank,
+        case((positive, -w.c.max_probability), else_=0),
+        w.c.first_received_at,
+        w.c.study_instance_uid,
+    )
+    page = ordered.limit(filters.limit).offset(filters.offset)
+    with engine.connect() as conn:
+        total = int(conn.execute(total_stmt).scalar_one())
+        records = list(conn.execute(page).mappings())
+        uids = [r["study_instance_uid"] for r in records]
+        captures: dict[str, list[str]] = {}
+        if uids:
+            sc = (
+                select(col(Result.study_instance_uid), col(Result.sop_instance_uid))
+                .join(Job, col(Job.id) == col(Result.job_id))
+                .where(col(Result.kind) == ResultKind.SC)
+                .where(col(Result.study_instance_uid).in_(uids))
+                .order_by(col(Job.id))
+            )
+            for study_uid, sop_uid in conn.execute(sc):
+                captures.setdefault(study_uid, []).append(sop_uid)
+    rows = [_row(r, captures.get(r["study_instance_uid"], [])) for r in records]
+    return WorklistPage(rows=rows, total=total, filters=filters)
+
+
+_OUTCOME_BY_RANK = {rank: outcome for outcome, rank in _RANK.items()}
+
+
+def _row(r: Any, captures: list[str]) -> WorklistRow:
+    return WorklistRow(
+        study_instance_uid=r["study_instance_uid"],
+        study_date=r["study_date"],
+        study_time=r["study_time"],
+        study_description=r["study_description"],
+        modalities=tuple(m for m in (r["modalities"] or "").split(",") if m),
+        body_part=r["body_part"],
+        images=int(r["images"]),
+        images_classified=int(r["classified"]),
+        outcome=_OUTCOME_BY_RANK.get(int(r["rank"])),
+        max_probability=r["max_probability"],
+        state=StudyState(r["state"]),
+        report_version=int(r["report_version"]),
+        first_received_at=r["first_received_at"],
+        patient_name=r["patient_name"],
+        patient_id=r["patient_id"],
+        accession_number=r["accession_number"],
+        secondary_captures=tuple(captures),
+    )
+
+
+def sc_result(engine: Engine, sop_instance_uid: str) -> tuple[str, str] | None:
+    """(spool-relative path, Study Instance UID) of a Secondary Capture the node made, or None
+    if unknown."""
+    stmt = (
+        select(col(Result.path), col(Result.study_instance_uid))
+        .where(col(Result.sop_instance_uid) == sop_instance_uid)
+        .where(col(Result.kind) == ResultKind.SC)
+    )
+    with engine.connect() as conn:
+        row = conn.execute(stmt).first()
+    return (str(row[0]), str(row[1])) if row else None
+
+
+def format_date(value: str) -> str:
+    """DICOM DA (YYYYMMDD) → YYYY-MM-DD; anything else as given."""
+    if len(value) == 8 and value.isdigit():
+        return f"{value[:4]}-{value[4:6]}-{value[6:]}"
+    return value
+
+
+def format_time(value: str) -> str:
+    """DICOM TM (HHMMSS.ffffff, parts optional) → HH:MM[:SS]; anything else as given."""
+    digits = value.split(".")[0]
+    if digits.isdigit() and len(digits) in (2, 4, 6):
+        parts = [digits[i : i + 2] for i in range(0, len(digits), 2)]
+        return ":".join(parts + ["00"] * (2 - len(parts)) if len(parts) < 2 else parts)
+    return value

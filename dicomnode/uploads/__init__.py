@@ -1,0 +1,1 @@
+"""HTTP uploads: analysis of files and zipped studies, offline classify, reports."""

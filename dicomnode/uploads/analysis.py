@@ -1,0 +1,472 @@
+"""Analysis of uploaded files (HTTP): one image, or a ZIP of a DICOM study.
+
+Nothing here re-implements the node: images are read by `preprocess.load_image`, DICOM goes
+through `offline.classify_files` (eligibility, `to_grayscale`, the classifier, `build_sc` per
+image and `build_sr` per study, UIDs derived from the source UIDs and the model version — so
+a file analysed here gives the same probability and the same SR/SC SOP Instance UIDs as when
+the node receives it by C-STORE), and the overlay PNG is `sc.render_overlay` (or a rendering
+of the SC itself for DICOM).
+
+Each function writes into a directory the caller owns (see `uploads.py`) and returns a
+JSON-ready dict without URLs; the web layer adds those. Errors the client caused raise
+`AnalysisError` with an HTTP status and a message code (translated in `http/i18n_analyze.py`).
+
+Fields of an image result:
+- `outcome`: positive (P ≥ high threshold), doubt, negative (P < low threshold) — the node's
+  three outcomes; `label`: "fracture" / "uncertain" / "no_fracture", the same decision named.
+- `fracture_probability` P and `normal_probability` 1 − P (two classes).
+- `confidence` = max(P, 1 − P): the probability of the more likely class, 0.5 to 1. It says how
+  far the model is from a coin toss, not how far from a threshold; the outcome uses the
+  thresholds. For the UNTRAINED DEMO model it means nothing.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from tempfile import TemporaryDirectory
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from pydicom import Dataset, dcmread
+from pydicom.dataset import FileMetaDataset
+from pydicom.uid import (
+    UID,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
+
+from dicomnode.imaging import preprocess
+from dicomnode.library_warnings import summarised
+from dicomnode.model.card import ModelCard
+from dicomnode.model.classifier import Classifier, outcome_for
+from dicomnode.objects.sc import SC_MAX_SIZE, render_overlay
+from dicomnode.uploads.offline import FileResult, classify_files
+from dicomnode.uploads.studyzip import ArchiveRejected, ZipLimits, read_members
+from dicomnode.uploads.xlsx import write_report
+
+OVERLAY_FILE = "overlay.png"
+REPORT_FILE = "report.xlsx"
+#: Long side of the per-image overlay PNGs of a study (the single-image one is full size).
+STUDY_OVERLAY_SIZE = 768
+
+LABELS = {"positive": "fracture", "doubt": "uncertain", "negative": "no_fracture"}
+
+
+class UploadKind(StrEnum):
+    DICOM = "dicom"
+    PNG = "png"
+    JPEG = "jpeg"
+    BMP = "bmp"
+    TIFF = "tiff"
+    ZIP = "zip"
+
+
+_MAGIC: tuple[tuple[bytes, UploadKind], ...] = (
+    (b"\x89PNG\r\n\x1a\n", UploadKind.PNG),
+    (b"\xff\xd8\xff", UploadKind.JPEG),
+    (b"BM", UploadKind.BMP),
+    (b"II*\x00", UploadKind.TIFF),
+    (b"MM\x00*", UploadKind.TIFF),
+    (b"PK\x03\x04", UploadKind.ZIP),
+    (b"PK\x05\x06", UploadKind.ZIP),  # an empty archive
+)
+
+
+class AnalysisError(Exception):
+    """The upload cannot be analysed; `status` is the HTTP answer, `code` names the message
+    and `params` fill it in (never patient data)."""
+
+    def __init__(self, status: int, code: str, **params: object) -> None:
+        super().__init__(code)
+        self.status = status
+        self.code = code
+        self.params = params
+
+
+# --- what was uploaded ------------------------------------------------------------------------
+
+
+def sniff(data: bytes) -> UploadKind | None:
+    """The kind of upload by its content (never by its name); None if not one we take."""
+    if data[128:132] == b"DICM":
+        return UploadKind.DICOM
+    for magic, kind in _MAGIC:
+        if data.startswith(magic):
+            return kind
+    return UploadKind.DICOM if _raw_dicom(data) is not None else None
+
+
+def _raw_dicom(data: bytes) -> Dataset | None:
+    """A DICOM dataset without the Part 10 preamble and meta header, if `data` is one."""
+    try:
+        ds = dcmread(io.BytesIO(data), force=True)
+        if "PixelData" in ds and "SOPClassUID" in ds and "Rows" in ds:
+            return ds
+    except Exception:  # pydicom raises many types on garbage: then it is not DICOM
+        return None
+    return None
+
+
+def _part10(data: bytes) -> bytes:
+    """`data` as a DICOM Part 10 file (a bare dataset gets a preamble and meta header)."""
+    if data[128:132] == b"DICM":
+        return data
+    ds = _raw_dicom(data)
+    if ds is None:
+        raise AnalysisError(415, "unsupported_format")
+    if getattr(ds.get("PixelData"), "is_undefined_length", False):
+        raise AnalysisError(422, "dicom_unreadable",
+                            reason="compressed pixel data without a transfer syntax")  # fmt: skip
+    implicit, little = ds.original_encoding
+    if little is False:
+        syntax = ExplicitVRBigEndian
+    else:
+        syntax = ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = syntax
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.get("SOPInstanceUID", "")
+    buffer = io.BytesIO()
+    try:
+        ds.save_as(buffer, enforce_file_format=True)
+    except (ValueError, AttributeError, TypeError) as exc:
+        raise AnalysisError(422, "dicom_unreadable", reason="incomplete DICOM dataset") from exc
+    return buffer.getvalue()
+
+
+# --- shared fields ----------------------------------------------------------------------------
+
+
+def prediction_fields(probability: float, card: ModelCard) -> dict[str, Any]:
+    outcome = str(outcome_for(probability, card))
+    return {
+        "outcome": outcome,
+        "label": LABELS[outcome],
+        "fracture_probability": probability,
+        "normal_probability": 1.0 - probability,
+        "confidence": max(probability, 1.0 - probability),
+    }
+
+
+def model_fields(card: ModelCard) -> dict[str, Any]:
+    return {
+        "model": {
+            "name": card.name,
+            "display_name": card.display_name,
+            "version": card.version,
+            "architecture": card.architecture,
+            "untrained_demo": not card.trained,
+        },
+        "untrained_demo": not card.trained,
+        "thresholds": {"low": card.threshold_low, "high": card.threshold_high},
+    }
+
+
+_SUMMARY_TEXT = (
+    "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "Modality", "Manufacturer",
+    "ManufacturerModelName", "BodyPartExamined", "ViewPosition", "Laterality",
+    "ImageLaterality", "PhotometricInterpretation", "StudyDate", "StudyDescription",
+    "SeriesDescription", "SoftwareVersions",
+)  # fmt: skip
+_SUMMARY_NUMBERS = ("SeriesNumber", "InstanceNumber", "Rows", "Columns", "BitsStored", "KVP")
+_SUMMARY_SPACING = ("PixelSpacing", "ImagerPixelSpacing")
+
+
+def dicom_summary(ds: Dataset) -> dict[str, Any]:
+    """The metadata an uploader wants to check (no patient identifiers). Tolerant: a missing
+    or malformed value is None."""
+    out: dict[str, Any] = {}
+    for keyword in _SUMMARY_TEXT:
+        value = _get(ds, keyword)
+        out[_snake(keyword)] = str(value).strip() if value not in (None, "") else None
+    for keyword in _SUMMARY_NUMBERS:
+        value = _get(ds, keyword)
+        try:
+            out[_snake(keyword)] = float(value) if keyword == "KVP" else int(value)
+        except (TypeError, ValueError):
+            out[_snake(keyword)] = None
+    for keyword in _SUMMARY_SPACING:
+        value = _get(ds, keyword)
+        try:
+            out[_snake(keyword)] = [float(v) for v in value] if value else None
+        except (TypeError, ValueError):
+            out[_snake(keyword)] = None
+    sop_class = str(_get(ds, "SOPClassUID") or "")
+    out["sop_class"] = UID(sop_class).name if sop_class else None
+    meta = getattr(ds, "file_meta", None)
+    syntax = str(_get(meta, "TransferSyntaxUID") or "") if meta is not None else ""
+    out["transfer_syntax"] = UID(syntax).name if syntax else None
+    return out
+
+
+def _get(ds: Dataset | None, keyword: str) -> Any:
+    if ds is None:
+        return None
+    try:
+        return ds.get(keyword)
+    except (ValueError, TypeError, AttributeError, KeyError, IndexError, OverflowError):
+        return None
+
+
+def _snake(keyword: str) -> str:
+    special = {"SOPInstanceUID": "sop_instance_uid", "StudyInstanceUID": "study_instance_uid",
+               "SeriesInstanceUID": "series_instance_uid", "KVP": "kvp"}  # fmt: skip
+    if keyword in special:
+        return special[keyword]
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in keyword).lstrip("_")
+
+
+def _png(pixels: np.ndarray, max_size: int | None = None) -> bytes:
+    """PNG of uint8 RGB pixels. Not `sc.render_png`: its `optimize=True` costs seconds on a
+    1024² overlay, fine for cached thumbnails, not for an answer someone waits for."""
+    picture = Image.fromarray(pixels, "RGB")
+    if max_size is not None:
+        picture.thumbnail((max_size, max_size), Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG", compress_level=4)
+    return buffer.getvalue()
+
+
+def _sc_png(path: Path, max_size: int) -> bytes:
+    """The overlay PNG of a DICOM upload: the Secondary Capture's own pixels."""
+    return _png(dcmread(path).pixel_array, max_size)
+
+
+# --- one file -----------------------------------------------------------------------------------
+
+
+@summarised("uploaded file")
+def analyze_file(
+    data: bytes, *, kind: UploadKind, classifier: Classifier, uid_root: str, directory: Path
+) -> dict[str, Any]:
+    """Classify one uploaded image (any `UploadKind` but ZIP) into `directory`."""
+    started = time.perf_counter()
+    card = classifier.card
+    if kind == UploadKind.DICOM:
+        result = _analyze_dicom(data, classifier=classifier, uid_root=uid_root,
+                                directory=directory)  # fmt: skip
+    else:
+        (directory / f"upload.{kind}").write_bytes(data)
+        try:
+            image = preprocess.load_image(data)
+        except preprocess.NotClassifiable as exc:
+            raise AnalysisError(422, "image_unreadable", reason=exc.reason) from exc
+        small = preprocess.too_small(rows=image.shape[0], columns=image.shape[1],
+                                     min_size=card.min_image_size)  # fmt: skip
+        if small:
+            raise AnalysisError(422, "image_too_small", reason=small)
+        prediction = classifier.predict(image)
+        overlay = render_overlay(image, prediction.heatmap, outcome=str(prediction.outcome),
+                                 probability=prediction.probability, card=card)  # fmt: skip
+        (directory / OVERLAY_FILE).write_bytes(_png(overlay))
+        result = {
+            **prediction_fields(prediction.probability, card),
+            "image": {"rows": int(image.shape[0]), "columns": int(image.shape[1])},
+            "files": {"overlay": OVERLAY_FILE},
+        }
+    result["downloads"] = sorted(set(result["files"].values()))
+    return {
+        "type": "image",
+        "kind": str(kind),
+        **result,
+        **model_fields(card),
+        "processing_ms": round((time.perf_counter() - started) * 1000, 1),
+    }
+
+
+def _analyze_dicom(
+    data: bytes, *, classifier: Classifier, uid_root: str, directory: Path
+) -> dict[str, Any]:
+    source = directory / "upload.dcm"
+    source.write_bytes(_part10(data))
+    [r] = classify_files([source], classifier=classifier, uid_root=uid_root, out_dir=directory)
+    if r.state == "skipped":
+        raise AnalysisError(422, "not_radiograph", reason=r.reason)
+    if r.state != "classified" or r.prediction is None or r.dataset is None:
+        raise AnalysisError(422, "dicom_unreadable", reason=r.reason or "unknown")
+    assert r.sc_path is not None and r.sr_path is not None
+    (directory / OVERLAY_FILE).write_bytes(_sc_png(r.sc_path, SC_MAX_SIZE))
+    ds = r.dataset
+    return {
+        **prediction_fields(r.prediction.probability, classifier.card),
+        "image": {"rows": int(ds.Rows), "columns": int(ds.Columns)},
+        "dicom": {
+            **dicom_summary(ds),
+            "sc_sop_instance_uid": _sop_uid(r.sc_path),
+            "sr_sop_instance_uid": _sop_uid(r.sr_path),
+        },
+        "files": {"overlay": OVERLAY_FILE, "sc": r.sc_path.name, "sr": r.sr_path.name},
+    }
+
+
+def _sop_uid(path: Path) -> str:
+    return str(dcmread(path, stop_before_pixels=True).SOPInstanceUID)
+
+
+# --- a ZIP study --------------------------------------------------------------------------------
+
+
+@dataclass
+class _Entry:
+    name: str
+    path: Path
+    header: Dataset | None = None
+    reason: str | None = None
+
+
+@summarised("uploaded study")
+def analyze_study(
+    archive: Path, *, classifier: Classifier, uid_root: str, directory: Path, limits: ZipLimits
+) -> dict[str, Any]:
+    """Classify the radiographs of a zipped study (DICOM at any depth) into `directory`.
+
+    Every entry is reported: classified, skipped (with the reason: not DICOM, not a
+    radiograph, …) or failed. One SR per study, one SC and overlay PNG per classified image.
+    The extracted copies live in a private temporary directory removed before returning.
+    """
+    started = time.perf_counter()
+    card = classifier.card
+    with TemporaryDirectory(dir=directory, prefix=".extract-") as tmp:
+        try:
+            members, left_out = read_members(archive, Path(tmp), limits)
+        except ArchiveRejected as exc:
+            raise AnalysisError(exc.status, exc.code, **exc.params) from exc
+        entries = [_read_header(m.name, m.path) for m in members]
+        dicom = [e for e in entries if e.header is not None]
+        if not dicom:
+            raise AnalysisError(422, "zip_no_dicom")
+        by_study: dict[str, list[_Entry]] = defaultdict(list)
+        for e in dicom:
+            by_study[str(e.header.StudyInstanceUID)].append(e)  # type: ignore[union-attr]
+        images: list[dict[str, Any]] = []
+        studies: list[dict[str, Any]] = []
+        files: list[str] = []
+        for study_uid, members_of_study in by_study.items():
+            results = classify_files([e.path for e in members_of_study], classifier=classifier,
+                                     uid_root=uid_root, out_dir=directory)  # fmt: skip
+            pairs = zip(members_of_study, results, strict=True)
+            rows = [_image_row(e, r, card, directory, len(images) + i, files)
+                    for i, (e, r) in enumerate(pairs)]  # fmt: skip
+            images += rows
+            studies.append(_study_row(study_uid, members_of_study, results, rows, card, files))
+        for e in entries:
+            if e.header is None:
+                images.append({"entry": e.name, "state": "skipped", "reason": e.reason})
+        images += [{"entry": s.name, "state": "skipped", "reason": s.reason} for s in left_out]
+    result: dict[str, Any] = {
+        "type": "study",
+        "kind": str(UploadKind.ZIP),
+        "studies": studies,
+        "images": images,
+        "counts": {
+            "entries": len(members) + len(left_out),
+            "dicom": len(dicom),
+            "classified": sum(1 for i in images if i["state"] == "classified"),
+            "skipped": sum(1 for i in images if i["state"] == "skipped"),
+            "failed": sum(1 for i in images if i["state"] == "failed"),
+        },
+        **model_fields(card),
+        "processing_ms": round((time.perf_counter() - started) * 1000, 1),
+    }
+    result["report"] = {"sheets": write_report(directory / REPORT_FILE, result)}
+    result["files"] = {"report": REPORT_FILE}
+    result["downloads"] = sorted({*files, REPORT_FILE})
+    return result
+
+
+def _read_header(name: str, path: Path) -> _Entry:
+    with open(path, "rb") as fh:
+        head = fh.read(132)
+    if head[128:132] != b"DICM":
+        return _Entry(name, path, reason="not a DICOM file")
+    try:
+        header = dcmread(path, stop_before_pixels=True)
+    except Exception:  # pydicom raises many types on damaged files
+        return _Entry(name, path, reason="not a readable DICOM file")
+    if not str(_get(header, "StudyInstanceUID") or ""):
+        return _Entry(name, path, reason="DICOM file without a Study Instance UID")
+    return _Entry(name, path, header=header)
+
+
+def _image_row(
+    entry: _Entry, r: FileResult, card: ModelCard, directory: Path, n: int, files: list[str]
+) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "entry": entry.name,
+        "state": r.state,
+        "reason": r.reason,
+        "metadata": dicom_summary(r.dataset if r.dataset is not None else entry.header),  # type: ignore[arg-type]
+    }
+    if r.prediction is not None and r.sc_path is not None:
+        overlay = f"overlay-{n:05d}.png"
+        (directory / overlay).write_bytes(_sc_png(r.sc_path, STUDY_OVERLAY_SIZE))
+        files += [overlay, r.sc_path.name]
+        row.update(prediction_fields(r.prediction.probability, card))
+        row["sc_sop_instance_uid"] = _sop_uid(r.sc_path)
+        row["files"] = {"overlay": overlay, "sc": r.sc_path.name}
+    return row
+
+
+def _study_row(
+    study_uid: str,
+    entries: list[_Entry],
+    results: list[FileResult],
+    rows: list[dict[str, Any]],
+    card: ModelCard,
+    files: list[str],
+) -> dict[str, Any]:
+    classified = [r for r in results if r.prediction is not None]
+    first = entries[0].header
+    series: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        meta = row["metadata"]
+        item = series.setdefault(str(meta["series_instance_uid"]), {
+            "series_instance_uid": meta["series_instance_uid"],
+            "series_number": meta["series_number"], "modality": meta["modality"],
+            "series_description": meta["series_description"], "images": 0,
+        })  # fmt: skip
+        item["images"] += 1
+    study: dict[str, Any] = {
+        "study_instance_uid": study_uid,
+        "images": len(entries),
+        "classified": len(classified),
+        "skipped": sum(1 for r in results if r.state == "skipped"),
+        "failed": sum(1 for r in results if r.state == "failed"),
+        "summary": {
+            "study_date": _text(first, "StudyDate"),
+            "study_description": _text(first, "StudyDescription"),
+            "modalities": _distinct(rows, "modality"),
+            "manufacturers": _distinct(rows, "manufacturer"),
+            "models": _distinct(rows, "manufacturer_model_name"),
+            "body_parts": _distinct(rows, "body_part_examined"),
+            "views": _distinct(rows, "view_position"),
+            "series": list(series.values()),
+        },
+        "outcome": None,
+        "files": {},
+    }
+    if classified:
+        top = max(r.prediction.probability for r in classified)  # type: ignore[union-attr]
+        study.update(prediction_fields(top, card))
+        sr_path = classified[0].sr_path
+        if sr_path is not None:
+            files.append(sr_path.name)
+            study["sr_sop_instance_uid"] = _sop_uid(sr_path)
+            study["files"] = {"sr": sr_path.name}
+    return study
+
+
+def _text(ds: Dataset | None, keyword: str) -> str | None:
+    value = _get(ds, keyword)
+    return str(value).strip() or None if value is not None else None
+
+
+def _distinct(rows: list[dict[str, Any]], key: str) -> list[str]:
+    return sorted({str(r["metadata"][key]) for r in rows if r["metadata"].get(key)})

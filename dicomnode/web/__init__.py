@@ -1,1 +1,0 @@
-"""The worklist web page, its login, and the worklist/thumbnail API routes."""

@@ -1,0 +1,1 @@
+"""Doing the work: the pipeline of one job and one study report, the worker loops."""

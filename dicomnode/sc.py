@@ -33,6 +33,7 @@ from pydicom.uid import ExplicitVRLittleEndian
 from dicomnode import MANUFACTURER
 from dicomnode.card import UNTRAINED_LABEL, ModelCard
 from dicomnode.codes import SOURCE_IMAGE_FOR_PROCESSING, algorithm_equipment, software_versions
+from dicomnode.sources import blanked, output_header
 
 if TYPE_CHECKING:
     from dicomnode.classifier import Prediction
@@ -150,8 +151,11 @@ def build_sc(
     """The overlay of one radiograph as a Secondary Capture in the source's study.
 
     `image` is `preprocess.to_grayscale(source)`; `prediction.heatmap` has its aspect and
-    orientation. Patient and study modules and Specific Character Set come from `source`.
+    orientation. Patient and study modules and Specific Character Set come from `source`,
+    normalised by `dicomnode.sources.output_header` (raises `SourceRejected` if it cannot be
+    referenced at all).
     """
+    source = output_header(source)
     pixels = render_overlay(
         image,
         prediction.heatmap,
@@ -161,7 +165,7 @@ def build_sc(
     )
     laterality = source.get("Laterality") or source.get("ImageLaterality")
     sc = hd.sc.SCImage.from_ref_dataset(
-        ref_dataset=_without_person_names(source),
+        ref_dataset=blanked(source, _PERSON_NAMES),
         pixel_array=pixels,
         photometric_interpretation="RGB",
         bits_allocated=8,
@@ -226,15 +230,6 @@ def render_png(sc: Dataset, *, max_size: int = 512) -> bytes:
     buffer = io.BytesIO()
     picture.save(buffer, format="PNG", optimize=True)
     return buffer.getvalue()
-
-
-def _without_person_names(source: Dataset) -> Dataset:
-    """`source` without pixel data or person names (elements shared, source untouched)."""
-    header = Dataset()
-    for element in source:
-        if element.keyword not in ("PixelData", *_PERSON_NAMES):
-            header.add(element)
-    return header
 
 
 def _patient_orientation(source: Dataset) -> list[str] | None:

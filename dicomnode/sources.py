@@ -1,0 +1,282 @@
+"""What the output objects copy from a source image, made fit to be written.
+
+The SR and the SC copy the patient and study modules, Specific Character Set and a few image
+attributes (Modality, Laterality, Patient Orientation, …) from the radiograph they describe.
+A source the node could read and classify can still carry what highdicom or a validator
+refuses in an output: no Modality, an empty first Specific Character Set value
+(`["", "ISO 2022 IR 87"]`, valid DICOM), an impossible date, a 70-character LO, a PN with
+six components, an element whose VR disagrees with the dictionary. Tolerant when reading,
+strict when writing: `output_header` gives both builders one normalised header, and
+`SourceRejected` says, in words an operator understands, why a source cannot be reported at
+all (a missing or malformed identifying UID). Pure: takes a Dataset, returns a new one; the
+source is not modified beyond pydicom's own decoding of raw elements.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from pydicom import Dataset
+from pydicom import config as pydicom_config
+from pydicom.charset import python_encoding
+from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.dataelem import DataElement
+from pydicom.multival import MultiValue
+from pydicom.uid import (
+    ComputedRadiographyImageStorage,
+    DigitalXRayImageStorageForPresentation,
+    DigitalXRayImageStorageForProcessing,
+)
+from pydicom.valuerep import DA, DT, TM, PersonName, validate_value
+
+#: Written when the source's character set cannot be carried (code extensions, unknown terms)
+#: or does not hold the copied text: UTF-8 holds every repertoire DICOM allows.
+UTF8 = "ISO_IR 192"
+#: Single-valued terms (PS3.3 C.12.1.1.2, Table C.12-2, and GB18030/GBK) that outputs keep.
+_SINGLE_BYTE_TERMS = frozenset(
+    {
+        "ISO_IR 100", "ISO_IR 101", "ISO_IR 109", "ISO_IR 110", "ISO_IR 144", "ISO_IR 127",
+        "ISO_IR 126", "ISO_IR 138", "ISO_IR 148", "ISO_IR 203", "ISO_IR 166", UTF8, "GB18030",
+        "GBK",
+    }
+)  # fmt: skip
+_DEFAULT_TERMS = frozenset({"", "ISO_IR 6", "ISO 2022 IR 6"})
+_STRING_VRS = frozenset(
+    {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI",
+     "UR", "UT"}
+)  # fmt: skip
+_TEXT_VRS = frozenset({"SH", "LO", "ST", "LT", "UT", "UC", "PN"})
+#: Identifying UIDs without which a source cannot be referenced (Type 1 in every output).
+REQUIRED_UIDS = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
+#: Patient/study attributes the outputs must have (Type 2): empty when the source has none or
+#: an invalid one. highdicom reads them with attribute access.
+TYPE2_PATIENT_STUDY = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "AccessionNumber",
+    "StudyID",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+)
+#: Modality a source lacking one is described with (the SOP class says what it is).
+_MODALITY_OF_CLASS = {
+    ComputedRadiographyImageStorage: "CR",
+    DigitalXRayImageStorageForPresentation: "DX",
+    DigitalXRayImageStorageForProcessing: "DX",
+}
+_NAMES = {
+    "SOPClassUID": "SOP Class UID",
+    "SOPInstanceUID": "SOP Instance UID",
+    "StudyInstanceUID": "Study Instance UID",
+    "SeriesInstanceUID": "Series Instance UID",
+}
+_PIXEL_DATA = 0x7FE00010
+_MAX_DEPTH = 4
+
+
+class SourceRejected(ValueError):
+    """A source image whose outputs cannot be written; `reason` is operator-readable, PHI-free."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def output_header(source: Dataset) -> Dataset:
+    """The attributes outputs copy from `source`, each valid for writing.
+
+    Kept: public, non-sequence top-level attributes before the pixel data whose values are
+    valid for their VR (elements that cannot be decoded, with a VR other than the
+    dictionary's, or with invalid values are left out; Type 2 patient/study attributes then
+    stay present and empty). Added: Modality from the SOP class when missing, the SOP Class
+    UID from the file meta when missing. Specific Character Set: the source's when an output
+    can carry it and it holds the copied text, else ISO_IR 192. Raises `SourceRejected` when
+    an identifying UID is missing or malformed.
+    """
+    header = _copy_items(source, depth=0)
+    if "SOPClassUID" not in header:
+        meta_class = _meta_sop_class(source)
+        if meta_class:
+            header.SOPClassUID = meta_class
+    for keyword in REQUIRED_UIDS:
+        if not str(header.get(keyword) or ""):
+            problem = "an invalid" if keyword in source else "no"
+            raise SourceRejected(f"source image has {problem} {_NAMES[keyword]}")
+    if not str(header.get("Modality") or ""):
+        header.Modality = _MODALITY_OF_CLASS.get(str(header.SOPClassUID), "OT")
+    for keyword in TYPE2_PATIENT_STUDY:
+        if keyword not in header:
+            setattr(header, keyword, None)
+    _set_character_set(header, source.get("SpecificCharacterSet"))
+    return header
+
+
+def blanked(header: Dataset, keywords: Iterable[str]) -> Dataset:
+    """`header` with `keywords` present but empty (other elements shared, `header` untouched):
+    highdicom quotes odd person names in warnings, so the builders set them afterwards."""
+    emptied = set(keywords)
+    copy = Dataset()
+    for element in header:
+        if element.keyword in emptied:
+            copy.add(DataElement(element.tag, element.VR, None))
+        else:
+            copy.add(element)
+    return copy
+
+
+def describe_failure(exc: BaseException) -> str:
+    """Why an output could not be built from a source, for an operator (no values, no PHI)."""
+    if isinstance(exc, SourceRejected):
+        return exc.reason
+    name = getattr(exc, "name", None) if isinstance(exc, AttributeError) else None
+    if isinstance(name, str) and tag_for_keyword(name) is not None:
+        return f"source image lacks {name}"
+    return (
+        f"the output builder refused the source image's header ({type(exc).__name__}); "
+        "details in the node log"
+    )
+
+
+# --- reading tolerantly ---------------------------------------------------------------------------
+
+
+def _copy_items(source: Dataset, *, depth: int) -> Dataset:
+    """The public elements of `source` (before the pixel data) that decode and are valid for
+    writing; sequences are copied item by item the same way, down to `_MAX_DEPTH`."""
+    header = Dataset()
+    for element in _readable_elements(source):
+        if element.VR == "SQ":
+            if depth < _MAX_DEPTH and isinstance(element.value, Iterable):
+                items = [_copy_items(item, depth=depth + 1) for item in element.value]
+                header.add(DataElement(element.tag, "SQ", [i for i in items if len(i)]))
+        elif _writable(element):
+            header.add(element)
+    return header
+
+
+def _readable_elements(source: Dataset) -> Iterable[DataElement]:
+    """Public elements before the pixel data that decode; the rest is skipped."""
+    for tag in list(source.keys()):
+        if tag >= _PIXEL_DATA or tag.is_private or tag.group in (0x0002, 0xFFFE):
+            continue
+        if tag == 0x00080005:  # Specific Character Set: chosen for the output
+            continue
+        try:
+            element = source[tag]
+        except Exception:  # pydicom raises many types on a damaged element
+            continue
+        yield element
+
+
+def _writable(element: DataElement) -> bool:
+    try:
+        expected = dictionary_VR(element.tag)
+    except KeyError:
+        return False  # not in the dictionary: nothing an output copies
+    if expected != element.VR and element.VR not in expected.split(" or "):
+        return False
+    values = _values(element.value)
+    if not values:
+        return True
+    try:
+        for value in values:
+            _check(element.VR, value)
+    except Exception:  # validators raise ValueError, TypeError, OverflowError, …
+        return False
+    if element.VR == "PN":
+        # Re-created from text: the source's bytes and escape sequences are not carried over.
+        element.value = (
+            [PersonName(str(v)) for v in values]
+            if len(values) > 1
+            else (PersonName(str(values[0])))
+        )
+    return True
+
+
+def _values(value: Any) -> list[Any]:
+    if value is None or value == "" or value == b"":
+        return []
+    if isinstance(value, MultiValue | list | tuple):
+        return list(value)
+    return [value]
+
+
+def _check(vr: str, value: Any) -> None:
+    """Raise if `value` cannot be written as `vr` (pydicom's rules, dates and names checked)."""
+    if isinstance(value, bytes):
+        if vr not in ("OB", "OW", "OD", "OF", "OL", "OV", "UN"):
+            raise ValueError("undecoded value")
+        return
+    text = str(value)
+    # pydicom's validators take the text of string VRs (not DSfloat, IS, PersonName objects).
+    validate_value(vr, text if vr in _STRING_VRS else value, pydicom_config.RAISE)
+    if vr == "DA":
+        DA(text)
+    elif vr == "TM":
+        TM(text)
+    elif vr == "DT":
+        DT(text)
+    elif vr == "PN":
+        groups = text.split("=")
+        if len(groups) > 3 or any(
+            len(g) > 64 or len(g.split("^")) > 5 or any(c in g for c in "\\\r\n") for g in groups
+        ):
+            raise ValueError("malformed person name")
+    if vr in _TEXT_VRS and any(ord(c) < 0x20 and c not in "\r\n\t\f\x1b" for c in text):
+        raise ValueError("control characters")
+
+
+def _meta_sop_class(source: Dataset) -> str:
+    meta = getattr(source, "file_meta", None)
+    value = meta.get("MediaStorageSOPClassUID") if meta is not None else None
+    try:
+        validate_value("UI", value, pydicom_config.RAISE)
+    except Exception:  # any malformed value: no usable class
+        return ""
+    return str(value or "")
+
+
+# --- the character set ----------------------------------------------------------------------------
+
+
+def _set_character_set(header: Dataset, declared: Any) -> None:
+    """Keep the source's single-valued character set if it holds the copied text, else UTF-8;
+    the default repertoire (no element) when the text is plain ASCII and the source used it."""
+    terms = [str(v).strip() for v in _values(declared)] or [""]
+    texts = [str(e.value) for e in header if e.VR in _TEXT_VRS and e.value not in (None, "")]
+    if all(term in _DEFAULT_TERMS for term in terms):
+        if all(text.isascii() for text in texts):
+            return
+        header.SpecificCharacterSet = UTF8
+        return
+    if len(terms) == 1 and terms[0] in _SINGLE_BYTE_TERMS and _holds(terms[0], texts):
+        header.SpecificCharacterSet = terms[0]
+        return
+    header.SpecificCharacterSet = UTF8
+
+
+def _holds(term: str, texts: list[str]) -> bool:
+    codec = python_encoding.get(term)
+    if codec is None:
+        return False
+    try:
+        for text in texts:
+            text.encode(codec)
+    except (UnicodeError, LookupError):
+        return False
+    return True
+
+
+__all__ = [
+    "REQUIRED_UIDS",
+    "TYPE2_PATIENT_STUDY",
+    "UTF8",
+    "SourceRejected",
+    "blanked",
+    "describe_failure",
+    "output_header",
+]

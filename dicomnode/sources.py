@@ -14,8 +14,8 @@ source is not modified beyond pydicom's own decoding of raw elements.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
 
 from pydicom import Dataset
 from pydicom import config as pydicom_config
@@ -63,7 +63,7 @@ TYPE2_PATIENT_STUDY = (
     "ReferringPhysicianName",
 )
 #: Modality a source lacking one is described with (the SOP class says what it is).
-_MODALITY_OF_CLASS = {
+_MODALITY_OF_CLASS: dict[str, str] = {
     ComputedRadiographyImageStorage: "CR",
     DigitalXRayImageStorageForPresentation: "DX",
     DigitalXRayImageStorageForProcessing: "DX",
@@ -74,6 +74,8 @@ _NAMES = {
     "StudyInstanceUID": "Study Instance UID",
     "SeriesInstanceUID": "Series Instance UID",
 }
+T = TypeVar("T")
+R = TypeVar("R")
 _PIXEL_DATA = 0x7FE00010
 _MAX_DEPTH = 4
 
@@ -141,6 +143,33 @@ def describe_failure(exc: BaseException) -> str:
     )
 
 
+def build_leaving_out(
+    members: Sequence[T], build: Callable[[Sequence[T]], R]
+) -> tuple[R | None, dict[int, str]]:
+    """`build(members)`; if the builder refuses, the build over the members it accepts one by
+    one, and why each other member is left out (by index, `describe_failure`). When no member
+    can be built (or they fail only together) the result is None and every member has a
+    reason. One odd source never blocks the others' output."""
+    try:
+        return build(members), {}
+    except Exception as exc:  # a pure builder refused its input: find which member
+        failure: Exception = exc
+    left_out: dict[int, str] = {}
+    for index, member in enumerate(members):
+        try:
+            build([member])
+        except Exception as exc:  # recorded as that member's reason
+            left_out[index] = describe_failure(exc)
+    kept = [m for i, m in enumerate(members) if i not in left_out]
+    if kept and left_out:
+        try:
+            return build(kept), left_out
+        except Exception as exc:  # they fail only together: explained as a whole below
+            failure = exc
+    reason = describe_failure(failure)
+    return None, {i: left_out.get(i, reason) for i in range(len(members))}
+
+
 # --- reading tolerantly ---------------------------------------------------------------------------
 
 
@@ -154,7 +183,7 @@ def _copy_items(source: Dataset, *, depth: int) -> Dataset:
                 items = [_copy_items(item, depth=depth + 1) for item in element.value]
                 header.add(DataElement(element.tag, "SQ", [i for i in items if len(i)]))
         elif _writable(element):
-            header.add(element)
+            header.add(_fresh_names(element) if element.VR == "PN" else element)
     return header
 
 
@@ -187,14 +216,16 @@ def _writable(element: DataElement) -> bool:
             _check(element.VR, value)
     except Exception:  # validators raise ValueError, TypeError, OverflowError, …
         return False
-    if element.VR == "PN":
-        # Re-created from text: the source's bytes and escape sequences are not carried over.
-        element.value = (
-            [PersonName(str(v)) for v in values]
-            if len(values) > 1
-            else (PersonName(str(values[0])))
-        )
     return True
+
+
+def _fresh_names(element: DataElement) -> DataElement:
+    """A new PN element from the names' text: a PersonName keeps the bytes and character set
+    it was read or first written with, and would carry them into an output that declares
+    another character set (the source's object is not touched)."""
+    values = [PersonName(str(v)) for v in _values(element.value)]
+    value = values if len(values) > 1 else (values[0] if values else None)
+    return DataElement(element.tag, "PN", value)
 
 
 def _values(value: Any) -> list[Any]:
@@ -277,6 +308,7 @@ __all__ = [
     "UTF8",
     "SourceRejected",
     "blanked",
+    "build_leaving_out",
     "describe_failure",
     "output_header",
 ]

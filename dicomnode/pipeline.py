@@ -477,6 +477,6 @@ class _ReportImage:
 def _instance_number(ds: Dataset) -> int:
     try:
         value = int(ds.get("InstanceNumber") or 1)
-    except (TypeError, ValueError):
+    except _READ_ERRORS:  # absent, malformed, or an element pydicom cannot decode
         return 1
     return value if 0 < value < 2**31 else 1

@@ -20,10 +20,11 @@ from typing import Any, TypeVar
 from pydicom import Dataset
 from pydicom import config as pydicom_config
 from pydicom.charset import python_encoding
-from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.datadict import dictionary_VM, dictionary_VR, tag_for_keyword
 from pydicom.dataelem import DataElement
 from pydicom.multival import MultiValue
 from pydicom.uid import (
+    UID,
     ComputedRadiographyImageStorage,
     DigitalXRayImageStorageForPresentation,
     DigitalXRayImageStorageForProcessing,
@@ -33,12 +34,13 @@ from pydicom.valuerep import DA, DT, TM, PersonName, validate_value
 #: Written when the source's character set cannot be carried (code extensions, unknown terms)
 #: or does not hold the copied text: UTF-8 holds every repertoire DICOM allows.
 UTF8 = "ISO_IR 192"
-#: Single-valued terms (PS3.3 C.12.1.1.2, Table C.12-2, and GB18030/GBK) that outputs keep.
+#: Single-valued terms (PS3.3 C.12.1.1.2, Table C.12-2) that outputs keep. GB18030 and GBK
+#: are valid too but dciodvfy cannot check their text, so outputs carry such text as UTF-8;
+#: ISO_IR 13 (JIS X 0201) likewise, whose Python codec also encodes kanji.
 _SINGLE_BYTE_TERMS = frozenset(
     {
         "ISO_IR 100", "ISO_IR 101", "ISO_IR 109", "ISO_IR 110", "ISO_IR 144", "ISO_IR 127",
-        "ISO_IR 126", "ISO_IR 138", "ISO_IR 148", "ISO_IR 203", "ISO_IR 166", UTF8, "GB18030",
-        "GBK",
+        "ISO_IR 126", "ISO_IR 138", "ISO_IR 148", "ISO_IR 203", "ISO_IR 166", UTF8,
     }
 )  # fmt: skip
 _DEFAULT_TERMS = frozenset({"", "ISO_IR 6", "ISO 2022 IR 6"})
@@ -62,6 +64,20 @@ TYPE2_PATIENT_STUDY = (
     "StudyTime",
     "ReferringPhysicianName",
 )
+#: Enumerated values (PS3.3) highdicom or the validators check in what outputs copy.
+_ENUMERATED: dict[str, frozenset[str]] = {
+    "PatientSex": frozenset({"M", "F", "O"}),
+    "Laterality": frozenset({"R", "L"}),
+    "ImageLaterality": frozenset({"R", "L", "U", "B"}),
+    "AnatomicalOrientationType": frozenset({"BIPED", "QUADRUPED"}),
+    "LossyImageCompression": frozenset({"00", "01"}),
+    "PatientSexNeutered": frozenset({"ALTERED", "UNALTERED"}),
+    "QualityControlSubject": frozenset({"YES", "NO"}),
+}
+#: Patient module Type 2C attributes required (present, maybe empty) for an animal patient.
+_ANIMAL_TYPE2C = ("PatientBreedDescription", "PatientBreedCodeSequence",
+                  "BreedRegistrationSequence")  # fmt: skip
+_SPECIES = ("PatientSpeciesDescription", "PatientSpeciesCodeSequence")
 #: Modality a source lacking one is described with (the SOP class says what it is).
 _MODALITY_OF_CLASS: dict[str, str] = {
     ComputedRadiographyImageStorage: "CR",
@@ -108,11 +124,27 @@ def output_header(source: Dataset) -> Dataset:
         if not str(header.get(keyword) or ""):
             problem = "an invalid" if keyword in source else "no"
             raise SourceRejected(f"source image has {problem} {_NAMES[keyword]}")
+    if UID(str(header.SOPClassUID)).type != "SOP Class":
+        raise SourceRejected("source image has an unknown SOP Class UID")
     if not str(header.get("Modality") or ""):
         header.Modality = _MODALITY_OF_CLASS.get(str(header.SOPClassUID), "OT")
     for keyword in TYPE2_PATIENT_STUDY:
         if keyword not in header:
             setattr(header, keyword, None)
+    if any(header.get(keyword) for keyword in _SPECIES):
+        needed = [
+            *_ANIMAL_TYPE2C,
+            *(("ResponsiblePerson",) * (not header.get("ResponsibleOrganization"))),
+        ]
+        for keyword in needed:
+            if keyword not in header:
+                tag = tag_for_keyword(keyword)
+                assert tag is not None
+                header.add(
+                    DataElement(
+                        tag, dictionary_VR(tag), [] if keyword.endswith("Sequence") else None
+                    )
+                )
     _set_character_set(header, source.get("SpecificCharacterSet"))
     return header
 
@@ -211,6 +243,11 @@ def _writable(element: DataElement) -> bool:
     values = _values(element.value)
     if not values:
         return True
+    if not _multiplicity_fits(len(values), dictionary_VM(element.tag)):
+        return False
+    allowed = _ENUMERATED.get(element.keyword)
+    if allowed is not None and any(str(v) not in allowed for v in values):
+        return False
     try:
         for value in values:
             _check(element.VR, value)
@@ -226,6 +263,17 @@ def _fresh_names(element: DataElement) -> DataElement:
     values = [PersonName(str(v)) for v in _values(element.value)]
     value = values if len(values) > 1 else (values[0] if values else None)
     return DataElement(element.tag, "PN", value)
+
+
+def _multiplicity_fits(count: int, vm: str) -> bool:
+    """`count` values within the dictionary's VM ("1", "2", "1-3", "1-n", "2-2n", …)."""
+    low, _, high = vm.partition("-")
+    try:
+        if count < int(low):
+            return False
+        return high.endswith("n") or count <= int(high or low)
+    except ValueError:
+        return True  # a VM pydicom spells otherwise: not ours to judge
 
 
 def _values(value: Any) -> list[Any]:
@@ -257,8 +305,8 @@ def _check(vr: str, value: Any) -> None:
             len(g) > 64 or len(g.split("^")) > 5 or any(c in g for c in "\\\r\n") for g in groups
         ):
             raise ValueError("malformed person name")
-    if vr in _TEXT_VRS and any(ord(c) < 0x20 and c not in "\r\n\t\f\x1b" for c in text):
-        raise ValueError("control characters")
+    if vr in _TEXT_VRS and any(ord(c) < 0x20 and c not in "\r\n\t\f" for c in text):
+        raise ValueError("control characters")  # an escape left in decoded text: undecodable
 
 
 def _meta_sop_class(source: Dataset) -> str:

@@ -164,6 +164,7 @@ def build_sc(
         card=card,
     )
     laterality = source.get("Laterality") or source.get("ImageLaterality")
+    unpaired = str(source.get("BodyPartExamined") or "").upper() in UNPAIRED_BODY_PARTS
     sc = hd.sc.SCImage.from_ref_dataset(
         ref_dataset=blanked(source, _PERSON_NAMES),
         pixel_array=pixels,
@@ -175,7 +176,8 @@ def build_sc(
         sop_instance_uid=sop_instance_uid,
         instance_number=instance_number,
         manufacturer=MANUFACTURER,
-        laterality=laterality if laterality in ("R", "L") else None,
+        # Type 2C: only for a paired (or unknown) part; an unpaired one must not have it.
+        laterality=laterality if laterality in ("R", "L") and not unpaired else None,
         # Placeholder: the source's own value is set below (highdicom accepts only
         # single-letter orientations, DICOM also allows oblique ones such as "AL").
         patient_orientation=("L", "F"),

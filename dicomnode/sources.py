@@ -78,6 +78,15 @@ _ENUMERATED: dict[str, frozenset[str]] = {
 _ANIMAL_TYPE2C = ("PatientBreedDescription", "PatientBreedCodeSequence",
                   "BreedRegistrationSequence")  # fmt: skip
 _SPECIES = ("PatientSpeciesDescription", "PatientSpeciesCodeSequence")
+#: A UID's first arc (ISO/ITU-T joint or ISO): what dciodvfy accepts as a root.
+_UID_ROOT_ARCS = ("1.", "2.")
+#: highdicom refuses to reference an image of these modalities (they are not images).
+_NOT_AN_IMAGE_MODALITY = frozenset(
+    {"SEG", "SR", "DOC", "KO", "PR", "PLAN", "RWV", "REG", "FID", "RTDOSE", "RTPLAN",
+     "RTRECORD", "RTSTRUCT"}
+)  # fmt: skip
+#: highdicom references a source image only if it has one of these.
+_PIXEL_DESCRIPTION = ("Rows", "Columns", "SamplesPerPixel", "PixelRepresentation")
 #: Modality a source lacking one is described with (the SOP class says what it is).
 _MODALITY_OF_CLASS: dict[str, str] = {
     ComputedRadiographyImageStorage: "CR",
@@ -121,12 +130,16 @@ def output_header(source: Dataset) -> Dataset:
         if meta_class:
             header.SOPClassUID = meta_class
     for keyword in REQUIRED_UIDS:
-        if not str(header.get(keyword) or ""):
+        uid = str(header.get(keyword) or "")
+        if not uid.startswith(_UID_ROOT_ARCS):
             problem = "an invalid" if keyword in source else "no"
             raise SourceRejected(f"source image has {problem} {_NAMES[keyword]}")
     if UID(str(header.SOPClassUID)).type != "SOP Class":
         raise SourceRejected("source image has an unknown SOP Class UID")
-    if not str(header.get("Modality") or ""):
+    if not any(keyword in header for keyword in _PIXEL_DESCRIPTION):
+        raise SourceRejected("source image lacks its image pixel description (Rows, Columns)")
+    if str(header.get("Modality") or "") in ("", *_NOT_AN_IMAGE_MODALITY):
+        # Only what the builders read: no output copies the source's Modality.
         header.Modality = _MODALITY_OF_CLASS.get(str(header.SOPClassUID), "OT")
     for keyword in TYPE2_PATIENT_STUDY:
         if keyword not in header:

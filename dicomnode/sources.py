@@ -74,9 +74,11 @@ _ENUMERATED: dict[str, frozenset[str]] = {
     "PatientSexNeutered": frozenset({"ALTERED", "UNALTERED"}),
     "QualityControlSubject": frozenset({"YES", "NO"}),
 }
-#: Patient module Type 2C attributes required (present, maybe empty) for an animal patient.
+#: Patient (and Patient Study) Type 2C attributes an animal patient must have, maybe empty.
 _ANIMAL_TYPE2C = ("PatientBreedDescription", "PatientBreedCodeSequence",
-                  "BreedRegistrationSequence")  # fmt: skip
+                  "BreedRegistrationSequence", "PatientSexNeutered")  # fmt: skip
+#: At least one of these is required for an animal; both present (empty) when neither has a value.
+_RESPONSIBLE = ("ResponsiblePerson", "ResponsibleOrganization")
 _SPECIES = ("PatientSpeciesDescription", "PatientSpeciesCodeSequence")
 #: A UID's first arc (ISO/ITU-T joint or ISO): what dciodvfy accepts as a root.
 _UID_ROOT_ARCS = ("1.", "2.")
@@ -145,21 +147,22 @@ def output_header(source: Dataset) -> Dataset:
         if keyword not in header:
             setattr(header, keyword, None)
     if any(header.get(keyword) for keyword in _SPECIES):
-        needed = [
-            *_ANIMAL_TYPE2C,
-            *(("ResponsiblePerson",) * (not header.get("ResponsibleOrganization"))),
-        ]
-        for keyword in needed:
-            if keyword not in header:
-                tag = tag_for_keyword(keyword)
-                assert tag is not None
-                header.add(
-                    DataElement(
-                        tag, dictionary_VR(tag), [] if keyword.endswith("Sequence") else None
-                    )
-                )
+        _add_animal_type2c(header)
     _set_character_set(header, source.get("SpecificCharacterSet"))
     return header
+
+
+def _add_animal_type2c(header: Dataset) -> None:
+    """An animal patient's Type 2C attributes, empty where the source has none (dciodvfy
+    requires them present; an empty value is what "unknown" is in DICOM)."""
+    needed = list(_ANIMAL_TYPE2C)
+    if not any(header.get(keyword) for keyword in _RESPONSIBLE):
+        needed += _RESPONSIBLE
+    for keyword in needed:
+        tag = tag_for_keyword(keyword)
+        if tag is not None and keyword not in header:
+            empty: Any = [] if keyword.endswith("Sequence") else None
+            header.add(DataElement(tag, dictionary_VR(tag), empty))
 
 
 def blanked(header: Dataset, keywords: Iterable[str]) -> Dataset:

@@ -36,7 +36,7 @@ from tests.support.results import result_card
 from tests.support.validators import run_dciodvfy
 
 FAST_CASES = 320
-SLOW_CASES = 3000
+SLOW_CASES = 2000
 #: Files validated per batch (then deleted, so a large run needs little disk).
 BATCH = 48
 PREDICTION = Prediction(

@@ -444,9 +444,17 @@ class Pipeline:
         self.on_result()
 
     def _write_header(self, ds: Dataset) -> None:
-        """Keep the source's header (no pixels): the SR needs it after the image is deleted."""
+        """Keep the source's header (no pixels): the SR needs it after the image is deleted.
+        An element pydicom cannot decode (e.g. a damaged VR) is left out, as the outputs
+        leave it out (`sources.output_header`): it must not fail an image already classified."""
         header = Dataset()
-        header.update({e.tag: e for e in ds if e.tag < 0x7FE00010})
+        for tag in list(ds.keys()):  # tags: iterating a Dataset decodes every element
+            if tag >= 0x7FE00010:
+                continue
+            try:
+                header.add(ds[tag])
+            except _READ_ERRORS:
+                continue
         header.file_meta = ds.file_meta
         buffer = BytesIO()
         header.save_as(buffer, enforce_file_format=False)

@@ -181,8 +181,13 @@ def test_odd_studies_through_the_worker_end_reported_or_explained(tmp_path):
             if node.receive(data) == 0:
                 received.append(str(source.StudyInstanceUID))
     # A bit-flipped cat.dcm (header only), as the issue found it: its study blocked before.
-    for seed in range(3):
-        flipped = flip_header(cat_dx().read_bytes(), random.Random(seed), within=2048)
+    for seed in range(6):
+        cat = pydicom.dcmread(cat_dx())
+        cat.StudyInstanceUID = f"1.2.826.0.1.3680043.8.498.17.6.90.{seed}"
+        cat.SOPInstanceUID = cat.file_meta.MediaStorageSOPInstanceUID = f"{cat.StudyInstanceUID}.1"
+        buffer = io.BytesIO()
+        cat.save_as(buffer, enforce_file_format=True)
+        flipped = flip_header(buffer.getvalue(), random.Random(seed), within=2048)
         if node.receive(flipped) == 0:
             received.append("cat")
     assert len(received) >= 16

@@ -16,9 +16,9 @@ from pydicom.errors import InvalidDicomError
 
 from dicomnode import preprocess
 from dicomnode.classifier import Classifier, Prediction, outcome_for
-from dicomnode.pipeline import OutputUIDs, _instance_number
+from dicomnode.pipeline import OutputUIDs, _instance_number, log_refusal
 from dicomnode.sc import build_sc
-from dicomnode.sources import build_leaving_out, describe_failure
+from dicomnode.sources import SourceRejected, build_leaving_out, describe_failure
 from dicomnode.sr import build_sr
 
 
@@ -80,7 +80,7 @@ def classify_files(
                     uid_root=uid_root,
                 )
 
-            sr, left_out = build_leaving_out(members, build)
+            sr, left_out = build_leaving_out(members, build, on_refused=log_refusal)
             for index, reason in left_out.items():
                 # As the node does: classified, but the study report cannot hold it.
                 members[index].state = "failed"
@@ -124,6 +124,8 @@ def _classify_one(
                 instance_number=_instance_number(ds),
             )
         except Exception as exc:  # the builder refused this source: explained, as the node does
+            if not isinstance(exc, SourceRejected):
+                log_refusal(exc)
             reason = f"the overlay cannot be built: {describe_failure(exc)}"
             return FileResult(str(path), "failed", reason, prediction=prediction)
         result.sc_path = out_dir / _name(str(sc.SOPInstanceUID), "sc")

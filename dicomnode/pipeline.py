@@ -27,7 +27,7 @@ from dicomnode.jobs import Jobs
 from dicomnode.library_warnings import summarised
 from dicomnode.metrics import Metrics
 from dicomnode.sc import build_sc
-from dicomnode.sources import build_leaving_out, describe_failure
+from dicomnode.sources import SourceRejected, build_leaving_out, describe_failure
 from dicomnode.spool import Spool, SpoolFull
 from dicomnode.sr import build_sr
 from dicomnode.tables import Job, JobState, ResultKind, utcnow
@@ -219,7 +219,8 @@ class Pipeline:
             )
         except Exception as exc:  # the builder refused this source: explained, not a crash
             reason = f"classified, but the overlay cannot be built: {describe_failure(exc)}"
-            log.warning("overlay not built", error=type(exc).__name__)
+            log.warning("overlay not built", error=type(exc).__name__,
+                        exc_info=None if isinstance(exc, SourceRejected) else exc)  # fmt: skip
             return self._finish(job, JobState.FAILED, reason, prediction=prediction,
                                 preprocess_ms=preprocess_ms, inference_ms=inference_ms)  # fmt: skip
         try:
@@ -394,7 +395,7 @@ class Pipeline:
                 uid_root=self.settings.node.uid_root,
             )
 
-        sr, reasons = build_leaving_out(images, build)
+        sr, reasons = build_leaving_out(images, build, on_refused=log_refusal)
         if sr is None:
             log.warning("study report cannot be built", images=len(images))
         prefix = _LEFT_OUT if sr is not None else "study report cannot be built: "
@@ -471,6 +472,12 @@ class Pipeline:
 
 
 _LEFT_OUT = "classified, but left out of the study report: "
+
+
+def log_refusal(exc: Exception) -> None:
+    """The traceback behind a "details in the node log" reason (values withheld by the PHI
+    filter of `logconfig`)."""
+    log.warning("output builder refused a source", error=type(exc).__name__, exc_info=exc)
 
 
 @dataclass(frozen=True)

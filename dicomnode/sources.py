@@ -192,28 +192,40 @@ def describe_failure(exc: BaseException) -> str:
 
 
 def build_leaving_out(
-    members: Sequence[T], build: Callable[[Sequence[T]], R]
+    members: Sequence[T],
+    build: Callable[[Sequence[T]], R],
+    *,
+    on_refused: Callable[[Exception], None] = lambda exc: None,
 ) -> tuple[R | None, dict[int, str]]:
     """`build(members)`; if the builder refuses, the build over the members it accepts one by
     one, and why each other member is left out (by index, `describe_failure`). When no member
     can be built (or they fail only together) the result is None and every member has a
-    reason. One odd source never blocks the others' output."""
-    try:
-        return build(members), {}
-    except Exception as exc:  # a pure builder refused its input: find which member
-        failure: Exception = exc
+    reason. One odd source never blocks the others' output. `on_refused` sees each refusal
+    that is not a `SourceRejected` (the caller logs it: those reasons point to the log)."""
+
+    def attempt(chosen: Sequence[T]) -> R | Exception:
+        try:
+            return build(chosen)
+        except Exception as exc:  # a pure builder refused its input: returned, and explained
+            if not isinstance(exc, SourceRejected):
+                on_refused(exc)
+            return exc
+
+    whole = attempt(members)
+    if not isinstance(whole, Exception):
+        return whole, {}
+    failure: Exception = whole
     left_out: dict[int, str] = {}
     for index, member in enumerate(members):
-        try:
-            build([member])
-        except Exception as exc:  # recorded as that member's reason
-            left_out[index] = describe_failure(exc)
+        alone = attempt([member])
+        if isinstance(alone, Exception):
+            left_out[index] = describe_failure(alone)
     kept = [m for i, m in enumerate(members) if i not in left_out]
     if kept and left_out:
-        try:
-            return build(kept), left_out
-        except Exception as exc:  # they fail only together: explained as a whole below
-            failure = exc
+        rest = attempt(kept)
+        if not isinstance(rest, Exception):
+            return rest, left_out
+        failure = rest  # they fail only together: explained as a whole below
     reason = describe_failure(failure)
     return None, {i: left_out.get(i, reason) for i in range(len(members))}
 

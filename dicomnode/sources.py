@@ -118,13 +118,15 @@ class SourceRejected(ValueError):
 def output_header(source: Dataset) -> Dataset:
     """The attributes outputs copy from `source`, each valid for writing.
 
-    Kept: public, non-sequence top-level attributes before the pixel data whose values are
-    valid for their VR (elements that cannot be decoded, with a VR other than the
-    dictionary's, or with invalid values are left out; Type 2 patient/study attributes then
-    stay present and empty). Added: Modality from the SOP class when missing, the SOP Class
-    UID from the file meta when missing. Specific Character Set: the source's when an output
-    can carry it and it holds the copied text, else ISO_IR 192. Raises `SourceRejected` when
-    an identifying UID is missing or malformed.
+    Kept: public attributes before the pixel data (sequences item by item) whose values are
+    valid for their VR, multiplicity and enumerated values; elements that cannot be decoded,
+    with a VR other than the dictionary's, or with invalid values are left out (Type 2
+    patient/study attributes, and an animal's Type 2C ones, then present and empty). Added:
+    Modality from the SOP class when missing, the SOP Class UID from the file meta when
+    missing. Specific Character Set: the source's when an output can carry it and it holds
+    the copied text, else ISO_IR 192. Raises `SourceRejected` when the source cannot be
+    referenced: an identifying UID missing or malformed, an unknown SOP class, no image pixel
+    description.
     """
     header = _copy_items(source, depth=0)
     if "SOPClassUID" not in header:

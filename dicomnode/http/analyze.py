@@ -106,6 +106,13 @@ def _error(exc: AnalysisError, language: str) -> JSONResponse:
                         headers={"Content-Language": language})  # fmt: skip
 
 
+def _internal_error(exc: Exception, language: str) -> JSONResponse:
+    """The documented error body for an unexpected failure (500 `internal_error`); the
+    traceback goes to the node log (values withheld by its PHI filter), not to the client."""
+    log.error("upload analysis failed unexpectedly", error=type(exc).__name__, exc_info=exc)
+    return _error(AnalysisError(500, "internal_error"), language)
+
+
 def _api_language(request: Request) -> str:
     return choose_language(
         query=request.query_params.get("lang"),
@@ -299,10 +306,10 @@ def add_analysis_routes(app: FastAPI, ctx: ApiContext) -> None:
             access.upload_refused(request, code=exc.code, status=exc.status,
                                   kind=str(kind or ""), study_uid=study)  # fmt: skip
             return _error(exc, language)
-        except Exception as exc:
+        except Exception as exc:  # a bug, not the client's fault: still the documented JSON
             access.upload_refused(request, code=type(exc).__name__, status=500,
                                   kind=str(kind or ""), internal=True)  # fmt: skip
-            raise
+            return _internal_error(exc, language)
         access.uploaded(request, result=result, upload_id=upload_id, sent=send)
         log.info("upload analysed", kind=result["kind"], outcome=result["outcome"],
                  processing_ms=result["processing_ms"], sent=send)  # fmt: skip
@@ -354,10 +361,10 @@ def add_analysis_routes(app: FastAPI, ctx: ApiContext) -> None:
         except AnalysisError as exc:
             access.upload_refused(request, code=exc.code, status=exc.status, kind=kind)
             return _error(exc, language)
-        except Exception as exc:
+        except Exception as exc:  # a bug, not the client's fault: still the documented JSON
             access.upload_refused(request, code=type(exc).__name__, status=500, kind=kind,
                                   internal=True)  # fmt: skip
-            raise
+            return _internal_error(exc, language)
         access.uploaded(request, result=result, upload_id=upload_id, sent=send)
         log.info("study upload analysed", studies=len(result["studies"]),
                  **result["counts"], processing_ms=result["processing_ms"], sent=send)  # fmt: skip

@@ -120,6 +120,10 @@ ANALYZE_MESSAGES: dict[str, dict[str, str]] = {
         ),
         "error.send_unavailable": "Sending is not available on this node.",
         "error.model_not_loaded": "The model is not loaded yet; try again shortly.",
+        "error.internal_error": (
+            "The node could not analyse this file because of an internal error; "
+            "it is logged for the administrator."
+        ),
         "error.not_found": "No such analysis (it may have been deleted after its retention).",
     },
     "uk": {
@@ -240,6 +244,10 @@ ANALYZE_MESSAGES: dict[str, dict[str, str]] = {
         ),
         "error.send_unavailable": "Надсилання на цьому вузлі недоступне.",
         "error.model_not_loaded": "Модель ще не завантажена; спробуйте трохи пізніше.",
+        "error.internal_error": (
+            "Вузол не зміг проаналізувати цей файл через внутрішню помилку; "
+            "її записано в журнал для адміністратора."
+        ),
         "error.not_found": (
             "Такого аналізу немає (можливо, його видалено після терміну зберігання)."
         ),

@@ -37,6 +37,7 @@ from dicomnode.objects.codes import (
     algorithm_equipment,
     software_versions,
 )
+from dicomnode.objects.sources import blanked, output_header
 
 if TYPE_CHECKING:
     from dicomnode.model.classifier import Prediction
@@ -154,8 +155,11 @@ def build_sc(
     """The overlay of one radiograph as a Secondary Capture in the source's study.
 
     `image` is `preprocess.to_grayscale(source)`; `prediction.heatmap` has its aspect and
-    orientation. Patient and study modules and Specific Character Set come from `source`.
+    orientation. Patient and study modules and Specific Character Set come from `source`,
+    normalised by `dicomnode.objects.sources.output_header` (raises `SourceRejected` if it cannot be
+    referenced at all).
     """
+    source = output_header(source)
     pixels = render_overlay(
         image,
         prediction.heatmap,
@@ -164,8 +168,9 @@ def build_sc(
         card=card,
     )
     laterality = source.get("Laterality") or source.get("ImageLaterality")
+    unpaired = str(source.get("BodyPartExamined") or "").upper() in UNPAIRED_BODY_PARTS
     sc = hd.sc.SCImage.from_ref_dataset(
-        ref_dataset=_without_person_names(source),
+        ref_dataset=blanked(source, _PERSON_NAMES),
         pixel_array=pixels,
         photometric_interpretation="RGB",
         bits_allocated=8,
@@ -175,7 +180,8 @@ def build_sc(
         sop_instance_uid=sop_instance_uid,
         instance_number=instance_number,
         manufacturer=MANUFACTURER,
-        laterality=laterality if laterality in ("R", "L") else None,
+        # Type 2C: only for a paired (or unknown) part; an unpaired one must not have it.
+        laterality=laterality if laterality in ("R", "L") and not unpaired else None,
         # Placeholder: the source's own value is set below (highdicom accepts only
         # single-letter orientations, DICOM also allows oblique ones such as "AL").
         patient_orientation=("L", "F"),
@@ -230,15 +236,6 @@ def render_png(sc: Dataset, *, max_size: int = 512) -> bytes:
     buffer = io.BytesIO()
     picture.save(buffer, format="PNG", optimize=True)
     return buffer.getvalue()
-
-
-def _without_person_names(source: Dataset) -> Dataset:
-    """`source` without pixel data or person names (elements shared, source untouched)."""
-    header = Dataset()
-    for element in source:
-        if element.keyword not in ("PixelData", *_PERSON_NAMES):
-            header.add(element)
-    return header
 
 
 def _patient_orientation(source: Dataset) -> list[str] | None:

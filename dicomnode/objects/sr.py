@@ -15,10 +15,11 @@ Content tree (highdicom builds and checks every template):
             Source of Measurement = the image
 
 The doubt outcome is written as "Undetermined" (see `dicomnode.objects.codes`). Patient and study
-modules and Specific Character Set come from the first source; the document is COMPLETE,
-UNVERIFIED and FINAL (a later version is a new document naming this one in Predecessor
-Documents Sequence). Content date/time is the time of building; every UID is derived, so a
-repeated build yields the same identifiers. Pure: takes values, returns a Dataset.
+modules and Specific Character Set come from the first source, normalised by
+`dicomnode.objects.sources.output_header` (an odd source never reaches highdicom as it is); the
+document is COMPLETE, UNVERIFIED and FINAL (a later version is a new document naming this one
+in Predecessor Documents Sequence). Content date/time is the time of building; every UID is
+derived, so a repeated build yields the same identifiers. Pure: takes values, returns a Dataset.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from dicomnode.objects.codes import (
     finding_for_outcome,
     software_versions,
 )
+from dicomnode.objects.sources import blanked, output_header
 from dicomnode.uids import DEFAULT_UID_ROOT, derive_uid
 
 if TYPE_CHECKING:
@@ -55,19 +57,6 @@ STUDY_TRACKING_IDENTIFIER = "Fracture triage study result"
 #: Probabilities are written with this many decimals (DS holds at most 16 characters).
 PROBABILITY_DECIMALS = 4
 
-# highdicom reads these from the first source with attribute access; a source without one
-# would raise. Type 2 in the output, so an empty value is correct when the source has none.
-_PATIENT_STUDY_TYPE2 = (
-    "PatientName",
-    "PatientID",
-    "PatientBirthDate",
-    "PatientSex",
-    "AccessionNumber",
-    "StudyID",
-    "StudyDate",
-    "StudyTime",
-    "ReferringPhysicianName",
-)
 #: highdicom checks these names and quotes them in a warning when they look odd (e.g. one
 #: component): kept out of its constructor so no patient data reaches logs, set afterwards.
 _PERSON_NAMES = ("PatientName", "ReferringPhysicianName")
@@ -95,13 +84,14 @@ def build_sr(
         raise ValueError("a report needs at least one classified image")
     if len(sources) != len(predictions):
         raise ValueError("sources and predictions differ in length")
-    study_uids = {str(ds.StudyInstanceUID) for ds in sources}
-    if len(study_uids) != 1:
-        raise ValueError("all sources of a report must belong to one study")
     for prediction in predictions:
         if not 0.0 <= prediction.probability <= 1.0:
             raise ValueError("probability outside [0, 1]")
-    headers = [_header(ds) for ds in sources]
+    normalised = [output_header(ds) for ds in sources]
+    study_uids = {str(ds.StudyInstanceUID) for ds in normalised}
+    if len(study_uids) != 1:
+        raise ValueError("all sources of a report must belong to one study")
+    headers = [blanked(ds, _PERSON_NAMES) for ds in normalised]
     study_uid = study_uids.pop()
 
     algorithm = hd.sr.AlgorithmIdentification(
@@ -164,7 +154,7 @@ def build_sr(
     )
     sr.add_new("SoftwareVersions", "LO", software_versions(card))
     for keyword in _PERSON_NAMES:
-        setattr(sr, keyword, sources[0].get(keyword))
+        setattr(sr, keyword, normalised[0].get(keyword))
     return sr
 
 
@@ -194,20 +184,6 @@ def _group(
         ],
         source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(ds) for ds in images],
     )
-
-
-def _header(ds: Dataset) -> Dataset:
-    """The source's attributes for highdicom: no pixel data, empty person names (set on the
-    report afterwards), empty Type 2 patient/study values where the source lacks them.
-    Elements are shared, not copied; the source is not modified."""
-    header = Dataset()
-    for element in ds:
-        if element.keyword not in ("PixelData", *_PERSON_NAMES):
-            header.add(element)
-    for keyword in _PATIENT_STUDY_TYPE2:
-        if keyword not in header:
-            setattr(header, keyword, None)
-    return header
 
 
 def _image_label(ds: Dataset, index: int) -> str:

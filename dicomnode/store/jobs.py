@@ -241,6 +241,21 @@ class Jobs:
             s.commit()
             return bool(n)
 
+    def leave_out_of_report(self, reasons: dict[int, str]) -> int:
+        """Fail classified jobs whose image the study report cannot hold, each with its reason
+        (visible in the API and the worklist; `requeue` tries again). The study then counts
+        only the images it reports, so it is not due again for the same images."""
+        n = 0
+        with self.session() as s:
+            for job_id, reason in reasons.items():
+                n += s.execute(
+                    update(Job)
+                    .where(col(Job.id) == job_id, col(Job.state) == JobState.CLASSIFIED)
+                    .values(state=JobState.FAILED, reason=reason, finished_at=utcnow())
+                ).rowcount  # type: ignore[attr-defined]
+            s.commit()
+        return n
+
     def requeue(self, job_id: int) -> bool:
         """Put a failed (or stuck) job back in the queue; True if it was requeued."""
         with self.session() as s:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,8 +17,9 @@ from pydicom.errors import InvalidDicomError
 from dicomnode.imaging import preprocess
 from dicomnode.model.classifier import Classifier, Prediction, outcome_for
 from dicomnode.objects.sc import build_sc
+from dicomnode.objects.sources import SourceRejected, build_leaving_out, describe_failure
 from dicomnode.objects.sr import build_sr
-from dicomnode.work.pipeline import OutputUIDs, _instance_number
+from dicomnode.work.pipeline import OutputUIDs, _instance_number, log_refusal
 
 
 @dataclass
@@ -67,19 +68,30 @@ def classify_files(
             if r.state == "classified" and r.dataset is not None:
                 by_study[str(r.dataset.StudyInstanceUID)].append(r)
         for study_uid, members in by_study.items():
-            sr = build_sr(
-                sources=[m.dataset for m in members if m.dataset is not None],
-                predictions=[m.prediction for m in members if m.prediction is not None],
-                card=classifier.card,
-                sop_instance_uid=uids.sr_instance(study_uid, 1),
-                series_instance_uid=uids.sr_series(study_uid),
-                instance_number=1,
-                uid_root=uid_root,
-            )
+
+            def build(chosen: Sequence[FileResult], study_uid: str = study_uid) -> Dataset:
+                return build_sr(
+                    sources=[m.dataset for m in chosen if m.dataset is not None],
+                    predictions=[m.prediction for m in chosen if m.prediction is not None],
+                    card=classifier.card,
+                    sop_instance_uid=uids.sr_instance(study_uid, 1),
+                    series_instance_uid=uids.sr_series(study_uid),
+                    instance_number=1,
+                    uid_root=uid_root,
+                )
+
+            sr, left_out = build_leaving_out(members, build, on_refused=log_refusal)
+            for index, reason in left_out.items():
+                # As the node does: classified, but the study report cannot hold it.
+                members[index].state = "failed"
+                members[index].reason = f"left out of the study report: {reason}"
+            if sr is None:
+                continue
             sr_path = out_dir / _name(str(sr.SOPInstanceUID), "sr")
             sr.save_as(sr_path, enforce_file_format=True)
-            for m in members:
-                m.sr_path = sr_path
+            for index, m in enumerate(members):
+                if index not in left_out:
+                    m.sr_path = sr_path
     return results
 
 
@@ -101,15 +113,21 @@ def _classify_one(
     result = FileResult(str(path), "classified", prediction=prediction, dataset=ds)
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
-        sc = build_sc(
-            source=ds,
-            image=image,
-            prediction=prediction,
-            card=classifier.card,
-            sop_instance_uid=uids.sc_instance(str(ds.SOPInstanceUID)),
-            series_instance_uid=uids.sc_series(str(ds.StudyInstanceUID)),
-            instance_number=_instance_number(ds),
-        )
+        try:
+            sc = build_sc(
+                source=ds,
+                image=image,
+                prediction=prediction,
+                card=classifier.card,
+                sop_instance_uid=uids.sc_instance(str(ds.SOPInstanceUID)),
+                series_instance_uid=uids.sc_series(str(ds.StudyInstanceUID)),
+                instance_number=_instance_number(ds),
+            )
+        except Exception as exc:  # the builder refused this source: explained, as the node does
+            if not isinstance(exc, SourceRejected):
+                log_refusal(exc)
+            reason = f"the overlay cannot be built: {describe_failure(exc)}"
+            return FileResult(str(path), "failed", reason, prediction=prediction)
         result.sc_path = out_dir / _name(str(sc.SOPInstanceUID), "sc")
         sc.save_as(result.sc_path, enforce_file_format=True)
     return result

@@ -26,6 +26,7 @@ from dicomnode.library_warnings import summarised
 from dicomnode.metrics import Metrics
 from dicomnode.model.classifier import Classifier, Outcome, Prediction, outcome_for
 from dicomnode.objects.sc import build_sc
+from dicomnode.objects.sources import SourceRejected, build_leaving_out, describe_failure
 from dicomnode.objects.sr import build_sr
 from dicomnode.store.jobs import Jobs
 from dicomnode.store.spool import Spool, SpoolFull
@@ -210,15 +211,22 @@ class Pipeline:
         structlog.contextvars.bind_contextvars(
             job_id=job.id, study=hash_uid(job.study_instance_uid, self.salt)
         )
-        sc = build_sc(
-            source=ds,
-            image=image,
-            prediction=prediction,
-            card=self.classifier.card,
-            sop_instance_uid=self.uids.sc_instance(job.sop_instance_uid),
-            series_instance_uid=self.uids.sc_series(job.study_instance_uid),
-            instance_number=_instance_number(ds),
-        )
+        try:
+            sc = build_sc(
+                source=ds,
+                image=image,
+                prediction=prediction,
+                card=self.classifier.card,
+                sop_instance_uid=self.uids.sc_instance(job.sop_instance_uid),
+                series_instance_uid=self.uids.sc_series(job.study_instance_uid),
+                instance_number=_instance_number(ds),
+            )
+        except Exception as exc:  # the builder refused this source: explained, not a crash
+            reason = f"classified, but the overlay cannot be built: {describe_failure(exc)}"
+            log.warning("overlay not built", error=type(exc).__name__,
+                        exc_info=None if isinstance(exc, SourceRejected) else exc)  # fmt: skip
+            return self._finish(job, JobState.FAILED, reason, prediction=prediction,
+                                preprocess_ms=preprocess_ms, inference_ms=inference_ms)  # fmt: skip
         try:
             self._write_header(ds)
             self._store_result(sc, kind=ResultKind.SC, job_id=job.id, version=1)
@@ -312,28 +320,31 @@ class Pipeline:
         classified = self.jobs.classified_jobs(study_instance_uid)
         if study is None or not classified:
             return None
-        sources, predictions = [], []
+        images: list[_ReportImage] = []
         for job in classified:
             header = self._read_header(job.sop_instance_uid)
             if header is None or job.probability is None:
                 log.warning("image left out of the report: header missing", job_id=job.id)
                 continue
-            sources.append(header)
-            predictions.append(self._recorded_prediction(job.probability))
-        if not sources:
+            images.append(_ReportImage(job, header, self._recorded_prediction(job.probability)))
+        if not images:
             return None
         version = study.report_version + 1
         previous = self._previous_report(study_instance_uid, study.report_version)
-        sr = build_sr(
-            sources=sources,
-            predictions=predictions,
-            card=self.classifier.card,
-            sop_instance_uid=self.uids.sr_instance(study_instance_uid, version),
-            series_instance_uid=self.uids.sr_series(study_instance_uid),
-            instance_number=version,
-            previous_versions=[previous] if previous is not None else [],
-            uid_root=self.settings.node.uid_root,
+        sr, left_out = self._build_report(
+            study_instance_uid, version=version, images=images, previous=previous
         )
+        if left_out:
+            self.jobs.leave_out_of_report(left_out)
+            for job_id, reason in left_out.items():
+                log.warning("image left out of the study report", job_id=job_id, reason=reason)
+        if sr is None:
+            # Every image is failed with its reason: the study is not due again until one is
+            # retried from the API (the claim is given back now, not after the lease).
+            if owner is not None:
+                self.jobs.release_study_report(study_instance_uid, owner=owner)
+            return None
+        predictions = [image.prediction for image in images if image.job.id not in left_out]
         try:
             self._store_result(sr, kind=ResultKind.SR, job_id=None, version=version)
         except OSError as exc:
@@ -351,7 +362,7 @@ class Pipeline:
         recorded = self.jobs.record_report(
             study_instance_uid=study_instance_uid,
             version=version,
-            job_count=len(classified),
+            job_count=len(classified) - len(left_out),
             outcome=str(outcome),
             max_probability=top,
             owner=owner,
@@ -360,9 +371,43 @@ class Pipeline:
             log.warning("report claim lost; version left to the node that took it over",
                         version=version)  # fmt: skip
             return None
-        log.info("study reported", version=version, images=len(sources), outcome=str(outcome),
+        log.info("study reported", version=version, images=len(predictions), outcome=str(outcome),
                  probability=round(top, 4))  # fmt: skip
         return version
+
+    def _build_report(
+        self,
+        study_instance_uid: str,
+        *,
+        version: int,
+        images: Sequence[_ReportImage],
+        previous: Dataset | None,
+    ) -> tuple[Dataset | None, dict[int, str]]:
+        """The SR over every image it can hold, and why each other image is left out (by job
+        id). An image the builder refuses never blocks the others; if none can be reported,
+        there is no SR and every image has its reason."""
+
+        def build(members: Sequence[_ReportImage]) -> Dataset:
+            return build_sr(
+                sources=[m.header for m in members],
+                predictions=[m.prediction for m in members],
+                card=self.classifier.card,
+                sop_instance_uid=self.uids.sr_instance(study_instance_uid, version),
+                series_instance_uid=self.uids.sr_series(study_instance_uid),
+                instance_number=version,
+                previous_versions=[previous] if previous is not None else [],
+                uid_root=self.settings.node.uid_root,
+            )
+
+        sr, reasons = build_leaving_out(images, build, on_refused=log_refusal)
+        if sr is None:
+            log.warning("study report cannot be built", images=len(images))
+        prefix = _LEFT_OUT if sr is not None else "study report cannot be built: "
+        return sr, {
+            image.job.id: prefix + reasons[index]
+            for index, image in enumerate(images)
+            if index in reasons and image.job.id is not None
+        }
 
     def _recorded_prediction(self, probability: float) -> Prediction:
         import numpy as np
@@ -404,9 +449,17 @@ class Pipeline:
         self.on_result()
 
     def _write_header(self, ds: Dataset) -> None:
-        """Keep the source's header (no pixels): the SR needs it after the image is deleted."""
+        """Keep the source's header (no pixels): the SR needs it after the image is deleted.
+        An element pydicom cannot decode (e.g. a damaged VR) is left out, as the outputs
+        leave it out (`sources.output_header`): it must not fail an image already classified."""
         header = Dataset()
-        header.update({e.tag: e for e in ds if e.tag < 0x7FE00010})
+        for tag in list(ds.keys()):  # tags: iterating a Dataset decodes every element
+            if tag >= 0x7FE00010:
+                continue
+            try:
+                header.add(ds[tag])
+            except _READ_ERRORS:
+                continue
         header.file_meta = ds.file_meta
         buffer = BytesIO()
         header.save_as(buffer, enforce_file_format=False)
@@ -422,9 +475,27 @@ class Pipeline:
             return None
 
 
+_LEFT_OUT = "classified, but left out of the study report: "
+
+
+def log_refusal(exc: Exception) -> None:
+    """The traceback behind a "details in the node log" reason (values withheld by the PHI
+    filter of `logconfig`)."""
+    log.warning("output builder refused a source", error=type(exc).__name__, exc_info=exc)
+
+
+@dataclass(frozen=True)
+class _ReportImage:
+    """A classified image as the study report sees it: its job, stored header and result."""
+
+    job: Job
+    header: Dataset
+    prediction: Prediction
+
+
 def _instance_number(ds: Dataset) -> int:
     try:
         value = int(ds.get("InstanceNumber") or 1)
-    except (TypeError, ValueError):
+    except _READ_ERRORS:  # absent, malformed, or an element pydicom cannot decode
         return 1
     return value if 0 < value < 2**31 else 1

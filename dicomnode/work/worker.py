@@ -20,6 +20,15 @@ from dicomnode.work.pipeline import Pipeline, ReportDeferred
 log = structlog.stdlib.get_logger("dicomnode.worker")
 
 
+def unexpected_reason(exc: BaseException) -> str:
+    """What a job failed by an error no step anticipated says to an operator: not the image's
+    fault as far as the node knows, where to look, and what to do (no values, no PHI)."""
+    return (
+        f"the node hit an unexpected {type(exc).__name__} while processing this image; "
+        "details are in the node log; retry the job from the API once resolved"
+    )
+
+
 class Loop(threading.Thread):
     """Run `step` repeatedly; sleep `idle` seconds (or until woken) when it did nothing."""
 
@@ -101,7 +110,7 @@ class JobWorker:
             log.exception("job crashed", job_ids=[job.id for job in claimed])
         state = JobState.QUEUED if transient else JobState.FAILED
         reason = (f"waiting: {type(exc).__name__} while processing" if transient
-                  else f"internal error ({type(exc).__name__})")  # fmt: skip
+                  else unexpected_reason(exc))  # fmt: skip
         for job in claimed:
             assert job.id is not None
             delay = self.pipeline.backoff(max(1, job.attempts))

@@ -29,11 +29,12 @@ from pynetdicom.dsutils import encode_file_meta
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from sqlalchemy.exc import SQLAlchemyError
 
+from dicomnode.admission import Admission, Dropped
 from dicomnode.audit import Audit, AuditAction, AuditEventID, AuditOutcome
 from dicomnode.config import NodeSettings
 from dicomnode.jobs import Jobs, Received
 from dicomnode.metrics import Metrics
-from dicomnode.pdu_guard import PduMeter, metered_recv
+from dicomnode.pdu_guard import NO_PACE, Pace, PduMeter, metered_recv
 from dicomnode.spool import Spool
 from dicomnode.tls import listeners, server_tls_context
 from dicomnode.uids import hash_uid
@@ -287,8 +288,11 @@ def audit_received(
 def _address(association: object) -> str:
     """host:port of the sender, when it came over an association (pynetdicom's requestor)."""
     requestor = getattr(association, "requestor", None)
-    address = getattr(requestor, "address", "")
-    return f"{address}:{getattr(requestor, 'port', '')}" if address else ""
+    try:
+        address = getattr(requestor, "address", "")
+        return f"{address}:{getattr(requestor, 'port', '')}" if address else ""
+    except ValueError:  # pynetdicom: no address information set
+        return ""
 
 
 def _store_parts(
@@ -448,8 +452,11 @@ def handle_echo(event: Any) -> int:
     return 0x0000
 
 
-def handle_close(event: Any, ctx: StoreContext) -> None:
-    """EVT_CONN_CLOSE: write the association's audit counts (released or aborted alike)."""
+def handle_close(event: Any, ctx: StoreContext, admission: Admission | None = None) -> None:
+    """EVT_CONN_CLOSE: write the association's audit counts (released or aborted alike) and
+    free whatever budget the connection held."""
+    if admission is not None:
+        admission.close(event.assoc)
     if ctx.audit is not None:
         ctx.audit.flush(event.assoc)
 
@@ -465,49 +472,139 @@ def handle_rejected(event: Any, ctx: StoreContext) -> None:
                      detail="association rejected")  # fmt: skip
 
 
-def handle_open(event: Any, ctx: StoreContext | None = None) -> None:
+#: A-ASSOCIATE-RJ: rejected-transient, service provider (presentation), local limit exceeded.
+_LOCAL_LIMIT_EXCEEDED = (0x02, 0x03, 0x02)
+
+
+def handle_requested(event: Any, ctx: StoreContext, admission: Admission) -> None:
+    """EVT_REQUESTED (a whole A-ASSOCIATE-RQ has arrived): the association takes one of
+    `max_associations` slots, or is rejected when none is free. pynetdicom's own count (every
+    connection, from the moment it is accepted) is set out of the way in `make_ae`.
+
+    pynetdicom lets this handler reject; it then negotiates nothing, and this does what its own
+    rejection does (send, EVT_REJECTED, wait for the connection to close)."""
+    assoc = event.assoc
+    if admission.requested(assoc):
+        return
+    ctx.metrics.rejected.labels(status="A-ASSOCIATE-RJ").inc()
+    log.warning("association rejected: max_associations reached", peer=_address(assoc),
+                calling_ae_title=str(assoc.requestor.ae_title or ""))  # fmt: skip
+    assoc.acse.send_reject(*_LOCAL_LIMIT_EXCEEDED)
+    evt.trigger(assoc, evt.EVT_REJECTED, {})
+    assoc.kill()
+
+
+def handle_open(
+    event: Any,
+    ctx: StoreContext | None = None,
+    admission: Admission | None = None,
+    pace: Pace = NO_PACE,
+) -> None:
     """Tune every accepted socket: TCP_NODELAY (without it each image stalls 40–90 ms) and a
     receive that reads whole PDUs at once (pynetdicom reads 4 KiB per Python call); with `ctx`,
-    metered so that a PDU or a dataset over the limits aborts the association as it arrives."""
+    metered so that a PDU or a dataset over the limits, or bytes arriving slower than `pace`,
+    abort the association as they arrive. With `admission`, the connection counts as
+    negotiating, and those it pushes out of that budget are dropped."""
+    assoc = event.assoc
     try:
-        transport = event.assoc.dul.socket
+        transport = assoc.dul.socket
         sock = transport.socket
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            transport.recv = _bulk_recv(transport)
-            if ctx is not None:
-                transport.recv = _metered(transport.recv, sock, event.assoc, ctx)
+            if ctx is None:
+                transport.recv = _bulk_recv(transport)
+            else:
+                transport.recv = _metered(sock, assoc, ctx, admission=admission, pace=pace)
     except (AttributeError, OSError):
         pass
+    if admission is not None and ctx is not None:
+        address = event.address[0] if isinstance(event.address, tuple) else str(event.address)
+        for dropped in admission.open(assoc, str(address)):
+            _drop(dropped, ctx)
 
 
-def _metered(recv: Callable[[int], bytearray], sock: Any, assoc: Any,
-             ctx: StoreContext) -> Callable[[int], bytearray]:  # fmt: skip
-    """`recv` counting each dataset while it is received (see `dicomnode.pdu_guard`)."""
+def _negotiating(assoc: Any) -> bool:
+    """No A-ASSOCIATE-RQ yet: the peer's AE title is unknown."""
+    return getattr(assoc.requestor, "primitive", None) is None
+
+
+def _wake(assoc: Any) -> None:
+    """pynetdicom's acceptor waits acse_timeout for an A-ASSOCIATE-RQ, holding its thread:
+    wake it now, so that it closes the connection at once."""
+    if _negotiating(assoc):
+        with contextlib.suppress(AttributeError):
+            assoc.dul.to_user_queue.put(None)
+
+
+def _drop(dropped: Dropped, ctx: StoreContext) -> None:
+    """Close a negotiating connection pushed out of its budget (`dicomnode.admission`)."""
+    assoc: Any = dropped.key
+    _wake(assoc)
+    with contextlib.suppress(AttributeError, OSError):
+        # The plain socket's shutdown (an SSLSocket's would drop its state under the reader's
+        # feet): a read blocked on it returns at once, and pynetdicom closes the connection.
+        socket.socket.shutdown(assoc.dul.socket.socket, socket.SHUT_RDWR)
+    _report_drop(ctx, assoc, reason=dropped.reason, negotiating=True)
+
+
+def _report_drop(
+    ctx: StoreContext, assoc: Any, *, reason: str, negotiating: bool, received_bytes: int = 0
+) -> None:
+    """Log, count and audit a connection the node ended (PHI-free: address, AE title, reason).
+
+    Before its A-ASSOCIATE-RQ, a connection is a security matter (`dropped`); after it, an
+    association aborted while receiving."""
+    calling = "" if negotiating else str(getattr(assoc.requestor, "ae_title", "") or "")
+    peer = _address(assoc)
+    if negotiating:
+        ctx.metrics.rejected.labels(status="dropped").inc()
+        log.warning("connection dropped before association", peer=peer, reason=reason)
+        event, outcome = AuditEventID.SECURITY_ALERT, AuditOutcome.MINOR_FAILURE
+        action, detail = AuditAction.EXECUTE, f"connection dropped: {reason}"
+    else:
+        ctx.metrics.rejected.labels(status="A-ABORT").inc()
+        log.warning("association aborted while receiving", calling_ae_title=calling, peer=peer,
+                    reason=reason, received_bytes=received_bytes)  # fmt: skip
+        event, outcome = AuditEventID.INSTANCES_TRANSFERRED, AuditOutcome.SERIOUS_FAILURE
+        action, detail = AuditAction.CREATE, f"association aborted: {reason}"
+    if ctx.audit is not None:
+        ctx.audit.record(event=event, action=action, actor=calling, outcome=outcome, peer=peer,
+                         detail=detail)  # fmt: skip
+
+
+def _metered(
+    sock: Any, assoc: Any, ctx: StoreContext, *, admission: Admission | None, pace: Pace
+) -> Callable[[int], bytearray]:
+    """A receive counting each dataset and timing each PDU as it arrives
+    (see `dicomnode.pdu_guard`)."""
     meter = PduMeter(max_dataset_bytes=ctx.max_dataset_bytes,
-                     max_pdu_bytes=int(getattr(assoc.ae, "maximum_pdu_size", 0) or 0))  # fmt: skip
+                     max_pdu_bytes=int(getattr(assoc.ae, "maximum_pdu_size", 0) or 0),
+                     pace=pace)  # fmt: skip
 
     def aborted(reason: str) -> None:
-        if getattr(assoc.requestor, "primitive", None) is None:
-            # No A-ASSOCIATE-RQ yet (a TLS client on the plaintext port, an HTTP probe):
-            # pynetdicom's acceptor would wait acse_timeout for one, holding a slot of
-            # max_associations. Wake it now: it closes the connection and frees the slot.
-            with contextlib.suppress(AttributeError):
-                assoc.dul.to_user_queue.put(None)
-        calling = str(getattr(assoc.requestor, "ae_title", "") or "")
-        ctx.metrics.rejected.labels(status="A-ABORT").inc()
-        log.warning("association aborted while receiving", calling_ae_title=calling,
-                    reason=reason, received_bytes=meter.dataset_bytes)  # fmt: skip
-        if ctx.audit is not None:
-            ctx.audit.record(event=AuditEventID.INSTANCES_TRANSFERRED, action=AuditAction.CREATE,
-                             actor=calling, outcome=AuditOutcome.SERIOUS_FAILURE,
-                             peer=_address(assoc),
-                             detail=f"association aborted: {reason}")  # fmt: skip
+        # Before the A-ASSOCIATE-RQ: a TLS client on the plaintext port, an HTTP probe, a peer
+        # trickling its request. Its place is free at once, not after the drain.
+        negotiating = _negotiating(assoc)
+        _wake(assoc)
+        if admission is not None:
+            admission.close(assoc)
+        _report_drop(ctx, assoc, reason=reason, negotiating=negotiating,
+                     received_bytes=meter.dataset_bytes)  # fmt: skip
 
-    return metered_recv(recv, sock=sock, meter=meter, on_exceeded=aborted)
+    return metered_recv(sock=sock, meter=meter, on_exceeded=aborted,
+                        after_read=lambda: _quick_ack(sock))  # fmt: skip
 
 
 _TCP_QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux only
+
+
+def _quick_ack(sock: Any) -> None:
+    """Acknowledge at once (Linux re-arms delayed ACKs): a sender that leaves Nagle's algorithm
+    on (dcmtk without TCP_NODELAY=1) otherwise holds its last small segment up to 40 ms for our
+    ACK (measured: one small image 112 → 71 ms)."""
+    if _TCP_QUICKACK is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, _TCP_QUICKACK, 1)
 
 
 def _bulk_recv(transport: Any) -> Callable[[int], bytearray]:
@@ -527,15 +624,16 @@ def _bulk_recv(transport: Any) -> Callable[[int], bytearray]:
                 return buffer[:nr_read]
             nr_read += count
         del view
-        if _TCP_QUICKACK is not None:
-            # Acknowledge at once (Linux re-arms delayed ACKs): a sender that leaves Nagle's
-            # algorithm on (dcmtk without TCP_NODELAY=1) otherwise holds its last small
-            # segment up to 40 ms for our ACK (measured: one small image 112 → 71 ms).
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, _TCP_QUICKACK, 1)
+        _quick_ack(sock)
         return buffer
 
     return recv
+
+
+#: pynetdicom rejects an A-ASSOCIATE-RQ when more than `maximum_associations` connections are
+#: open, counting those still negotiating; `Admission` enforces `max_associations` instead.
+#: This bound only keeps pynetdicom's check from refusing what the node's policy admits.
+_PYNETDICOM_MAX_ASSOCIATIONS = 100_000
 
 
 def make_ae(settings: NodeSettings) -> AE:
@@ -543,7 +641,7 @@ def make_ae(settings: NodeSettings) -> AE:
     for context in AllStoragePresentationContexts:
         ae.add_supported_context(cast(UID, context.abstract_syntax), ALL_TRANSFER_SYNTAXES)
     ae.add_supported_context(Verification)
-    ae.maximum_associations = settings.max_associations
+    ae.maximum_associations = _PYNETDICOM_MAX_ASSOCIATIONS  # see `handle_requested`
     ae.maximum_pdu_size = settings.max_pdu_size
     ae.acse_timeout = settings.acse_timeout
     ae.dimse_timeout = settings.dimse_timeout
@@ -561,11 +659,21 @@ def start_scp(settings: NodeSettings, ctx: StoreContext) -> ScpServers:
     limits, and `max_associations` counts the associations of all ports together (pynetdicom
     counts an AE's acceptors across its servers)."""
     ae = make_ae(settings)
+    admission = Admission(
+        max_associations=settings.max_associations,
+        max_negotiating=settings.max_negotiating,
+        max_negotiating_per_address=settings.max_negotiating_per_address,
+        finished=_thread_finished,
+    )
+    pace = Pace(acse_timeout=settings.acse_timeout,
+                min_bytes_per_second=settings.min_receive_bytes_per_second,
+                window_seconds=settings.receive_rate_window_seconds)  # fmt: skip
     handlers: list[evt.EventHandlerType] = [
         (evt.EVT_C_STORE, handle_store, [ctx]),
         (evt.EVT_C_ECHO, handle_echo),
-        (evt.EVT_CONN_OPEN, handle_open, [ctx]),
-        (evt.EVT_CONN_CLOSE, handle_close, [ctx]),
+        (evt.EVT_CONN_OPEN, handle_open, [ctx, admission, pace]),
+        (evt.EVT_REQUESTED, handle_requested, [ctx, admission]),
+        (evt.EVT_CONN_CLOSE, handle_close, [ctx, admission]),
         (evt.EVT_REJECTED, handle_rejected, [ctx]),
     ]
     tls_context = server_tls_context(settings)
@@ -585,6 +693,11 @@ def start_scp(settings: NodeSettings, ctx: StoreContext) -> ScpServers:
         servers.shutdown()  # a port in use: do not leave the other one listening
         raise
     return servers
+
+
+def _thread_finished(assoc: Any) -> bool:
+    """An Association (a thread) that has run and ended."""
+    return getattr(assoc, "ident", None) is not None and not assoc.is_alive()
 
 
 class ScpServers(list):

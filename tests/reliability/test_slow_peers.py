@@ -105,7 +105,8 @@ def test_trickling_and_idle_connections_leave_senders_their_slots(tmp_path, node
     idle = [_idle(port) for _ in range(14)]
     try:
         wait_until(lambda: echoscu(port=port, called="DICOMNODE", timeout=5).returncode == 0,
-                   timeout=acse_timeout - 2, what="C-ECHO beside 26 negotiating connections")  # fmt: skip
+                   timeout=acse_timeout - 2,
+                   what="C-ECHO beside 26 negotiating connections")  # fmt: skip
         sent = storescu([radiograph()], port=port, timeout=acse_timeout)
         store_done = time.monotonic()
         assert sent.statuses == [0x0000], sent
@@ -207,8 +208,8 @@ def test_a_data_set_trickling_in_is_aborted_and_a_slow_link_is_not(tmp_path, nod
     trickle = _sender("TRICKLER").associate("127.0.0.1", port, ae_title="DICOMNODE")
     assert trickle.is_established
     _throttle(trickle, piece=1, pause=0.25)
-    sender = threading.Thread(target=trickle.send_c_store,
-                              args=(small_cr(tmp_path / "t.dcm", size=128),), daemon=True)  # fmt: skip
+    second = small_cr(tmp_path / "t.dcm", size=128)
+    sender = threading.Thread(target=trickle.send_c_store, args=(second,), daemon=True)
     sender.start()  # the throttled send blocks pynetdicom's DUL thread: the node's side decides
     rows = wait_until(
         lambda: db_rows(data_dir, "select actor, detail from audit_event where detail like "

@@ -21,6 +21,7 @@ deadline, so a peer that stops sending altogether is caught as well.
 from __future__ import annotations
 
 import contextlib
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -246,8 +247,7 @@ def metered_recv(
                 return buffer
             return buffer[:nr_read]
         del buffer
-        with contextlib.suppress(OSError):  # the peer may be gone: it is dropped either way
-            sock.sendall(A_ABORT)
+        _send_abort(sock, drain_seconds)
         on_exceeded(meter.exceeded)
         _drain(sock, drain_seconds)
         return bytearray()
@@ -283,6 +283,23 @@ def _read_into(sock: Any, view: memoryview, meter: PduMeter) -> int:
     finally:
         view.release()
     return nr_read
+
+
+def _send_abort(sock: Any, seconds: float) -> None:
+    """Send the A-ABORT, waiting at most `seconds` (a peer that reads nothing cannot hold the
+    node here); not over a TLS connection whose handshake never completed (nothing can carry
+    it, and writing would wait for the peer's handshake)."""
+    if isinstance(sock, ssl.SSLSocket) and sock.version() is None:
+        return
+    previous = sock.gettimeout()
+    try:
+        sock.settimeout(seconds)
+        sock.sendall(A_ABORT)
+    except OSError:  # the peer may be gone: it is dropped either way
+        pass
+    finally:
+        with contextlib.suppress(OSError):
+            sock.settimeout(previous)
 
 
 def _drain(sock: Any, seconds: float) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import socket
+import ssl
 import zlib
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
@@ -677,6 +678,8 @@ def start_scp(settings: NodeSettings, ctx: StoreContext) -> ScpServers:
         (evt.EVT_REJECTED, handle_rejected, [ctx]),
     ]
     tls_context = server_tls_context(settings)
+    if tls_context is not None:
+        tls_context = cast(ssl.SSLContext, _HandshakeInThread(tls_context))
     servers = ScpServers()
     try:
         for listener in listeners(settings):
@@ -693,6 +696,26 @@ def start_scp(settings: NodeSettings, ctx: StoreContext) -> ScpServers:
         servers.shutdown()  # a port in use: do not leave the other one listening
         raise
     return servers
+
+
+class _HandshakeInThread:
+    """The SCP's TLS context, with each connection's handshake done on its first read, in its
+    association's thread, under the deadlines of `dicomnode.pdu_guard`.
+
+    pynetdicom wraps each accepted socket in its accept loop, where the default handshake
+    blocks with no timeout: one silent TCP connection to the TLS port stopped every TLS
+    sender."""
+
+    def __init__(self, context: ssl.SSLContext) -> None:
+        self._context = context
+
+    def wrap_socket(self, sock: socket.socket, server_side: bool = False, **_: Any) -> Any:
+        return self._context.wrap_socket(
+            sock, server_side=server_side, do_handshake_on_connect=False
+        )
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._context, name)
 
 
 def _thread_finished(assoc: Any) -> bool:

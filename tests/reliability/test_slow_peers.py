@@ -20,6 +20,7 @@ from pynetdicom.sop_class import Verification
 
 from tests.reliability.helpers import db_rows, figures, small_cr
 from tests.reliability.malformed import CR_CLASS
+from tests.reliability.test_tls import _tls, make_pki
 from tests.support.nodecfg import read_ports, write_node_config
 from tests.support.peers import echoscu, storescu, wait_until
 
@@ -222,3 +223,39 @@ def test_a_data_set_trickling_in_is_aborted_and_a_slow_link_is_not(tmp_path, nod
     assert node.running
     figures("slow peers: data rate", min_bytes_per_second=4096, window_s=2,
             slow_link="8 KiB/s received", trickle="4 B/s aborted")  # fmt: skip
+
+
+def test_silent_and_trickling_connections_to_the_tls_port_leave_tls_senders_in(
+    tmp_path, node_factory
+):
+    """The TLS handshake happens in each connection's own thread: a TCP connection that sends
+    nothing (or trickles a ClientHello) to the TLS port does not stop a real TLS sender, and
+    the trickler is dropped at acse_timeout like a plaintext one."""
+    pki = make_pki(tmp_path / "pki")
+    acse_timeout = 10
+    config = write_node_config(
+        tmp_path / "node",
+        node={"tls_certificate": str(pki / "node.crt"), "tls_private_key": str(pki / "node.key"),
+              "tls_ca_certificate": str(pki / "ca.crt"), "tls_required": True,
+              "acse_timeout": acse_timeout},
+    )  # fmt: skip
+    port = read_ports(config)[0]
+    node = node_factory(config).wait_ready()
+    silent = [_idle(port) for _ in range(3)]
+    hello = bytes.fromhex("16030100c8010000c40303") + bytes(32)  # a ClientHello's start
+    trickler = Trickler(port, header=hello)
+    trickler.start()
+    try:
+        tls = _tls(pki, "client")
+        wait_until(lambda: echoscu(port=port, called="DICOMNODE", extra=tls,
+                                   timeout=5).returncode == 0,
+                   timeout=acse_timeout - 2,
+                   what="TLS C-ECHO beside silent connections")  # fmt: skip
+        assert storescu([radiograph()], port=port, extra=tls).statuses == [0x0000]
+        wait_until(lambda: trickler.closed_at is not None, timeout=acse_timeout + 30,
+                   what="the TLS trickler dropped")  # fmt: skip
+    finally:
+        trickler.stop()
+        for s in silent:
+            s.close()
+    assert node.running

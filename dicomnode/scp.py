@@ -7,9 +7,7 @@ sender keeps its copy.
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import socket
 import ssl
 import zlib
 from collections.abc import Callable, Hashable
@@ -30,12 +28,19 @@ from pynetdicom.dsutils import encode_file_meta
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from sqlalchemy.exc import SQLAlchemyError
 
-from dicomnode.admission import Admission, Dropped
+from dicomnode.admission import Admission
 from dicomnode.audit import Audit, AuditAction, AuditEventID, AuditOutcome
 from dicomnode.config import NodeSettings
+from dicomnode.connections import (
+    HandshakeInThread,
+    handle_open,
+    handle_requested,
+    peer_address,
+    thread_finished,
+)
 from dicomnode.jobs import Jobs, Received
 from dicomnode.metrics import Metrics
-from dicomnode.pdu_guard import NO_PACE, Pace, PduMeter, metered_recv
+from dicomnode.pdu_guard import Pace
 from dicomnode.spool import Spool
 from dicomnode.tls import listeners, server_tls_context
 from dicomnode.uids import hash_uid
@@ -278,22 +283,12 @@ def audit_received(
         "outcome": AuditOutcome.SUCCESS if ok else AuditOutcome.SERIOUS_FAILURE,
         "study_uid": study_uid,
         "detail": "received" if ok else f"refused 0x{status:04X}: {reason}",
-        "peer": _address(association),
+        "peer": peer_address(association),
     }
     if association is None:
         ctx.audit.record(**fields, object=f"study:{ctx.audit.hash(study_uid)}" if study_uid else "")
     else:
         ctx.audit.tally(association, **fields)
-
-
-def _address(association: object) -> str:
-    """host:port of the sender, when it came over an association (pynetdicom's requestor)."""
-    requestor = getattr(association, "requestor", None)
-    try:
-        address = getattr(requestor, "address", "")
-        return f"{address}:{getattr(requestor, 'port', '')}" if address else ""
-    except ValueError:  # pynetdicom: no address information set
-        return ""
 
 
 def _store_parts(
@@ -473,164 +468,6 @@ def handle_rejected(event: Any, ctx: StoreContext) -> None:
                      detail="association rejected")  # fmt: skip
 
 
-#: A-ASSOCIATE-RJ: rejected-transient, service provider (presentation), local limit exceeded.
-_LOCAL_LIMIT_EXCEEDED = (0x02, 0x03, 0x02)
-
-
-def handle_requested(event: Any, ctx: StoreContext, admission: Admission) -> None:
-    """EVT_REQUESTED (a whole A-ASSOCIATE-RQ has arrived): the association takes one of
-    `max_associations` slots, or is rejected when none is free. pynetdicom's own count (every
-    connection, from the moment it is accepted) is set out of the way in `make_ae`.
-
-    pynetdicom lets this handler reject; it then negotiates nothing, and this does what its own
-    rejection does (send, EVT_REJECTED, wait for the connection to close)."""
-    assoc = event.assoc
-    if admission.requested(assoc):
-        return
-    ctx.metrics.rejected.labels(status="A-ASSOCIATE-RJ").inc()
-    log.warning("association rejected: max_associations reached", peer=_address(assoc),
-                calling_ae_title=str(assoc.requestor.ae_title or ""))  # fmt: skip
-    assoc.acse.send_reject(*_LOCAL_LIMIT_EXCEEDED)
-    evt.trigger(assoc, evt.EVT_REJECTED, {})
-    assoc.kill()
-
-
-def handle_open(
-    event: Any,
-    ctx: StoreContext | None = None,
-    admission: Admission | None = None,
-    pace: Pace = NO_PACE,
-) -> None:
-    """Tune every accepted socket: TCP_NODELAY (without it each image stalls 40–90 ms) and a
-    receive that reads whole PDUs at once (pynetdicom reads 4 KiB per Python call); with `ctx`,
-    metered so that a PDU or a dataset over the limits, or bytes arriving slower than `pace`,
-    abort the association as they arrive. With `admission`, the connection counts as
-    negotiating, and those it pushes out of that budget are dropped."""
-    assoc = event.assoc
-    try:
-        transport = assoc.dul.socket
-        sock = transport.socket
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if ctx is None:
-                transport.recv = _bulk_recv(transport)
-            else:
-                transport.recv = _metered(sock, assoc, ctx, admission=admission, pace=pace)
-    except (AttributeError, OSError):
-        pass
-    if admission is not None and ctx is not None:
-        address = event.address[0] if isinstance(event.address, tuple) else str(event.address)
-        for dropped in admission.open(assoc, str(address)):
-            _drop(dropped, ctx)
-
-
-def _negotiating(assoc: Any) -> bool:
-    """No A-ASSOCIATE-RQ yet: the peer's AE title is unknown."""
-    return getattr(assoc.requestor, "primitive", None) is None
-
-
-def _wake(assoc: Any) -> None:
-    """pynetdicom's acceptor waits acse_timeout for an A-ASSOCIATE-RQ, holding its thread:
-    wake it now, so that it closes the connection at once."""
-    if _negotiating(assoc):
-        with contextlib.suppress(AttributeError):
-            assoc.dul.to_user_queue.put(None)
-
-
-def _drop(dropped: Dropped, ctx: StoreContext) -> None:
-    """Close a negotiating connection pushed out of its budget (`dicomnode.admission`)."""
-    assoc: Any = dropped.key
-    _wake(assoc)
-    with contextlib.suppress(AttributeError, OSError):
-        # The plain socket's shutdown (an SSLSocket's would drop its state under the reader's
-        # feet): a read blocked on it returns at once, and pynetdicom closes the connection.
-        socket.socket.shutdown(assoc.dul.socket.socket, socket.SHUT_RDWR)
-    _report_drop(ctx, assoc, reason=dropped.reason, negotiating=True)
-
-
-def _report_drop(
-    ctx: StoreContext, assoc: Any, *, reason: str, negotiating: bool, received_bytes: int = 0
-) -> None:
-    """Log, count and audit a connection the node ended (PHI-free: address, AE title, reason).
-
-    Before its A-ASSOCIATE-RQ, a connection is a security matter (`dropped`); after it, an
-    association aborted while receiving."""
-    calling = "" if negotiating else str(getattr(assoc.requestor, "ae_title", "") or "")
-    peer = _address(assoc)
-    if negotiating:
-        ctx.metrics.rejected.labels(status="dropped").inc()
-        log.warning("connection dropped before association", peer=peer, reason=reason)
-        event, outcome = AuditEventID.SECURITY_ALERT, AuditOutcome.MINOR_FAILURE
-        action, detail = AuditAction.EXECUTE, f"connection dropped: {reason}"
-    else:
-        ctx.metrics.rejected.labels(status="A-ABORT").inc()
-        log.warning("association aborted while receiving", calling_ae_title=calling, peer=peer,
-                    reason=reason, received_bytes=received_bytes)  # fmt: skip
-        event, outcome = AuditEventID.INSTANCES_TRANSFERRED, AuditOutcome.SERIOUS_FAILURE
-        action, detail = AuditAction.CREATE, f"association aborted: {reason}"
-    if ctx.audit is not None:
-        ctx.audit.record(event=event, action=action, actor=calling, outcome=outcome, peer=peer,
-                         detail=detail)  # fmt: skip
-
-
-def _metered(
-    sock: Any, assoc: Any, ctx: StoreContext, *, admission: Admission | None, pace: Pace
-) -> Callable[[int], bytearray]:
-    """A receive counting each dataset and timing each PDU as it arrives
-    (see `dicomnode.pdu_guard`)."""
-    meter = PduMeter(max_dataset_bytes=ctx.max_dataset_bytes,
-                     max_pdu_bytes=int(getattr(assoc.ae, "maximum_pdu_size", 0) or 0),
-                     pace=pace)  # fmt: skip
-
-    def aborted(reason: str) -> None:
-        # Before the A-ASSOCIATE-RQ: a TLS client on the plaintext port, an HTTP probe, a peer
-        # trickling its request. Its place is free at once, not after the drain.
-        negotiating = _negotiating(assoc)
-        _wake(assoc)
-        if admission is not None:
-            admission.close(assoc)
-        _report_drop(ctx, assoc, reason=reason, negotiating=negotiating,
-                     received_bytes=meter.dataset_bytes)  # fmt: skip
-
-    return metered_recv(sock=sock, meter=meter, on_exceeded=aborted,
-                        after_read=lambda: _quick_ack(sock))  # fmt: skip
-
-
-_TCP_QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux only
-
-
-def _quick_ack(sock: Any) -> None:
-    """Acknowledge at once (Linux re-arms delayed ACKs): a sender that leaves Nagle's algorithm
-    on (dcmtk without TCP_NODELAY=1) otherwise holds its last small segment up to 40 ms for our
-    ACK (measured: one small image 112 → 71 ms)."""
-    if _TCP_QUICKACK is not None:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.IPPROTO_TCP, _TCP_QUICKACK, 1)
-
-
-def _bulk_recv(transport: Any) -> Callable[[int], bytearray]:
-    """`AssociationSocket.recv` with the same contract (block until `nr_bytes` are read, return
-    what was read if the peer closes) but reading into one buffer in as few calls as the
-    kernel allows: a 128 KiB PDU is one or two calls instead of 32."""
-
-    def recv(nr_bytes: int) -> bytearray:
-        buffer = bytearray(nr_bytes)
-        view = memoryview(buffer)
-        nr_read = 0
-        sock = transport.socket
-        while nr_read < nr_bytes:
-            count = sock.recv_into(view[nr_read:], nr_bytes - nr_read)
-            if not count:
-                del view
-                return buffer[:nr_read]
-            nr_read += count
-        del view
-        _quick_ack(sock)
-        return buffer
-
-    return recv
-
-
 #: pynetdicom rejects an A-ASSOCIATE-RQ when more than `maximum_associations` connections are
 #: open, counting those still negotiating; `Admission` enforces `max_associations` instead.
 #: This bound only keeps pynetdicom's check from refusing what the node's policy admits.
@@ -642,7 +479,7 @@ def make_ae(settings: NodeSettings) -> AE:
     for context in AllStoragePresentationContexts:
         ae.add_supported_context(cast(UID, context.abstract_syntax), ALL_TRANSFER_SYNTAXES)
     ae.add_supported_context(Verification)
-    ae.maximum_associations = _PYNETDICOM_MAX_ASSOCIATIONS  # see `handle_requested`
+    ae.maximum_associations = _PYNETDICOM_MAX_ASSOCIATIONS  # see `connections.handle_requested`
     ae.maximum_pdu_size = settings.max_pdu_size
     ae.acse_timeout = settings.acse_timeout
     ae.dimse_timeout = settings.dimse_timeout
@@ -664,7 +501,7 @@ def start_scp(settings: NodeSettings, ctx: StoreContext) -> ScpServers:
         max_associations=settings.max_associations,
         max_negotiating=settings.max_negotiating,
         max_negotiating_per_address=settings.max_negotiating_per_address,
-        finished=_thread_finished,
+        finished=thread_finished,
     )
     pace = Pace(acse_timeout=settings.acse_timeout,
                 min_bytes_per_second=settings.min_receive_bytes_per_second,
@@ -679,7 +516,7 @@ def start_scp(settings: NodeSettings, ctx: StoreContext) -> ScpServers:
     ]
     tls_context = server_tls_context(settings)
     if tls_context is not None:
-        tls_context = cast(ssl.SSLContext, _HandshakeInThread(tls_context))
+        tls_context = cast(ssl.SSLContext, HandshakeInThread(tls_context))
     servers = ScpServers()
     try:
         for listener in listeners(settings):
@@ -698,37 +535,12 @@ def start_scp(settings: NodeSettings, ctx: StoreContext) -> ScpServers:
     return servers
 
 
-class _HandshakeInThread:
-    """The SCP's TLS context, with each connection's handshake done on its first read, in its
-    association's thread, under the deadlines of `dicomnode.pdu_guard`.
-
-    pynetdicom wraps each accepted socket in its accept loop, where the default handshake
-    blocks with no timeout: one silent TCP connection to the TLS port stopped every TLS
-    sender."""
-
-    def __init__(self, context: ssl.SSLContext) -> None:
-        self._context = context
-
-    def wrap_socket(self, sock: socket.socket, server_side: bool = False, **_: Any) -> Any:
-        return self._context.wrap_socket(
-            sock, server_side=server_side, do_handshake_on_connect=False
-        )
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._context, name)
-
-
-def _thread_finished(assoc: Any) -> bool:
-    """An Association (a thread) that has run and ended."""
-    return getattr(assoc, "ident", None) is not None and not assoc.is_alive()
-
-
 class ScpServers(list):
     """The running pynetdicom servers of one SCP, first the one on `node.port`; stopped and
     drained together. `server_address` and `ssl_context` are the first server's."""
 
     @property
-    def server_address(self) -> Any:
+    def serverpeer_address(self) -> Any:
         return self[0].server_address
 
     @property

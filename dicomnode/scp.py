@@ -540,7 +540,7 @@ class ScpServers(list):
     drained together. `server_address` and `ssl_context` are the first server's."""
 
     @property
-    def serverpeer_address(self) -> Any:
+    def server_address(self) -> Any:
         return self[0].server_address
 
     @property

@@ -259,3 +259,32 @@ def test_silent_and_trickling_connections_to_the_tls_port_leave_tls_senders_in(
         for s in silent:
             s.close()
     assert node.running
+
+
+@pytest.mark.slow
+def test_the_reported_attack_with_default_settings(tmp_path, node_factory):
+    """Issue 17's reproduction, unchanged settings (acse_timeout 30 s, max_associations 10,
+    8 negotiating per address): 12 connections trickling a request a byte every 2 s, then 14
+    idle ones. Real senders get in at once, again and again, while the attack goes on; every
+    trickler is gone by acse_timeout (pushed out earlier by the idle ones, or timed out)."""
+    config = write_node_config(tmp_path / "node")
+    port = read_ports(config)[0]
+    node = node_factory(config).wait_ready()
+    tricklers = [Trickler(port, interval=2.0) for _ in range(12)]
+    for t in tricklers:
+        t.start()
+    idle = [_idle(port) for _ in range(14)]
+    try:
+        for round_ in range(3):
+            wait_until(lambda: echoscu(port=port, called="DICOMNODE", timeout=5).returncode == 0,
+                       timeout=10, what=f"C-ECHO during the attack (round {round_})")  # fmt: skip
+            assert storescu([radiograph()], port=port).statuses == [0x0000]
+            idle += [_idle(port) for _ in range(8)]  # the attack keeps connecting
+        wait_until(lambda: all(t.closed_at is not None for t in tricklers), timeout=30 + 30,
+                   what="every trickler dropped")  # fmt: skip
+    finally:
+        for t in tricklers:
+            t.stop()
+        for s in idle:
+            s.close()
+    assert node.running

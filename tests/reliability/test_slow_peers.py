@@ -91,7 +91,7 @@ def test_trickling_and_idle_connections_leave_senders_their_slots(tmp_path, node
     """12 connections trickling an A-ASSOCIATE-RQ and 14 idle ones, more than max_associations
     (10, the default): a real echoscu and storescu succeed while all of them are still open,
     and the tricklers are dropped once acse_timeout has passed since each connected."""
-    acse_timeout = 10
+    acse_timeout = 20  # room for a loaded machine: both must finish before it
     config = write_node_config(
         tmp_path / "node",
         node={"acse_timeout": acse_timeout, "max_negotiating": 32,
@@ -106,7 +106,7 @@ def test_trickling_and_idle_connections_leave_senders_their_slots(tmp_path, node
     idle = [_idle(port) for _ in range(14)]
     try:
         wait_until(lambda: echoscu(port=port, called="DICOMNODE", timeout=5).returncode == 0,
-                   timeout=acse_timeout - 2,
+                   timeout=acse_timeout / 2,
                    what="C-ECHO beside 26 negotiating connections")  # fmt: skip
         sent = storescu([radiograph()], port=port, timeout=acse_timeout)
         store_done = time.monotonic()
@@ -192,16 +192,16 @@ def _sender(aet: str) -> AE:
 def test_a_data_set_trickling_in_is_aborted_and_a_slow_link_is_not(tmp_path, node_factory):
     """While a data set arrives, the default minimum (4096 bytes/s) averaged over a 2 s window:
     one byte every 0.25 s is aborted within a few windows (network_timeout, per read, would
-    never fire); 8 KiB/s, twice the minimum, is received."""
+    never fire); ~10 KiB/s, 2.5 times the minimum, over several windows, is received."""
     config = write_node_config(tmp_path / "node", node={"receive_rate_window_seconds": 2})
     port = read_ports(config)[0]
     data_dir = tmp_path / "node" / "var"
     node = node_factory(config).wait_ready()
-    image = small_cr(tmp_path / "slow.dcm", size=128)  # ~33 KB
+    image = small_cr(tmp_path / "slow.dcm", size=160)  # ~51 KB: ~5 s, several windows
 
     slow = _sender("SLOWLINK").associate("127.0.0.1", port, ae_title="DICOMNODE")
     assert slow.is_established
-    _throttle(slow, piece=1024, pause=0.125)  # 8 KiB/s
+    _throttle(slow, piece=1024, pause=0.1)  # at most 10 KiB/s
     status = slow.send_c_store(image)
     slow.release()
     assert int(status.Status) == 0x0000
@@ -222,7 +222,7 @@ def test_a_data_set_trickling_in_is_aborted_and_a_slow_link_is_not(tmp_path, nod
     assert len(jobs) == 1  # the slow link's image only
     assert node.running
     figures("slow peers: data rate", min_bytes_per_second=4096, window_s=2,
-            slow_link="8 KiB/s received", trickle="4 B/s aborted")  # fmt: skip
+            slow_link="10 KiB/s received", trickle="4 B/s aborted")  # fmt: skip
 
 
 def test_silent_and_trickling_connections_to_the_tls_port_leave_tls_senders_in(

@@ -14,7 +14,7 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from enum import IntEnum
 from io import BytesIO
-from typing import Any
+from typing import Any, cast
 
 import structlog
 from pydicom import Dataset, dcmread

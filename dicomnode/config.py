@@ -42,6 +42,12 @@ class NodeSettings(_Section):
     allowed_calling_ae_titles: list[AETitle] = []
     uid_root: str = DEFAULT_UID_ROOT
     max_associations: int = Field(10, ge=1, le=1000)
+    # Slow peers (dicomnode/ingest/admission.py, dicomnode/ingest/pdu_guard.py): connections whose
+    # A-ASSOCIATE-RQ has not arrived yet have their own budget; data must keep flowing.
+    max_negotiating: int = Field(32, ge=1, le=1000)
+    max_negotiating_per_address: int = Field(8, ge=1, le=1000)
+    min_receive_bytes_per_second: int = Field(4096, ge=0)
+    receive_rate_window_seconds: float = Field(10.0, gt=0, le=3600)
     max_pdu_size: int = Field(131072, ge=0)
     acse_timeout: float = Field(30.0, gt=0)
     dimse_timeout: float = Field(60.0, gt=0)
@@ -78,6 +84,12 @@ class NodeSettings(_Section):
         """An empty value (e.g. `DICOMNODE_NODE__TLS_CA_CERTIFICATE=` in a compose file) is
         unset, not the current directory."""
         return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _negotiating(self) -> NodeSettings:
+        if self.max_negotiating_per_address > self.max_negotiating:
+            raise ValueError("max_negotiating_per_address must not exceed max_negotiating")
+        return self
 
     @field_validator("uid_root")
     @classmethod

@@ -7,15 +7,14 @@ sender keeps its copy.
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import socket
+import ssl
 import zlib
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from enum import IntEnum
 from io import BytesIO
-from typing import Any
+from typing import Any, cast
 
 import structlog
 from pydicom import Dataset, dcmread
@@ -43,7 +42,15 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from dicomnode.audit import Audit, AuditAction, AuditEventID, AuditOutcome
 from dicomnode.config import NodeSettings
-from dicomnode.ingest.pdu_guard import PduMeter, metered_recv
+from dicomnode.ingest.admission import Admission
+from dicomnode.ingest.connections import (
+    HandshakeInThread,
+    handle_open,
+    handle_requested,
+    peer_address,
+    thread_finished,
+)
+from dicomnode.ingest.pdu_guard import Pace
 from dicomnode.ingest.tls import listeners, server_tls_context
 from dicomnode.library_warnings import summarised
 from dicomnode.metrics import Metrics
@@ -291,19 +298,12 @@ def audit_received(
         "outcome": AuditOutcome.SUCCESS if ok else AuditOutcome.SERIOUS_FAILURE,
         "study_uid": study_uid,
         "detail": "received" if ok else f"refused 0x{status:04X}: {reason}",
-        "peer": _address(association),
+        "peer": peer_address(association),
     }
     if association is None:
         ctx.audit.record(**fields, object=f"study:{ctx.audit.hash(study_uid)}" if study_uid else "")
     else:
         ctx.audit.tally(association, **fields)
-
-
-def _address(association: object) -> str:
-    """host:port of the sender, when it came over an association (pynetdicom's requestor)."""
-    requestor = getattr(association, "requestor", None)
-    address = getattr(requestor, "address", "")
-    return f"{address}:{getattr(requestor, 'port', '')}" if address else ""
 
 
 def _store_parts(
@@ -463,8 +463,11 @@ def handle_echo(event: Any) -> int:
     return 0x0000
 
 
-def handle_close(event: Any, ctx: StoreContext) -> None:
-    """EVT_CONN_CLOSE: write the association's audit counts (released or aborted alike)."""
+def handle_close(event: Any, ctx: StoreContext, admission: Admission | None = None) -> None:
+    """EVT_CONN_CLOSE: write the association's audit counts (released or aborted alike) and
+    free whatever budget the connection held."""
+    if admission is not None:
+        admission.close(event.assoc)
     if ctx.audit is not None:
         ctx.audit.flush(event.assoc)
 
@@ -480,77 +483,10 @@ def handle_rejected(event: Any, ctx: StoreContext) -> None:
                      detail="association rejected")  # fmt: skip
 
 
-def handle_open(event: Any, ctx: StoreContext | None = None) -> None:
-    """Tune every accepted socket: TCP_NODELAY (without it each image stalls 40–90 ms) and a
-    receive that reads whole PDUs at once (pynetdicom reads 4 KiB per Python call); with `ctx`,
-    metered so that a PDU or a dataset over the limits aborts the association as it arrives."""
-    try:
-        transport = event.assoc.dul.socket
-        sock = transport.socket
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            transport.recv = _bulk_recv(transport)
-            if ctx is not None:
-                transport.recv = _metered(transport.recv, sock, event.assoc, ctx)
-    except (AttributeError, OSError):
-        pass
-
-
-def _metered(recv: Callable[[int], bytearray], sock: Any, assoc: Any,
-             ctx: StoreContext) -> Callable[[int], bytearray]:  # fmt: skip
-    """`recv` counting each dataset while it is received (see `dicomnode.ingest.pdu_guard`)."""
-    meter = PduMeter(max_dataset_bytes=ctx.max_dataset_bytes,
-                     max_pdu_bytes=int(getattr(assoc.ae, "maximum_pdu_size", 0) or 0))  # fmt: skip
-
-    def aborted(reason: str) -> None:
-        if getattr(assoc.requestor, "primitive", None) is None:
-            # No A-ASSOCIATE-RQ yet (a TLS client on the plaintext port, an HTTP probe):
-            # pynetdicom's acceptor would wait acse_timeout for one, holding a slot of
-            # max_associations. Wake it now: it closes the connection and frees the slot.
-            with contextlib.suppress(AttributeError):
-                assoc.dul.to_user_queue.put(None)
-        calling = str(getattr(assoc.requestor, "ae_title", "") or "")
-        ctx.metrics.rejected.labels(status="A-ABORT").inc()
-        log.warning("association aborted while receiving", calling_ae_title=calling,
-                    reason=reason, received_bytes=meter.dataset_bytes)  # fmt: skip
-        if ctx.audit is not None:
-            ctx.audit.record(event=AuditEventID.INSTANCES_TRANSFERRED, action=AuditAction.CREATE,
-                             actor=calling, outcome=AuditOutcome.SERIOUS_FAILURE,
-                             peer=_address(assoc),
-                             detail=f"association aborted: {reason}")  # fmt: skip
-
-    return metered_recv(recv, sock=sock, meter=meter, on_exceeded=aborted)
-
-
-_TCP_QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux only
-
-
-def _bulk_recv(transport: Any) -> Callable[[int], bytearray]:
-    """`AssociationSocket.recv` with the same contract (block until `nr_bytes` are read, return
-    what was read if the peer closes) but reading into one buffer in as few calls as the
-    kernel allows: a 128 KiB PDU is one or two calls instead of 32."""
-
-    def recv(nr_bytes: int) -> bytearray:
-        buffer = bytearray(nr_bytes)
-        view = memoryview(buffer)
-        nr_read = 0
-        sock = transport.socket
-        while nr_read < nr_bytes:
-            count = sock.recv_into(view[nr_read:], nr_bytes - nr_read)
-            if not count:
-                del view
-                return buffer[:nr_read]
-            nr_read += count
-        del view
-        if _TCP_QUICKACK is not None:
-            # Acknowledge at once (Linux re-arms delayed ACKs): a sender that leaves Nagle's
-            # algorithm on (dcmtk without TCP_NODELAY=1) otherwise holds its last small
-            # segment up to 40 ms for our ACK (measured: one small image 112 → 71 ms).
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, _TCP_QUICKACK, 1)
-        return buffer
-
-    return recv
+#: pynetdicom rejects an A-ASSOCIATE-RQ when more than `maximum_associations` connections are
+#: open, counting those still negotiating; `Admission` enforces `max_associations` instead.
+#: This bound only keeps pynetdicom's check from refusing what the node's policy admits.
+_PYNETDICOM_MAX_ASSOCIATIONS = 100_000
 
 
 #: SOP classes named "... Storage" that are not stored with C-STORE: the DICOMDIR (media
@@ -601,7 +537,7 @@ def make_ae(settings: NodeSettings) -> AE:
         _register_storage_class(sop_class)
         ae.add_supported_context(sop_class, ALL_TRANSFER_SYNTAXES)
     ae.add_supported_context(Verification)
-    ae.maximum_associations = settings.max_associations
+    ae.maximum_associations = _PYNETDICOM_MAX_ASSOCIATIONS  # see `connections.handle_requested`
     ae.maximum_pdu_size = settings.max_pdu_size
     ae.acse_timeout = settings.acse_timeout
     ae.dimse_timeout = settings.dimse_timeout
@@ -620,14 +556,26 @@ def start_scp(settings: NodeSettings, ctx: StoreContext) -> ScpServers:
     limits, and `max_associations` counts the associations of all ports together (pynetdicom
     counts an AE's acceptors across its servers)."""
     ae = make_ae(settings)
+    admission = Admission(
+        max_associations=settings.max_associations,
+        max_negotiating=settings.max_negotiating,
+        max_negotiating_per_address=settings.max_negotiating_per_address,
+        finished=thread_finished,
+    )
+    pace = Pace(acse_timeout=settings.acse_timeout,
+                min_bytes_per_second=settings.min_receive_bytes_per_second,
+                window_seconds=settings.receive_rate_window_seconds)  # fmt: skip
     handlers: list[evt.EventHandlerType] = [
         (evt.EVT_C_STORE, handle_store, [ctx]),
         (evt.EVT_C_ECHO, handle_echo),
-        (evt.EVT_CONN_OPEN, handle_open, [ctx]),
-        (evt.EVT_CONN_CLOSE, handle_close, [ctx]),
+        (evt.EVT_CONN_OPEN, handle_open, [ctx, admission, pace]),
+        (evt.EVT_REQUESTED, handle_requested, [ctx, admission]),
+        (evt.EVT_CONN_CLOSE, handle_close, [ctx, admission]),
         (evt.EVT_REJECTED, handle_rejected, [ctx]),
     ]
     tls_context = server_tls_context(settings)
+    if tls_context is not None:
+        tls_context = cast(ssl.SSLContext, HandshakeInThread(tls_context))
     servers = ScpServers()
     try:
         for listener in listeners(settings):

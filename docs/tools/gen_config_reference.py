@@ -42,9 +42,30 @@ NOTES: dict[str, str] = {
     "trailing dot). Instances under it are recognised as the node's own output and never "
     "classified. Replace the default (under pydicom's root) with your organisation's.",
     "node.max_associations": "Simultaneous incoming associations; one more is rejected "
-    "(transient, local limit exceeded).",
+    "(transient, local limit exceeded). An association counts once its whole A-ASSOCIATE-RQ "
+    "has arrived (the peer's AE title known); connections still negotiating count against "
+    "`max_negotiating` instead, so idle or trickling connections cannot lock senders out.",
+    "node.max_negotiating": "Connections accepted whose A-ASSOCIATE-RQ has not arrived "
+    "completely yet, all addresses together. When a new connection would pass it, the oldest "
+    "negotiating connection (of the address holding the most) is closed to make room: a real "
+    "peer sends its request within milliseconds, so only connections that merely hold a place "
+    "are dropped. Each drop is logged, audited (`SecurityAlert`) and counted "
+    "(`dicomnode_stores_rejected_total{status=\"dropped\"}`).",
+    "node.max_negotiating_per_address": "The same budget per source address (at most "
+    "`max_negotiating`): past it, that address's oldest negotiating connection is closed, so "
+    "one host cannot push the connections of others out.",
+    "node.min_receive_bytes_per_second": "While a P-DATA-TF PDU or a data set arrives, each "
+    "window of `receive_rate_window_seconds` must bring at least this many bytes per second on "
+    "average; a slower sender is aborted (A-ABORT), logged and audited. 4096 lets a 64 kbit/s "
+    "line through and stops a peer sending a byte at a time. 0: no minimum.",
+    "node.receive_rate_window_seconds": "Length of the windows over which "
+    "`min_receive_bytes_per_second` is averaged (a pause shorter than a window is forgiven if "
+    "the rest of the window makes up for it).",
     "node.max_pdu_size": "Maximum PDU length the SCP offers to receive, in bytes (0: unlimited).",
-    "node.acse_timeout": "Seconds to wait for association messages (request, release).",
+    "node.acse_timeout": "Seconds to wait for association messages (request, release). The "
+    "whole A-ASSOCIATE-RQ must arrive within this many seconds of the connection being "
+    "accepted, and every other association message within this many seconds of its first "
+    "byte, however the bytes trickle in; past it the connection is closed (A-ABORT).",
     "node.dimse_timeout": "Seconds to wait for a DIMSE message on an open association.",
     "node.network_timeout": "Seconds without network traffic after which an association is "
     "dropped.",

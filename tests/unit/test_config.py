@@ -65,10 +65,25 @@ def test_empty_path_variables_mean_unset():
         ({"DICOMNODE_MODEL__DEVICE": "tpu"}, "model.device"),
         ({"DICOMNODE_NODE__UID_ROOT": "1.2.x"}, "node.uid_root"),
         ({"DICOMNODE_NODE__SURPRISE": "1"}, "node.surprise"),
+        (
+            {"DICOMNODE_NODE__MIN_RECEIVE_BYTES_PER_SECOND": "-1"},
+            "node.min_receive_bytes_per_second",
+        ),
+        ({"DICOMNODE_NODE__RECEIVE_RATE_WINDOW_SECONDS": "0"}, "node.receive_rate_window_seconds"),
+        ({"DICOMNODE_NODE__MAX_NEGOTIATING": "0"}, "node.max_negotiating"),
     ],
 )
 def test_invalid_values_name_the_key(env, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_settings(None, environ=env)
+
+
+def test_a_per_address_budget_above_the_total_is_refused():
+    env = {
+        "DICOMNODE_NODE__MAX_NEGOTIATING": "4",
+        "DICOMNODE_NODE__MAX_NEGOTIATING_PER_ADDRESS": "5",
+    }
+    with pytest.raises(ConfigError, match="max_negotiating_per_address must not exceed"):
         load_settings(None, environ=env)
 
 

@@ -92,18 +92,8 @@ def test_metered_recv_sends_an_a_abort_and_reports_the_connection_closed():
     sender.start()
     try:
         reasons: list[str] = []
-
-        def recv(n: int) -> bytearray:
-            buffer = bytearray()
-            while len(buffer) < n:
-                chunk = ours.recv(n - len(buffer))
-                if not chunk:
-                    break
-                buffer += chunk
-            return buffer
-
         meter = PduMeter(max_dataset_bytes=100_000, max_pdu_bytes=16384)
-        guarded = metered_recv(recv, sock=ours, meter=meter, on_exceeded=reasons.append,
+        guarded = metered_recv(sock=ours, meter=meter, on_exceeded=reasons.append,
                                drain_seconds=1)  # fmt: skip
         results = []
         while True:  # the DUL's way: a 6-byte header, then the PDU's length

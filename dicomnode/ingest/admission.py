@@ -2,11 +2,12 @@
 
 A C-STORE (`dicomnode.ingest.scp`), an instance pulled from Orthanc (`dicomnode.pacs.orthanc`)
 and anything else that brings a DICOM file into the node go through `store_bytes` (or, for the
-SCP's zero-copy path, `store_parts`): size and inflation limits, sequence nesting depth, UID
-checks, dataset/request mismatch, duplicate detection, the durable spool write, the job row,
-the DIMSE status and reason, the metrics and the audit of receipt. The spool file is written
-and the job committed before SUCCESS is returned; anything that prevents that is a failure
-status, so the sender keeps its copy.
+SCP's zero-copy path, `store_parts`): the size limit, sequence nesting depth, UID checks,
+dataset/request mismatch, duplicate detection, the durable spool write, the job row, the DIMSE
+status and reason, the metrics and the audit of receipt. The spool file is written and the job
+committed before SUCCESS is returned; anything that prevents that is a failure status, so the
+sender keeps its copy. `oversized` counts the size limit while a deflated dataset inflates;
+the SCP applies it to what it received before anything decodes it.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from dicomnode.store.spool import Spool
 
 
 class StoreStatus(IntEnum):
+    """The C-STORE response statuses the node answers, whichever way a dataset came in."""
+
     SUCCESS = 0x0000
     OUT_OF_RESOURCES = 0xA700
     DATASET_MISMATCH = 0xA900
@@ -52,6 +55,8 @@ _STUDY_FIELDS = {
 
 @dataclass(frozen=True)
 class StoreContext:
+    """Where admitted datasets go and what reports on them: one per node, for every way in."""
+
     spool: Spool
     jobs: Jobs
     metrics: Metrics

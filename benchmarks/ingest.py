@@ -98,7 +98,7 @@ class BarePynetdicom:
     def __init__(self, workdir: Path, *, max_pdu: int) -> None:
         from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 
-        from dicomnode.ingest.scp import handle_open
+        from dicomnode.ingest.connections import handle_open
 
         self.out = workdir / "bare"
         self.out.mkdir(parents=True)
@@ -139,7 +139,8 @@ class NodeScp:
 
     def __init__(self, workdir: Path, *, max_pdu: int) -> None:
         from dicomnode.config import Settings
-        from dicomnode.ingest.scp import StoreContext, start_scp
+        from dicomnode.ingest.admission import StoreContext
+        from dicomnode.ingest.scp import start_scp
         from dicomnode.metrics import Metrics
         from dicomnode.store.db import make_engine
         from dicomnode.store.jobs import Jobs

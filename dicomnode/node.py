@@ -19,7 +19,8 @@ from dicomnode.config import Settings
 from dicomnode.deliver.outbox import deliver_due
 from dicomnode.http.access import upload_expired_recorder
 from dicomnode.http.app import ApiContext, create_app
-from dicomnode.ingest.scp import StoreContext, start_scp
+from dicomnode.ingest.admission import StoreContext
+from dicomnode.ingest.scp import start_scp
 from dicomnode.ingest.tls import describe_receiving
 from dicomnode.logconfig import set_salt
 from dicomnode.metrics import Metrics

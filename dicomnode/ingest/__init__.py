@@ -1,1 +1,2 @@
-"""Receiving: the DICOM SCP, its association and PDU guards, DICOM TLS."""
+"""Receiving: the admission policy every way in calls, the DICOM SCP, its connections,
+association slots and PDU guards, DICOM TLS."""

@@ -3,7 +3,7 @@
 Each accepted socket gets TCP_NODELAY and a receive that reads whole PDUs and meters them
 (`dicomnode.ingest.pdu_guard`: sizes, deadlines, data rate). Until its whole A-ASSOCIATE-RQ
 has arrived a connection only counts against the negotiating budget of
-`dicomnode.ingest.admission`; then it asks for one of `max_associations` slots. Whatever the
+`dicomnode.ingest.slots`; then it asks for one of `max_associations` slots. Whatever the
 node ends is logged, counted and audited without PHI (address:port, AE title, reason). The TLS
 handshake runs in each connection's own thread, under the same deadlines.
 """
@@ -14,36 +14,24 @@ import contextlib
 import socket
 import ssl
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 from pynetdicom import evt
 
 from dicomnode.audit import AuditAction, AuditEventID, AuditOutcome
-from dicomnode.ingest.admission import Admission, Dropped
+from dicomnode.ingest.admission import StoreContext, peer_address
 from dicomnode.ingest.pdu_guard import NO_PACE, Pace, PduMeter, metered_recv
-
-if TYPE_CHECKING:
-    from dicomnode.ingest.scp import StoreContext
+from dicomnode.ingest.slots import Dropped, Slots
 
 log = structlog.stdlib.get_logger("dicomnode.scp")
-
-
-def peer_address(association: object) -> str:
-    """host:port of the sender, when it came over an association (pynetdicom's requestor)."""
-    requestor = getattr(association, "requestor", None)
-    try:
-        address = getattr(requestor, "address", "")
-        return f"{address}:{getattr(requestor, 'port', '')}" if address else ""
-    except ValueError:  # pynetdicom: no address information set
-        return ""
 
 
 #: A-ASSOCIATE-RJ: rejected-transient, service provider (presentation), local limit exceeded.
 _LOCAL_LIMIT_EXCEEDED = (0x02, 0x03, 0x02)
 
 
-def handle_requested(event: Any, ctx: StoreContext, admission: Admission) -> None:
+def handle_requested(event: Any, ctx: StoreContext, slots: Slots) -> None:
     """EVT_REQUESTED (a whole A-ASSOCIATE-RQ has arrived): the association takes one of
     `max_associations` slots, or is rejected when none is free. pynetdicom's own count (every
     connection, from the moment it is accepted) is set out of the way in `make_ae`.
@@ -51,7 +39,7 @@ def handle_requested(event: Any, ctx: StoreContext, admission: Admission) -> Non
     pynetdicom lets this handler reject; it then negotiates nothing, and this does what its own
     rejection does (send, EVT_REJECTED, wait for the connection to close)."""
     assoc = event.assoc
-    if admission.requested(assoc):
+    if slots.requested(assoc):
         return
     ctx.metrics.rejected.labels(status="A-ASSOCIATE-RJ").inc()
     log.warning("association rejected: max_associations reached", peer=peer_address(assoc),
@@ -64,13 +52,13 @@ def handle_requested(event: Any, ctx: StoreContext, admission: Admission) -> Non
 def handle_open(
     event: Any,
     ctx: StoreContext | None = None,
-    admission: Admission | None = None,
+    slots: Slots | None = None,
     pace: Pace = NO_PACE,
 ) -> None:
     """Tune every accepted socket: TCP_NODELAY (without it each image stalls 40–90 ms) and a
     receive that reads whole PDUs at once (pynetdicom reads 4 KiB per Python call); with `ctx`,
     metered so that a PDU or a dataset over the limits, or bytes arriving slower than `pace`,
-    abort the association as they arrive. With `admission`, the connection counts as
+    abort the association as they arrive. With `slots`, the connection counts as
     negotiating, and those it pushes out of that budget are dropped."""
     assoc = event.assoc
     try:
@@ -81,12 +69,12 @@ def handle_open(
             if ctx is None:
                 transport.recv = _bulk_recv(transport)
             else:
-                transport.recv = _metered(sock, assoc, ctx, admission=admission, pace=pace)
+                transport.recv = _metered(sock, assoc, ctx, slots=slots, pace=pace)
     except (AttributeError, OSError):
         pass
-    if admission is not None and ctx is not None:
+    if slots is not None and ctx is not None:
         address = event.address[0] if isinstance(event.address, tuple) else str(event.address)
-        for dropped in admission.open(assoc, str(address)):
+        for dropped in slots.open(assoc, str(address)):
             _drop(dropped, ctx)
 
 
@@ -104,7 +92,7 @@ def _wake(assoc: Any) -> None:
 
 
 def _drop(dropped: Dropped, ctx: StoreContext) -> None:
-    """Close a negotiating connection pushed out of its budget (`dicomnode.ingest.admission`)."""
+    """Close a negotiating connection pushed out of its budget (`dicomnode.ingest.slots`)."""
     assoc: Any = dropped.key
     _wake(assoc)
     with contextlib.suppress(AttributeError, OSError):
@@ -140,7 +128,7 @@ def _report_drop(
 
 
 def _metered(
-    sock: Any, assoc: Any, ctx: StoreContext, *, admission: Admission | None, pace: Pace
+    sock: Any, assoc: Any, ctx: StoreContext, *, slots: Slots | None, pace: Pace
 ) -> Callable[[int], bytearray]:
     """A receive counting each dataset and timing each PDU as it arrives
     (see `dicomnode.ingest.pdu_guard`)."""
@@ -153,8 +141,8 @@ def _metered(
         # trickling its request. Its place is free at once, not after the drain.
         negotiating = _negotiating(assoc)
         _wake(assoc)
-        if admission is not None:
-            admission.close(assoc)
+        if slots is not None:
+            slots.close(assoc)
         _report_drop(ctx, assoc, reason=reason, negotiating=negotiating,
                      received_bytes=meter.dataset_bytes)  # fmt: skip
 

@@ -36,7 +36,7 @@ from pyorthanc import Orthanc as PyOrthanc
 from dicomnode import MANUFACTURER
 from dicomnode.config import Settings
 from dicomnode.deliver.outbox import backoff_seconds
-from dicomnode.ingest.scp import StoreContext, StoreStatus, audit_received, store_bytes
+from dicomnode.ingest.admission import StoreContext, StoreStatus, audit_received, store_bytes
 from dicomnode.model.card import ModelCard
 from dicomnode.store.jobs import Jobs
 from dicomnode.store.tables import Result, ResultKind

@@ -117,7 +117,8 @@ def test_every_storage_class_is_negotiated_and_each_retired_one_stored(tmp_path)
     from pynetdicom import AE
 
     from dicomnode.config import Settings
-    from dicomnode.ingest.scp import StoreContext, start_scp
+    from dicomnode.ingest.admission import StoreContext
+    from dicomnode.ingest.scp import start_scp
     from dicomnode.metrics import Metrics
     from dicomnode.store.db import make_engine
     from dicomnode.store.jobs import Jobs

@@ -7,7 +7,8 @@ import pydicom
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from dicomnode.config import Settings
-from dicomnode.ingest.scp import StoreContext, start_scp
+from dicomnode.ingest.admission import StoreContext
+from dicomnode.ingest.scp import start_scp
 from dicomnode.metrics import Metrics
 from dicomnode.store.db import make_engine
 from dicomnode.store.jobs import Jobs

@@ -242,7 +242,7 @@ def test_hostile_identifiers_never_name_a_path(tmp_path, node_factory, raw_sendi
 def test_executable_preamble_is_never_spooled(tmp_path, preamble):
     """`store_bytes` (the one ingestion path, also used for uploads) writes a zero preamble:
     a DICOM/PE or DICOM/ELF polyglot received is not kept as one in the spool."""
-    from dicomnode.ingest.scp import StoreContext, StoreStatus, store_bytes
+    from dicomnode.ingest.admission import StoreContext, StoreStatus, store_bytes
     from dicomnode.metrics import Metrics
     from dicomnode.store.db import make_engine
     from dicomnode.store.jobs import Jobs

@@ -2,7 +2,7 @@
 
 pynetdicom's timeouts apply per read and it counts a connection against max_associations from
 the moment it is accepted. The node times whole PDUs, asks a minimum rate while data arrives,
-and gives connections still negotiating their own budget (dicomnode.ingest.admission).
+and gives connections still negotiating their own budget (dicomnode.ingest.slots).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from dicomnode.config import Settings
-from dicomnode.ingest.scp import StoreContext, store_bytes
+from dicomnode.ingest.admission import StoreContext, store_bytes
 from dicomnode.metrics import Metrics
 from dicomnode.model.classifier import Classifier
 from dicomnode.model.runtime import MAX_PROBABILITY_DELTA

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from dicomnode.audit import Audit
 from dicomnode.config import Settings
 from dicomnode.http.app import ApiContext, create_app
-from dicomnode.ingest.scp import StoreContext, store_bytes
+from dicomnode.ingest.admission import StoreContext, store_bytes
 from dicomnode.metrics import Metrics
 from dicomnode.model.classifier import Classifier
 from dicomnode.store.db import create_db_engine, make_engine

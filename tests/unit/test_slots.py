@@ -1,4 +1,4 @@
-"""dicomnode.ingest.admission: negotiating connections cannot take the slots of max_associations, a
+"""dicomnode.ingest.slots: negotiating connections cannot take the slots of max_associations, a
 new connection always gets in (the oldest negotiating one makes room), one address cannot push
 the others out, and no sequence of events leaks a slot."""
 
@@ -8,16 +8,16 @@ import random
 
 import pytest
 
-from dicomnode.ingest.admission import Admission
+from dicomnode.ingest.slots import Slots
 
 
-def admission(**kwargs: int) -> Admission:
+def slots(**kwargs: int) -> Slots:
     limits = {"max_associations": 2, "max_negotiating": 4, "max_negotiating_per_address": 2}
-    return Admission(**(limits | kwargs))
+    return Slots(**(limits | kwargs))
 
 
 def test_negotiating_connections_do_not_use_association_slots():
-    a = admission()
+    a = slots()
     for i in range(4):
         assert a.open(f"idle{i}", f"10.0.0.{i}") == []
     assert a.requested("real1") and a.requested("real2")  # both slots free despite 4 idle
@@ -28,7 +28,7 @@ def test_negotiating_connections_do_not_use_association_slots():
 
 
 def test_the_oldest_of_an_address_makes_room_for_its_new_connection():
-    a = admission()
+    a = slots()
     a.open("x1", "10.0.0.9")
     a.open("x2", "10.0.0.9")
     dropped = a.open("x3", "10.0.0.9")
@@ -37,7 +37,7 @@ def test_the_oldest_of_an_address_makes_room_for_its_new_connection():
 
 
 def test_past_the_total_the_busiest_address_gives_way_not_a_lone_peer():
-    a = admission()
+    a = slots()
     a.open("lone", "10.0.0.1")  # the oldest of all, but its address holds only one
     a.open("x1", "10.0.0.9")
     a.open("y1", "10.0.0.8")
@@ -50,7 +50,7 @@ def test_past_the_total_the_busiest_address_gives_way_not_a_lone_peer():
 
 def test_finished_connections_are_forgotten_without_close():
     ended: set[str] = set()
-    a = Admission(max_associations=1, max_negotiating=2, max_negotiating_per_address=2,
+    a = Slots(max_associations=1, max_negotiating=2, max_negotiating_per_address=2,
                   finished=lambda key: key in ended)  # fmt: skip
     assert a.requested("lost")
     ended.add("lost")  # its close never came
@@ -60,7 +60,7 @@ def test_finished_connections_are_forgotten_without_close():
 @pytest.mark.parametrize("seed", range(20))
 def test_budgets_hold_under_any_sequence_of_events(seed):
     rng = random.Random(seed)
-    a = admission(max_associations=3, max_negotiating=5, max_negotiating_per_address=3)
+    a = slots(max_associations=3, max_negotiating=5, max_negotiating_per_address=3)
     negotiating: dict[int, str] = {}
     associated: set[int] = set()
     for key in range(400):

@@ -42,7 +42,7 @@ class NodeSettings(_Section):
     allowed_calling_ae_titles: list[AETitle] = []
     uid_root: str = DEFAULT_UID_ROOT
     max_associations: int = Field(10, ge=1, le=1000)
-    # Slow peers (dicomnode/ingest/admission.py, dicomnode/ingest/pdu_guard.py): connections whose
+    # Slow peers (dicomnode/ingest/slots.py, dicomnode/ingest/pdu_guard.py): connections whose
     # A-ASSOCIATE-RQ has not arrived yet have their own budget; data must keep flowing.
     max_negotiating: int = Field(32, ge=1, le=1000)
     max_negotiating_per_address: int = Field(8, ge=1, le=1000)

@@ -9,7 +9,7 @@ Two jobs, each a small persistent queue worked by a loop that the composition ro
   Setting the same values twice is harmless, so a retry is always safe.
 - `OrthancPull`: the router plugin in pull mode says "study X is ready"; the node fetches the
   study's instances (`GET /instances/{id}/file`) and ingests each through
-  `scp.store_bytes`, exactly the path a C-STORE takes (spool, job, dedup, status policy).
+  `admission.store_bytes`, exactly the path a C-STORE takes (spool, job, dedup, status policy).
 
 Both queues are JSON files in the data dir (written atomically), so a restart of the node or
 an Orthanc that is down for a while loses nothing: failed items are retried with the delivery

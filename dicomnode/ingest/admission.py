@@ -22,7 +22,9 @@ from typing import Any
 from pydicom import Dataset, dcmread
 from pydicom.datadict import dictionary_VR
 from pydicom.errors import InvalidDicomError
+from pydicom.filereader import _read_file_meta_info, read_preamble
 from pydicom.tag import Tag
+from pydicom.uid import UID
 from sqlalchemy.exc import SQLAlchemyError
 
 from dicomnode.audit import Audit, AuditAction, AuditEventID, AuditOutcome
@@ -152,6 +154,11 @@ def store_bytes(
         audit_received(ctx, calling=calling, study_uid=None, status=StoreStatus.OUT_OF_RESOURCES,
                        reason=reason, association=association)  # fmt: skip
         return StoreStatus.OUT_OF_RESOURCES, reason
+    bomb = _inflation_refusal(encoded, ctx.max_dataset_bytes)
+    if bomb is not None:
+        audit_received(ctx, calling=calling, study_uid=None, status=bomb[0], reason=bomb[1],
+                       association=association)  # fmt: skip
+        return bomb
     try:
         header = dcmread(BytesIO(encoded), stop_before_pixels=True)
     except _DECODE_ERRORS as exc:
@@ -163,6 +170,26 @@ def store_bytes(
         ctx, header, _zero_preamble(encoded), len(encoded), sop_class_uid=sop_class_uid,
         sop_instance_uid=sop_instance_uid, calling=calling, association=association,
     )  # fmt: skip
+
+
+def _inflation_refusal(encoded: bytes, limit: int) -> tuple[StoreStatus, str] | None:
+    """`oversized` for a file whose dataset is deflated, before pydicom inflates it in one
+    piece: a deflate bomb pulled from a PACS or uploaded is refused like one sent by C-STORE.
+
+    Only the file meta is parsed here (pydicom's reader for it is not public API, but has been
+    stable since pydicom 1); anything odd is left to `dcmread`, which explains it."""
+    if not limit:
+        return None
+    fp = BytesIO(encoded)
+    try:
+        read_preamble(fp, False)
+        syntax = UID(str(_read_file_meta_info(fp).get("TransferSyntaxUID", "")))
+    except _DECODE_ERRORS:
+        return None
+    if not syntax.is_deflated:
+        return None
+    with memoryview(encoded) as view:
+        return oversized(view[fp.tell() :], deflated=True, limit=limit)
 
 
 def store_parts(

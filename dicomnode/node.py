@@ -17,8 +17,9 @@ from dicomnode.audit import Audit, AuditAction, AuditEventID
 from dicomnode.checks import StartupError, check_disk_free, check_schema, check_spool_writable
 from dicomnode.config import Settings
 from dicomnode.deliver.outbox import deliver_due
-from dicomnode.http.access import upload_expired_recorder
-from dicomnode.http.app import ApiContext, create_app
+from dicomnode.http.app import create_app
+from dicomnode.http.context import ApiContext
+from dicomnode.http.upload_audit import upload_expired_recorder
 from dicomnode.ingest.scp import StoreContext, start_scp
 from dicomnode.ingest.tls import describe_receiving
 from dicomnode.logconfig import set_salt

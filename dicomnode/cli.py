@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
+import signal
 import sys
+import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dicomnode.config import ConfigError, Settings, load_settings
 from dicomnode.model.card import ModelPackageError
+
+if TYPE_CHECKING:
+    from dicomnode.node import Node
 
 
 def _settings(path: str | None) -> Settings:
@@ -20,18 +28,70 @@ def _settings(path: str | None) -> Settings:
 def cmd_serve(args: argparse.Namespace) -> int:
     from dicomnode.checks import StartupError
     from dicomnode.logconfig import configure_logging, get_logger
-    from dicomnode.node import Node, exit_now
+    from dicomnode.node import Node
 
     settings = _settings(args.config)
     configure_logging(level=args.log_level, salt=settings.node.log_salt)
     try:
-        Node(settings).run_forever(grace=args.grace)
+        _run_until_signalled(Node(settings), grace=args.grace)
     except StartupError as exc:
         get_logger("dicomnode.node").error("start-up check failed", check=str(exc))
         print(f"dicomnode: start-up check failed: {exc}", file=sys.stderr)
         return 3
     exit_now(0)  # stopped cleanly, everything is on disk: skip the slow interpreter teardown
     return 0
+
+
+def _run_until_signalled(node: Node, *, grace: float | None) -> None:
+    """Start the node, run until SIGTERM or SIGINT, stop it within `grace`; a second signal
+    exits at once."""
+    from dicomnode.logconfig import get_logger
+
+    log = get_logger("dicomnode.node")
+    stop = threading.Event()
+
+    def _signal(signum: int, _frame: Any) -> None:
+        if stop.is_set():
+            log.warning("second signal: exiting now", signal=signal.Signals(signum).name)
+            exit_now(1)
+        log.info("signal received; stopping", signal=signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _signal)
+    signal.signal(signal.SIGINT, _signal)
+    node.start()
+    stop.wait()
+    node.stop(grace=grace)
+    _join_until(node.deadline)
+
+
+def _join_until(deadline: float | None) -> None:
+    """Threads we do not start ourselves (an executor's worker in a long call) get until the
+    deadline; the caller then ends the process with `exit_now` whatever they are doing."""
+    from dicomnode.logconfig import get_logger
+
+    main = threading.main_thread()
+    for thread in threading.enumerate():
+        if thread is main or thread.daemon:
+            continue
+        thread.join(timeout=max(0.0, (deadline or 0) - time.monotonic()))
+    others = [t for t in threading.enumerate() if t is not main and not t.daemon]
+    busy = [t.name for t in others if t.is_alive()]
+    if busy:
+        get_logger("dicomnode.node").warning(
+            "threads still busy at the end of the grace period; exiting", threads=busy
+        )
+
+
+def exit_now(code: int) -> None:
+    """End the process without the interpreter's teardown. Call only once everything is on
+    disk: tearing down torch's module graph alone takes seconds (more on a busy machine) and
+    would push the exit past the grace period."""
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def cmd_classify(args: argparse.Namespace) -> int:

@@ -1,12 +1,13 @@
-"""The composition root: the only place that starts threads and servers."""
+"""The composition root: the only place that starts threads and servers (the process around
+it, signals and the exit, is `dicomnode serve` in cli.py)."""
 
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -17,8 +18,9 @@ from dicomnode.audit import Audit, AuditAction, AuditEventID
 from dicomnode.checks import StartupError, check_disk_free, check_schema, check_spool_writable
 from dicomnode.config import Settings
 from dicomnode.deliver.outbox import deliver_due
-from dicomnode.http.access import upload_expired_recorder
-from dicomnode.http.app import ApiContext, create_app
+from dicomnode.http.app import create_app
+from dicomnode.http.context import ApiContext
+from dicomnode.http.upload_audit import upload_expired_recorder
 from dicomnode.ingest.admission import StoreContext
 from dicomnode.ingest.scp import start_scp
 from dicomnode.ingest.tls import describe_receiving
@@ -70,6 +72,7 @@ class Node:
         self.orthanc_pull: OrthancPull | None = None
         self.api_server: uvicorn.Server | None = None
         self._api_thread: threading.Thread | None = None
+        self.started = False
         self.stopped = threading.Event()
         self.stopping = threading.Event()
         self.audit: Audit | None = None
@@ -79,13 +82,48 @@ class Node:
     # --- start ------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Check, then start everything. Raises StartupError with a clear message."""
+        """Check, then start everything, step by step in this order. Raises StartupError with a
+        clear message; a step that fails first stops what the steps before it started."""
+        try:
+            self._open_store()
+            self._load_model()
+            self._start_workers()
+            self._start_scp()
+            self._start_api()
+            self._start_retention()
+        except BaseException:
+            try:  # stop what the steps before started; the caller sees the original error
+                self.stop()
+            except Exception:
+                log.exception("stopping after a failed start-up failed")
+            raise
+        self.started = True
+        assert self.audit is not None and self.classifier is not None
         s = self.settings
-        data = s.node.data_dir
+        self.audit.record(event=AuditEventID.APPLICATION_ACTIVITY, action=AuditAction.EXECUTE,
+                          actor=s.node.ae_title, detail="node started")  # fmt: skip
+        log.info(
+            "node started",
+            ae_title=s.node.ae_title,
+            dicom_port=self.dicom_port,
+            dicom_ports=self.scp.ports(),  # {"plaintext": …, "tls": …}: node.port, node.tls_port
+            api_port=s.api.port,
+            model=self.classifier.card.display_name,
+            runtime=self.classifier.runtime,
+            destinations=[d.name for d in s.destinations],
+            retention_next_run=str(self.retention_scheduler.next_run_time)
+            if self.retention_scheduler
+            else None,
+        )
+
+    def _open_store(self) -> None:
+        """The spool and the database: checked, opened, and left as a restart needs them
+        (this node's unfinished jobs requeued, an interrupted retention run finished)."""
+        s = self.settings
         spool_check = check_spool_writable(s.spool_dir)
         if not spool_check.ok:
             raise StartupError(spool_check.line())
-        salt = node_salt(data, s.node.log_salt)
+        salt = node_salt(s.node.data_dir, s.node.log_salt)
         set_salt(salt)  # the PHI filter must hash with the salt the node's own fields use
         if salt != s.node.log_salt:
             node = s.node.model_copy(update={"log_salt": salt})
@@ -112,13 +150,17 @@ class Node:
             log.info("unfinished jobs requeued after restart", count=requeued)
         log.info("node identity", node_id=self.owner, spool=str(s.spool_dir))
         self._finish_interrupted_retention()
+
+    def _load_model(self) -> None:
+        """The classifier given to the node, else the configured package (or the demo)."""
+        s = self.settings
         try:
             self.classifier = self._classifier or load_classifier(
                 s.model.package or None,
                 device=s.model.device,
                 demo_architecture=s.model.demo_architecture,
                 runtime=s.model.runtime,
-                cache_dir=data / "models",
+                cache_dir=s.node.data_dir / "models",
                 threads=s.model.threads,
                 spinning=s.model.spinning,
                 parallel=s.model.workers > 1,
@@ -130,6 +172,12 @@ class Node:
         if not card.trained:
             log.warning("running the UNTRAINED DEMO model: results are not meaningful",
                         model=card.display_name)  # fmt: skip
+
+    def _start_workers(self) -> None:
+        """The loops: workers, outbox, lease heartbeat, upload expiry and Orthanc's. They run
+        before the SCP listens, so the first instance received is worked at once."""
+        s = self.settings
+        assert self.audit is not None and self.classifier is not None
         pipeline = Pipeline(settings=s, jobs=self.jobs, spool=self.spool,
                             classifier=self.classifier, metrics=self.metrics,
                             on_result=lambda: self.outbox_loop.wake.set())  # fmt: skip
@@ -149,12 +197,12 @@ class Node:
             for loop in self.worker_loops:
                 loop.wake.set()
 
-        store_ctx = StoreContext(spool=self.spool, jobs=self.jobs, metrics=self.metrics,
-                                 salt=salt, on_received=wake_workers,
-                                 audit=self.audit,
-                                 max_dataset_bytes=s.node.max_dataset_mb * 1024 * 1024)  # fmt: skip
-        self.store_ctx = store_ctx
-        on_delivered = self._start_orthanc(store_ctx)
+        self.store_ctx = StoreContext(
+            spool=self.spool, jobs=self.jobs, metrics=self.metrics, salt=s.node.log_salt,
+            on_received=wake_workers, audit=self.audit,
+            max_dataset_bytes=s.node.max_dataset_mb * 1024 * 1024,
+        )  # fmt: skip
+        on_delivered = self._start_orthanc(self.store_ctx)
         self.outbox_loop = Loop(
             "outbox",
             lambda: deliver_due(jobs=self.jobs, spool=self.spool, settings=s,
@@ -168,8 +216,15 @@ class Node:
             lambda: self.jobs.renew_leases(owner=self.owner, lease_seconds=lease) < 0,
             idle=lease / 3,
         )
-        uploads = UploadStore(data / UPLOADS_DIR)  # HTTP analysis results (issue 10)
+        self.uploads_loop = Loop("uploads", self._uploads_expiry(), idle=UPLOADS_CLEANUP_SECONDS)
+        self.loops += [*self.worker_loops, self.outbox_loop, self.lease_loop, self.uploads_loop]
+        for loop in self.loops:
+            loop.start()
 
+    def _uploads_expiry(self) -> Callable[[], bool]:
+        """The uploads loop's step: HTTP analysis results (issue 10) past their retention."""
+        s = self.settings
+        uploads = UploadStore(s.node.data_dir / UPLOADS_DIR)
         expired = upload_expired_recorder(self.audit,
                                           retention_hours=s.api.upload_retention_hours)  # fmt: skip
 
@@ -178,32 +233,15 @@ class Node:
                                    on_removed=expired)  # fmt: skip
             return False  # idle until the next check
 
-        self.uploads_loop = Loop("uploads", expire_uploads, idle=UPLOADS_CLEANUP_SECONDS)
-        self.loops += [*self.worker_loops, self.outbox_loop, self.lease_loop, self.uploads_loop]
-        for loop in self.loops:
-            loop.start()
+        return expire_uploads
+
+    def _start_scp(self) -> None:
+        s = self.settings
         try:
-            self.scp = start_scp(s.node, store_ctx)
+            self.scp = start_scp(s.node, self.store_ctx)
         except OSError as exc:  # a port in use, an unreadable certificate or key (ssl.SSLError)
             raise StartupError(f"[FAIL] DICOM SCP: cannot listen ({describe_receiving(s.node)}): "
                                f"{type(exc).__name__}: {exc}") from None  # fmt: skip
-        self._start_api()
-        self._start_retention()
-        self.audit.record(event=AuditEventID.APPLICATION_ACTIVITY, action=AuditAction.EXECUTE,
-                          actor=s.node.ae_title, detail="node started")  # fmt: skip
-        log.info(
-            "node started",
-            ae_title=s.node.ae_title,
-            dicom_port=self.dicom_port,
-            dicom_ports=self.scp.ports(),  # {"plaintext": …, "tls": …}: node.port, node.tls_port
-            api_port=s.api.port,
-            model=card.display_name,
-            runtime=self.classifier.runtime,
-            destinations=[d.name for d in s.destinations],
-            retention_next_run=str(self.retention_scheduler.next_run_time)
-            if self.retention_scheduler
-            else None,
-        )
 
     def _start_orthanc(self, store_ctx: StoreContext) -> Any:
         """Orthanc integration (dicomnode.pacs.orthanc): outcome recording and the pull path, each
@@ -230,10 +268,6 @@ class Node:
 
     # --- retention --------------------------------------------------------------------------
 
-    def _orthanc(self) -> OrthancRest | None:
-        r = self.settings.retention
-        return OrthancRest(r.results_orthanc_url) if r.results_orthanc_url else None
-
     def _finish_interrupted_retention(self) -> None:
         """Deletions a killed run marked are finished before anything else touches the spool."""
         assert self.audit is not None
@@ -249,10 +283,11 @@ class Node:
         assert self.audit is not None
         s = self.settings
         store = SqlRetentionStore(self.engine, self.spool)
+        url = s.retention.results_orthanc_url
         try:
             run_retention(store=store, files=self.spool, audit=self.audit,
                           policy=RetentionPolicy.from_settings(s), now=utcnow(),
-                          uid_root=s.node.uid_root, orthanc=self._orthanc(),
+                          uid_root=s.node.uid_root, orthanc=OrthancRest(url) if url else None,
                           stop=self.stopping)  # fmt: skip
         except RetentionBusy:
             log.info("retention run skipped: another run holds the lock")
@@ -348,6 +383,7 @@ class Node:
         requeued = self.jobs.release_owned(self.owner) if hasattr(self, "jobs") else 0
         if self.audit is not None:
             self.audit.flush_all()
+        if self.audit is not None and self.started:
             self.audit.record(event=AuditEventID.APPLICATION_ACTIVITY, action=AuditAction.EXECUTE,
                               actor=self.settings.node.ae_title, detail="node stopped")  # fmt: skip
         if self.api_server is not None:
@@ -359,23 +395,6 @@ class Node:
         self.stopped.set()
         log.info("node stopped", requeued=requeued, seconds=round(time.monotonic() - started, 2))
 
-    def run_forever(self, *, grace: float | None = None) -> None:
-        stop = threading.Event()
-
-        def _signal(signum: int, _frame: Any) -> None:
-            if stop.is_set():
-                log.warning("second signal: exiting now", signal=signal.Signals(signum).name)
-                exit_now(1)
-            log.info("signal received; stopping", signal=signal.Signals(signum).name)
-            stop.set()
-
-        signal.signal(signal.SIGTERM, _signal)
-        signal.signal(signal.SIGINT, _signal)
-        self.start()
-        stop.wait()
-        self.stop(grace=grace)
-        _join_until(self.deadline)
-
 
 def _drain_associations(server: Any, *, timeout: float) -> None:
     """Let associations in progress end by themselves for `timeout` seconds, then abort them
@@ -385,31 +404,3 @@ def _drain_associations(server: Any, *, timeout: float) -> None:
         time.sleep(0.05)
     for assoc in server.active_associations:
         assoc.abort()
-
-
-def _join_until(deadline: float | None) -> None:
-    """Threads we do not start ourselves (an executor's worker in a long call) get until the
-    deadline; the caller then ends the process with `exit_now` whatever they are doing."""
-    main = threading.main_thread()
-    for thread in threading.enumerate():
-        if thread is main or thread.daemon:
-            continue
-        thread.join(timeout=max(0.0, (deadline or 0) - time.monotonic()))
-    others = [t for t in threading.enumerate() if t is not main and not t.daemon]
-    busy = [t.name for t in others if t.is_alive()]
-    if busy:
-        log.warning("threads still busy at the end of the grace period; exiting", threads=busy)
-
-
-def exit_now(code: int) -> None:
-    """End the process without the interpreter's teardown. Call only once everything is on
-    disk: tearing down torch's module graph alone takes seconds (more on a busy machine) and
-    would push the exit past the grace period."""
-    import logging
-    import sys
-
-    for handler in logging.getLogger().handlers:
-        handler.flush()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)

@@ -12,7 +12,7 @@ or patient attribute) with PS3.15 Event IDs:
   a refused upload is one event with outcome 8 and the refusal's code (its reason class).
 - Export (110106), action R: a result file of an analysis downloaded (overlay PNG, SC/SR,
   XLSX report): patient data leaving the node.
-- User Authentication (110114): a refused token on the analysis routes (as `api.py` does for
+- User Authentication (110114): a refused token on the analysis routes (as `app.py` does for
   the others), a failed or throttled sign-in on `/login`, a cross-origin request refused by
   `guard.BrowserGuard`.
 
@@ -39,16 +39,17 @@ import threading
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Hashable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 
 from dicomnode.audit import Audit, AuditAction, AuditEventID, AuditOutcome
 from dicomnode.http.auth import SESSION_COOKIE, TokenAuth
+from dicomnode.http.context import ApiContext
+from dicomnode.http.upload_audit import ENTRY_REASONS, analysis_studies, file_studies
 from dicomnode.uids import hash_uid
 
 if TYPE_CHECKING:
-    from dicomnode.http.app import ApiContext
     from dicomnode.store.tables import Job
     from dicomnode.store.worklist import WorklistFilters
 
@@ -56,11 +57,6 @@ if TYPE_CHECKING:
 REPEAT_SECONDS = 300.0
 #: How many (client, thing) pairs are remembered for that (least recently used go first).
 _REMEMBERED = 4096
-#: Reasons an archive entry is not read (analysis.py, studyzip.py); any other text is "other".
-ENTRY_REASONS = frozenset({
-    "not a DICOM file", "not a readable DICOM file", "DICOM file without a Study Instance UID",
-    "encrypted entry", "unsupported compression method",
-})  # fmt: skip
 _FILE_KINDS = (("overlay", "overlay PNG"), ("sc-", "SC (DICOM)"), ("sr-", "SR (DICOM)"),
                ("report", "XLSX report"))  # fmt: skip
 
@@ -301,7 +297,7 @@ class AccessAudit:
 
     def refused(self, request: Request, *, why: str = "bearer token refused") -> None:
         """A refused token, sign-in or cross-origin request (User Authentication, outcome 4),
-        as api.py records a refused token; `why` holds no identifier nor submitted text."""
+        as app.py records a refused token; `why` holds no identifier nor submitted text."""
         if self.audit is None:
             return
         self._save(request, [{
@@ -315,35 +311,6 @@ class AccessAudit:
         assert self.audit is not None
         actor, peer = self.who(request)
         self.audit.save([self.audit.make(actor=actor, peer=peer, **e) for e in events])
-
-
-def upload_expired_recorder(
-    audit: Audit | None, *, retention_hours: float
-) -> Callable[[str, dict[str, Any] | None], None] | None:
-    """`UploadStore.remove_expired`'s `on_removed`: an analysis upload deleted by its
-    retention is a deletion of the studies it held (DICOM Study Deleted, D), one event per
-    study, or one without a study for an upload that held none (a PNG, a failed analysis)."""
-    if audit is None:
-        return None
-
-    def record(upload_id: str, result: dict[str, Any] | None) -> None:
-        studies: dict[str | None, int] = {None: 0}
-        if found := analysis_studies(result or {}):
-            studies = dict(found.items())
-        audit.save([
-            audit.make(event=AuditEventID.STUDY_DELETED, action=AuditAction.DELETE,
-                       actor=UPLOADS_ACTOR, study_uid=study_uid,
-                       object=f"upload:{upload_id[:8]}", count=images,
-                       detail=f"analysis upload deleted after {retention_hours:g} h "
-                              "(api.upload_retention_hours)")
-            for study_uid, images in studies.items()
-        ])  # fmt: skip
-
-    return record
-
-
-#: The audit actor of the node's own clean-up of HTTP uploads.
-UPLOADS_ACTOR = "dicomnode:uploads"
 
 
 # --- pure helpers ---------------------------------------------------------------------------
@@ -370,33 +337,9 @@ def worklist_filters(filters: WorklistFilters, *, identifiers: bool) -> str:
     return " ".join(parts)
 
 
-def analysis_studies(result: dict[str, Any]) -> dict[str, int]:
-    """Study Instance UID → DICOM files, of a stored analysis result."""
-    if result.get("type") == "study":
-        return {
-            str(s["study_instance_uid"]): int(s.get("images", 0))
-            for s in result.get("studies", [])
-            if s.get("study_instance_uid")
-        }
-    study = (result.get("dicom") or {}).get("study_instance_uid")
-    return {str(study): 1} if study else {}
+def get_access(request: Request) -> AccessAudit:
+    """FastAPI dependency: the app's AccessAudit (made by `create_app`)."""
+    return cast(AccessAudit, request.app.state.access_audit)
 
 
-def file_studies(result: dict[str, Any], name: str) -> list[str]:
-    """The studies whose data a result file of an analysis holds (the report: all of them)."""
-    if result.get("type") != "study":
-        return list(analysis_studies(result))
-    if name in (result.get("files") or {}).values():  # the XLSX report
-        return list(analysis_studies(result))
-    found = [
-        str(s["study_instance_uid"])
-        for s in result.get("studies", [])
-        if name in (s.get("files") or {}).values()
-    ]
-    found += [
-        str(i["metadata"]["study_instance_uid"])
-        for i in result.get("images", [])
-        if name in (i.get("files") or {}).values()
-        and (i.get("metadata") or {}).get("study_instance_uid")
-    ]
-    return sorted(set(found))
+Access = Annotated[AccessAudit, Depends(get_access)]

@@ -37,23 +37,21 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Message
 
-from dicomnode.http.access import AccessAudit, upload_expired_recorder
+from dicomnode.http.access import AccessAudit
 from dicomnode.http.auth import TokenAuth
 from dicomnode.http.i18n import LANGUAGES, MESSAGES, choose_language, translator
-from dicomnode.http.worklist import (
-    TEMPLATES,
-    _language,
-    _languages,
-    _remember_language,
-    login_page,
-)
+from dicomnode.http.pages import TEMPLATES, login_page
+from dicomnode.http.pages import language as _language
+from dicomnode.http.pages import languages as _languages
+from dicomnode.http.pages import remember_language as _remember_language
+from dicomnode.http.upload_audit import upload_expired_recorder
 from dicomnode.store.tables import ResultKind
 from dicomnode.uploads.analysis import AnalysisError, UploadKind, analyze_file, analyze_study, sniff
 from dicomnode.uploads.store import UPLOADS_DIR, UploadStore
 from dicomnode.uploads.studyzip import ZipLimits
 
 if TYPE_CHECKING:
-    from dicomnode.http.app import ApiContext
+    from dicomnode.http.context import ApiContext
     from dicomnode.model.classifier import Classifier
 
 log = structlog.stdlib.get_logger("dicomnode.web.analyze")

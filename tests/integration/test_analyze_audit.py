@@ -194,7 +194,7 @@ def test_an_upload_the_node_fails_on_is_a_major_failure(node, tmp_path):
 
 
 def test_an_upload_deleted_by_its_retention_is_audited_as_deleted(node, tmp_path):
-    from dicomnode.http.access import UPLOADS_ACTOR, upload_expired_recorder
+    from dicomnode.http.upload_audit import UPLOADS_ACTOR, upload_expired_recorder
     from dicomnode.uploads.store import UPLOADS_DIR, UploadStore
 
     study = new_uid("audit expiring study")

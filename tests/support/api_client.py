@@ -8,11 +8,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from starlette.routing import BaseRoute
 
 from dicomnode.audit import Audit
 from dicomnode.config import Settings
-from dicomnode.http.app import ApiContext, create_app
+from dicomnode.http.app import create_app
+from dicomnode.http.context import ApiContext
 from dicomnode.metrics import Metrics
 from dicomnode.store.db import make_engine
 from dicomnode.store.jobs import Jobs
@@ -38,3 +41,13 @@ def api_client(
         yield TestClient(create_app(ctx), headers={"Authorization": f"Bearer {TOKEN}"}), jobs, audit
     finally:
         engine.dispose()
+
+
+def app_routes(app: FastAPI) -> list[BaseRoute]:
+    """Every route of `app`, those of its routers included (FastAPI 0.16x keeps an included
+    router as one entry of `app.routes`; older versions copy its routes there)."""
+    try:
+        from fastapi.routing import iter_route_contexts
+    except ImportError:  # FastAPI < 0.16x: the routes are on the app itself
+        return list(app.routes)
+    return [context.original_route for context in iter_route_contexts(app.routes)]

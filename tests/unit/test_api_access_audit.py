@@ -18,7 +18,8 @@ from starlette.requests import Request
 from dicomnode.audit import Audit, AuditEvent
 from dicomnode.config import Settings
 from dicomnode.http.access import AccessAudit
-from dicomnode.http.app import ApiContext, create_app
+from dicomnode.http.app import create_app
+from dicomnode.http.context import ApiContext
 from dicomnode.metrics import Metrics
 from dicomnode.store.db import make_engine
 from dicomnode.store.jobs import Jobs, Received

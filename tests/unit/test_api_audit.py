@@ -6,7 +6,8 @@ from fastapi.testclient import TestClient
 
 from dicomnode.audit import Audit, AuditAction, AuditEventID
 from dicomnode.config import Settings
-from dicomnode.http.app import ApiContext, create_app
+from dicomnode.http.app import create_app
+from dicomnode.http.context import ApiContext
 from dicomnode.metrics import Metrics
 from dicomnode.store.db import make_engine
 from dicomnode.store.jobs import Jobs, Received

@@ -12,7 +12,8 @@ from fastapi.testclient import TestClient
 
 from dicomnode.audit import Audit
 from dicomnode.config import Settings
-from dicomnode.http.app import ApiContext, create_app
+from dicomnode.http.app import create_app
+from dicomnode.http.context import ApiContext
 from dicomnode.ingest.admission import StoreContext, store_bytes
 from dicomnode.metrics import Metrics
 from dicomnode.model.classifier import Classifier

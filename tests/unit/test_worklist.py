@@ -17,8 +17,9 @@ from fastapi.testclient import TestClient
 from starlette.routing import Route
 
 from dicomnode.config import Settings
-from dicomnode.http.app import ApiContext, create_app
+from dicomnode.http.app import create_app
 from dicomnode.http.auth import SESSION_COOKIE
+from dicomnode.http.context import ApiContext
 from dicomnode.http.i18n import MESSAGES, choose_language
 from dicomnode.metrics import Metrics
 from dicomnode.model.card import ModelCard
@@ -27,6 +28,7 @@ from dicomnode.store.jobs import Jobs, Received
 from dicomnode.store.spool import Spool
 from dicomnode.store.tables import JobState, ResultKind
 from dicomnode.store.worklist import FilterError, WorklistFilters, query_worklist
+from tests.support.api_client import app_routes
 
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -206,7 +208,7 @@ def _concrete(path: str) -> str:
 def test_every_route_but_health_and_login_needs_the_token(db, tmp_path):
     client = _client(db, tmp_path)
     checked = []
-    for route in client.app.routes:
+    for route in app_routes(client.app):
         if not isinstance(route, APIRoute | Route):
             continue
         for method in sorted(route.methods or ()):

@@ -1,0 +1,30 @@
+"""`GET /api/model`: the model card of the loaded model and the engine that runs it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, status
+
+from dicomnode.http.context import BEARER, Context
+from dicomnode.model.card import ModelCard
+
+router = APIRouter(dependencies=BEARER)
+
+
+@router.get("/api/model")
+def model(ctx: Context) -> dict[str, Any]:
+    card = ctx.card()
+    if card is None:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "model not loaded")
+    data = model_json(card)
+    if ctx.classifier is not None:  # which engine runs it: torch, onnxruntime, openvino-f32
+        data["runtime"] = ctx.classifier.runtime
+    return data
+
+
+def model_json(card: ModelCard) -> dict[str, Any]:
+    data = card.to_json()
+    data["display_name"] = card.display_name
+    data["untrained_demo"] = not card.trained
+    return data

@@ -20,7 +20,6 @@ import structlog
 from pydicom import Dataset, dcmread
 from pydicom._uid_dict import UID_dictionary
 from pydicom.datadict import dictionary_VR
-from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_dataset
 from pydicom.tag import Tag
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
@@ -42,6 +41,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from dicomnode.audit import Audit, AuditAction, AuditEventID, AuditOutcome
 from dicomnode.config import NodeSettings
+from dicomnode.imaging.dicom_errors import RECEIVED_ERRORS
 from dicomnode.ingest.admission import Admission
 from dicomnode.ingest.connections import (
     HandshakeInThread,
@@ -187,11 +187,7 @@ def _at_pixel_data(tag: Any, _vr: Any, _length: int) -> bool:
     return bool(tag >= 0x7FE00010)
 
 
-_DECODE_ERRORS = (
-    InvalidDicomError, ValueError, KeyError, TypeError, EOFError, OSError,
-    NotImplementedError, IndexError, OverflowError, MemoryError, AttributeError,
-    RecursionError, zlib.error,
-)  # fmt: skip
+_DECODE_ERRORS = RECEIVED_ERRORS  # what a received dataset may raise (dicom_errors)
 
 _INFLATE_CHUNK = 1024 * 1024  # output per step
 _INFLATE_INPUT = 64 * 1024  # compressed input per step

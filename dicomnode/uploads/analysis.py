@@ -43,6 +43,7 @@ from pydicom.uid import (
 )
 
 from dicomnode.imaging import preprocess
+from dicomnode.imaging.dicom_errors import VALUE_ERRORS
 from dicomnode.library_warnings import summarised
 from dicomnode.model.card import ModelCard
 from dicomnode.model.classifier import Classifier, outcome_for
@@ -211,7 +212,7 @@ def _get(ds: Dataset | None, keyword: str) -> Any:
         return None
     try:
         return ds.get(keyword)
-    except (ValueError, TypeError, AttributeError, KeyError, IndexError, OverflowError):
+    except VALUE_ERRORS:
         return None
 
 

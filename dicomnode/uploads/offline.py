@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from pydicom import Dataset, dcmread
-from pydicom.errors import InvalidDicomError
 
 from dicomnode.imaging import preprocess
+from dicomnode.imaging.dicom_errors import READ_ERRORS
 from dicomnode.model.classifier import Classifier, Prediction, outcome_for
 from dicomnode.objects.sc import build_sc
 from dicomnode.objects.sources import SourceRejected, build_leaving_out, describe_failure
@@ -100,7 +100,7 @@ def _classify_one(
 ) -> FileResult:
     try:
         ds = dcmread(path)
-    except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError) as exc:
+    except READ_ERRORS as exc:
         return FileResult(str(path), "failed", f"not a readable DICOM file ({type(exc).__name__})")
     reason = preprocess.eligibility(ds, uid_root=uids.root, min_size=classifier.card.min_image_size)
     if reason is not None:

@@ -18,10 +18,10 @@ from io import BytesIO
 import numpy as np
 import structlog
 from pydicom import Dataset, dcmread
-from pydicom.errors import InvalidDicomError
 
 from dicomnode.config import Settings
 from dicomnode.imaging import preprocess
+from dicomnode.imaging.dicom_errors import READ_ERRORS
 from dicomnode.library_warnings import summarised
 from dicomnode.metrics import Metrics
 from dicomnode.model.classifier import Classifier, Outcome, Prediction, outcome_for
@@ -34,9 +34,6 @@ from dicomnode.store.tables import Job, JobState, ResultKind, utcnow
 from dicomnode.uids import derive_uid, hash_uid
 
 log = structlog.stdlib.get_logger("dicomnode.pipeline")
-
-_READ_ERRORS = (InvalidDicomError, ValueError, KeyError, TypeError, EOFError, OSError,
-                AttributeError, IndexError, OverflowError, NotImplementedError)  # fmt: skip
 
 
 #: An OSError with one of these while *reading* the spooled file is the machine's state, not the
@@ -174,7 +171,7 @@ class Pipeline:
             if exc.errno in _TRANSIENT_READ_ERRNOS:
                 return self._defer(job, exc, doing="spooled file cannot be read")
             return self._finish(job, JobState.FAILED, f"cannot read dataset ({type(exc).__name__})")
-        except _READ_ERRORS as exc:
+        except READ_ERRORS as exc:
             return self._finish(job, JobState.FAILED, f"cannot read dataset ({type(exc).__name__})")
         reason = preprocess.eligibility(
             ds,
@@ -189,7 +186,7 @@ class Pipeline:
             image = preprocess.to_grayscale(ds, min_size=self.decode_min_size)
         except preprocess.NotClassifiable as exc:
             return self._finish(job, JobState.FAILED, exc.reason)
-        except _READ_ERRORS as exc:
+        except READ_ERRORS as exc:
             return self._finish(
                 job, JobState.FAILED, f"pixel data cannot be decoded ({type(exc).__name__})"
             )
@@ -423,7 +420,7 @@ class Pipeline:
         path = self.spool.path(self.spool.relative_path(uid, kind="out"))
         try:
             return dcmread(path, stop_before_pixels=True)
-        except (FileNotFoundError, *_READ_ERRORS):
+        except (FileNotFoundError, *READ_ERRORS):
             return None
 
     # --- files --------------------------------------------------------------------------------
@@ -458,7 +455,7 @@ class Pipeline:
                 continue
             try:
                 header.add(ds[tag])
-            except _READ_ERRORS:
+            except READ_ERRORS:
                 continue
         header.file_meta = ds.file_meta
         buffer = BytesIO()
@@ -471,7 +468,7 @@ class Pipeline:
         relative = self.spool.relative_path(sop_instance_uid, kind="hdr")
         try:
             return dcmread(self.spool.path(relative), force=True)
-        except (FileNotFoundError, *_READ_ERRORS):
+        except (FileNotFoundError, *READ_ERRORS):
             return None
 
 
@@ -496,6 +493,6 @@ class _ReportImage:
 def _instance_number(ds: Dataset) -> int:
     try:
         value = int(ds.get("InstanceNumber") or 1)
-    except _READ_ERRORS:  # absent, malformed, or an element pydicom cannot decode
+    except READ_ERRORS:  # absent, malformed, or an element pydicom cannot decode
         return 1
     return value if 0 < value < 2**31 else 1

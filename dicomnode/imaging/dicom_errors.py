@@ -19,13 +19,13 @@ import zlib
 
 from pydicom.errors import InvalidDicomError
 
-VALUE_ERRORS: tuple[type[Exception], ...] = (
+VALUE_ERRORS = (
     ValueError, TypeError, AttributeError, KeyError, IndexError, OverflowError,
 )  # fmt: skip
-READ_ERRORS: tuple[type[Exception], ...] = (
+READ_ERRORS = (
     InvalidDicomError, EOFError, OSError, NotImplementedError, *VALUE_ERRORS,
 )  # fmt: skip
-RECEIVED_ERRORS: tuple[type[Exception], ...] = (
+RECEIVED_ERRORS = (
     *READ_ERRORS, MemoryError, RecursionError, zlib.error,
 )  # fmt: skip
 

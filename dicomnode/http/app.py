@@ -21,7 +21,7 @@ from dicomnode.audit import Audit, AuditAction, AuditEventID, AuditOutcome, even
 from dicomnode.config import Settings
 from dicomnode.http import worklist as web
 from dicomnode.http.access import AccessAudit, client_id
-from dicomnode.http.analyze import add_analysis_routes
+from dicomnode.http.analyze import include_analysis
 from dicomnode.http.auth import TokenAuth
 from dicomnode.http.docs import add_docs_routes
 from dicomnode.http.guard import BrowserGuard
@@ -231,7 +231,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     if ctx.orthanc_pull is not None:
         _orthanc_routes(app, ctx.orthanc_pull, auth)
 
-    add_analysis_routes(app, ctx)  # /api/analyze, /api/analyze-study, /analyze, /about-model
+    include_analysis(app, ctx)  # /api/analyze, /api/analyze-study, /analyze, /about-model
 
     return app
 

@@ -1,8 +1,9 @@
 """Orchestration of one job and of one study report, with every dependency passed in.
 
-job:    spool file → eligible? → preprocess → classify (+ heatmap) → SC → outbox → record
-study:  quiet for study_stable_seconds → SR over all classified images (new version when late
-        images arrive, naming the previous one) → outbox → record
+job:    spool file → eligible? → preprocess (`work.prepare`) → classify (+ heatmap) → the
+        image's objects (`objects.outputs`: the SC) → outbox (`work.results`) → record
+study:  quiet for study_stable_seconds → the study's objects (the SR) over all classified
+        images (new version when late images arrive, naming the previous one) → outbox → record
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from fastapi.routing import APIRoute
+from fastapi.routing import APIRoute, iter_route_contexts
 from fastapi.testclient import TestClient
 from starlette.routing import Route
 
@@ -63,8 +63,8 @@ def test_every_state_changing_route_refuses_the_cookie_from_another_origin(api):
     client, _, audit = api
     browser = _cookie_client(client)
     checked = set()
-    for route in client.app.routes:
-        if not isinstance(route, APIRoute | Route):
+    for route in iter_route_contexts(client.app.routes):  # included routers too
+        if not isinstance(route.original_route, APIRoute | Route):
             continue
         for method in sorted((route.methods or set()) & STATE_CHANGING):
             path = re.sub(r"\{[^}]+\}", "1", route.path)

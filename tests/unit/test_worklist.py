@@ -12,7 +12,7 @@ from datetime import date
 from typing import Any
 
 import pytest
-from fastapi.routing import APIRoute
+from fastapi.routing import APIRoute, iter_route_contexts
 from fastapi.testclient import TestClient
 from starlette.routing import Route
 
@@ -206,8 +206,8 @@ def _concrete(path: str) -> str:
 def test_every_route_but_health_and_login_needs_the_token(db, tmp_path):
     client = _client(db, tmp_path)
     checked = []
-    for route in client.app.routes:
-        if not isinstance(route, APIRoute | Route):
+    for route in iter_route_contexts(client.app.routes):  # included routers too
+        if not isinstance(route.original_route, APIRoute | Route):
             continue
         for method in sorted(route.methods or ()):
             if method == "HEAD":

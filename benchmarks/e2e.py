@@ -56,7 +56,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import machine, median, percentile, table, write_json
 from dicomnode.config import NodeSettings
-from dicomnode.work.pipeline import OutputUIDs
+from dicomnode.objects.outputs import SC, SR, OutputUIDs
 from tests.support import data
 from tests.support.nodecfg import orthanc_destination, read_ports, write_node_config
 from tests.support.peers import NodeProcess, Orthanc
@@ -254,7 +254,7 @@ def main() -> None:
     # and the faster of the two (the stricter reference) is used.
     alone = inference_alone(args.runtime, models, rounds=10, spinning=args.spinning)
     print(f"inference alone, before: {alone}", file=sys.stderr)
-    uids = OutputUIDs(NodeSettings().uid_root, str(alone["version"]))
+    uids = OutputUIDs(root=NodeSettings().uid_root, model_version=str(alone["version"]))
     source = data.testdata(data.RG3_UNCR)
     result: dict[str, Any] = {"args": vars(args), "sender": args.sender,
                               "timing": TIMING_LABEL[args.timing],
@@ -314,7 +314,7 @@ def single_image(args: Any, path: Path, study: str, port: int, orthanc: Orthanc,
     """Send one image; seconds from the send start until its SC and its study's SR are stored
     in Orthanc, by `args.timing`, and the raw stamps behind them."""
     sop = str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID)
-    sc_uid, sr_uid = uids.sc_instance(sop), uids.sr_instance(study, 1)
+    sc_uid, sr_uid = uids.instance(SC, sop), uids.instance(SR, study)
     sent = send_pynetdicom(path, port) if args.sender == "pynetdicom" else storescu([path], port)
     if args.timing == "orthanc-poll":  # the former way: Orthanc polled every 10 ms
         wait_until(lambda: lookup(orthanc, sc_uid), timeout=600, interval=0.01,
@@ -343,10 +343,10 @@ def burst(args: Any, tmp: Path, source: Path, port: int, orthanc: Orthanc, uids:
     for i in range(args.burst):
         if i % args.per_study == 0:
             study = pydicom.uid.generate_uid()
-            srs.append(uids.sr_instance(study, 1))
+            srs.append(uids.instance(SR, study))
         path = data.copy_with_new_uids(source, tmp / "burst" / f"{i:04d}.dcm", study_uid=study)
         paths.append(path)
-        scs.append(uids.sc_instance(str(pydicom.dcmread(path, stop_before_pixels=True)
+        scs.append(uids.instance(SC, str(pydicom.dcmread(path, stop_before_pixels=True)
                                         .SOPInstanceUID)))  # fmt: skip
     baseline = int(orthanc.get("/statistics")["CountInstances"])
     peak_rss = [0]

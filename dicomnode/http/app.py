@@ -27,7 +27,7 @@ from fastapi import FastAPI, Request
 from dicomnode.audit import AuditAction, AuditEventID, AuditOutcome
 from dicomnode.http import audit_trail, docs, health, jobs, login, model, orthanc, studies, worklist
 from dicomnode.http.access import AccessAudit, client_id
-from dicomnode.http.analyze import add_analysis_routes
+from dicomnode.http.analyze import include_analysis
 from dicomnode.http.auth import TokenAuth
 from dicomnode.http.context import ApiContext
 from dicomnode.http.guard import BrowserGuard, LoginThrottle
@@ -64,7 +64,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
         app.include_router(router)
     if ctx.orthanc_pull is not None:
         app.include_router(orthanc.router)
-    add_analysis_routes(app, ctx)  # /api/analyze, /api/analyze-study, /analyze, /about-model
+    include_analysis(app, ctx)  # /api/analyze, /api/analyze-study, /analyze, /about-model
     return app
 
 

@@ -51,6 +51,7 @@ from pydicom.uid import (
 )
 
 from dicomnode import MANUFACTURER
+from dicomnode.imaging.dicom_errors import VALUE_ERRORS
 
 #: Larger images are refused before decoding (a 43x43 cm detector at 0.1 mm is ~18 MP).
 MAX_PIXELS = 100_000_000
@@ -81,7 +82,7 @@ _DENTAL_CLASSES = frozenset(
     {DigitalIntraOralXRayImageStorageForPresentation, DigitalIntraOralXRayImageStorageForProcessing}
 )
 _PERCENTILE_SAMPLES = 1 << 18  # pixels sampled (on a regular grid) for the percentile window
-_HEADER_ERRORS = (ValueError, TypeError, AttributeError, KeyError, IndexError, OverflowError)
+_HEADER_ERRORS = VALUE_ERRORS  # a malformed value counts as absent (dicom_errors)
 
 
 class NotClassifiable(ValueError):

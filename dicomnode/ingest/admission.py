@@ -21,13 +21,13 @@ from typing import Any
 
 from pydicom import Dataset, dcmread
 from pydicom.datadict import dictionary_VR
-from pydicom.errors import InvalidDicomError
 from pydicom.filereader import _read_file_meta_info, read_preamble
 from pydicom.tag import Tag
 from pydicom.uid import UID
 from sqlalchemy.exc import SQLAlchemyError
 
 from dicomnode.audit import Audit, AuditAction, AuditEventID, AuditOutcome
+from dicomnode.imaging.dicom_errors import RECEIVED_ERRORS
 from dicomnode.library_warnings import summarised
 from dicomnode.metrics import Metrics
 from dicomnode.store.jobs import Jobs, Received
@@ -81,11 +81,7 @@ def looks_like_uid(value: object) -> bool:
 
 
 #: What pydicom raises on a dataset it cannot read.
-_DECODE_ERRORS = (
-    InvalidDicomError, ValueError, KeyError, TypeError, EOFError, OSError,
-    NotImplementedError, IndexError, OverflowError, MemoryError, AttributeError,
-    RecursionError, zlib.error,
-)  # fmt: skip
+_DECODE_ERRORS = RECEIVED_ERRORS  # what a received dataset may raise (dicom_errors)
 
 
 _INFLATE_CHUNK = 1024 * 1024  # output per step

@@ -37,13 +37,12 @@ from dicomnode.objects.codes import (
     algorithm_equipment,
     software_versions,
 )
+from dicomnode.objects.series import SC_SERIES_DESCRIPTION, SC_SERIES_NUMBER
 from dicomnode.objects.sources import blanked, output_header
 
 if TYPE_CHECKING:
     from dicomnode.model.classifier import Prediction
 
-SC_SERIES_NUMBER = 9902
-SC_SERIES_DESCRIPTION = "AI fracture triage overlay"
 #: Bound of the long side of the whole overlay (banner and footer included), in pixels.
 SC_MAX_SIZE = 1024
 #: Narrow images are centred on a canvas at least this wide, so the banner stays legible.

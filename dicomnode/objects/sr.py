@@ -43,14 +43,13 @@ from dicomnode.objects.codes import (
     finding_for_outcome,
     software_versions,
 )
+from dicomnode.objects.series import SR_SERIES_DESCRIPTION, SR_SERIES_NUMBER
 from dicomnode.objects.sources import blanked, output_header
 from dicomnode.uids import DEFAULT_UID_ROOT, derive_uid
 
 if TYPE_CHECKING:
     from dicomnode.model.classifier import Prediction
 
-SR_SERIES_NUMBER = 9901
-SR_SERIES_DESCRIPTION = "AI fracture triage report"
 #: Device Observer Name of the node in the observer context.
 DEVICE_OBSERVER_NAME = "dicomnode fracture triage node"
 STUDY_TRACKING_IDENTIFIER = "Fracture triage study result"

@@ -41,6 +41,7 @@ from typing import Any, Literal, Protocol
 import structlog
 
 from dicomnode.audit import Audit, AuditAction, AuditEvent, AuditEventID, AuditOutcome
+from dicomnode.objects.series import OWN_SERIES_DESCRIPTIONS
 
 log = structlog.stdlib.get_logger("dicomnode.retention")
 
@@ -49,7 +50,6 @@ ACTOR = "dicomnode:retention"
 AUDIT_BATCH = 5000
 _TERMINAL = frozenset({"classified", "skipped", "failed"})
 _DONE_WITH = frozenset({"classified", "skipped"})  # images nothing more will be done with
-OWN_SERIES_DESCRIPTIONS = frozenset({"AI fracture triage report", "AI fracture triage overlay"})
 
 Kind = Literal["source", "result", "study"]
 

@@ -1,11 +1,12 @@
 """Analysis of uploaded files (HTTP): one image, or a ZIP of a DICOM study.
 
 Nothing here re-implements the node: images are read by `preprocess.load_image`, DICOM goes
-through `offline.classify_files` (eligibility, `to_grayscale`, the classifier, `build_sc` per
-image and `build_sr` per study, UIDs derived from the source UIDs and the model version — so
-a file analysed here gives the same probability and the same SR/SC SOP Instance UIDs as when
-the node receives it by C-STORE), and the overlay PNG is `sc.render_overlay` (or a rendering
-of the SC itself for DICOM).
+through `offline.classify_files` (the pipeline's `work.prepare.display_image`, the classifier,
+and the registry `objects.outputs` for the objects of each image and of each study, UIDs
+derived from the source UIDs and the model version — so a file analysed here gives the same
+probability and the same SR/SC SOP Instance UIDs as when the node receives it by C-STORE), and
+the overlay PNG is `sc.render_overlay` (or a rendering of the SC itself for DICOM). Result
+fields are `uploads.fields`'.
 
 Each function writes into a directory the caller owns (see `uploads.py`) and returns a
 JSON-ready dict without URLs; the web layer adds those. Errors the client caused raise
@@ -36,7 +37,6 @@ from PIL import Image
 from pydicom import Dataset, dcmread
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import (
-    UID,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
@@ -45,8 +45,17 @@ from pydicom.uid import (
 from dicomnode.imaging import preprocess
 from dicomnode.library_warnings import summarised
 from dicomnode.model.card import ModelCard
-from dicomnode.model.classifier import Classifier, outcome_for
+from dicomnode.model.classifier import Classifier
+from dicomnode.objects.outputs import IMAGE_OUTPUTS, SC, STUDY_OUTPUTS
 from dicomnode.objects.sc import SC_MAX_SIZE, render_overlay
+from dicomnode.uploads.fields import (
+    dicom_summary,
+    distinct,
+    get_value,
+    model_fields,
+    prediction_fields,
+    text_value,
+)
 from dicomnode.uploads.offline import FileResult, classify_files
 from dicomnode.uploads.studyzip import ArchiveRejected, ZipLimits, read_members
 from dicomnode.uploads.xlsx import write_report
@@ -55,8 +64,6 @@ OVERLAY_FILE = "overlay.png"
 REPORT_FILE = "report.xlsx"
 #: Long side of the per-image overlay PNGs of a study (the single-image one is full size).
 STUDY_OVERLAY_SIZE = 768
-
-LABELS = {"positive": "fracture", "doubt": "uncertain", "negative": "no_fracture"}
 
 
 class UploadKind(StrEnum):
@@ -141,88 +148,6 @@ def _part10(data: bytes) -> bytes:
     return buffer.getvalue()
 
 
-# --- shared fields ----------------------------------------------------------------------------
-
-
-def prediction_fields(probability: float, card: ModelCard) -> dict[str, Any]:
-    outcome = str(outcome_for(probability, card))
-    return {
-        "outcome": outcome,
-        "label": LABELS[outcome],
-        "fracture_probability": probability,
-        "normal_probability": 1.0 - probability,
-        "confidence": max(probability, 1.0 - probability),
-    }
-
-
-def model_fields(card: ModelCard) -> dict[str, Any]:
-    return {
-        "model": {
-            "name": card.name,
-            "display_name": card.display_name,
-            "version": card.version,
-            "architecture": card.architecture,
-            "untrained_demo": not card.trained,
-        },
-        "untrained_demo": not card.trained,
-        "thresholds": {"low": card.threshold_low, "high": card.threshold_high},
-    }
-
-
-_SUMMARY_TEXT = (
-    "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "Modality", "Manufacturer",
-    "ManufacturerModelName", "BodyPartExamined", "ViewPosition", "Laterality",
-    "ImageLaterality", "PhotometricInterpretation", "StudyDate", "StudyDescription",
-    "SeriesDescription", "SoftwareVersions",
-)  # fmt: skip
-_SUMMARY_NUMBERS = ("SeriesNumber", "InstanceNumber", "Rows", "Columns", "BitsStored", "KVP")
-_SUMMARY_SPACING = ("PixelSpacing", "ImagerPixelSpacing")
-
-
-def dicom_summary(ds: Dataset) -> dict[str, Any]:
-    """The metadata an uploader wants to check (no patient identifiers). Tolerant: a missing
-    or malformed value is None."""
-    out: dict[str, Any] = {}
-    for keyword in _SUMMARY_TEXT:
-        value = _get(ds, keyword)
-        out[_snake(keyword)] = str(value).strip() if value not in (None, "") else None
-    for keyword in _SUMMARY_NUMBERS:
-        value = _get(ds, keyword)
-        try:
-            out[_snake(keyword)] = float(value) if keyword == "KVP" else int(value)
-        except (TypeError, ValueError):
-            out[_snake(keyword)] = None
-    for keyword in _SUMMARY_SPACING:
-        value = _get(ds, keyword)
-        try:
-            out[_snake(keyword)] = [float(v) for v in value] if value else None
-        except (TypeError, ValueError):
-            out[_snake(keyword)] = None
-    sop_class = str(_get(ds, "SOPClassUID") or "")
-    out["sop_class"] = UID(sop_class).name if sop_class else None
-    meta = getattr(ds, "file_meta", None)
-    syntax = str(_get(meta, "TransferSyntaxUID") or "") if meta is not None else ""
-    out["transfer_syntax"] = UID(syntax).name if syntax else None
-    return out
-
-
-def _get(ds: Dataset | None, keyword: str) -> Any:
-    if ds is None:
-        return None
-    try:
-        return ds.get(keyword)
-    except (ValueError, TypeError, AttributeError, KeyError, IndexError, OverflowError):
-        return None
-
-
-def _snake(keyword: str) -> str:
-    special = {"SOPInstanceUID": "sop_instance_uid", "StudyInstanceUID": "study_instance_uid",
-               "SeriesInstanceUID": "series_instance_uid", "KVP": "kvp"}  # fmt: skip
-    if keyword in special:
-        return special[keyword]
-    return "".join(f"_{c.lower()}" if c.isupper() else c for c in keyword).lstrip("_")
-
-
 def _png(pixels: np.ndarray, max_size: int | None = None) -> bytes:
     """PNG of uint8 RGB pixels. Not `sc.render_png`: its `optimize=True` costs seconds on a
     1024² overlay, fine for cached thumbnails, not for an answer someone waits for."""
@@ -291,18 +216,16 @@ def _analyze_dicom(
         raise AnalysisError(422, "not_radiograph", reason=r.reason)
     if r.state != "classified" or r.prediction is None or r.dataset is None:
         raise AnalysisError(422, "dicom_unreadable", reason=r.reason or "unknown")
-    assert r.sc_path is not None and r.sr_path is not None
-    (directory / OVERLAY_FILE).write_bytes(_sc_png(r.sc_path, SC_MAX_SIZE))
+    (directory / OVERLAY_FILE).write_bytes(_sc_png(r.outputs[SC.kind], SC_MAX_SIZE))
     ds = r.dataset
     return {
         **prediction_fields(r.prediction.probability, classifier.card),
         "image": {"rows": int(ds.Rows), "columns": int(ds.Columns)},
         "dicom": {
             **dicom_summary(ds),
-            "sc_sop_instance_uid": _sop_uid(r.sc_path),
-            "sr_sop_instance_uid": _sop_uid(r.sr_path),
+            **{f"{kind}_sop_instance_uid": _sop_uid(path) for kind, path in r.outputs.items()},
         },
-        "files": {"overlay": OVERLAY_FILE, "sc": r.sc_path.name, "sr": r.sr_path.name},
+        "files": {"overlay": OVERLAY_FILE, **{k: path.name for k, path in r.outputs.items()}},
     }
 
 
@@ -390,7 +313,7 @@ def _read_header(name: str, path: Path) -> _Entry:
         header = dcmread(path, stop_before_pixels=True)
     except Exception:  # pydicom raises many types on damaged files
         return _Entry(name, path, reason="not a readable DICOM file")
-    if not str(_get(header, "StudyInstanceUID") or ""):
+    if not str(get_value(header, "StudyInstanceUID") or ""):
         return _Entry(name, path, reason="DICOM file without a Study Instance UID")
     return _Entry(name, path, header=header)
 
@@ -404,13 +327,16 @@ def _image_row(
         "reason": r.reason,
         "metadata": dicom_summary(r.dataset if r.dataset is not None else entry.header),  # type: ignore[arg-type]
     }
-    if r.prediction is not None and r.sc_path is not None:
+    if r.prediction is not None and SC.kind in r.outputs:
         overlay = f"overlay-{n:05d}.png"
-        (directory / overlay).write_bytes(_sc_png(r.sc_path, STUDY_OVERLAY_SIZE))
-        files += [overlay, r.sc_path.name]
+        (directory / overlay).write_bytes(_sc_png(r.outputs[SC.kind], STUDY_OVERLAY_SIZE))
         row.update(prediction_fields(r.prediction.probability, card))
-        row["sc_sop_instance_uid"] = _sop_uid(r.sc_path)
-        row["files"] = {"overlay": overlay, "sc": r.sc_path.name}
+        row["files"] = {"overlay": overlay}
+        for output in IMAGE_OUTPUTS:
+            path = r.outputs[output.kind]
+            row[f"{output.kind}_sop_instance_uid"] = _sop_uid(path)
+            row["files"][output.kind] = path.name
+        files += row["files"].values()
     return row
 
 
@@ -440,13 +366,13 @@ def _study_row(
         "skipped": sum(1 for r in results if r.state == "skipped"),
         "failed": sum(1 for r in results if r.state == "failed"),
         "summary": {
-            "study_date": _text(first, "StudyDate"),
-            "study_description": _text(first, "StudyDescription"),
-            "modalities": _distinct(rows, "modality"),
-            "manufacturers": _distinct(rows, "manufacturer"),
-            "models": _distinct(rows, "manufacturer_model_name"),
-            "body_parts": _distinct(rows, "body_part_examined"),
-            "views": _distinct(rows, "view_position"),
+            "study_date": text_value(first, "StudyDate"),
+            "study_description": text_value(first, "StudyDescription"),
+            "modalities": distinct(rows, "modality"),
+            "manufacturers": distinct(rows, "manufacturer"),
+            "models": distinct(rows, "manufacturer_model_name"),
+            "body_parts": distinct(rows, "body_part_examined"),
+            "views": distinct(rows, "view_position"),
             "series": list(series.values()),
         },
         "outcome": None,
@@ -455,18 +381,10 @@ def _study_row(
     if classified:
         top = max(r.prediction.probability for r in classified)  # type: ignore[union-attr]
         study.update(prediction_fields(top, card))
-        sr_path = classified[0].sr_path
-        if sr_path is not None:
-            files.append(sr_path.name)
-            study["sr_sop_instance_uid"] = _sop_uid(sr_path)
-            study["files"] = {"sr": sr_path.name}
+        for output in STUDY_OUTPUTS:
+            path = classified[0].outputs.get(output.kind)
+            if path is not None:
+                files.append(path.name)
+                study[f"{output.kind}_sop_instance_uid"] = _sop_uid(path)
+                study["files"][output.kind] = path.name
     return study
-
-
-def _text(ds: Dataset | None, keyword: str) -> str | None:
-    value = _get(ds, keyword)
-    return str(value).strip() or None if value is not None else None
-
-
-def _distinct(rows: list[dict[str, Any]], key: str) -> list[str]:
-    return sorted({str(r["metadata"][key]) for r in rows if r["metadata"].get(key)})

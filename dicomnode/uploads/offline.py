@@ -1,25 +1,34 @@
 """Classify files without the network or the database: `dicomnode classify` and the HTTP
-analysis use this, with the same preprocessing, model, thresholds and builders as the node."""
+analysis use this, with the same preprocessing, model, thresholds and builders as the node:
+`work.prepare.display_image` decides what is classified, `objects.outputs` makes the objects
+(one per classified image and one per study, with the node's UIDs)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pydicom import Dataset, dcmread
-from pydicom.errors import InvalidDicomError
 
-from dicomnode.imaging import preprocess
+from dicomnode.imaging.dicom_errors import READ_ERRORS
 from dicomnode.model.classifier import Classifier, Prediction, outcome_for
-from dicomnode.objects.sc import build_sc
-from dicomnode.objects.sources import SourceRejected, build_leaving_out, describe_failure
-from dicomnode.objects.sr import build_sr
-from dicomnode.work.pipeline import OutputUIDs, _instance_number, log_refusal
+from dicomnode.objects.outputs import (
+    OUTPUTS,
+    ClassifiedImage,
+    OutputRefused,
+    OutputUIDs,
+    StudyImages,
+    image_outputs,
+    study_outputs,
+)
+from dicomnode.objects.sources import SourceRejected
+from dicomnode.work.pipeline import log_refusal
+from dicomnode.work.prepare import NotClassified, display_image
 
 
 @dataclass
@@ -28,8 +37,8 @@ class FileResult:
     state: str  # classified | skipped | failed
     reason: str | None = None
     prediction: Prediction | None = None
-    sc_path: Path | None = None
-    sr_path: Path | None = None
+    #: The objects written for this file, by kind (`objects.outputs`): "sc", "sr".
+    outputs: dict[str, Path] = field(default_factory=dict)
     dataset: Dataset | None = field(default=None, repr=False)
 
     def to_json(self, classifier: Classifier) -> dict[str, Any]:
@@ -45,20 +54,27 @@ class FileResult:
             "model": card.display_name,
             "model_version": card.version,
             "untrained_demo": not card.trained,
-            "sc": str(self.sc_path) if self.sc_path else None,
-            "sr": str(self.sr_path) if self.sr_path else None,
-        }
+            **{o.kind: str(self.outputs[o.kind]) if o.kind in self.outputs else None
+               for o in OUTPUTS},
+        }  # fmt: skip
 
 
 def _name(uid: str, kind: str) -> str:
     return f"{kind}-{hashlib.sha256(uid.encode()).hexdigest()[:16]}.dcm"
 
 
+def _save(ds: Dataset, kind: str, out_dir: Path) -> Path:
+    path = out_dir / _name(str(ds.SOPInstanceUID), kind)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
 def classify_files(
     paths: Iterable[Path], *, classifier: Classifier, uid_root: str, out_dir: Path | None
 ) -> list[FileResult]:
-    """Classify each DICOM file; write one SC per image and one SR per study to `out_dir`."""
-    uids = OutputUIDs(uid_root, classifier.card.version)
+    """Classify each DICOM file; write its objects (one per image, one per study: see
+    `objects.outputs`) to `out_dir`."""
+    uids = OutputUIDs(root=uid_root, model_version=classifier.card.version)
     results: list[FileResult] = []
     for path in paths:
         results.append(_classify_one(Path(path), classifier, uids, out_dir))
@@ -68,31 +84,34 @@ def classify_files(
             if r.state == "classified" and r.dataset is not None:
                 by_study[str(r.dataset.StudyInstanceUID)].append(r)
         for study_uid, members in by_study.items():
-
-            def build(chosen: Sequence[FileResult], study_uid: str = study_uid) -> Dataset:
-                return build_sr(
-                    sources=[m.dataset for m in chosen if m.dataset is not None],
-                    predictions=[m.prediction for m in chosen if m.prediction is not None],
-                    card=classifier.card,
-                    sop_instance_uid=uids.sr_instance(study_uid, 1),
-                    series_instance_uid=uids.sr_series(study_uid),
-                    instance_number=1,
-                    uid_root=uid_root,
-                )
-
-            sr, left_out = build_leaving_out(members, build, on_refused=log_refusal)
-            for index, reason in left_out.items():
-                # As the node does: classified, but the study report cannot hold it.
-                members[index].state = "failed"
-                members[index].reason = f"left out of the study report: {reason}"
-            if sr is None:
-                continue
-            sr_path = out_dir / _name(str(sr.SOPInstanceUID), "sr")
-            sr.save_as(sr_path, enforce_file_format=True)
-            for index, m in enumerate(members):
-                if index not in left_out:
-                    m.sr_path = sr_path
+            _report_study(study_uid, members, classifier=classifier, uids=uids, out_dir=out_dir)
     return results
+
+
+def _report_study(
+    study_uid: str,
+    members: list[FileResult],
+    *,
+    classifier: Classifier,
+    uids: OutputUIDs,
+    out_dir: Path,
+) -> None:
+    study = StudyImages(
+        study_instance_uid=study_uid,
+        sources=[m.dataset for m in members if m.dataset is not None],
+        predictions=[m.prediction for m in members if m.prediction is not None],
+    )
+    built, left_out = study_outputs(study, card=classifier.card, uids=uids,
+                                    on_refused=log_refusal)  # fmt: skip
+    for index, reason in left_out.items():
+        # As the node does: classified, but the study report cannot hold it.
+        members[index].state = "failed"
+        members[index].reason = f"left out of the study report: {reason}"
+    for output, ds in built:
+        path = _save(ds, output.kind, out_dir)
+        for index, m in enumerate(members):
+            if index not in left_out:
+                m.outputs[output.kind] = path
 
 
 def _classify_one(
@@ -100,36 +119,30 @@ def _classify_one(
 ) -> FileResult:
     try:
         ds = dcmread(path)
-    except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError) as exc:
+    except READ_ERRORS as exc:
         return FileResult(str(path), "failed", f"not a readable DICOM file ({type(exc).__name__})")
-    reason = preprocess.eligibility(ds, uid_root=uids.root, min_size=classifier.card.min_image_size)
-    if reason is not None:
-        return FileResult(str(path), "skipped", reason)
-    try:
-        image = preprocess.to_grayscale(ds)
-    except preprocess.NotClassifiable as exc:
-        return FileResult(str(path), "failed", exc.reason)
+    image = display_image(ds, uid_root=uids.root, min_image_size=classifier.card.min_image_size)
+    if isinstance(image, NotClassified):
+        return FileResult(str(path), str(image.state), image.reason)
     prediction = classifier.predict(image)
     result = FileResult(str(path), "classified", prediction=prediction, dataset=ds)
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
+        classified = ClassifiedImage(
+            source=ds,
+            image=image,
+            prediction=prediction,
+            sop_instance_uid=str(ds.get("SOPInstanceUID", "")),
+            study_instance_uid=str(ds.get("StudyInstanceUID", "")),
+        )
         try:
-            sc = build_sc(
-                source=ds,
-                image=image,
-                prediction=prediction,
-                card=classifier.card,
-                sop_instance_uid=uids.sc_instance(str(ds.SOPInstanceUID)),
-                series_instance_uid=uids.sc_series(str(ds.StudyInstanceUID)),
-                instance_number=_instance_number(ds),
-            )
-        except Exception as exc:  # the builder refused this source: explained, as the node does
-            if not isinstance(exc, SourceRejected):
-                log_refusal(exc)
-            reason = f"the overlay cannot be built: {describe_failure(exc)}"
-            return FileResult(str(path), "failed", reason, prediction=prediction)
-        result.sc_path = out_dir / _name(str(sc.SOPInstanceUID), "sc")
-        sc.save_as(result.sc_path, enforce_file_format=True)
+            built = image_outputs(classified, card=classifier.card, uids=uids)
+        except OutputRefused as exc:  # explained, as the node does
+            if not isinstance(exc.cause, SourceRejected):
+                log_refusal(exc.cause)
+            return FileResult(str(path), "failed", exc.reason, prediction=prediction)
+        for output, ds_out in built:
+            result.outputs[output.kind] = _save(ds_out, output.kind, out_dir)
     return result
 
 

@@ -1,8 +1,9 @@
 """Orchestration of one job and of one study report, with every dependency passed in.
 
-job:    spool file → eligible? → preprocess → classify (+ heatmap) → SC → outbox → record
-study:  quiet for study_stable_seconds → SR over all classified images (new version when late
-        images arrive, naming the previous one) → outbox → record
+job:    spool file → eligible? → preprocess (`work.prepare`) → classify (+ heatmap) → the
+        image's objects (`objects.outputs`: the SC) → outbox (`work.results`) → record
+study:  quiet for study_stable_seconds → the study's objects (the SR) over all classified
+        images (new version when late images arrive, naming the previous one) → outbox → record
 """
 
 from __future__ import annotations
@@ -13,30 +14,35 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from io import BytesIO
 
 import numpy as np
 import structlog
 from pydicom import Dataset, dcmread
-from pydicom.errors import InvalidDicomError
 
 from dicomnode.config import Settings
-from dicomnode.imaging import preprocess
+from dicomnode.imaging.dicom_errors import READ_ERRORS
 from dicomnode.library_warnings import summarised
 from dicomnode.metrics import Metrics
 from dicomnode.model.classifier import Classifier, Outcome, Prediction, outcome_for
-from dicomnode.objects.sc import build_sc
-from dicomnode.objects.sources import SourceRejected, build_leaving_out, describe_failure
-from dicomnode.objects.sr import build_sr
+from dicomnode.objects.outputs import (
+    STUDY_OUTPUTS,
+    ClassifiedImage,
+    OutputRefused,
+    OutputUIDs,
+    StudyImages,
+    StudyOutput,
+    image_outputs,
+    study_outputs,
+)
+from dicomnode.objects.sources import SourceRejected
 from dicomnode.store.jobs import Jobs
 from dicomnode.store.spool import Spool, SpoolFull
 from dicomnode.store.tables import Job, JobState, ResultKind, utcnow
-from dicomnode.uids import derive_uid, hash_uid
+from dicomnode.uids import hash_uid
+from dicomnode.work.prepare import NotClassified, display_image
+from dicomnode.work.results import read_header, read_result, store_result, write_header
 
 log = structlog.stdlib.get_logger("dicomnode.pipeline")
-
-_READ_ERRORS = (InvalidDicomError, ValueError, KeyError, TypeError, EOFError, OSError,
-                AttributeError, IndexError, OverflowError, NotImplementedError)  # fmt: skip
 
 
 #: An OSError with one of these while *reading* the spooled file is the machine's state, not the
@@ -60,26 +66,6 @@ def resource_cause(exc: OSError) -> str:
     return errno.errorcode.get(exc.errno or 0, type(exc).__name__)
 
 
-@dataclass(frozen=True)
-class OutputUIDs:
-    """Every UID the node writes is derived, so repeating a job repeats its objects exactly."""
-
-    root: str
-    model_version: str
-
-    def sc_series(self, study_uid: str) -> str:
-        return derive_uid(self.root, study_uid, self.model_version, "sc-series")
-
-    def sc_instance(self, source_sop_uid: str) -> str:
-        return derive_uid(self.root, source_sop_uid, self.model_version, "sc")
-
-    def sr_series(self, study_uid: str) -> str:
-        return derive_uid(self.root, study_uid, self.model_version, "sr-series")
-
-    def sr_instance(self, study_uid: str, version: int) -> str:
-        return derive_uid(self.root, study_uid, self.model_version, "sr", str(version))
-
-
 class Pipeline:
     def __init__(
         self,
@@ -97,7 +83,7 @@ class Pipeline:
         self.spool = spool
         self.classifier = classifier
         self.metrics = metrics
-        self.uids = OutputUIDs(settings.node.uid_root, classifier.card.version)
+        self.uids = OutputUIDs(root=settings.node.uid_root, model_version=classifier.card.version)
         self.salt = settings.node.log_salt
         self.destinations = [d.name for d in settings.destinations]
         wanted = settings.model.decode_min_size
@@ -174,25 +160,16 @@ class Pipeline:
             if exc.errno in _TRANSIENT_READ_ERRNOS:
                 return self._defer(job, exc, doing="spooled file cannot be read")
             return self._finish(job, JobState.FAILED, f"cannot read dataset ({type(exc).__name__})")
-        except _READ_ERRORS as exc:
+        except READ_ERRORS as exc:
             return self._finish(job, JobState.FAILED, f"cannot read dataset ({type(exc).__name__})")
-        reason = preprocess.eligibility(
-            ds,
-            uid_root=self.settings.node.uid_root,
-            min_size=self.classifier.card.min_image_size,
-        )
-        if reason is not None:
-            self.metrics.skipped.inc()
-            return self._finish(job, JobState.SKIPPED, reason)
         started = time.perf_counter()
-        try:
-            image = preprocess.to_grayscale(ds, min_size=self.decode_min_size)
-        except preprocess.NotClassifiable as exc:
-            return self._finish(job, JobState.FAILED, exc.reason)
-        except _READ_ERRORS as exc:
-            return self._finish(
-                job, JobState.FAILED, f"pixel data cannot be decoded ({type(exc).__name__})"
-            )
+        image = display_image(ds, uid_root=self.settings.node.uid_root,
+                              min_image_size=self.classifier.card.min_image_size,
+                              decode_min_size=self.decode_min_size)  # fmt: skip
+        if isinstance(image, NotClassified):
+            if image.state == JobState.SKIPPED:
+                self.metrics.skipped.inc()
+            return self._finish(job, image.state, image.reason)
         return ds, image, (time.perf_counter() - started) * 1000
 
     @summarised("job")
@@ -211,25 +188,22 @@ class Pipeline:
         structlog.contextvars.bind_contextvars(
             job_id=job.id, study=hash_uid(job.study_instance_uid, self.salt)
         )
+        classified = ClassifiedImage(source=ds, image=image, prediction=prediction,
+                                     sop_instance_uid=job.sop_instance_uid,
+                                     study_instance_uid=job.study_instance_uid)  # fmt: skip
         try:
-            sc = build_sc(
-                source=ds,
-                image=image,
-                prediction=prediction,
-                card=self.classifier.card,
-                sop_instance_uid=self.uids.sc_instance(job.sop_instance_uid),
-                series_instance_uid=self.uids.sc_series(job.study_instance_uid),
-                instance_number=_instance_number(ds),
-            )
-        except Exception as exc:  # the builder refused this source: explained, not a crash
-            reason = f"classified, but the overlay cannot be built: {describe_failure(exc)}"
-            log.warning("overlay not built", error=type(exc).__name__,
-                        exc_info=None if isinstance(exc, SourceRejected) else exc)  # fmt: skip
-            return self._finish(job, JobState.FAILED, reason, prediction=prediction,
-                                preprocess_ms=preprocess_ms, inference_ms=inference_ms)  # fmt: skip
+            built = image_outputs(classified, card=self.classifier.card, uids=self.uids)
+        except OutputRefused as exc:
+            cause = exc.cause
+            log.warning(f"{exc.output.noun} not built", error=type(cause).__name__,
+                        exc_info=None if isinstance(cause, SourceRejected) else cause)  # fmt: skip
+            return self._finish(job, JobState.FAILED, f"classified, but {exc.reason}",
+                                prediction=prediction, preprocess_ms=preprocess_ms,
+                                inference_ms=inference_ms)  # fmt: skip
         try:
-            self._write_header(ds)
-            self._store_result(sc, kind=ResultKind.SC, job_id=job.id, version=1)
+            write_header(ds, spool=self.spool)
+            for output, result in built:
+                self._store_result(result, kind=ResultKind(output.kind), job_id=job.id, version=1)
         except OSError as exc:
             # The image was acknowledged and is fine: the disk is not. Wait, never fail.
             return self._defer(job, exc, doing="results cannot be written")
@@ -322,7 +296,7 @@ class Pipeline:
             return None
         images: list[_ReportImage] = []
         for job in classified:
-            header = self._read_header(job.sop_instance_uid)
+            header = read_header(self.spool, job.sop_instance_uid)
             if header is None or job.probability is None:
                 log.warning("image left out of the report: header missing", job_id=job.id)
                 continue
@@ -330,15 +304,14 @@ class Pipeline:
         if not images:
             return None
         version = study.report_version + 1
-        previous = self._previous_report(study_instance_uid, study.report_version)
-        sr, left_out = self._build_report(
-            study_instance_uid, version=version, images=images, previous=previous
+        built, left_out = self._build_report(
+            study_instance_uid, version=version, images=images, previous=study.report_version
         )
         if left_out:
             self.jobs.leave_out_of_report(left_out)
             for job_id, reason in left_out.items():
                 log.warning("image left out of the study report", job_id=job_id, reason=reason)
-        if sr is None:
+        if not built:
             # Every image is failed with its reason: the study is not due again until one is
             # retried from the API (the claim is given back now, not after the lease).
             if owner is not None:
@@ -346,7 +319,8 @@ class Pipeline:
             return None
         predictions = [image.prediction for image in images if image.job.id not in left_out]
         try:
-            self._store_result(sr, kind=ResultKind.SR, job_id=None, version=version)
+            for output, ds in built:
+                self._store_result(ds, kind=ResultKind(output.kind), job_id=None, version=version)
         except OSError as exc:
             failures = self._report_failures.get(study_instance_uid, 0) + 1
             self._report_failures[study_instance_uid] = failures
@@ -381,98 +355,45 @@ class Pipeline:
         *,
         version: int,
         images: Sequence[_ReportImage],
-        previous: Dataset | None,
-    ) -> tuple[Dataset | None, dict[int, str]]:
-        """The SR over every image it can hold, and why each other image is left out (by job
-        id). An image the builder refuses never blocks the others; if none can be reported,
-        there is no SR and every image has its reason."""
-
-        def build(members: Sequence[_ReportImage]) -> Dataset:
-            return build_sr(
-                sources=[m.header for m in members],
-                predictions=[m.prediction for m in members],
-                card=self.classifier.card,
-                sop_instance_uid=self.uids.sr_instance(study_instance_uid, version),
-                series_instance_uid=self.uids.sr_series(study_instance_uid),
-                instance_number=version,
-                previous_versions=[previous] if previous is not None else [],
-                uid_root=self.settings.node.uid_root,
-            )
-
-        sr, reasons = build_leaving_out(images, build, on_refused=log_refusal)
-        if sr is None:
+        previous: int,
+    ) -> tuple[list[tuple[StudyOutput, Dataset]], dict[int, str]]:
+        """The study's objects over every image they can hold, and why each other image is
+        left out (by job id). An image a builder refuses never blocks the others; if none can
+        be reported, there are no objects and every image has its reason."""
+        study = StudyImages(
+            study_instance_uid=study_instance_uid,
+            sources=[image.header for image in images],
+            predictions=[image.prediction for image in images],
+            version=version,
+        )
+        earlier = {}
+        for output in STUDY_OUTPUTS if previous >= 1 else ():
+            uid = self.uids.instance(output, study_instance_uid, previous)
+            if (found := read_result(self.spool, uid)) is not None:
+                earlier[output.kind] = found
+        built, reasons = study_outputs(study, card=self.classifier.card, uids=self.uids,
+                                       previous=earlier, on_refused=log_refusal)  # fmt: skip
+        if not built:
             log.warning("study report cannot be built", images=len(images))
-        prefix = _LEFT_OUT if sr is not None else "study report cannot be built: "
-        return sr, {
+        prefix = _LEFT_OUT if built else "study report cannot be built: "
+        return built, {
             image.job.id: prefix + reasons[index]
             for index, image in enumerate(images)
             if index in reasons and image.job.id is not None
         }
 
     def _recorded_prediction(self, probability: float) -> Prediction:
-        import numpy as np
-
         outcome: Outcome = outcome_for(probability, self.classifier.card)
         return Prediction(probability=probability, outcome=outcome,
                           heatmap=np.zeros((1, 1), dtype=np.float32))  # fmt: skip
-
-    def _previous_report(self, study_instance_uid: str, version: int) -> Dataset | None:
-        if version < 1:
-            return None
-        uid = self.uids.sr_instance(study_instance_uid, version)
-        path = self.spool.path(self.spool.relative_path(uid, kind="out"))
-        try:
-            return dcmread(path, stop_before_pixels=True)
-        except (FileNotFoundError, *_READ_ERRORS):
-            return None
 
     # --- files --------------------------------------------------------------------------------
 
     def _store_result(self, ds: Dataset, *, kind: ResultKind, job_id: int | None,
                       version: int) -> None:  # fmt: skip
-        uid = str(ds.SOPInstanceUID)
-        relative = self.spool.relative_path(uid, kind="out")
-        buffer = BytesIO()
-        ds.save_as(buffer, enforce_file_format=True)
-        # Results respect min_free_mb as receiving does: the reserve is the database's.
-        self.spool.check_space(buffer.getbuffer().nbytes)
-        self.spool.write_bytes(relative, buffer.getbuffer())
-        self.jobs.add_result(
-            kind=kind,
-            sop_instance_uid=uid,
-            study_instance_uid=str(ds.StudyInstanceUID),
-            path=relative,
-            destinations=self.destinations,
-            job_id=job_id,
-            version=version,
-        )
+        store_result(ds, spool=self.spool, jobs=self.jobs, kind=kind,
+                     destinations=self.destinations, job_id=job_id, version=version)  # fmt: skip
         self.on_result()
-
-    def _write_header(self, ds: Dataset) -> None:
-        """Keep the source's header (no pixels): the SR needs it after the image is deleted.
-        An element pydicom cannot decode (e.g. a damaged VR) is left out, as the outputs
-        leave it out (`sources.output_header`): it must not fail an image already classified."""
-        header = Dataset()
-        for tag in list(ds.keys()):  # tags: iterating a Dataset decodes every element
-            if tag >= 0x7FE00010:
-                continue
-            try:
-                header.add(ds[tag])
-            except _READ_ERRORS:
-                continue
-        header.file_meta = ds.file_meta
-        buffer = BytesIO()
-        header.save_as(buffer, enforce_file_format=False)
-        relative = self.spool.relative_path(str(ds.SOPInstanceUID), kind="hdr")
-        self.spool.check_space(buffer.getbuffer().nbytes)
-        self.spool.write_bytes(relative, buffer.getbuffer())
-
-    def _read_header(self, sop_instance_uid: str) -> Dataset | None:
-        relative = self.spool.relative_path(sop_instance_uid, kind="hdr")
-        try:
-            return dcmread(self.spool.path(relative), force=True)
-        except (FileNotFoundError, *_READ_ERRORS):
-            return None
 
 
 _LEFT_OUT = "classified, but left out of the study report: "
@@ -491,11 +412,3 @@ class _ReportImage:
     job: Job
     header: Dataset
     prediction: Prediction
-
-
-def _instance_number(ds: Dataset) -> int:
-    try:
-        value = int(ds.get("InstanceNumber") or 1)
-    except _READ_ERRORS:  # absent, malformed, or an element pydicom cannot decode
-        return 1
-    return value if 0 < value < 2**31 else 1

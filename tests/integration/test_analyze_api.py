@@ -25,11 +25,11 @@ from dicomnode.http.app import ApiContext, create_app
 from dicomnode.imaging import preprocess
 from dicomnode.metrics import Metrics
 from dicomnode.model.classifier import Classifier
+from dicomnode.objects.outputs import SC, SR, OutputUIDs
 from dicomnode.store.db import make_engine
 from dicomnode.store.jobs import Jobs
 from dicomnode.store.spool import Spool
 from dicomnode.uploads.store import UPLOADS_DIR, UploadStore
-from dicomnode.work.pipeline import OutputUIDs
 from tests.support.data import RG3_UNCR, TINY_ARCH, copy_with_new_uids, ct_small, new_uid, testdata
 
 TOKEN = "analyze-token"
@@ -153,9 +153,9 @@ def test_dicom_upload_gives_sc_sr_and_metadata(client, classifier):
     assert meta["modality"] == "CR" and meta["manufacturer"] == str(ds.Manufacturer)
     assert meta["body_part_examined"] == "EXTREMITY" and meta["rows"] == 1760
     assert meta["sop_class"] == "Computed Radiography Image Storage"
-    uids = OutputUIDs(UID_ROOT, classifier.card.version)
-    assert meta["sc_sop_instance_uid"] == uids.sc_instance(str(ds.SOPInstanceUID))
-    assert meta["sr_sop_instance_uid"] == uids.sr_instance(str(ds.StudyInstanceUID), 1)
+    uids = OutputUIDs(root=UID_ROOT, model_version=classifier.card.version)
+    assert meta["sc_sop_instance_uid"] == uids.instance(SC, str(ds.SOPInstanceUID))
+    assert meta["sr_sop_instance_uid"] == uids.instance(SR, str(ds.StudyInstanceUID))
     sc = client.get(body["urls"]["sc"])
     assert sc.status_code == 200 and sc.headers["content-type"] == "application/dicom"
     assert "attachment" in sc.headers["content-disposition"]
@@ -321,10 +321,10 @@ def test_zip_study_with_nested_folders(client, classifier, tmp_path):
     classified = [i for i in body["images"] if i["state"] == "classified"]
     probabilities = [i["fracture_probability"] for i in classified]
     assert study["fracture_probability"] == max(probabilities)
-    uids = OutputUIDs(UID_ROOT, classifier.card.version)
-    assert study["sr_sop_instance_uid"] == uids.sr_instance(expected["study_uid"], 1)
+    uids = OutputUIDs(root=UID_ROOT, model_version=classifier.card.version)
+    assert study["sr_sop_instance_uid"] == uids.instance(SR, expected["study_uid"])
     assert sorted(i["sc_sop_instance_uid"] for i in classified) == sorted(
-        uids.sc_instance(u) for u in expected["sop_uids"])  # fmt: skip
+        uids.instance(SC, u) for u in expected["sop_uids"])  # fmt: skip
     summary = study["summary"]
     assert summary["modalities"] == ["CR", "CT"] and "EXTREMITY" in summary["body_parts"]
     assert len(summary["series"]) == 3 and summary["manufacturers"]

@@ -16,6 +16,7 @@ from pydicom import Dataset
 from dicomnode.model.classifier import Classifier
 from dicomnode.objects.sources import UTF8, output_header
 from dicomnode.store.tables import JobState, ResultKind
+from dicomnode.work.results import write_header
 from tests.support.data import RG3_UNCR, TINY_ARCH, testdata
 from tests.support.inprocess import InProcessNode, inprocess_node
 from tests.support.validators import dciodvfy
@@ -120,7 +121,7 @@ def test_an_image_the_report_cannot_hold_is_left_out_with_its_reason(node):
         assert claimed is not None and node.pipeline.process(claimed) == JobState.CLASSIFIED
     # The stored header of the odd image, as a header damaged after classification would be.
     damaged = _source(study, 2, SeriesInstanceUID=None)
-    node.pipeline._write_header(damaged)
+    write_header(damaged, spool=node.spool)
 
     node.run_until_idle()
 
@@ -150,7 +151,7 @@ def test_a_study_none_of_whose_images_can_be_reported_ends_explained(node):
     assert node.receive(_encode(source)) == 0
     claimed = node.jobs.claim(owner="w", lease_seconds=60)
     assert claimed is not None and node.pipeline.process(claimed) == JobState.CLASSIFIED
-    node.pipeline._write_header(_source(study, 1, SeriesInstanceUID=None))
+    write_header(_source(study, 1, SeriesInstanceUID=None), spool=node.spool)
 
     node.run_until_idle()
 

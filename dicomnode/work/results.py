@@ -1,0 +1,96 @@
+"""The one owner of "spool file + result row + deliveries": how an object the node made is
+queued for every destination, and the source headers kept for the study report.
+
+The worker pipeline stores what it builds; HTTP analysis with `send=true` queues the files it
+wrote (the same objects, the same UIDs). Delivery itself is the outbox's (`deliver.outbox`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from io import BytesIO
+from pathlib import Path
+
+from pydicom import Dataset, dcmread
+
+from dicomnode.imaging.dicom_errors import READ_ERRORS
+from dicomnode.store.jobs import Jobs
+from dicomnode.store.spool import Spool
+from dicomnode.store.tables import Result, ResultKind
+
+
+def store_result(
+    ds: Dataset,
+    *,
+    spool: Spool,
+    jobs: Jobs,
+    kind: ResultKind,
+    destinations: Iterable[str],
+    job_id: int | None,
+    version: int,
+) -> Result:
+    """Write `ds` to the spool (replacing an earlier copy) and queue it. Raises OSError when
+    it cannot be written: results respect min_free_mb as receiving does."""
+    buffer = BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    uid = str(ds.SOPInstanceUID)
+    relative = spool.relative_path(uid, kind="out")
+    spool.check_space(buffer.getbuffer().nbytes)
+    spool.write_bytes(relative, buffer.getbuffer())
+    return jobs.add_result(kind=kind, sop_instance_uid=uid,
+                           study_instance_uid=str(ds.StudyInstanceUID), path=relative,
+                           destinations=destinations, job_id=job_id, version=version)  # fmt: skip
+
+
+def queue_file(
+    path: Path, *, spool: Spool, jobs: Jobs, kind: ResultKind, destinations: Iterable[str]
+) -> Result:
+    """Queue an object already written to `path` (an upload's analysis). Idempotent by SOP
+    Instance UID: an object the node already made (the same UID, since both derive it from the
+    source) is not overwritten, only queued for destinations it has not been queued for."""
+    ds = dcmread(path, stop_before_pixels=True)
+    uid = str(ds.SOPInstanceUID)
+    relative = spool.relative_path(uid, kind="out")
+    if not spool.exists(relative):
+        spool.write_bytes(relative, path.read_bytes())
+    return jobs.add_result(kind=kind, sop_instance_uid=uid,
+                           study_instance_uid=str(ds.StudyInstanceUID), path=relative,
+                           destinations=destinations, job_id=None,
+                           version=int(ds.get("InstanceNumber") or 1))  # fmt: skip
+
+
+def read_result(spool: Spool, sop_instance_uid: str) -> Dataset | None:
+    """The header of an object the node made (a previous report version), if readable."""
+    path = spool.path(spool.relative_path(sop_instance_uid, kind="out"))
+    try:
+        return dcmread(path, stop_before_pixels=True)
+    except (FileNotFoundError, *READ_ERRORS):
+        return None
+
+
+def write_header(ds: Dataset, *, spool: Spool) -> None:
+    """Keep the source's header (no pixels): the SR needs it after the image is deleted.
+    An element pydicom cannot decode (e.g. a damaged VR) is left out, as the outputs
+    leave it out (`sources.output_header`): it must not fail an image already classified."""
+    header = Dataset()
+    for tag in list(ds.keys()):  # tags: iterating a Dataset decodes every element
+        if tag >= 0x7FE00010:
+            continue
+        try:
+            header.add(ds[tag])
+        except READ_ERRORS:
+            continue
+    header.file_meta = ds.file_meta
+    buffer = BytesIO()
+    header.save_as(buffer, enforce_file_format=False)
+    relative = spool.relative_path(str(ds.SOPInstanceUID), kind="hdr")
+    spool.check_space(buffer.getbuffer().nbytes)
+    spool.write_bytes(relative, buffer.getbuffer())
+
+
+def read_header(spool: Spool, sop_instance_uid: str) -> Dataset | None:
+    relative = spool.relative_path(sop_instance_uid, kind="hdr")
+    try:
+        return dcmread(spool.path(relative), force=True)
+    except (FileNotFoundError, *READ_ERRORS):
+        return None

@@ -26,15 +26,18 @@ from dicomnode.metrics import Metrics
 from dicomnode.model.cache import clean_model_cache, mark_used
 from dicomnode.model.card import ModelPackageError
 from dicomnode.model.classifier import Classifier, load_classifier
-from dicomnode.pacs.orthanc import OrthancPull, OutcomeRecorder, api_from_settings
-from dicomnode.retention.policy import (
+from dicomnode.pacs.orthanc import api_from_settings
+from dicomnode.pacs.outcome import OutcomeRecorder
+from dicomnode.pacs.pull import OrthancPull
+from dicomnode.retention.orthanc import OrthancResultSeries
+from dicomnode.retention.policy import RetentionPolicy
+from dicomnode.retention.run import (
     RetentionBusy,
-    RetentionPolicy,
     RetentionScheduler,
     finish_interrupted,
     run_retention,
 )
-from dicomnode.retention.store import OrthancRest, SqlRetentionStore
+from dicomnode.retention.store import SqlRetentionStore
 from dicomnode.store.db import SchemaError, make_engine
 from dicomnode.store.jobs import Jobs
 from dicomnode.store.spool import Spool
@@ -229,9 +232,8 @@ class Node:
 
     # --- retention --------------------------------------------------------------------------
 
-    def _orthanc(self) -> OrthancRest | None:
-        r = self.settings.retention
-        return OrthancRest(r.results_orthanc_url) if r.results_orthanc_url else None
+    def _orthanc(self) -> OrthancResultSeries | None:
+        return OrthancResultSeries.from_settings(self.settings)
 
     def _finish_interrupted_retention(self) -> None:
         """Deletions a killed run marked are finished before anything else touches the spool."""

@@ -24,13 +24,13 @@ import contextlib
 import hashlib
 import threading
 from collections.abc import Callable
-from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 import structlog
 
+from dicomnode.config import Runtime
 from dicomnode.model.card import ModelPackageError
 
 log = structlog.stdlib.get_logger("dicomnode.runtime")
@@ -42,13 +42,6 @@ MAX_CAM_RELATIVE_DELTA = 1e-2
 #: Bump when the exported graph changes shape or meaning (invalidates cached exports).
 EXPORT_FORMAT = 1
 OPSET = 17
-
-
-class Runtime(StrEnum):
-    AUTO = "auto"
-    TORCH = "torch"
-    ONNXRUNTIME = "onnxruntime"
-    OPENVINO = "openvino"
 
 
 class RuntimeCheckFailed(ModelPackageError):

@@ -2,7 +2,7 @@
 
 This module does not import PyTorch: a node serving with ONNX Runtime or OpenVINO never loads
 it (≈ 650 MB of RSS). The PyTorch side (the graph, its export, the in-process check) is in
-`dicomnode.model.torchnet`; `dicomnode.model.prepared` runs it once per model in a child process.
+`dicomnode.model.torchnet`; `dicomnode.model.prepare` runs it once per model in a child process.
 
 Every runtime runs one graph, `torchnet.CamNet`: image batch → (logits, CAM grid). The CAM grid
 is the class activation map before ReLU (`classifier` explains the formula), so the heatmap
@@ -31,7 +31,7 @@ import numpy as np
 import structlog
 
 from dicomnode.config import Runtime
-from dicomnode.model.card import ModelPackageError
+from dicomnode.model.card import ModelCard, ModelPackageError
 
 log = structlog.stdlib.get_logger("dicomnode.runtime")
 
@@ -42,6 +42,14 @@ MAX_CAM_RELATIVE_DELTA = 1e-2
 #: Bump when the exported graph changes shape or meaning (invalidates cached exports).
 EXPORT_FORMAT = 1
 OPSET = 17
+
+
+def probabilities(logits: np.ndarray, card: ModelCard) -> np.ndarray:
+    """Calibrated P(fracture) per row of logits: softmax(logits / temperature)[fracture]."""
+    scaled = logits.astype(np.float64) / card.temperature
+    scaled -= scaled.max(axis=1, keepdims=True)
+    exp = np.exp(scaled)
+    return (exp[:, card.fracture_index] / exp.sum(axis=1)).astype(np.float32)
 
 
 class RuntimeCheckFailed(ModelPackageError):

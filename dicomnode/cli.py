@@ -237,20 +237,21 @@ def _open_store(settings: Settings) -> tuple[Any, Any, Any]:
 
 def cmd_retention(args: argparse.Namespace) -> int:
     from dicomnode.logconfig import configure_logging
-    from dicomnode.retention.policy import RetentionBusy, RetentionPolicy, describe, run_retention
-    from dicomnode.retention.store import OrthancRest, SqlRetentionStore
+    from dicomnode.retention.orthanc import OrthancResultSeries
+    from dicomnode.retention.policy import RetentionPolicy
+    from dicomnode.retention.run import RetentionBusy, describe, run_retention
+    from dicomnode.retention.store import SqlRetentionStore
 
     settings = _settings(args.config)
     configure_logging(level="INFO", json=True, stream=sys.stderr, salt=settings.node.log_salt)
     engine, spool, audit = _open_store(settings)
-    r = settings.retention
     try:
         report = run_retention(
             store=SqlRetentionStore(engine, spool), files=spool, audit=audit,
             policy=RetentionPolicy.from_settings(settings),
             now=args.now or datetime.now(UTC), uid_root=settings.node.uid_root,
             dry_run=args.dry_run,
-            orthanc=OrthancRest(r.results_orthanc_url) if r.results_orthanc_url else None,
+            orthanc=OrthancResultSeries.from_settings(settings),
         )  # fmt: skip
     except RetentionBusy as exc:
         print(f"dicomnode: {exc}", file=sys.stderr)

@@ -11,6 +11,7 @@ import json
 import os
 import tomllib
 from collections.abc import Mapping
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -23,6 +24,16 @@ ENV_PREFIX = "DICOMNODE_"
 
 AETitle = Annotated[str, Field(min_length=1, max_length=16, pattern=r"^[\x21-\x5b\x5d-\x7e ]+$")]
 Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class Runtime(StrEnum):
+    """The inference runtimes (`model.runtime`), defined once: `dicomnode.model.runtime` runs
+    them. Here so that reading the configuration never imports the model (numpy, ONNX)."""
+
+    AUTO = "auto"
+    TORCH = "torch"
+    ONNXRUNTIME = "onnxruntime"
+    OPENVINO = "openvino"
 
 
 class ConfigError(ValueError):
@@ -140,7 +151,7 @@ class ModelSettings(_Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     demo_architecture: str = "efficientnet_b4"
     threads: int = Field(0, ge=0)
-    runtime: Literal["auto", "torch", "onnxruntime", "openvino"] = "auto"
+    runtime: Runtime = Runtime.AUTO
     max_batch: int = Field(1, ge=1, le=64)
     workers: int = Field(2, ge=1, le=16)
     decode_min_size: int = Field(768, ge=0)

@@ -29,15 +29,18 @@ from dicomnode.metrics import Metrics
 from dicomnode.model.cache import clean_model_cache, mark_used
 from dicomnode.model.card import ModelPackageError
 from dicomnode.model.classifier import Classifier, load_classifier
-from dicomnode.pacs.orthanc import OrthancPull, OutcomeRecorder, api_from_settings
-from dicomnode.retention.policy import (
+from dicomnode.pacs.orthanc import api_from_settings
+from dicomnode.pacs.outcome import OutcomeRecorder
+from dicomnode.pacs.pull import OrthancPull
+from dicomnode.retention.orthanc import OrthancResultSeries
+from dicomnode.retention.policy import RetentionPolicy
+from dicomnode.retention.run import (
     RetentionBusy,
-    RetentionPolicy,
     RetentionScheduler,
     finish_interrupted,
     run_retention,
 )
-from dicomnode.retention.store import OrthancRest, SqlRetentionStore
+from dicomnode.retention.store import SqlRetentionStore
 from dicomnode.store.db import SchemaError, make_engine
 from dicomnode.store.jobs import Jobs
 from dicomnode.store.spool import Spool
@@ -268,6 +271,9 @@ class Node:
 
     # --- retention --------------------------------------------------------------------------
 
+    def _orthanc(self) -> OrthancResultSeries | None:
+        return OrthancResultSeries.from_settings(self.settings)
+
     def _finish_interrupted_retention(self) -> None:
         """Deletions a killed run marked are finished before anything else touches the spool."""
         assert self.audit is not None
@@ -283,11 +289,10 @@ class Node:
         assert self.audit is not None
         s = self.settings
         store = SqlRetentionStore(self.engine, self.spool)
-        url = s.retention.results_orthanc_url
         try:
             run_retention(store=store, files=self.spool, audit=self.audit,
                           policy=RetentionPolicy.from_settings(s), now=utcnow(),
-                          uid_root=s.node.uid_root, orthanc=OrthancRest(url) if url else None,
+                          uid_root=s.node.uid_root, orthanc=self._orthanc(),
                           stop=self.stopping)  # fmt: skip
         except RetentionBusy:
             log.info("retention run skipped: another run holds the lock")

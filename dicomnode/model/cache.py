@@ -1,7 +1,7 @@
 """The model cache (`data_dir/models`): marking the files a load used, and removing the files
 no load has used for `retention.model_cache_days`.
 
-The cache holds only what `dicomnode.model.prepared` and `dicomnode.model.torchnet` write:
+The cache holds only what `dicomnode.model.prepare` and `dicomnode.model.torchnet` write:
 - manifests `demo-<arch>-seed<n>-torch<v>-timm<v>.json` and
   `package-<arch>-<key>-torch<v>-timm<v>.json`, each naming a graph and a reference;
 - graphs `<arch>-<key>.onnx` (~75 MB for EfficientNet-B4; `key`: 32 hex digits from

@@ -26,7 +26,7 @@ import structlog
 
 from dicomnode.imaging import preprocess
 from dicomnode.model.card import ModelCard, ModelPackageError, read_package
-from dicomnode.model.runtime import Backend, Runtime, RuntimeCheckFailed
+from dicomnode.model.runtime import Backend, Runtime, RuntimeCheckFailed, probabilities
 
 if TYPE_CHECKING:  # PyTorch is imported only where a torch model is built (see `prepared`)
     import torch
@@ -336,14 +336,6 @@ class Classifier:
                 )
             )
         return predictions
-
-
-def probabilities(logits: np.ndarray, card: ModelCard) -> np.ndarray:
-    """Calibrated P(fracture) per row of logits: softmax(logits / temperature)[fracture]."""
-    scaled = logits.astype(np.float64) / card.temperature
-    scaled -= scaled.max(axis=1, keepdims=True)
-    exp = np.exp(scaled)
-    return (exp[:, card.fracture_index] / exp.sum(axis=1)).astype(np.float32)
 
 
 def _image_heatmap(grid: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

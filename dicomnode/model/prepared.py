@@ -2,7 +2,7 @@
 
 With `runtime` onnxruntime or openvino on the CPU (the default), the node needs two things from
 PyTorch: the exported graph, and PyTorch's own outputs for the seeded check inputs
-(`runtime.check_inputs`). A child process (`python -m dicomnode.model.prepared`) makes both once per
+(`runtime.check_inputs`). A child process (`python -m dicomnode.model.prepare`) makes both once per
 model and writes them to the node's model cache with a manifest. The node then opens the graph,
 runs the check inputs and compares with PyTorch's outputs, with the tolerances of
 `dicomnode.model.runtime`, at every start: the same check as before, but `import torch` and timm
@@ -17,19 +17,14 @@ missing file is prepared again, once.
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import functools
 import json
-import os
 import subprocess
 import sys
-import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any, BinaryIO, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import structlog
@@ -43,6 +38,7 @@ from dicomnode.model.runtime import (
     check_backend,
     export_key,
     open_backend,
+    probabilities,
 )
 
 log = structlog.stdlib.get_logger("dicomnode.prepared")
@@ -51,7 +47,7 @@ MANIFEST_FORMAT = 1
 #: A preparation exports and runs the network once: minutes at most even on a slow machine.
 PREPARE_TIMEOUT_SECONDS = 900.0
 #: Exit status of the child for a model that cannot be loaded (bad package, unknown arch).
-_EXIT_MODEL_ERROR = 3
+EXIT_MODEL_ERROR = 3
 
 
 @dataclass(frozen=True)
@@ -63,7 +59,7 @@ class ModelSource:
     seed: int = 0
 
     def manifest_name(self, card: ModelCard | None) -> str:
-        versions = f"torch{_version('torch')}-timm{_version('timm')}"
+        versions = f"torch{installed_version('torch')}-timm{installed_version('timm')}"
         if self.package is None:
             return f"demo-{self.demo_architecture}-seed{self.seed}-{versions}.json"
         assert card is not None
@@ -78,7 +74,8 @@ class ModelSource:
         return ["--package", str(self.package)]
 
 
-def _version(distribution: str) -> str:
+def installed_version(distribution: str) -> str:
+    """The installed version of `distribution` (it keys the cache), or "none"."""
     try:
         return metadata.version(distribution)
     except metadata.PackageNotFoundError:
@@ -107,8 +104,6 @@ def load(
     Raises ModelPackageError for a model that cannot be loaded and RuntimeCheckFailed (a
     ModelPackageError) for a runtime that does not reproduce PyTorch.
     """
-    from dicomnode.model.classifier import probabilities
-
     card = read_package(source.package)[0] if source.package is not None else None
     manifest_path = Path(cache_dir) / source.manifest_name(card)
     for attempt in (1, 2):
@@ -177,7 +172,7 @@ def _read(manifest_path: Path) -> _Prepared | None:
 
 def _prepare_in_child(source: ModelSource, cache_dir: Path) -> None:
     log.info("preparing the model for serving without PyTorch (once per model)")
-    command = [sys.executable, "-m", "dicomnode.model.prepared", "--cache", str(cache_dir),
+    command = [sys.executable, "-m", "dicomnode.model.prepare", "--cache", str(cache_dir),
                *source.args()]  # fmt: skip
     try:
         done = subprocess.run(command, capture_output=True, text=True,
@@ -189,77 +184,6 @@ def _prepare_in_child(source: ModelSource, cache_dir: Path) -> None:
     if done.returncode != 0:
         lines = [line for line in done.stderr.splitlines() if line.strip()]
         reason = lines[-1] if lines else f"exit status {done.returncode}"
-        if done.returncode == _EXIT_MODEL_ERROR:
+        if done.returncode == EXIT_MODEL_ERROR:
             raise ModelPackageError(reason)
         raise RuntimeCheckFailed(f"preparing the model failed: {reason[:500]}")
-
-
-# --- the child ------------------------------------------------------------------------------
-
-
-def prepare(source: ModelSource, cache_dir: Path) -> Path:
-    """Export the graph and PyTorch's check outputs for `source`; returns the manifest path.
-    Imports PyTorch: run it in a child process (`python -m dicomnode.model.prepared`)."""
-    from dicomnode.model.classifier import Classifier
-    from dicomnode.model.runtime import check_inputs
-    from dicomnode.model.torchnet import ensure_export, state_sha256
-
-    if source.package is not None:
-        classifier = Classifier.from_package(source.package, device="cpu", runtime="torch")
-    else:
-        classifier = Classifier.demo(architecture=source.demo_architecture, device="cpu",
-                                     seed=source.seed, runtime="torch")  # fmt: skip
-    card = classifier.card
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    key = export_key(weights_sha256=card.weights_sha256 or state_sha256(classifier.model),
-                     architecture=card.architecture, input_size=card.input_size,
-                     fracture_index=card.fracture_index,
-                     classes=len(card.class_names))  # fmt: skip
-    onnx = ensure_export(classifier._net, input_size=card.input_size,
-                         path=cache_dir / f"{card.architecture}-{key}.onnx")  # fmt: skip
-    logits, cam = classifier._backend.run(check_inputs(card.input_size))
-    reference = f"{card.architecture}-{key}.reference.npz"
-    with _atomic(cache_dir / reference) as fh:
-        np.savez(fh, logits=logits, cam=cam)
-    manifest = {"format": MANIFEST_FORMAT, "onnx": onnx.name, "reference": reference,
-                "card": card.to_json(), "torch": _version("torch"),
-                "timm": _version("timm")}  # fmt: skip
-    path = cache_dir / source.manifest_name(card)
-    with _atomic(path) as fh:
-        fh.write(json.dumps(manifest, indent=2).encode())
-    return path
-
-
-@contextlib.contextmanager
-def _atomic(target: Path) -> Iterator[BinaryIO]:
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".prepare-", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Prepare a model for serving without PyTorch")
-    parser.add_argument("--cache", required=True, help="the node's model cache directory")
-    parser.add_argument("--package", default=None, help="model package folder")
-    parser.add_argument("--demo", default="efficientnet_b4", help="demo architecture")
-    parser.add_argument("--seed", type=int, default=0, help="demo seed")
-    args = parser.parse_args(argv)
-    source = ModelSource(Path(args.package) if args.package else None, args.demo, args.seed)
-    try:
-        print(prepare(source, Path(args.cache)))
-    except ModelPackageError as exc:
-        print(str(exc), file=sys.stderr)
-        return _EXIT_MODEL_ERROR
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

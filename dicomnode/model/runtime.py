@@ -2,7 +2,7 @@
 
 This module does not import PyTorch: a node serving with ONNX Runtime or OpenVINO never loads
 it (≈ 650 MB of RSS). The PyTorch side (the graph, its export, the in-process check) is in
-`dicomnode.model.torchnet`; `dicomnode.model.prepared` runs it once per model in a child process.
+`dicomnode.model.torchnet`; `dicomnode.model.prepare` runs it once per model in a child process.
 
 Every runtime runs one graph, `torchnet.CamNet`: image batch → (logits, CAM grid). The CAM grid
 is the class activation map before ReLU (`classifier` explains the formula), so the heatmap
@@ -24,14 +24,14 @@ import contextlib
 import hashlib
 import threading
 from collections.abc import Callable
-from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 import structlog
 
-from dicomnode.model.card import ModelPackageError
+from dicomnode.config import Runtime
+from dicomnode.model.card import ModelCard, ModelPackageError
 
 log = structlog.stdlib.get_logger("dicomnode.runtime")
 
@@ -44,11 +44,12 @@ EXPORT_FORMAT = 1
 OPSET = 17
 
 
-class Runtime(StrEnum):
-    AUTO = "auto"
-    TORCH = "torch"
-    ONNXRUNTIME = "onnxruntime"
-    OPENVINO = "openvino"
+def probabilities(logits: np.ndarray, card: ModelCard) -> np.ndarray:
+    """Calibrated P(fracture) per row of logits: softmax(logits / temperature)[fracture]."""
+    scaled = logits.astype(np.float64) / card.temperature
+    scaled -= scaled.max(axis=1, keepdims=True)
+    exp = np.exp(scaled)
+    return (exp[:, card.fracture_index] / exp.sum(axis=1)).astype(np.float32)
 
 
 class RuntimeCheckFailed(ModelPackageError):

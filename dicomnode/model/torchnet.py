@@ -2,7 +2,7 @@
 
 `dicomnode.model.runtime` (no PyTorch) runs exported graphs; this module builds them. A node serving
 with ONNX Runtime or OpenVINO on the CPU runs this module only in a child process
-(`dicomnode.model.prepared`), so PyTorch never takes memory in the serving process.
+(`dicomnode.model.prepare`), so PyTorch never takes memory in the serving process.
 """
 
 from __future__ import annotations

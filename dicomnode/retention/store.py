@@ -1,4 +1,4 @@
-"""The edges of retention: its SQL (snapshot, marks, deletes) and Orthanc's REST API.
+"""The database edge of retention: its SQL (snapshot, marks, deletes).
 
 Kept out of `jobs.py` so the retention run's two-phase bookkeeping (the `retention_mark` table)
 lives next to the only code that uses it.
@@ -9,23 +9,18 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Sequence
-from datetime import UTC, datetime
-from typing import Any
-from urllib.parse import urlsplit
+from datetime import datetime
 
-import httpx
 from sqlalchemy import delete, select, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Field, Session, SQLModel, col
 
 from dicomnode.audit import AuditEvent
 from dicomnode.retention.policy import (
-    OWN_SERIES_DESCRIPTIONS,
     Deletion,
     DeliveryRow,
     ImageRow,
     Mark,
-    OrthancSeries,
     ResultRow,
     StudyRow,
 )
@@ -143,59 +138,3 @@ def _delete_study(s: Session, d: Deletion) -> None:
     ).first()
     if remaining is None:  # an image that arrived after the mark keeps its study
         s.execute(delete(Study).where(col(Study.study_instance_uid) == d.study_instance_uid))
-
-
-class OrthancRest:
-    """The node's own result series in an Orthanc, over its REST API."""
-
-    def __init__(self, url: str, *, timeout: float = 30.0) -> None:
-        self.url = url.rstrip("/")
-        parts = urlsplit(self.url)
-        self.peer = f"orthanc {parts.hostname}:{parts.port or 80}"  # no credentials
-        self.timeout = timeout
-
-    def _client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=self.timeout)
-
-    def own_series(self) -> list[OrthancSeries]:
-        found: list[OrthancSeries] = []
-        try:
-            with self._client() as client:
-                for description in sorted(OWN_SERIES_DESCRIPTIONS):
-                    response = client.post(
-                        "/tools/find",
-                        json={
-                            "Level": "Series",
-                            "Expand": True,
-                            "Query": {"SeriesDescription": description},
-                        },
-                    )
-                    response.raise_for_status()
-                    found += [_series(item) for item in response.json()]
-        except httpx.HTTPError as exc:
-            raise OSError(f"Orthanc: {type(exc).__name__}") from exc
-        return found
-
-    def delete(self, orthanc_id: str) -> None:
-        try:
-            with self._client() as client:
-                response = client.delete(f"/series/{orthanc_id}")
-                if response.status_code != 404:  # already gone is fine
-                    response.raise_for_status()
-        except httpx.HTTPError as exc:
-            raise OSError(f"Orthanc: {type(exc).__name__}") from exc
-
-
-def _series(item: dict[str, Any]) -> OrthancSeries:
-    tags = item.get("MainDicomTags", {})
-    raw = str(item.get("LastUpdate", ""))
-    try:
-        last = datetime.strptime(raw, "%Y%m%dT%H%M%S").replace(tzinfo=UTC)
-    except ValueError:
-        last = datetime.now(UTC)  # unknown age: treat as new, never as old
-    return OrthancSeries(
-        orthanc_id=str(item.get("ID", "")),
-        series_instance_uid=str(tags.get("SeriesInstanceUID", "")),
-        series_description=str(tags.get("SeriesDescription", "")),
-        last_update=last,
-    )

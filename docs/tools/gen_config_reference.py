@@ -169,7 +169,11 @@ NOTES: dict[str, str] = {
     "after the study's last activity. 0: keep.",
     "retention.orthanc_results_days": "Delete the node's own result series from Orthanc after "
     "this many days. 0: never.",
-    "retention.results_orthanc_url": "Orthanc REST URL used for that deletion.",
+    "retention.results_orthanc_url": "Orthanc REST URL used for that deletion, with "
+    "`orthanc.timeout`. When it is the server of `orthanc.url` (same scheme, host and port), "
+    "the `orthanc.username`/`password` are used, as for the pull and the outcome labels; they "
+    "are never sent to another host. Credentials in the URL itself "
+    "(`http://user:password@host:8042`) are used as they are.",
     "retention.audit_days": "Audit events are deleted this many days after they were recorded, "
     "in batches of 5,000 rows per transaction; the run records one `AuditLogUsed` event (action "
     "D) with the count. 2190 = 6 years, the retention HIPAA sets for security documentation "

@@ -8,8 +8,9 @@ import shutil
 import time
 from pathlib import Path
 
-from dicomnode.model import prepared
 from dicomnode.model.classifier import load_classifier
+from dicomnode.model.prepare import prepare
+from dicomnode.model.prepared import ModelSource
 from tests.support.data import TINY_ARCH
 from tests.support.models import tiny_package
 from tests.support.nodecfg import write_node_config
@@ -34,7 +35,7 @@ def test_node_removes_unused_prepared_models_at_start_and_on_schedule(tmp_path, 
     served = {p.name for p in cache.iterdir()}
     package = tmp_path / "fracture-v1"
     tiny_package(package, seed=1)
-    prepared.prepare(prepared.ModelSource(package), cache)
+    prepare(ModelSource(package), cache)
     earlier = {p.name for p in cache.iterdir()} - served
     assert len(served) == len(earlier) == 3
     saved = Path(shutil.copytree(cache, tmp_path / "saved"))

@@ -10,14 +10,9 @@ import pytest
 
 from dicomnode.config import load_settings
 from dicomnode.model.card import ModelCard
-from dicomnode.pacs.orthanc import (
-    OrthancApi,
-    OrthancError,
-    OutcomeRecorder,
-    api_from_settings,
-    record_outcome,
-)
-from dicomnode.pacs.orthanc import OutcomeRecord as Record
+from dicomnode.pacs.orthanc import OrthancApi, OrthancError, api_from_settings
+from dicomnode.pacs.outcome import OutcomeRecord as Record
+from dicomnode.pacs.outcome import OutcomeRecorder, record_outcome
 from dicomnode.store.db import make_engine
 from dicomnode.store.jobs import Jobs, Received
 from dicomnode.store.tables import Result, ResultKind

@@ -191,6 +191,20 @@ def test_a_run_killed_midway_leaves_no_half_state_and_the_next_run_finishes_it(t
 
 
 def test_old_result_series_of_the_node_are_deleted_from_orthanc(tmp_path, orthanc):
+    _delete_old_result_series(tmp_path, orthanc, {})
+
+
+def test_result_series_are_deleted_with_the_orthanc_credentials(tmp_path, orthanc_factory):
+    """An Orthanc that asks for a user: retention authenticates with `[orthanc]`'s, like the pull
+    and the outcome labels (the same client; its deletions used to go without: HTTP 401)."""
+    users = {"dicomnode": "retention-test-password"}
+    orthanc = orthanc_factory(users=users)
+    [(user, password)] = users.items()
+    credentials = {"url": orthanc.http_url, "username": user, "password": password}
+    _delete_old_result_series(tmp_path, orthanc, {"orthanc": credentials})
+
+
+def _delete_old_result_series(tmp_path, orthanc, sections) -> None:
     study = ROOT + "77.1"
     own = small_cr(
         tmp_path / "own.dcm",
@@ -205,7 +219,8 @@ def test_old_result_series_of_the_node_are_deleted_from_orthanc(tmp_path, orthan
     config = write_node_config(
         tmp_path / "node",
         extra_sections={
-            "retention": {"orthanc_results_days": 30, "results_orthanc_url": orthanc.http_url}
+            "retention": {"orthanc_results_days": 30, "results_orthanc_url": orthanc.http_url},
+            **sections,
         },
     )
     soon = subprocess.run(

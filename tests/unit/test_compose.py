@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from dicomnode.config import load_settings
-from dicomnode.pacs.orthanc import METADATA_MODEL, METADATA_OUTCOME, METADATA_PROBABILITY
+from dicomnode.pacs.outcome import METADATA_MODEL, METADATA_OUTCOME, METADATA_PROBABILITY
 from tests.support.peers import load_orthanc_config
 
 REPO = Path(__file__).resolve().parents[2]

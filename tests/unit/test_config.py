@@ -111,3 +111,14 @@ def test_destinations_from_file(tmp_path):
     )
     with pytest.raises(ConfigError, match="unique"):
         load_settings(cfg, environ={})
+
+
+def test_runtime_names_are_defined_once():
+    """`model.runtime` accepts exactly the runtimes the model package runs: one enum, not a
+    copy of its names that could drift."""
+    from dicomnode.config import ModelSettings
+    from dicomnode.model.runtime import Runtime
+
+    assert ModelSettings.model_fields["runtime"].annotation is Runtime
+    for name in Runtime:
+        assert load_settings(environ={"DICOMNODE_MODEL__RUNTIME": name}).model.runtime is name

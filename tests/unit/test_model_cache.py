@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from dicomnode.model import prepared
 from dicomnode.model.cache import clean_model_cache, mark_used
 from dicomnode.model.classifier import Classifier, load_classifier
+from dicomnode.model.prepare import prepare
+from dicomnode.model.prepared import ModelSource
 from tests.support import data
 from tests.support.models import tiny_package
 
@@ -56,7 +57,7 @@ def two_models(tmp_path_factory) -> tuple[Path, set[str], set[str]]:
     demo = names(cache) - before
     package = tmp_path_factory.mktemp("package") / "fracture-v1"
     tiny_package(package, seed=1)
-    prepared.prepare(prepared.ModelSource(package), cache)  # as the child process does
+    prepare(ModelSource(package), cache)  # as the child process does
     old = names(cache) - demo
     return cache, demo, old
 

@@ -1,22 +1,17 @@
-"""dicomnode.pacs.orthanc: the version switch, what is written on a study, the pull selection and
-the persistent work queue."""
+"""dicomnode.pacs (outcome, pull, queue): the version switch, what is written on a study, the
+pull selection and the persistent work queue."""
 
 from __future__ import annotations
 
 import json
 
+import httpx
 import pytest
 
 from dicomnode.config import ConfigError, load_settings
-from dicomnode.pacs.orthanc import (
-    LABELS,
-    OutcomeRecord,
-    WorkQueue,
-    is_orthanc_id,
-    parse_version,
-    radiograph_instances,
-    supports_labels,
-)
+from dicomnode.pacs.outcome import LABELS, OutcomeRecord, parse_version, supports_labels
+from dicomnode.pacs.pull import is_orthanc_id, radiograph_instances
+from dicomnode.pacs.queue import WorkQueue
 
 
 @pytest.mark.parametrize(
@@ -94,3 +89,37 @@ def test_an_empty_environment_value_is_an_empty_string():
     # docker-compose.yml passes DICOMNODE_DATABASE__URL="" when PostgreSQL is not used.
     s = load_settings(None, environ={"DICOMNODE_DATABASE__URL": ""})
     assert s.database.url == "" and s.database_url.startswith("sqlite:///")
+
+
+def _client_auth(settings, url):
+    from dicomnode.pacs.orthanc import api_from_settings
+
+    with api_from_settings(settings, url=url) as api:
+        request = api.client.build_request("GET", f"{api.client.url}/system")
+        return api.client._build_request_auth(request), api.client.timeout.read
+
+
+@pytest.mark.parametrize(
+    ("results_url", "authenticated"),
+    [("http://127.0.0.1:8042", True), ("http://127.0.0.1:8042/", True),
+     ("http://127.0.0.1:80", False), ("https://127.0.0.1:8042", False),
+     ("http://pacs.example:8042", False)],
+)  # fmt: skip
+def test_retention_uses_the_orthanc_credentials_only_on_that_orthanc(results_url, authenticated):
+    settings = load_settings(environ={
+        "DICOMNODE_ORTHANC__URL": "http://127.0.0.1:8042", "DICOMNODE_ORTHANC__USERNAME": "node",
+        "DICOMNODE_ORTHANC__PASSWORD": "secret", "DICOMNODE_ORTHANC__TIMEOUT": "7"})  # fmt: skip
+    auth, timeout = _client_auth(settings, results_url)
+    assert timeout == 7
+    if authenticated:
+        assert auth._auth_header == httpx.BasicAuth("node", "secret")._auth_header
+    else:
+        assert not isinstance(auth, httpx.BasicAuth)
+
+
+def test_credentials_in_the_results_url_are_kept():
+    settings = load_settings(environ={"DICOMNODE_ORTHANC__URL": "http://127.0.0.1:8042",
+                                      "DICOMNODE_ORTHANC__USERNAME": "node",
+                                      "DICOMNODE_ORTHANC__PASSWORD": "secret"})  # fmt: skip
+    auth, _ = _client_auth(settings, "http://other:pw@127.0.0.1:8042")
+    assert auth._auth_header == httpx.BasicAuth("other", "pw")._auth_header

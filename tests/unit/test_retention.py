@@ -21,13 +21,11 @@ from dicomnode.retention.policy import (
     OrthancSeries,
     ResultRow,
     RetentionPolicy,
-    RetentionScheduler,
     StudyRow,
-    describe,
-    run_retention,
     select_expired,
     select_orthanc_series,
 )
+from dicomnode.retention.run import RetentionScheduler, describe, run_retention
 from dicomnode.retention.store import RetentionMark, SqlRetentionStore
 from dicomnode.store.db import make_engine
 from dicomnode.store.jobs import Jobs, Received

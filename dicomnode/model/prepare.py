@@ -1,0 +1,99 @@
+"""The child process that prepares a model for serving without PyTorch
+(`python -m dicomnode.model.prepare`, started by `dicomnode.model.prepared`).
+
+It imports PyTorch and timm, exports the graph and computes PyTorch's outputs for the check
+inputs, writes them atomically to the model cache, manifest last, and exits, so their memory
+is returned. Apart from `prepared` (the serving side) so that the classifier, which loads
+prepared models, and this child, which builds one with the classifier, import each other in
+one direction only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+from dicomnode.model.card import ModelPackageError
+from dicomnode.model.classifier import Classifier
+from dicomnode.model.prepared import (
+    EXIT_MODEL_ERROR,
+    MANIFEST_FORMAT,
+    ModelSource,
+    installed_version,
+)
+from dicomnode.model.runtime import check_inputs, export_key
+
+
+def prepare(source: ModelSource, cache_dir: Path) -> Path:
+    """Export the graph and PyTorch's check outputs for `source`; returns the manifest path.
+    Imports PyTorch: run it in a child process (`python -m dicomnode.model.prepare`)."""
+    from dicomnode.model.torchnet import ensure_export, state_sha256
+
+    if source.package is not None:
+        classifier = Classifier.from_package(source.package, device="cpu", runtime="torch")
+    else:
+        classifier = Classifier.demo(architecture=source.demo_architecture, device="cpu",
+                                     seed=source.seed, runtime="torch")  # fmt: skip
+    card = classifier.card
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    key = export_key(weights_sha256=card.weights_sha256 or state_sha256(classifier.model),
+                     architecture=card.architecture, input_size=card.input_size,
+                     fracture_index=card.fracture_index,
+                     classes=len(card.class_names))  # fmt: skip
+    onnx = ensure_export(classifier._net, input_size=card.input_size,
+                         path=cache_dir / f"{card.architecture}-{key}.onnx")  # fmt: skip
+    logits, cam = classifier._backend.run(check_inputs(card.input_size))
+    reference = f"{card.architecture}-{key}.reference.npz"
+    with _atomic(cache_dir / reference) as fh:
+        np.savez(fh, logits=logits, cam=cam)
+    manifest = {"format": MANIFEST_FORMAT, "onnx": onnx.name, "reference": reference,
+                "card": card.to_json(), "torch": installed_version("torch"),
+                "timm": installed_version("timm")}  # fmt: skip
+    path = cache_dir / source.manifest_name(card)
+    with _atomic(path) as fh:
+        fh.write(json.dumps(manifest, indent=2).encode())
+    return path
+
+
+@contextlib.contextmanager
+def _atomic(target: Path) -> Iterator[BinaryIO]:
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".prepare-", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Prepare a model for serving without PyTorch")
+    parser.add_argument("--cache", required=True, help="the node's model cache directory")
+    parser.add_argument("--package", default=None, help="model package folder")
+    parser.add_argument("--demo", default="efficientnet_b4", help="demo architecture")
+    parser.add_argument("--seed", type=int, default=0, help="demo seed")
+    args = parser.parse_args(argv)
+    source = ModelSource(Path(args.package) if args.package else None, args.demo, args.seed)
+    try:
+        print(prepare(source, Path(args.cache)))
+    except ModelPackageError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_MODEL_ERROR
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

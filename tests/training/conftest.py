@@ -58,7 +58,8 @@ def trained_run(
 @pytest.fixture(scope="session")
 def package(tmp_path_factory: pytest.TempPathFactory, trained_run: RunResult) -> Path:
     out = tmp_path_factory.mktemp("package")
-    export(checkpoint=trained_run.out / "best.pt", out=out, onnx=True)
+    # The synthetic images are 96 px: below the default min_image_size, the node would skip them.
+    export(checkpoint=trained_run.out / "best.pt", out=out, onnx=True, min_image_size=IMAGE_SIZE)
     return out
 
 

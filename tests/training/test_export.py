@@ -16,7 +16,7 @@ from dicomnode.model.card import ModelPackageError, read_package
 from dicomnode.model.classifier import Classifier, create_model
 from dicomnode.model.runtime import MAX_CAM_RELATIVE_DELTA, MAX_PROBABILITY_DELTA
 from tests.support.data import TINY_ARCH
-from tests.training.conftest import TINY_CONFIG, Synthetic
+from tests.training.conftest import IMAGE_SIZE, TINY_CONFIG, Synthetic
 from training.checkpoint import BEST
 from training.export import ONNX_FILE, ExportError, export, export_onnx, main, onnx_refusal
 from training.thresholds import calibrated_probability
@@ -30,7 +30,7 @@ def test_package_loads_in_the_node_with_a_complete_card(package: Path) -> None:
     assert card.input_size == TINY_CONFIG.image_size and card.class_names == ("normal", "fracture")
     assert 0.0 <= card.threshold_low <= card.threshold_high <= 1.0
     assert card.temperature > 0 and card.created and card.version.startswith(card.architecture)
-    assert card.min_image_size == 256  # written, with the default
+    assert card.min_image_size == IMAGE_SIZE  # written as the export was told
     assert card.weights_sha256[:8] in card.version
     validation = card.metrics["validation"]
     assert validation["auc"] > 0.9 and validation["sensitivity_at_low"] >= 0.95
@@ -101,6 +101,9 @@ def test_export_cli_without_temperature(trained_run: RunResult, tmp_path: Path) 
     assert card["min_image_size"] == 300  # the node skips smaller images with this package
     assert not (out / ONNX_FILE).exists()
     assert main(["--checkpoint", str(tmp_path / "nothing.pt"), "--out", str(out)]) == 2
+    default = tmp_path / "default"
+    assert main(["--checkpoint", str(trained_run.out / BEST), "--out", str(default)]) == 0
+    assert json.loads((default / "model.json").read_text())["min_image_size"] == 256
 
 
 def test_a_confident_model_is_not_refused_for_float32_rounding(tmp_path: Path) -> None:

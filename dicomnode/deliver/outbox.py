@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from datetime import timedelta
-from pathlib import Path
 
 import structlog
 
@@ -178,7 +177,3 @@ def _aware(value):
     from datetime import UTC
 
     return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
-def result_path(spool: Spool, result: Result) -> Path:
-    return spool.path(result.path)

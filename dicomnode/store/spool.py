@@ -21,7 +21,6 @@ import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
 
 
 class SpoolFull(OSError):
@@ -101,9 +100,6 @@ class Spool:
                 os.unlink(tmp_name)
             raise
         return target
-
-    def open(self, relative: str) -> BinaryIO:
-        return self.path(relative).open("rb")
 
     def exists(self, relative: str) -> bool:
         return self.path(relative).is_file()

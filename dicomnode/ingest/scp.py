@@ -54,7 +54,7 @@ from dicomnode.ingest.pdu_guard import Pace
 from dicomnode.ingest.tls import listeners, server_tls_context
 from dicomnode.library_warnings import summarised
 from dicomnode.metrics import Metrics
-from dicomnode.store.jobs import Jobs, Received
+from dicomnode.store.queue import Queue, Received
 from dicomnode.store.spool import Spool
 from dicomnode.uids import hash_uid
 
@@ -83,7 +83,7 @@ _STUDY_FIELDS = {
 @dataclass(frozen=True)
 class StoreContext:
     spool: Spool
-    jobs: Jobs
+    jobs: Queue
     metrics: Metrics
     salt: str
     on_received: Callable[[], None] = lambda: None

@@ -15,6 +15,7 @@ from datetime import timedelta
 import structlog
 
 from dicomnode.audit import Audit, AuditAction, AuditEventID, AuditOutcome
+from dicomnode.backoff import backoff_seconds
 from dicomnode.config import Settings
 from dicomnode.deliver.scu import AssociationFailed, client_tls_context, send_files
 from dicomnode.metrics import Metrics
@@ -23,11 +24,6 @@ from dicomnode.store.spool import Spool
 from dicomnode.store.tables import Delivery, Result, utcnow
 
 log = structlog.stdlib.get_logger("dicomnode.outbox")
-
-
-def backoff_seconds(attempts: int, *, initial: float, maximum: float) -> float:
-    """Delay before attempt `attempts + 1`: initial, 2×, 4×, … capped at `maximum`."""
-    return float(min(maximum, initial * 2 ** max(0, attempts - 1)))
 
 
 def deliver_due(

@@ -34,8 +34,8 @@ import structlog
 from pyorthanc import Orthanc as PyOrthanc
 
 from dicomnode import MANUFACTURER
+from dicomnode.backoff import backoff_seconds
 from dicomnode.config import Settings
-from dicomnode.deliver.outbox import backoff_seconds
 from dicomnode.ingest.scp import StoreContext, StoreStatus, audit_received, store_bytes
 from dicomnode.model.card import ModelCard
 from dicomnode.store.jobs import Jobs

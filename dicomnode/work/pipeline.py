@@ -20,6 +20,7 @@ import structlog
 from pydicom import Dataset, dcmread
 from pydicom.errors import InvalidDicomError
 
+from dicomnode.backoff import backoff_seconds
 from dicomnode.config import Settings
 from dicomnode.imaging import preprocess
 from dicomnode.library_warnings import summarised
@@ -303,7 +304,7 @@ class Pipeline:
         return JobState.QUEUED
 
     def backoff(self, attempt: int) -> float:
-        return float(min(self.retry_max, self.retry_initial * 2 ** min(attempt - 1, 30)))
+        return backoff_seconds(attempt, initial=self.retry_initial, maximum=self.retry_max)
 
     # --- one study ----------------------------------------------------------------------------
 

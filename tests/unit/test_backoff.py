@@ -14,4 +14,3 @@ def test_a_delivery_retried_for_weeks_keeps_its_capped_delay():
     # With max_attempts = 0 (retry forever) the attempt count grows without bound; 2**1100
     # overflows a float, which once ended the whole outbox pass with an OverflowError.
     assert backoff_seconds(1100, initial=5.0, maximum=600.0) == 600.0
-

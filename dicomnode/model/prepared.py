@@ -21,10 +21,8 @@ import argparse
 import contextlib
 import functools
 import json
-import os
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import metadata
@@ -34,6 +32,7 @@ from typing import Any, BinaryIO, NamedTuple
 import numpy as np
 import structlog
 
+from dicomnode.durable_files import atomic_write
 from dicomnode.model.cache import mark_used
 from dicomnode.model.card import ModelCard, ModelPackageError, read_package
 from dicomnode.model.runtime import (
@@ -232,17 +231,8 @@ def prepare(source: ModelSource, cache_dir: Path) -> Path:
 
 @contextlib.contextmanager
 def _atomic(target: Path) -> Iterator[BinaryIO]:
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".prepare-", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    with atomic_write(target, prefix=".prepare-") as fh:
+        yield fh
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,7 +19,6 @@ backoff.
 from __future__ import annotations
 
 import json
-import os
 import re
 import threading
 import time
@@ -36,6 +35,7 @@ from pyorthanc import Orthanc as PyOrthanc
 from dicomnode import MANUFACTURER
 from dicomnode.backoff import backoff_seconds
 from dicomnode.config import Settings
+from dicomnode.durable_files import atomic_write
 from dicomnode.ingest.scp import StoreContext, StoreStatus, audit_received, store_bytes
 from dicomnode.model.card import ModelCard
 from dicomnode.store.jobs import Jobs
@@ -248,12 +248,8 @@ class WorkQueue:
 
     def _save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(self._items, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        with atomic_write(self.path) as f:
+            f.write(json.dumps(self._items).encode())
 
     def add(self, keys: list[str]) -> int:
         """Queue `keys` (due now); returns how many were not queued already."""

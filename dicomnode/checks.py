@@ -19,7 +19,7 @@ from sqlmodel import SQLModel
 
 from dicomnode.config import Settings
 from dicomnode.durable_files import atomic_write
-from dicomnode.store import db  # noqa: F401  (registers every table on SQLModel.metadata)
+from dicomnode.store import migrations  # noqa: F401  (registers every table on SQLModel.metadata)
 
 Status = Literal["ok", "warn", "fail"]
 

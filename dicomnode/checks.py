@@ -18,7 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import SQLModel
 
 from dicomnode.config import Settings
-from dicomnode.durable_files import atomic_write
+from dicomnode.durable import atomic_write
 from dicomnode.store import migrations  # noqa: F401  (registers every table on SQLModel.metadata)
 
 Status = Literal["ok", "warn", "fail"]

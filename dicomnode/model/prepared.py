@@ -32,7 +32,7 @@ from typing import Any, BinaryIO, NamedTuple
 import numpy as np
 import structlog
 
-from dicomnode.durable_files import atomic_write
+from dicomnode.durable import atomic_write
 from dicomnode.model.cache import mark_used
 from dicomnode.model.card import ModelCard, ModelPackageError, read_package
 from dicomnode.model.runtime import (

@@ -20,7 +20,7 @@ import numpy as np
 import structlog
 import torch
 
-from dicomnode.durable_files import atomic_write
+from dicomnode.durable import atomic_write
 from dicomnode.model.cache import mark_used
 from dicomnode.model.runtime import (
     OPSET,

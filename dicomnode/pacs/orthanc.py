@@ -35,7 +35,7 @@ from pyorthanc import Orthanc as PyOrthanc
 from dicomnode import MANUFACTURER
 from dicomnode.backoff import backoff_seconds
 from dicomnode.config import Settings
-from dicomnode.durable_files import atomic_write
+from dicomnode.durable import atomic_write
 from dicomnode.ingest.scp import StoreContext, StoreStatus, audit_received, store_bytes
 from dicomnode.model.card import ModelCard
 from dicomnode.store.jobs import Jobs

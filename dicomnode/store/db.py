@@ -22,7 +22,7 @@ from sqlalchemy import event, inspect, text
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import create_engine
 
-from dicomnode.store.durable import is_durable
+from dicomnode.durable import is_durable
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 #: The revision a database made by `create_all` before migrations existed is stamped with.

@@ -17,7 +17,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 from sqlmodel import Session, col
 
-from dicomnode.store.durable import durable
+from dicomnode.durable import durable
 from dicomnode.store.repository import Repository
 from dicomnode.store.tables import Job, JobState, Study, utcnow
 

@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from dicomnode.durable_files import atomic_write
+from dicomnode.durable import atomic_write
 
 
 class SpoolFull(OSError):

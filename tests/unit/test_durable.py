@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dicomnode.durable_files import atomic_write
+from dicomnode.durable import atomic_write
 
 
 def test_the_target_appears_whole_from_chunks_and_no_temporary_file_stays(tmp_path):

@@ -29,8 +29,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Field, Session, SQLModel, col
 
+from dicomnode.durable import durable
 from dicomnode.logconfig import scrub_text
-from dicomnode.store.durable import durable
 from dicomnode.uids import hash_uid
 
 log = structlog.stdlib.get_logger("dicomnode.audit")

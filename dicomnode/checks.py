@@ -18,7 +18,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import SQLModel
 
 from dicomnode.config import Settings
-from dicomnode.store import db  # noqa: F401  (registers every table on SQLModel.metadata)
+from dicomnode.durable import atomic_write
+from dicomnode.store import migrations  # noqa: F401  (registers every table on SQLModel.metadata)
 
 Status = Literal["ok", "warn", "fail"]
 
@@ -50,12 +51,8 @@ def check_spool_writable(root: Path) -> Check:
     probe = root / "tmp" / f".doctor-{os.getpid()}"
     try:
         probe.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, b"probe")
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        with atomic_write(probe, prefix=".doctor-") as fh:  # the spool's own way of writing
+            fh.write(b"probe")
         probe.unlink()
     except OSError as exc:
         return Check(

@@ -11,11 +11,11 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from datetime import timedelta
-from pathlib import Path
 
 import structlog
 
 from dicomnode.audit import Audit, AuditAction, AuditEventID, AuditOutcome
+from dicomnode.backoff import backoff_seconds
 from dicomnode.config import Settings
 from dicomnode.deliver.scu import AssociationFailed, client_tls_context, send_files
 from dicomnode.metrics import Metrics
@@ -24,11 +24,6 @@ from dicomnode.store.spool import Spool
 from dicomnode.store.tables import Delivery, Result, utcnow
 
 log = structlog.stdlib.get_logger("dicomnode.outbox")
-
-
-def backoff_seconds(attempts: int, *, initial: float, maximum: float) -> float:
-    """Delay before attempt `attempts + 1`: initial, 2×, 4×, … capped at `maximum`."""
-    return float(min(maximum, initial * 2 ** max(0, attempts - 1)))
 
 
 def deliver_due(
@@ -178,7 +173,3 @@ def _aware(value):
     from datetime import UTC
 
     return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
-def result_path(spool: Spool, result: Result) -> Path:
-    return spool.path(result.path)

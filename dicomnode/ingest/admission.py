@@ -30,7 +30,7 @@ from dicomnode.audit import Audit, AuditAction, AuditEventID, AuditOutcome
 from dicomnode.imaging.dicom_errors import RECEIVED_ERRORS
 from dicomnode.library_warnings import summarised
 from dicomnode.metrics import Metrics
-from dicomnode.store.jobs import Jobs, Received
+from dicomnode.store.queue import Queue, Received
 from dicomnode.store.spool import Spool
 
 
@@ -60,7 +60,7 @@ class StoreContext:
     """Where admitted datasets go and what reports on them: one per node, for every way in."""
 
     spool: Spool
-    jobs: Jobs
+    jobs: Queue
     metrics: Metrics
     salt: str
     on_received: Callable[[], None] = lambda: None

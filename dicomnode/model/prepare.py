@@ -13,15 +13,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 
+from dicomnode.durable import atomic_write
 from dicomnode.model.card import ModelPackageError
 from dicomnode.model.classifier import Classifier
 from dicomnode.model.prepared import (
@@ -66,17 +65,8 @@ def prepare(source: ModelSource, cache_dir: Path) -> Path:
 
 @contextlib.contextmanager
 def _atomic(target: Path) -> Iterator[BinaryIO]:
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".prepare-", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    with atomic_write(target, prefix=".prepare-") as fh:
+        yield fh
 
 
 def main(argv: list[str] | None = None) -> int:

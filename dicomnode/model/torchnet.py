@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 import tempfile
 import warnings
 from collections.abc import Callable
@@ -21,6 +20,7 @@ import numpy as np
 import structlog
 import torch
 
+from dicomnode.durable import atomic_write
 from dicomnode.model.cache import mark_used
 from dicomnode.model.runtime import (
     OPSET,
@@ -80,28 +80,19 @@ def export_onnx(net: CamNet, *, input_size: int, target: Path) -> Path:
     net = net.eval().cpu()
     example = torch.zeros(1, 3, input_size, input_size)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".export-", suffix=".part")
-    os.close(fd)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the TorchScript exporter announces its deprecation
-            torch.onnx.export(
-                net,
-                (example,),
-                tmp,
-                dynamo=False,  # the dynamo exporter needs onnxscript; this one needs nothing
-                input_names=["input"],
-                output_names=["logits", "cam"],
-                dynamic_axes={name: {0: "batch"} for name in ("input", "logits", "cam")},
-                opset_version=OPSET,
-            )
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)  # atomic: a reader never sees half a graph
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    # Atomic: a reader never sees half a graph. The TorchScript exporter writes to a file object.
+    with atomic_write(target, prefix=".export-") as fh, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter announces its deprecation
+        torch.onnx.export(
+            net,
+            (example,),
+            fh,  # type: ignore[arg-type]
+            dynamo=False,  # the dynamo exporter needs onnxscript; this one needs nothing
+            input_names=["input"],
+            output_names=["logits", "cam"],
+            dynamic_axes={name: {0: "batch"} for name in ("input", "logits", "cam")},
+            opset_version=OPSET,
+        )
     return target
 
 

@@ -7,15 +7,15 @@ retried with the delivery backoff.
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from pathlib import Path
 
 import structlog
 
+from dicomnode.backoff import backoff_seconds
 from dicomnode.config import Settings
-from dicomnode.deliver.outbox import backoff_seconds
+from dicomnode.durable import atomic_write
 
 log = structlog.stdlib.get_logger("dicomnode.orthanc")
 
@@ -43,12 +43,8 @@ class WorkQueue:
 
     def _save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(self._items, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        with atomic_write(self.path) as f:
+            f.write(json.dumps(self._items).encode("utf-8"))
 
     def add(self, keys: list[str]) -> int:
         """Queue `keys` (due now); returns how many were not queued already."""

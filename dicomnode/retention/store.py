@@ -16,6 +16,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Field, Session, SQLModel, col
 
 from dicomnode.audit import AuditEvent
+from dicomnode.durable import durable
 from dicomnode.retention.policy import (
     Deletion,
     DeliveryRow,
@@ -24,7 +25,6 @@ from dicomnode.retention.policy import (
     ResultRow,
     StudyRow,
 )
-from dicomnode.store.durable import durable
 from dicomnode.store.spool import Spool
 from dicomnode.store.tables import Delivery, Job, Result, Study, utcnow
 

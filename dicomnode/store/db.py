@@ -18,14 +18,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import MetaData, event, inspect, text
+from sqlalchemy import event, inspect, text
 from sqlalchemy.engine import Connection, Engine
-from sqlmodel import SQLModel, create_engine
+from sqlmodel import create_engine
 
-from dicomnode import audit  # noqa: F401  (their tables too)
-from dicomnode.retention import store as retention_store  # noqa: F401
-from dicomnode.store import tables  # noqa: F401
-from dicomnode.store.durable import is_durable
+from dicomnode.durable import is_durable
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 #: The revision a database made by `create_all` before migrations existed is stamped with.
@@ -36,11 +33,6 @@ _PG_MIGRATION_LOCK = 0x6469636F6D
 
 class SchemaError(RuntimeError):
     """The database schema is not the one this version of the node needs."""
-
-
-def table_metadata() -> MetaData:
-    """Every table of the node. A module that defines tables must be imported here."""
-    return SQLModel.metadata
 
 
 def make_engine(url: str, *, upgrade: bool = True) -> Engine:

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 import re
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable
 from pathlib import Path
-from typing import BinaryIO
+
+from dicomnode.durable import atomic_write
 
 
 class SpoolFull(OSError):
@@ -83,27 +83,14 @@ class Spool:
     def write_bytes(self, relative: str, data: bytes | memoryview) -> Path:
         return self.write_stream(relative, [data])
 
-    def write_stream(self, relative: str, chunks: Iterator[bytes] | list) -> Path:
+    def write_stream(self, relative: str, chunks: Iterable[bytes | memoryview]) -> Path:
         """Durably write `chunks` to `relative`; nothing is left behind on failure."""
         target = self.path(relative)
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = _mkstemp(self.tmp, self.tmp_prefix)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                for chunk in chunks:
-                    fh.write(chunk)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp_name, target)
-            _fsync_dir(target.parent)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp_name)
-            raise
+        with atomic_write(target, tmp_dir=self.tmp, prefix=self.tmp_prefix) as fh:
+            for chunk in chunks:
+                fh.write(chunk)
         return target
-
-    def open(self, relative: str) -> BinaryIO:
-        return self.path(relative).open("rb")
 
     def exists(self, relative: str) -> bool:
         return self.path(relative).is_file()
@@ -114,17 +101,3 @@ class Spool:
             return True
         except FileNotFoundError:
             return False
-
-
-def _mkstemp(directory: Path, prefix: str) -> tuple[int, str]:
-    import tempfile
-
-    return tempfile.mkstemp(dir=directory, prefix=prefix, suffix=".part")
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -19,6 +19,7 @@ import numpy as np
 import structlog
 from pydicom import Dataset, dcmread
 
+from dicomnode.backoff import backoff_seconds
 from dicomnode.config import Settings
 from dicomnode.imaging.dicom_errors import READ_ERRORS
 from dicomnode.library_warnings import summarised
@@ -277,7 +278,7 @@ class Pipeline:
         return JobState.QUEUED
 
     def backoff(self, attempt: int) -> float:
-        return float(min(self.retry_max, self.retry_initial * 2 ** min(attempt - 1, 30)))
+        return backoff_seconds(attempt, initial=self.retry_initial, maximum=self.retry_max)
 
     # --- one study ----------------------------------------------------------------------------
 

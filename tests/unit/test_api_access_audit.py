@@ -25,6 +25,7 @@ from dicomnode.store.db import make_engine
 from dicomnode.store.jobs import Jobs, Received
 from dicomnode.store.spool import Spool
 from dicomnode.store.tables import JobState, ResultKind
+from tests.support.jobs import claim
 from tests.support.smallcr import small_cr
 
 TOKEN = "access-token"
@@ -64,7 +65,7 @@ class Node:
                 study={**PATIENT, "study_date": "20240105", "study_description": "HAND"},
             )
         )  # fmt: skip
-        self.jobs.claim(owner="t", lease_seconds=60)
+        claim(self.jobs, owner="t", lease_seconds=60)
         self.jobs.finish(job_id, state=JobState.CLASSIFIED, probability=p, outcome="positive")
         sc_uid = f"{sop}.99"
         relative = self.spool.relative_path(sc_uid, kind="out")

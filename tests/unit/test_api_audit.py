@@ -12,6 +12,7 @@ from dicomnode.metrics import Metrics
 from dicomnode.store.db import make_engine
 from dicomnode.store.jobs import Jobs, Received
 from dicomnode.store.tables import JobState
+from tests.support.jobs import claim
 
 STUDY = "1.2.826.0.1.3680043.8.498.31"
 TOKEN = "t0ken"
@@ -73,7 +74,7 @@ def test_retrying_a_failed_job_is_audited(tmp_path):
             STUDY + ".1", "1.2.840.10008.5.1.4.1.1.1", STUDY, "", "CR", "", "", "X", "in/x.dcm", {}
         )
     )
-    jobs.claim(owner="t", lease_seconds=60)
+    claim(jobs, owner="t", lease_seconds=60)
     jobs.finish(job_id, state=JobState.FAILED, reason="pixel data cannot be decoded")
     assert client.post(f"/api/jobs/{job_id}/retry").status_code == 200
     [event] = audit.query(event="DICOMInstancesAccessed")

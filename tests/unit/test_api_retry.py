@@ -10,6 +10,7 @@ import pytest
 from dicomnode.store.jobs import Jobs, Received
 from dicomnode.store.tables import JobState, utcnow
 from tests.support.api_client import api_client
+from tests.support.jobs import claim
 
 STUDY = "1.2.826.0.1.3680043.8.498.32"
 WAITING = "waiting: results cannot be written (ENOSPC); attempt 1, next in 3600 s"
@@ -32,7 +33,7 @@ def _job(jobs: Jobs, n: int) -> int:
 def _claimed(jobs: Jobs, n: int) -> int:
     """A job in state `processing` (claimed by owner "t")."""
     job_id = _job(jobs, n)
-    claimed = jobs.claim(owner="t", lease_seconds=600)
+    claimed = claim(jobs, owner="t", lease_seconds=600)
     assert claimed is not None and claimed.id == job_id
     return job_id
 
@@ -50,7 +51,7 @@ def test_retry_of_a_waiting_job_makes_it_due_now_and_keeps_its_attempts(api):
     before = client.get(f"/api/jobs/{job_id}").json()
     assert before["state"] == "queued" and before["reason"] == WAITING
     assert before["retry_at"] is not None and before["attempts"] == 1
-    assert jobs.claim(owner="t", lease_seconds=600) is None  # not due for an hour
+    assert claim(jobs, owner="t", lease_seconds=600) is None  # not due for an hour
 
     done = client.post(f"/api/jobs/{job_id}/retry")
     assert done.status_code == 200 and done.json() == {"id": job_id, "state": "queued"}
@@ -63,7 +64,7 @@ def test_retry_of_a_waiting_job_makes_it_due_now_and_keeps_its_attempts(api):
     assert event.action == "U" and event.actor.startswith("api:")
 
     # Due at once: the next claim takes it, counting on from its attempts.
-    claimed = jobs.claim(owner="t", lease_seconds=600)
+    claimed = claim(jobs, owner="t", lease_seconds=600)
     assert claimed is not None and claimed.id == job_id and claimed.attempts == 2
     # Now processing: a second "retry now" is the existing requeue of a stuck job.
     assert client.post(f"/api/jobs/{job_id}/retry").status_code == 200

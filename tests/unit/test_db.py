@@ -17,10 +17,10 @@ from dicomnode.store.db import (
     head_revision,
     make_engine,
     schema_revision,
-    table_metadata,
     upgrade_schema,
 )
 from dicomnode.store.jobs import Jobs
+from dicomnode.store.migrations import table_metadata
 
 
 def _diffs(engine):

@@ -10,6 +10,7 @@ from collections import Counter
 from dicomnode.store.db import create_db_engine, make_engine
 from dicomnode.store.jobs import Jobs, Received
 from dicomnode.store.tables import DeliveryState, JobState, ResultKind
+from tests.support.jobs import claim
 
 STUDY = "1.2.3"
 
@@ -43,7 +44,7 @@ def test_jobs_are_claimed_once_across_nodes_and_workers(database_url):
     lock = threading.Lock()
 
     def worker(jobs, owner):
-        while (job := jobs.claim(owner=owner, lease_seconds=60)) is not None:
+        while (job := claim(jobs, owner=owner, lease_seconds=60)) is not None:
             assert jobs.finish(job.id, state=JobState.SKIPPED, owner=owner, reason="x")
             with lock:
                 claimed.append((owner, job.id))
@@ -72,10 +73,10 @@ def test_images_of_one_new_study_arriving_at_two_nodes_at_once_all_succeed(datab
 def test_a_dead_nodes_job_returns_after_its_lease_and_its_late_outcome_is_refused(database_url):
     a, b = _two_nodes(database_url)
     a.enqueue(_item("1.2.3.4"))
-    job = a.claim(owner="node-a", lease_seconds=60)
-    assert b.claim(owner="node-b", lease_seconds=60) is None  # leased: not claimable
+    job = claim(a, owner="node-a", lease_seconds=60)
+    assert claim(b, owner="node-b", lease_seconds=60) is None  # leased: not claimable
     assert a.renew_leases(owner="node-a", lease_seconds=-1) == 1  # now expired
-    again = b.claim(owner="node-b", lease_seconds=60)
+    again = claim(b, owner="node-b", lease_seconds=60)
     assert again.id == job.id and again.attempts == 2
     # node A was only paused: its outcome comes too late and is refused (fencing)
     assert not a.finish(job.id, state=JobState.FAILED, owner="node-a", reason="late")
@@ -88,15 +89,15 @@ def test_a_dead_nodes_job_returns_after_its_lease_and_its_late_outcome_is_refuse
 def test_renewal_keeps_a_long_job_with_its_live_node(database_url):
     a, b = _two_nodes(database_url)
     a.enqueue(_item("1.2.3.4"))
-    a.claim(owner="node-a", lease_seconds=-1)  # would be expired already ...
+    claim(a, owner="node-a", lease_seconds=-1)  # would be expired already ...
     assert a.renew_leases(owner="node-a", lease_seconds=60) == 1  # ... but the node is alive
-    assert b.claim(owner="node-b", lease_seconds=60) is None
+    assert claim(b, owner="node-b", lease_seconds=60) is None
 
 
 def _classified_study(jobs, n=3):
     for i in range(n):
         jobs.enqueue(_item(f"1.2.3.{i}"))
-        job = jobs.claim(owner="w", lease_seconds=60)
+        job = claim(jobs, owner="w", lease_seconds=60)
         jobs.finish(job.id, state=JobState.CLASSIFIED, owner="w", probability=0.4)
 
 
@@ -127,7 +128,7 @@ def test_a_study_report_version_is_claimed_by_exactly_one_node(database_url):
     assert study.report_version == 1 and study.report_owner is None
     # a late image makes version 2 due, once
     a.enqueue(_item("1.2.3.99"))
-    late = a.claim(owner="w", lease_seconds=60)
+    late = claim(a, owner="w", lease_seconds=60)
     a.finish(late.id, state=JobState.CLASSIFIED, owner="w", probability=0.9)
     assert b.claim_study_report(owner="b1", lease_seconds=60, stable_seconds=0) == (STUDY, 2)
     assert a.claim_study_report(owner="a1", lease_seconds=60, stable_seconds=0) is None

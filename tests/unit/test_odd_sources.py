@@ -19,6 +19,7 @@ from dicomnode.store.tables import JobState, ResultKind
 from dicomnode.work.results import write_header
 from tests.support.data import RG3_UNCR, TINY_ARCH, testdata
 from tests.support.inprocess import InProcessNode, inprocess_node
+from tests.support.jobs import claim
 from tests.support.validators import dciodvfy
 
 ROOT = "1.2.826.0.1.3680043.8.498.17.3"
@@ -117,7 +118,7 @@ def test_an_image_the_report_cannot_hold_is_left_out_with_its_reason(node):
     for ds in (good, odd):
         assert node.receive(_encode(ds)) == 0
     for _ in range(2):
-        claimed = node.jobs.claim(owner="w", lease_seconds=60)
+        claimed = claim(node.jobs, owner="w", lease_seconds=60)
         assert claimed is not None and node.pipeline.process(claimed) == JobState.CLASSIFIED
     # The stored header of the odd image, as a header damaged after classification would be.
     damaged = _source(study, 2, SeriesInstanceUID=None)
@@ -149,7 +150,7 @@ def test_a_study_none_of_whose_images_can_be_reported_ends_explained(node):
     study = f"{ROOT}.4"
     source = _source(study, 1)
     assert node.receive(_encode(source)) == 0
-    claimed = node.jobs.claim(owner="w", lease_seconds=60)
+    claimed = claim(node.jobs, owner="w", lease_seconds=60)
     assert claimed is not None and node.pipeline.process(claimed) == JobState.CLASSIFIED
     write_header(_source(study, 1, SeriesInstanceUID=None), spool=node.spool)
 

@@ -25,6 +25,7 @@ from dicomnode.work.pipeline import Pipeline
 from dicomnode.work.worker import JobWorker
 from tests.support import data
 from tests.support.api_client import TOKEN, api_client
+from tests.support.jobs import claim
 from tests.support.peers import wait_until
 
 STUDY = "1.2.826.0.1.3680043.8.498.77"
@@ -41,7 +42,7 @@ def _item(n: int) -> Received:
 def _classified_study(jobs: Jobs) -> None:
     """A stable study with one classified image: due for its first report."""
     jobs.enqueue(_item(1))
-    job = jobs.claim(owner="w", lease_seconds=60)
+    job = claim(jobs, owner="w", lease_seconds=60)
     assert job is not None and job.id is not None
     assert jobs.finish(job.id, state=JobState.CLASSIFIED, owner="w", probability=0.9,
                        outcome="positive")  # fmt: skip
@@ -180,7 +181,7 @@ def test_a_report_deferred_below_min_free_mb_is_built_at_the_next_step_after_ret
     client = TestClient(create_app(ctx), headers={"Authorization": f"Bearer {TOKEN}"})
 
     # The image is classified (its SC written); it is the first thing the worker claims.
-    claimed = jobs.claim(owner="n1", lease_seconds=60)
+    claimed = claim(jobs, owner="n1", lease_seconds=60)
     assert claimed is not None and pipeline.process(claimed) == JobState.CLASSIFIED
     # Then free space falls below the reserve: the report cannot be written (SpoolFull).
     spool.min_free_bytes = 1 << 62

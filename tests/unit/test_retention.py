@@ -31,6 +31,7 @@ from dicomnode.store.db import make_engine
 from dicomnode.store.jobs import Jobs, Received
 from dicomnode.store.spool import Spool
 from dicomnode.store.tables import Delivery, Job, JobState, Result, ResultKind, Study
+from tests.support.jobs import claim
 
 NOW = datetime(2030, 6, 1, 3, 0, tzinfo=UTC)
 POLICY = RetentionPolicy(spool_days=7, results_days=30, records_days=90, stable_seconds=10)
@@ -227,7 +228,7 @@ class Node:
                     sop, "1.2.840.10008.5.1.4.1.1.1", uid, uid + ".0", "CR", "", "", "TEST", rel, {}
                 )
             )
-            self.jobs.claim(owner="t", lease_seconds=60)
+            claim(self.jobs, owner="t", lease_seconds=60)
             self.jobs.finish(job_id, state=JobState.CLASSIFIED, probability=0.5)
             paths += [rel, hdr, self._result(uid, f"{sop}.9", job_id, deliver)]
         paths.append(self._result(uid, f"{uid}.99", None, deliver))

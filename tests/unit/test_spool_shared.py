@@ -30,7 +30,7 @@ def test_a_shared_spool_reads_what_another_node_wrote(tmp_path):
     rel = a.relative_path("1.2.3.4", kind="in")
     assert rel == b.relative_path("1.2.3.4", kind="in")
     a.write_bytes(rel, b"DICM")
-    assert b.open(rel).read() == b"DICM"
+    assert b.path(rel).read_bytes() == b"DICM"
     assert list(a.tmp.iterdir()) == []
 
 

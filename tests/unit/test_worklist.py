@@ -29,6 +29,7 @@ from dicomnode.store.spool import Spool
 from dicomnode.store.tables import JobState, ResultKind
 from dicomnode.store.worklist import FilterError, WorklistFilters, query_worklist
 from tests.support.api_client import app_routes
+from tests.support.jobs import claim
 
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -62,7 +63,7 @@ class Db:
         )  # fmt: skip
         if state == JobState.QUEUED:
             return job_id
-        job = self.jobs.claim(owner="test", lease_seconds=60)
+        job = claim(self.jobs, owner="test", lease_seconds=60)
         assert job is not None and job.id == job_id
         if state != JobState.PROCESSING:
             self.jobs.finish(job_id, state=state, probability=p,

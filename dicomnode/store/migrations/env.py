@@ -10,7 +10,7 @@ from alembic import context
 from sqlalchemy import create_engine
 from sqlalchemy.engine import Connection
 
-from dicomnode.store.db import table_metadata
+from dicomnode.store.migrations import table_metadata
 
 config = context.config
 target_metadata = table_metadata()

@@ -74,7 +74,9 @@ def write_header(ds: Dataset, *, spool: Spool) -> None:
     leave it out (`sources.output_header`): it must not fail an image already classified."""
     header = Dataset()
     for tag in list(ds.keys()):  # tags: iterating a Dataset decodes every element
-        if tag >= 0x7FE00010:
+        # Command (0000) and file meta (0002) elements have no place in a dataset body: a
+        # sender's stray one made the writer raise and the job crash.
+        if tag >= 0x7FE00010 or tag.group < 0x0008:
             continue
         try:
             header.add(ds[tag])

@@ -179,3 +179,29 @@ def test_output_header_normalises_what_outputs_copy():
     assert header.SpecificCharacterSet == UTF8
     assert "PixelData" not in header
     assert source.PatientBirthDate == "20241399"  # the source is left as it was
+
+
+def _with_stray_group_elements(encoded: bytes) -> bytes:
+    """The file with a command (0000) and a file meta (0002) element at the start of its
+    dataset body, where a careless sender may leave them (explicit VR little endian)."""
+    body = 144 + int.from_bytes(encoded[140:144], "little")  # after (0002,0000)'s group
+    stray = (
+        b"\x00\x00\x02\x09" + b"LO" + (6).to_bytes(2, "little") + b"stray "
+        + b"\x02\x00\x13\x00" + b"SH" + (6).to_bytes(2, "little") + b"STRAY "
+    )  # fmt: skip
+    return encoded[:body] + stray + encoded[body:]
+
+
+def test_stray_command_and_meta_elements_in_the_body_do_not_crash_the_job(node):
+    """A dataset body holding (0000,eeee) / (0002,eeee) elements: pydicom's writer refuses
+    them, so keeping the header crashed the job ("unexpected ValueError") and its study was
+    never reported. They are left out of the kept header like undecodable elements."""
+    study = f"{ROOT}.9"
+    ds = _source(study, 1)
+    assert ds.file_meta.TransferSyntaxUID == pydicom.uid.ExplicitVRLittleEndian
+    assert node.receive(_with_stray_group_elements(_encode(ds))) == 0
+    claimed = node.jobs.claim(owner="w", lease_seconds=60)
+    assert claimed is not None and node.pipeline.process(claimed) == JobState.CLASSIFIED
+    node.run_until_idle()
+    record = node.jobs.study(study)
+    assert record is not None and record.report_version == 1 and record.reported_job_count == 1

@@ -200,7 +200,7 @@ def test_stray_command_and_meta_elements_in_the_body_do_not_crash_the_job(node):
     ds = _source(study, 1)
     assert ds.file_meta.TransferSyntaxUID == pydicom.uid.ExplicitVRLittleEndian
     assert node.receive(_with_stray_group_elements(_encode(ds))) == 0
-    claimed = node.jobs.claim(owner="w", lease_seconds=60)
+    claimed = claim(node.jobs, owner="w", lease_seconds=60)
     assert claimed is not None and node.pipeline.process(claimed) == JobState.CLASSIFIED
     node.run_until_idle()
     record = node.jobs.study(study)

@@ -123,7 +123,7 @@ def test_every_storage_class_is_negotiated_and_each_retired_one_stored(tmp_path)
     from dicomnode.store.db import make_engine
     from dicomnode.store.jobs import Jobs
     from dicomnode.store.spool import Spool
-    from tests.unit.test_scp_storage_classes import dictionary_storage_classes
+    from tests.unit.ingest.test_scp_storage_classes import dictionary_storage_classes
 
     settings = Settings.model_validate(
         {"node": {"port": free_port(), "data_dir": str(tmp_path / "node"), "min_free_mb": 0}}

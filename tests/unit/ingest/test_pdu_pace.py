@@ -14,7 +14,7 @@ import time
 import pytest
 
 from dicomnode.ingest.pdu_guard import A_ABORT, Pace, PduMeter, metered_recv
-from tests.unit.test_pdu_guard import message, pdu
+from tests.unit.ingest.test_pdu_guard import message, pdu
 
 
 class Clock:

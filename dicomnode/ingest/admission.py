@@ -145,27 +145,33 @@ def store_bytes(
     when None, the dataset's own are taken. The outcome goes to the audit trail: counted per
     `association` (the pynetdicom Association; written when it closes), or at once.
     """
-    if ctx.max_dataset_bytes and len(encoded) > ctx.max_dataset_bytes:
-        reason = "dataset larger than max_dataset_mb"
-        audit_received(ctx, calling=calling, study_uid=None, status=StoreStatus.OUT_OF_RESOURCES,
-                       reason=reason, association=association)  # fmt: skip
-        return StoreStatus.OUT_OF_RESOURCES, reason
-    bomb = _inflation_refusal(encoded, ctx.max_dataset_bytes)
-    if bomb is not None:
-        audit_received(ctx, calling=calling, study_uid=None, status=bomb[0], reason=bomb[1],
+    refusal = _before_reading(encoded, ctx.max_dataset_bytes)
+    header: Dataset | None = None
+    if refusal is None:
+        try:
+            header = dcmread(BytesIO(encoded), stop_before_pixels=True)
+        except _DECODE_ERRORS as exc:
+            refusal = (
+                StoreStatus.CANNOT_UNDERSTAND,
+                f"dataset cannot be decoded ({type(exc).__name__})",
+            )
+    if refusal is not None or header is None:
+        status, reason = refusal or (StoreStatus.CANNOT_UNDERSTAND, "dataset cannot be decoded")
+        audit_received(ctx, calling=calling, study_uid=None, status=status, reason=reason,
                        association=association)  # fmt: skip
-        return bomb
-    try:
-        header = dcmread(BytesIO(encoded), stop_before_pixels=True)
-    except _DECODE_ERRORS as exc:
-        reason = f"dataset cannot be decoded ({type(exc).__name__})"
-        audit_received(ctx, calling=calling, study_uid=None, status=StoreStatus.CANNOT_UNDERSTAND,
-                       reason=reason, association=association)  # fmt: skip
-        return StoreStatus.CANNOT_UNDERSTAND, reason
+        return status, reason
     return store_parts(
         ctx, header, _zero_preamble(encoded), len(encoded), sop_class_uid=sop_class_uid,
         sop_instance_uid=sop_instance_uid, calling=calling, association=association,
     )  # fmt: skip
+
+
+def _before_reading(encoded: bytes, limit: int) -> tuple[StoreStatus, str] | None:
+    """Refusals decided on the bytes alone: the file's size, then a deflated dataset's
+    inflated size."""
+    if limit and len(encoded) > limit:
+        return StoreStatus.OUT_OF_RESOURCES, "dataset larger than max_dataset_mb"
+    return _inflation_refusal(encoded, limit)
 
 
 def _inflation_refusal(encoded: bytes, limit: int) -> tuple[StoreStatus, str] | None:

@@ -56,7 +56,7 @@ def _quickack(event: Any) -> None:
             event.assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, _TCP_QUICKACK, 1)
 
 
-def _keep_responses(assoc: Any) -> None:
+def keep_responses(assoc: Any) -> None:
     """Work around a race in pynetdicom 3.0's association reactor (pydicom/pynetdicom#875):
     `send_c_store` pauses the reactor through a flag that can be stale for one loop, and a fast
     peer's response may then be taken by the reactor, logged as "Received unexpected C-STORE
@@ -131,7 +131,7 @@ def send_files(
     )
     if not assoc.is_established:
         raise AssociationFailed(_why_not(assoc))
-    _keep_responses(assoc)
+    keep_responses(assoc)
     outcomes: list[SendOutcome] = []
     try:
         for path, ds in datasets:

@@ -15,6 +15,7 @@ import pytest
 from pydicom import dcmread
 from pynetdicom import AE
 
+from dicomnode.deliver.scu import keep_responses
 from tests.reliability.helpers import db_rows, figures, peak_rss_kb, rss_kb, small_cr, spool_files
 from tests.reliability.malformed import CR_CLASS, CT_CLASS, SC_CLASS, SYNTAXES, generate
 from tests.support.data import new_uid
@@ -41,6 +42,7 @@ class Sender:
     def send(self, path: Path) -> int | None:
         if self.assoc is None or not self.assoc.is_established:
             self.assoc = self.ae.associate("127.0.0.1", self.port, ae_title="DICOMNODE")
+            keep_responses(self.assoc)  # pynetdicom#875: a response lost under load
             self.reconnects += 1
             assert self.assoc.is_established, "the node refused the association"
         try:

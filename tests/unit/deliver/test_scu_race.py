@@ -7,7 +7,7 @@ from pynetdicom import AE, evt
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.sop_class import SecondaryCaptureImageStorage  # type: ignore[attr-defined]
 
-from dicomnode.deliver.scu import _keep_responses
+from dicomnode.deliver.scu import keep_responses
 from tests.support.peers import free_port
 
 
@@ -22,7 +22,7 @@ def test_a_response_taken_by_the_reactor_goes_back_to_the_waiting_sender():
         ae.add_requested_context(SecondaryCaptureImageStorage)
         assoc = ae.associate("127.0.0.1", port, ae_title="PEER")
         assert assoc.is_established
-        _keep_responses(assoc)
+        keep_responses(assoc)
         # Keep the reactor from serving the queue itself while the test looks at it.
         assoc._reactor_checkpoint.clear()
         response = C_STORE()

@@ -171,12 +171,13 @@ def _before_reading(encoded: bytes, limit: int) -> tuple[StoreStatus, str] | Non
     inflated size."""
     if limit and len(encoded) > limit:
         return StoreStatus.OUT_OF_RESOURCES, "dataset larger than max_dataset_mb"
-    return _inflation_refusal(encoded, limit)
+    return inflation_refusal(encoded, limit)
 
 
-def _inflation_refusal(encoded: bytes, limit: int) -> tuple[StoreStatus, str] | None:
+def inflation_refusal(encoded: bytes, limit: int) -> tuple[StoreStatus, str] | None:
     """`oversized` for a file whose dataset is deflated, before pydicom inflates it in one
-    piece: a deflate bomb pulled from a PACS or uploaded is refused like one sent by C-STORE.
+    piece: a deflate bomb pulled from a PACS or uploaded is refused like one sent by C-STORE
+    (HTTP uploads, which are classified without being spooled, call it too).
 
     Only the file meta is parsed here (pydicom's reader for it is not public API, but has been
     stable since pydicom 1); anything odd is left to `dcmread`, which explains it."""

@@ -56,7 +56,7 @@ from dicomnode.uploads.fields import (
     prediction_fields,
     text_value,
 )
-from dicomnode.uploads.offline import FileResult, classify_files
+from dicomnode.uploads.offline import FileResult, classify_files, inflation_bomb
 from dicomnode.uploads.studyzip import ArchiveRejected, ZipLimits, read_members
 from dicomnode.uploads.xlsx import write_report
 
@@ -309,6 +309,9 @@ def _read_header(name: str, path: Path) -> _Entry:
         head = fh.read(132)
     if head[128:132] != b"DICM":
         return _Entry(name, path, reason="not a DICOM file")
+    bomb = inflation_bomb(path)
+    if bomb is not None:
+        return _Entry(name, path, reason=bomb)
     try:
         header = dcmread(path, stop_before_pixels=True)
     except Exception:  # pydicom raises many types on damaged files

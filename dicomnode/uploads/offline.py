@@ -16,6 +16,7 @@ from typing import Any
 from pydicom import Dataset, dcmread
 
 from dicomnode.imaging.dicom_errors import READ_ERRORS
+from dicomnode.ingest.admission import inflation_refusal
 from dicomnode.model.classifier import Classifier, Prediction, outcome_for
 from dicomnode.objects.outputs import (
     OUTPUTS,
@@ -114,9 +115,31 @@ def _report_study(
                 m.outputs[output.kind] = path
 
 
+#: Largest dataset a deflated file may inflate to (the default of `node.max_dataset_mb`):
+#: pydicom inflates a deflated dataset in one piece, so a few MB could claim gigabytes.
+MAX_INFLATED_BYTES = 1024 * 1024 * 1024
+
+
+def inflation_bomb(path: Path) -> str | None:
+    """Why a deflated file is refused before pydicom reads it, or None."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(132)
+            if head[128:132] != b"DICM":
+                return None
+            fh.seek(0)
+            refusal = inflation_refusal(fh.read(), MAX_INFLATED_BYTES)
+    except OSError:
+        return None  # dcmread reports it
+    return refusal[1] if refusal else None
+
+
 def _classify_one(
     path: Path, classifier: Classifier, uids: OutputUIDs, out_dir: Path | None
 ) -> FileResult:
+    bomb = inflation_bomb(path)
+    if bomb is not None:
+        return FileResult(str(path), "failed", bomb)
     try:
         ds = dcmread(path)
     except READ_ERRORS as exc:

@@ -146,7 +146,6 @@ def store_bytes(
     `association` (the pynetdicom Association; written when it closes), or at once.
     """
     refusal = _before_reading(encoded, ctx.max_dataset_bytes)
-    header: Dataset | None = None
     if refusal is None:
         try:
             header = dcmread(BytesIO(encoded), stop_before_pixels=True)
@@ -155,15 +154,15 @@ def store_bytes(
                 StoreStatus.CANNOT_UNDERSTAND,
                 f"dataset cannot be decoded ({type(exc).__name__})",
             )
-    if refusal is not None or header is None:
-        status, reason = refusal or (StoreStatus.CANNOT_UNDERSTAND, "dataset cannot be decoded")
-        audit_received(ctx, calling=calling, study_uid=None, status=status, reason=reason,
-                       association=association)  # fmt: skip
-        return status, reason
-    return store_parts(
-        ctx, header, _zero_preamble(encoded), len(encoded), sop_class_uid=sop_class_uid,
-        sop_instance_uid=sop_instance_uid, calling=calling, association=association,
-    )  # fmt: skip
+        else:
+            return store_parts(
+                ctx, header, _zero_preamble(encoded), len(encoded), sop_class_uid=sop_class_uid,
+                sop_instance_uid=sop_instance_uid, calling=calling, association=association,
+            )  # fmt: skip
+    status, reason = refusal
+    audit_received(ctx, calling=calling, study_uid=None, status=status, reason=reason,
+                   association=association)  # fmt: skip
+    return status, reason
 
 
 def _before_reading(encoded: bytes, limit: int) -> tuple[StoreStatus, str] | None:

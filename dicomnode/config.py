@@ -36,6 +36,15 @@ class Runtime(StrEnum):
     OPENVINO = "openvino"
 
 
+#: Said by the start-up log, `dicomnode doctor`, `/readyz` and the pages while no
+#: [[destinations]] entry is configured (the shipped configuration has none).
+NO_DESTINATION_WARNING = (
+    "no [[destinations]] configured: results (SR + SC) are made and kept on this node "
+    "(worklist, API) but sent nowhere, and nothing is retried; add your PACS as a "
+    "[[destinations]] entry"
+)
+
+
 class ConfigError(ValueError):
     """The configuration cannot be used; the message names the offending key."""
 
@@ -323,11 +332,13 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
 def load_settings(
     path: str | Path | None = None, *, environ: Mapping[str, str] | None = None
 ) -> Settings:
-    """Read `path` (optional), apply environment overrides, validate."""
+    """Read `path` (optional), apply environment overrides, validate, resolve relative paths
+    against the file's folder."""
     data: dict[str, Any] = {}
     base = Path.cwd()
     if path is not None:
         path = Path(path)
+        base = path.resolve().parent
         try:
             data = tomllib.loads(path.read_text("utf-8"))
         except FileNotFoundError as exc:
@@ -346,12 +357,28 @@ def load_settings(
         settings = Settings.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_describe(exc)) from None
-    if not settings.node.data_dir.is_absolute():
-        node = settings.node.model_copy(update={"data_dir": (base / settings.node.data_dir)})
-        settings = settings.model_copy(update={"node": node})
-    if settings.node.spool_dir is not None and not settings.node.spool_dir.is_absolute():
-        node = settings.node.model_copy(update={"spool_dir": (base / settings.node.spool_dir)})
-        settings = settings.model_copy(update={"node": node})
+    return _resolve_paths(settings, base=base)
+
+
+#: Path settings of [node]; a relative one is taken from the configuration file's folder.
+_NODE_PATHS = ("data_dir", "spool_dir", "tls_certificate", "tls_private_key",
+               "tls_ca_certificate", "tls_client_ca_certificate")  # fmt: skip
+
+
+def _resolve_paths(settings: Settings, *, base: Path) -> Settings:
+    """Relative paths (data_dir, spool_dir, TLS files, model.package) are taken from `base`,
+    the configuration file's folder (the working directory without a file), so a command run
+    from elsewhere (`dicomnode doctor` in a home folder) finds the node's files instead of
+    creating a new `var/` where it stands. The model cache lives in data_dir."""
+    node = {key: base / value for key in _NODE_PATHS
+            if isinstance(value := getattr(settings.node, key), Path)
+            and not value.is_absolute()}  # fmt: skip
+    package = settings.model.package
+    model = {"package": str(base / package)} if package and not Path(package).is_absolute() else {}
+    return settings.model_copy(update={
+        "node": settings.node.model_copy(update=node),
+        "model": settings.model.model_copy(update=model),
+    })  # fmt: skip
     return settings
 
 

@@ -122,3 +122,26 @@ def test_runtime_names_are_defined_once():
     assert ModelSettings.model_fields["runtime"].annotation is Runtime
     for name in Runtime:
         assert load_settings(environ={"DICOMNODE_MODEL__RUNTIME": name}).model.runtime is name
+
+
+def test_relative_paths_are_taken_from_the_config_files_folder(tmp_path, monkeypatch):
+    """Not from the working directory: a command run elsewhere finds the node's files."""
+    folder = tmp_path / "etc"
+    folder.mkdir()
+    (folder / "node.toml").write_text(
+        '[node]\ndata_dir = "state"\nspool_dir = "../spool"\n'
+        'tls_certificate = "tls/node.crt"\ntls_private_key = "/abs/node.key"\n'
+        '[model]\npackage = "models/fracture"\n'
+    )
+    monkeypatch.chdir(tmp_path / "..")
+    s = load_settings(folder / "node.toml", environ={})
+    assert s.node.data_dir == folder / "state"
+    assert s.spool_dir == folder / ".." / "spool"
+    assert s.node.tls_certificate == folder / "tls" / "node.crt"
+    assert s.node.tls_private_key == Path("/abs/node.key")
+    assert s.model.package == str(folder / "models" / "fracture")
+    assert s.database_url == f"sqlite:///{(folder / 'state' / 'dicomnode.db').resolve()}"
+    # The shipped file keeps its state in var/ at the top of the repository, from anywhere.
+    assert load_settings(REPO / "configs" / "dicomnode.toml", environ={}).data_dir.resolve() == (
+        REPO / "var"
+    )

@@ -366,18 +366,24 @@ _NODE_PATHS = ("data_dir", "spool_dir", "tls_certificate", "tls_private_key",
 
 
 def _resolve_paths(settings: Settings, *, base: Path) -> Settings:
-    """Relative paths (data_dir, spool_dir, TLS files, model.package) are taken from `base`,
-    the configuration file's folder (the working directory without a file), so a command run
-    from elsewhere (`dicomnode doctor` in a home folder) finds the node's files instead of
-    creating a new `var/` where it stands. The model cache lives in data_dir."""
+    """Relative paths (data_dir, spool_dir, TLS files, model.package, an SQLite database.url)
+    are taken from `base`, the configuration file's folder (the working directory without a
+    file), so a command run from elsewhere (`dicomnode doctor` in a home folder) finds the
+    node's files instead of creating a new `var/` where it stands. The model cache lives in
+    data_dir."""
     node = {key: base / value for key in _NODE_PATHS
             if isinstance(value := getattr(settings.node, key), Path)
             and not value.is_absolute()}  # fmt: skip
     package = settings.model.package
     model = {"package": str(base / package)} if package and not Path(package).is_absolute() else {}
+    url = settings.database.url  # sqlite:///relative.db (sqlite:////absolute.db)
+    path = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else ""
+    relative = path not in ("", ":memory:") and not Path(path).is_absolute()
+    database = {"url": f"sqlite:///{base / path}"} if relative else {}
     return settings.model_copy(update={
         "node": settings.node.model_copy(update=node),
         "model": settings.model.model_copy(update=model),
+        "database": settings.database.model_copy(update=database),
     })  # fmt: skip
     return settings
 

@@ -132,6 +132,7 @@ def test_relative_paths_are_taken_from_the_config_files_folder(tmp_path, monkeyp
         '[node]\ndata_dir = "state"\nspool_dir = "../spool"\n'
         'tls_certificate = "tls/node.crt"\ntls_private_key = "/abs/node.key"\n'
         '[model]\npackage = "models/fracture"\n'
+        '[database]\nurl = "sqlite:///db/node.db"\n'
     )
     monkeypatch.chdir(tmp_path / "..")
     s = load_settings(folder / "node.toml", environ={})
@@ -140,7 +141,9 @@ def test_relative_paths_are_taken_from_the_config_files_folder(tmp_path, monkeyp
     assert s.node.tls_certificate == folder / "tls" / "node.crt"
     assert s.node.tls_private_key == Path("/abs/node.key")
     assert s.model.package == str(folder / "models" / "fracture")
-    assert s.database_url == f"sqlite:///{(folder / 'state' / 'dicomnode.db').resolve()}"
+    assert s.database_url == f"sqlite:///{folder / 'db' / 'node.db'}"
+    default_db = load_settings(folder / "node.toml", environ={"DICOMNODE_DATABASE__URL": ""})
+    assert default_db.database_url == f"sqlite:///{(folder / 'state' / 'dicomnode.db').resolve()}"
     # The shipped file keeps its state in var/ at the top of the repository, from anywhere.
     assert load_settings(REPO / "configs" / "dicomnode.toml", environ={}).data_dir.resolve() == (
         REPO / "var"

@@ -128,6 +128,7 @@ ANALYZE_MESSAGES: dict[str, dict[str, str]] = {
         "error.not_found": "No such analysis (it may have been deleted after its retention).",
         "analyze.refused": "Not analysed",
         "analyze.preview_loading": "Preparing the preview…",
+        "analyze.zip_chosen": "A ZIP archive: no preview; each study in it gets its own result.",
         "analyze.study": "Study {n} of {count}",
         "analyze.studies_found": "{count} studies in the archive: each has its own result.",
         "analyze.not_classified": "not classified",
@@ -275,6 +276,10 @@ ANALYZE_MESSAGES: dict[str, dict[str, str]] = {
         ),
         "analyze.refused": "Не проаналізовано",
         "analyze.preview_loading": "Готуємо попередній перегляд…",
+        "analyze.zip_chosen": (
+            "ZIP-архів: без попереднього перегляду; кожне дослідження в ньому отримає власний "
+            "результат."
+        ),
         "analyze.study": "Дослідження {n} з {count}",
         "analyze.studies_found": "В архіві досліджень: {count}; кожне має власний результат.",
         "analyze.not_classified": "не класифіковано",

@@ -156,6 +156,8 @@ def _dicom_previewed_and_dated(driver, path) -> None:
     driver.find_element(By.ID, "analyze-button").click()
     result = driver.find_element(By.ID, "result")
     wait_until(result.is_displayed, timeout=180, what="the DICOM result")
+    overlay = driver.find_element(By.ID, "overlay-image")
+    wait_until(lambda: _loaded(driver, overlay), timeout=30, what="the DICOM's heatmap (its SC)")
     date = driver.find_element(By.ID, "result-study-date")
     assert date.text == format_date("20040826", "uk") == "26 серпня 2004 р."
     links = [a.text for a in driver.find_elements(By.CSS_SELECTOR, "#downloads a")]

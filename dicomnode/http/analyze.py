@@ -7,7 +7,7 @@ content (`analysis.sniff`), never its name. Errors answer `{"detail": message, "
 with the message in the client's language (`?lang=`, the language cookie, Accept-Language),
 and `"reason"` when something in the file refused it (e.g. "modality CT is not a radiograph").
 A ZIP gives one result per study (`studies`), each with its own outcome or reason.
-`POST /api/preview` renders a DICOM upload for the page before it is analysed.
+`POST /api/preview` renders a DICOM (or TIFF) upload for the page before it is analysed.
 
 Auth is the worklist page's: the bearer token, or the page's session cookie (SameSite=Strict;
 a page on another port of the same host is the same site, so `guard.BrowserGuard` also
@@ -41,7 +41,7 @@ from dicomnode.http.analyze_service import Analysis, analysis, authorized
 from dicomnode.http.analyze_upload import copy_upload, receive_file
 from dicomnode.http.i18n import MESSAGES, choose_language, translator
 from dicomnode.uploads.analysis import AnalysisError, UploadKind, analyze_file, analyze_study, sniff
-from dicomnode.uploads.preview import dicom_preview
+from dicomnode.uploads.preview import upload_preview
 
 if TYPE_CHECKING:
     from dicomnode.http.context import ApiContext
@@ -258,13 +258,13 @@ async def analyze_study_zip(
 
 @router.post("/api/preview")
 async def preview(request: Request, service: Annotated[Analysis, Depends(analysis)]) -> Response:
-    """A PNG of an uploaded DICOM file's pixels as the node displays them (`uploads.preview`),
-    for the Analyze page to show before the analysis. The same upload limit and inflation
-    check as /api/analyze; nothing is kept, and nothing leaves that the client did not send
-    (so, like a PNG analysis, no audit event).
+    """A PNG of an uploaded file's pixels as the node displays them (`uploads.preview`), for
+    the Analyze page to show a DICOM or TIFF file before the analysis. The same upload limit
+    and inflation check as /api/analyze; nothing is kept, and nothing leaves that the client
+    did not send (so, like a PNG analysis, no audit event).
 
     Answers: 200 image/png; 400 no/empty/several files; 413 over `api.max_upload_mb` or a
-    deflate bomb; 415 not DICOM; 422 pixels that cannot be shown, with the reason."""
+    deflate bomb; 415 a ZIP or not an image; 422 pixels that cannot be shown, with the reason."""
     language = _api_language(request)
     try:
         upload, _ = await receive_file(request, max_upload_mb=service.api.max_upload_mb)
@@ -272,7 +272,7 @@ async def preview(request: Request, service: Annotated[Analysis, Depends(analysi
             data = await upload.read()
         finally:
             await upload.close()
-        png = await run_in_threadpool(dicom_preview, data)
+        png = await run_in_threadpool(upload_preview, data)
     except AnalysisError as exc:
         return _error(exc, language)
     return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})

@@ -134,8 +134,8 @@ ANALYZE_MESSAGES: dict[str, dict[str, str]] = {
         "analyze.not_classified": "not classified",
         "analyze.study_images": "{classified} of {images} images classified",
         "date.long": "{month} {day}, {year}",
-        "error.preview_not_dicom": "Only DICOM files are previewed here.",
-        "error.preview_unavailable": "No preview of this DICOM file: {reason}.",
+        "error.preview_unsupported": "No preview: not an image (a ZIP is not previewed).",
+        "error.preview_unavailable": "No preview of this file: {reason}.",
         "month.1": "January",
         "month.2": "February",
         "month.3": "March",
@@ -285,8 +285,10 @@ ANALYZE_MESSAGES: dict[str, dict[str, str]] = {
         "analyze.not_classified": "не класифіковано",
         "analyze.study_images": "класифіковано {classified} з {images} зображень",
         "date.long": "{day} {month} {year} р.",
-        "error.preview_not_dicom": "Тут попередньо переглядаються лише файли DICOM.",
-        "error.preview_unavailable": "Попереднього перегляду цього файлу DICOM немає: {reason}.",
+        "error.preview_unsupported": (
+            "Попереднього перегляду немає: це не зображення (ZIP не переглядається)."
+        ),
+        "error.preview_unavailable": "Попереднього перегляду цього файлу немає: {reason}.",
         "month.1": "січня",
         "month.2": "лютого",
         "month.3": "березня",

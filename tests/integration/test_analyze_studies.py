@@ -121,6 +121,12 @@ def test_the_preview_of_a_dicom_upload_is_what_the_node_sees(client):  # noqa: F
         assert pixels.std() > 20  # a radiograph, not a blank
     ct = preview(client, ct_small().read_bytes())
     assert ct.status_code == 200  # shown; the analysis then refuses it with the reason
+    tiff = preview(client, encoded("TIFF"))  # browsers show no TIFF: the node does
+    assert tiff.status_code == 200 and max(Image.open(io.BytesIO(tiff.content)).size) == 512
+    colour = testdata("SC_rgb.dcm").read_bytes()
+    refused = preview(client, colour, params={"lang": "en"})
+    assert refused.status_code == 422 and refused.json()["code"] == "preview_unavailable"
+    assert refused.json()["reason"] == "colour image (3 samples per pixel) is not supported"
     assert uploads_of(client) == []  # nothing kept
 
 
@@ -131,8 +137,12 @@ def test_the_preview_keeps_the_analysis_limits(make_client):  # noqa: F811
     large = preview(http, radiograph, headers=AUTH)
     assert len(radiograph) > 2 * 1024 * 1024
     assert large.status_code == 413 and large.json()["code"] == "too_large"
-    picture = preview(http, encoded("PNG"), headers=AUTH)
-    assert picture.status_code == 415 and picture.json()["code"] == "preview_not_dicom"
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("a.dcm", b"DICM")
+    for unsupported in (archive.getvalue(), b"just text"):
+        answer = preview(http, unsupported, headers=AUTH)
+        assert answer.status_code == 415 and answer.json()["code"] == "preview_unsupported"
 
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = CR_CLASS

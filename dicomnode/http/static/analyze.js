@@ -1,6 +1,7 @@
 // dicomnode Analyze page: pick or drop a file (one picker), preview it, upload it with progress,
-// show the result. A picture is previewed by the browser; a DICOM file by the node
-// (/api/preview: the node's own decoder and display pipeline; browsers cannot show DICOM).
+// show the result. PNG, JPEG and BMP are previewed by the browser; anything else (DICOM, TIFF)
+// by the node (/api/preview: its own decoders and display pipeline; browsers cannot show
+// DICOM).
 // A ZIP (recognised by its first bytes, as the server does) goes to /api/analyze-study and
 // gives one result per study. A refusal (4xx: not a radiograph, too small, too large, …) is
 // shown with its reason, apart from a failure (5xx, network). The result's id is put into the
@@ -57,7 +58,7 @@
     show(img, !!src);
   }
 
-  function previewDicom(file, request) {
+  function previewByNode(file, request) {
     previewStatus(t("analyze.preview_loading"));
     var form = new FormData();
     form.append("file", file);
@@ -99,9 +100,10 @@
       if (isZip(b)) {
         preview.setAttribute("data-kind", "zip");
         previewStatus(t("analyze.zip_chosen"));
-      } else {  // DICOM, or something the server will name (a TIFF, a DICOM without preamble)
-        preview.setAttribute("data-kind", "dicom");
-        previewDicom(file, request);
+      } else {  // DICOM, or what the node will name (a TIFF, a DICOM without preamble, …)
+        var dicm = b.length >= 132 && String.fromCharCode(b[128], b[129], b[130], b[131]) === "DICM";
+        preview.setAttribute("data-kind", dicm ? "dicom" : "other");
+        previewByNode(file, request);
       }
     });
   }

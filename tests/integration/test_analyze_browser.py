@@ -10,6 +10,7 @@ test-artifacts/.
 
 from __future__ import annotations
 
+import base64
 import zipfile
 
 import numpy as np
@@ -118,6 +119,7 @@ def test_analyze_page_in_chromium(tmp_path, node_factory, browser):  # noqa: F81
     _dicom_previewed_and_dated(driver, testdata(RG3_UNCR))
     _two_patients_two_results(driver, tmp_path)
     _a_ct_is_refused_with_its_reason(driver)
+    _a_dropped_file_is_chosen_like_a_picked_one(driver, png)
 
     driver.find_element(By.ID, "nav-about").click()
     wait_until(lambda: driver.find_elements(By.ID, "model-card"), timeout=30,
@@ -226,3 +228,29 @@ def _a_ct_is_refused_with_its_reason(driver) -> None:
     assert driver.find_element(By.ID, "upload-section").is_displayed()  # choose another
     assert not driver.find_element(By.ID, "result").is_displayed()
     # screenshot: analyze
+
+
+def _a_dropped_file_is_chosen_like_a_picked_one(driver, png) -> None:
+    """Drag and drop onto the zone is the same picker: a dropped picture is named, previewed
+    and ready to analyse. (WebDriver cannot drag from the desktop: the drop event is
+    dispatched with a real DataTransfer holding the file.)"""
+    from selenium.webdriver.common.by import By
+
+    small = Image.open(png).reduce(8)
+    small.save(png.with_name("dropped.png"))
+    data = base64.b64encode(png.with_name("dropped.png").read_bytes()).decode()
+    driver.execute_script("""
+        const bytes = Uint8Array.from(atob(arguments[0]), c => c.charCodeAt(0));
+        const transfer = new DataTransfer();
+        transfer.items.add(new File([bytes], "dropped.png", {type: "image/png"}));
+        const zone = document.getElementById("dropzone");
+        for (const type of ["dragenter", "dragover", "drop"]) {
+          zone.dispatchEvent(new DragEvent(type, {dataTransfer: transfer, bubbles: true,
+                                                  cancelable: true}));
+        }
+    """, data)  # fmt: skip
+    assert "dropped.png" in driver.find_element(By.ID, "file-name").text
+    preview = driver.find_element(By.ID, "preview-image")
+    wait_until(lambda: _loaded(driver, preview), timeout=30, what="the dropped file's preview")
+    assert not driver.find_element(By.ID, "analyze-button").get_attribute("disabled")
+    assert "dragging" not in driver.find_element(By.ID, "dropzone").get_attribute("class")

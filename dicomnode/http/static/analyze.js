@@ -12,6 +12,7 @@
   var lang = document.body.getAttribute("data-lang") || "en";
   var $ = function (id) { return document.getElementById(id); };
   var chosen = null;
+  var maxUploadBytes = Number(document.body.getAttribute("data-max-upload-bytes")) || Infinity;
 
   function t(key) { return messages[key] || key; }
   function percent(p) { return (100 * p).toFixed(1) + " %"; }
@@ -52,10 +53,13 @@
     show(status, !!text);
   }
 
-  function previewShown(src) {
+  var previewUrl = null;  // the object URL shown, released when another replaces it
+
+  function previewShown(blob) {
     var img = $("preview-image");
-    if (src) { img.src = src; } else { img.removeAttribute("src"); }
-    show(img, !!src);
+    if (previewUrl) { URL.revokeObjectURL(previewUrl); previewUrl = null; }
+    if (blob) { previewUrl = URL.createObjectURL(blob); img.src = previewUrl; } else { img.removeAttribute("src"); }
+    show(img, !!blob);
   }
 
   function previewByNode(file, request) {
@@ -71,7 +75,7 @@
       })
       .then(function (answer) {
         if (!answer || request !== previewRequest) { return; }
-        if (answer.blob) { previewStatus(null); previewShown(URL.createObjectURL(answer.blob)); return; }
+        if (answer.blob) { previewStatus(null); previewShown(answer.blob); return; }
         previewShown(null);
         previewStatus(answer.detail);
       })
@@ -91,7 +95,7 @@
     show(preview, true);
     if (/^image\/(png|jpeg|bmp|gif|webp)$/.test(file.type)) {
       preview.setAttribute("data-kind", "picture");
-      previewShown(URL.createObjectURL(file));
+      previewShown(file);
       return;
     }
     file.slice(0, 132).arrayBuffer().then(function (buffer) {
@@ -103,6 +107,7 @@
       } else {  // DICOM, or what the node will name (a TIFF, a DICOM without preamble, …)
         var dicm = b.length >= 132 && String.fromCharCode(b[128], b[129], b[130], b[131]) === "DICM";
         preview.setAttribute("data-kind", dicm ? "dicom" : "other");
+        if (file.size > maxUploadBytes) { show($("preview-none"), true); return; }  // refused anyway: not sent twice
         previewByNode(file, request);
       }
     });

@@ -1,4 +1,4 @@
-"""Analysis of uploaded files (HTTP): one image, or a ZIP of a DICOM study.
+"""Analysis of uploaded files (HTTP): one image, or a ZIP of DICOM studies (a result each).
 
 Nothing here re-implements the node: images are read by `preprocess.load_image`, DICOM goes
 through `offline.classify_files` (the pipeline's `work.prepare.display_image`, the classifier,

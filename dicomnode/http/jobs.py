@@ -77,6 +77,9 @@ def job_json(job: Job) -> dict[str, Any]:
         "probability": job.probability,
         "outcome": job.outcome,
         "model_version": job.model_version,
+        # null: not classified, or not recorded (results from before migration 0004)
+        "model_name": job.model_name,
+        "model_trained": job.model_trained,
         "received_at": iso(job.received_at),
         "started_at": iso(job.started_at),
         "finished_at": iso(job.finished_at),

@@ -349,16 +349,19 @@ def sc_result(engine: Engine, sop_instance_uid: str) -> tuple[str, str] | None:
 
 
 def format_date(value: str) -> str:
-    """DICOM DA (YYYYMMDD) → YYYY-MM-DD; anything else as given."""
+    """DICOM DA (YYYYMMDD) → ISO YYYY-MM-DD; anything else as given. Every API gives dates
+    this one way."""
+    value = value.strip()
     if len(value) == 8 and value.isdigit():
         return f"{value[:4]}-{value[4:6]}-{value[6:]}"
     return value
 
 
 def format_time(value: str) -> str:
-    """DICOM TM (HHMMSS.ffffff, parts optional) → HH:MM[:SS]; anything else as given."""
-    digits = value.split(".")[0]
+    """DICOM TM (HHMMSS.ffffff, parts optional) → ISO HH:MM:SS (fractions dropped); anything
+    else as given. Every API gives study times this one way."""
+    digits = value.strip().split(".")[0]
     if digits.isdigit() and len(digits) in (2, 4, 6):
-        parts = [digits[i : i + 2] for i in range(0, len(digits), 2)]
-        return ":".join(parts + ["00"] * (2 - len(parts)) if len(parts) < 2 else parts)
+        padded = digits.ljust(6, "0")
+        return f"{padded[:2]}:{padded[2:4]}:{padded[4:]}"
     return value

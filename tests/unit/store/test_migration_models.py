@@ -16,8 +16,14 @@ def _job(conn, n, study, *, state, modality="CR", version=None, reason=None):
             "(:uid, '1.2', :study, '', :modality, '', '', 'SCU', 'p', :state, :reason, 0, "
             ":version, '2026-01-01 00:00:00')"
         ),
-        {"uid": f"1.2.9.{n}", "study": study, "modality": modality, "state": state,
-         "reason": reason, "version": version},  # fmt: skip
+        {
+            "uid": f"1.2.9.{n}",
+            "study": study,
+            "modality": modality,
+            "state": state,
+            "reason": reason,
+            "version": version,
+        },
     )
 
 

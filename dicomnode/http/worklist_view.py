@@ -133,7 +133,6 @@ def row_view(row: WorklistRow, data: dict[str, Any], t: Translate) -> dict[str, 
     probability = row.max_probability
     view["probability_text"] = f"{probability:.2f}" if probability is not None else "–"
     view["outcome_key"] = row.outcome.value if row.outcome else "none"
-    view["date_time"] = " ".join(v for v in (data["study_date"], data["study_time"][:5]) if v)
     if "patient" in data:
         view["patient_display"] = format_person_name(data["patient"]["name"])
     seconds, done = waiting(row)

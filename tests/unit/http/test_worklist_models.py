@@ -198,3 +198,13 @@ def test_one_date_format_and_one_modality_rule_in_every_api(node, tmp_path):
             r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(\+00:00)?", data["reported_at"]
         )
     assert study["patient"]["birth_date"] == "1970-01-02"
+
+
+def test_the_audit_names_the_sort_and_the_served_model_filter():
+    from dicomnode.http.access import worklist_filters
+    from dicomnode.store.worklist import WorklistFilters
+
+    filters = WorklistFilters(sort="probability", descending=True, model_version="2026.2")
+    assert worklist_filters(filters, identifiers=False) == (
+        "served model only sort=probability desc limit=50 offset=0 patient identifiers hidden"
+    )

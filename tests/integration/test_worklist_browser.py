@@ -35,6 +35,8 @@ from tests.support.screens import save_screenshot, set_viewport
 TOKEN = "browser-token"
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
+#: Where the analysis browser test still writes its pictures (new ones: `save_screenshot`).
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 
 @pytest.fixture

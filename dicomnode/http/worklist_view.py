@@ -94,8 +94,8 @@ def model_json(
     """The model of a result as the API gives it; None when nothing was classified yet.
 
     `untrained_demo` is true for a result of an untrained model even after a trained one
-    replaced it; `trained` null means the node did not record it (results from before 0.1's
-    migration 0004); `served` says whether the model serving now made it.
+    replaced it; `trained` null means the node did not record it (results from before database
+    revision 0004_model); `served` says whether the model serving now made it.
     """
     if count == 0:
         return None

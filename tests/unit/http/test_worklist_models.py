@@ -194,9 +194,7 @@ def test_one_date_format_and_one_modality_rule_in_every_api(node, tmp_path):
     for data in (row, study):
         assert data["study_date"] == "2004-08-26" and data["study_time"] == "14:30:00"
         assert data["modalities"] == ["CR"]
-        assert re.fullmatch(
-            r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?\+00:00", data["reported_at"]
-        )
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?\+00:00", data["reported_at"])
     assert study["patient"]["birth_date"] == "1970-01-02"
 
 

@@ -16,7 +16,7 @@ TORCH ?= $(if $(shell command -v nvidia-smi 2>/dev/null),cuda,cpu)
 TORCH_INDEX ?= $(if $(filter cpu,$(TORCH)),https://download.pytorch.org/whl/cpu,)
 PYTEST_ARGS ?=
 
-.PHONY: install install-test system-deps run test reliability lint benchmark clean
+.PHONY: install install-test system-deps run test reliability screenshots lint benchmark clean
 
 $(VENV)/.stamp-base: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -51,6 +51,13 @@ test: install-test system-deps
 
 reliability: install-test system-deps
 	$(PY) -m pytest -m "slow" -s $(PYTEST_ARGS) tests/reliability
+
+# The browser tests, writing 1280x800 screenshots of the pages (tests/support/screens.py) into
+# test-artifacts/screenshots/ (not committed).
+screenshots: install-test system-deps
+	rm -rf test-artifacts/screenshots
+	DICOMNODE_SCREENSHOTS=test-artifacts/screenshots $(PY) -m pytest -m browser $(PYTEST_ARGS)
+	@ls -1 test-artifacts/screenshots
 
 lint: install-test
 	$(VENV)/bin/ruff check dicomnode training tests

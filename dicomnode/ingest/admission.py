@@ -26,6 +26,7 @@ from pydicom.tag import Tag
 from pydicom.uid import UID
 from sqlalchemy.exc import SQLAlchemyError
 
+from dicomnode import MANUFACTURER
 from dicomnode.audit import Audit, AuditAction, AuditEventID, AuditOutcome
 from dicomnode.imaging.dicom_errors import RECEIVED_ERRORS
 from dicomnode.library_warnings import summarised
@@ -378,6 +379,8 @@ def _received(header: Dataset, calling: str, relative: str) -> Received:
         calling_ae_title=calling,
         spool_path=relative,
         study={key: _text(header, kw) for key, kw in _STUDY_FIELDS.items()},
+        # The node's own objects coming back (routing loop) are not the study's modalities.
+        own_output=_text(header, "Manufacturer").casefold() == MANUFACTURER.casefold(),
     )
 
 

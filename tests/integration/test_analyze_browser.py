@@ -21,13 +21,13 @@ from pydicom import dcmread
 from dicomnode.http.analyze_dates import format_date
 from dicomnode.imaging import preprocess
 from tests.integration.test_worklist_browser import (  # noqa: F401 (fixture)
-    ARTIFACTS,
     browser,
     csp_violations,
 )
 from tests.support.data import RG3_UNCR, copy_with_new_uids, ct_small, new_uid, testdata
 from tests.support.nodecfg import write_node_config
 from tests.support.peers import wait_until
+from tests.support.screens import save_screenshot
 
 TOKEN = "analyze-browser-token"
 OUTCOMES_UK = {"підозра на перелом", "сумнівно", "перелом не виявлено"}
@@ -90,11 +90,7 @@ def test_analyze_page_in_chromium(tmp_path, node_factory, browser):  # noqa: F81
     assert bar.size["width"] == pytest.approx(track.size["width"] * p / 100, abs=2)
     assert "UNTRAINED DEMO" in driver.find_element(By.ID, "result-model").text
     assert "id=" in driver.current_url
-    ARTIFACTS.mkdir(exist_ok=True)
-    driver.set_window_size(1400, 2200)
-    english = ARTIFACTS / "analyze-en.png"
-    # screenshot: analyze
-    assert driver.save_screenshot(str(english)) and english.stat().st_size > 10_000
+    save_screenshot(driver, "analyze-en")
 
     driver.find_element(By.ID, "lang-uk").click()
     wait_until(lambda: driver.find_element(By.TAG_NAME, "html").get_attribute("lang") == "uk",
@@ -108,8 +104,7 @@ def test_analyze_page_in_chromium(tmp_path, node_factory, browser):  # noqa: F81
     assert driver.find_element(By.ID, "result-badge").text in OUTCOMES_UK
     assert driver.find_element(By.ID, "nav-analyze").text == "Аналіз"
     assert float(driver.find_element(By.ID, "value-fracture").text.replace("%", "")) == p
-    shot = ARTIFACTS / "analyze-uk.png"
-    assert driver.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
+    save_screenshot(driver, "analyze-uk")
 
     driver.find_element(By.ID, "new-analysis").click()
     wait_until(driver.find_element(By.ID, "upload-section").is_displayed, timeout=10,
@@ -126,8 +121,7 @@ def test_analyze_page_in_chromium(tmp_path, node_factory, browser):  # noqa: F81
                what="the About page")  # fmt: skip
     assert "НЕНАВЧЕНА ДЕМО-модель" in driver.find_element(By.ID, "about-untrained").text
     assert "demo-" in driver.find_element(By.ID, "model-card").text
-    about = ARTIFACTS / "about-model-uk.png"
-    assert driver.save_screenshot(str(about)) and about.stat().st_size > 10_000
+    save_screenshot(driver, "about-model-uk-demo")
     # Previews (blob:), uploads, overlays, the study result: nothing refused by the CSP.
     assert csp_violations(driver) == []
 
@@ -164,7 +158,7 @@ def _dicom_previewed_and_dated(driver, path) -> None:
     assert date.text == format_date("20040826", "uk") == "26 серпня 2004 р."
     links = [a.text for a in driver.find_elements(By.CSS_SELECTOR, "#downloads a")]
     assert "Структурований звіт (DICOM)" in links and "Вторинний знімок (DICOM)" in links
-    # screenshot: analyze
+    save_screenshot(driver, "analyze-uk-dicom")
 
 
 def _two_patients_two_results(driver, tmp_path) -> None:
@@ -206,9 +200,7 @@ def _two_patients_two_results(driver, tmp_path) -> None:
     links = [a.text for a in driver.find_elements(By.CSS_SELECTOR, "#downloads a")]
     assert "Звіт (XLSX)" in links
     assert sum(link.startswith("Структурований звіт (DICOM) · Дослідження") for link in links) == 2
-    study_shot = ARTIFACTS / "analyze-study-uk.png"
-    # screenshot: analyze
-    assert driver.save_screenshot(str(study_shot)) and study_shot.stat().st_size > 10_000
+    save_screenshot(driver, "analyze-uk-two-studies")
 
 
 def _a_ct_is_refused_with_its_reason(driver) -> None:
@@ -227,7 +219,7 @@ def _a_ct_is_refused_with_its_reason(driver) -> None:
     assert "не вдався" not in error.text  # not "Analysis failed"
     assert driver.find_element(By.ID, "upload-section").is_displayed()  # choose another
     assert not driver.find_element(By.ID, "result").is_displayed()
-    # screenshot: analyze
+    save_screenshot(driver, "analyze-uk-refused")
 
 
 def _a_dropped_file_is_chosen_like_a_picked_one(driver, png) -> None:

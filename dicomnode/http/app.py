@@ -16,6 +16,7 @@ session cookie). Patient identifiers are only returned behind the token and only
 | `login` | /login, /logout, /static/{name} |
 | `orthanc` | /api/orthanc/studies/{id} (only with `orthanc.pull`) |
 | `analyze` | /api/analyze, /api/analyze-study, /api/analyses/…, /analyze, /about-model |
+| `dicomweb` | /dicomweb/studies, /dicomweb/studies/{study} (STOW-RS) |
 """
 
 from __future__ import annotations
@@ -25,7 +26,18 @@ from collections.abc import Callable
 from fastapi import FastAPI, Request
 
 from dicomnode.audit import AuditAction, AuditEventID, AuditOutcome
-from dicomnode.http import audit_trail, docs, health, jobs, login, model, orthanc, studies, worklist
+from dicomnode.http import (
+    audit_trail,
+    dicomweb,
+    docs,
+    health,
+    jobs,
+    login,
+    model,
+    orthanc,
+    studies,
+    worklist,
+)
 from dicomnode.http.access import AccessAudit, client_id
 from dicomnode.http.analyze import include_analysis
 from dicomnode.http.auth import TokenAuth
@@ -60,7 +72,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     )
     for router in (health.router, model.router, jobs.router, studies.router,
                    audit_trail.router, docs.router, worklist.router, login.router,
-                   worklist.page_router):  # fmt: skip
+                   worklist.page_router, dicomweb.router):  # fmt: skip
         app.include_router(router)
     if ctx.orthanc_pull is not None:
         app.include_router(orthanc.router)

@@ -52,7 +52,8 @@ class InProcessNode:
 
     def api(self) -> TestClient:
         ctx = ApiContext(settings=self.settings, jobs=self.jobs, metrics=Metrics(),
-                         card=lambda: self.pipeline.classifier.card, readiness=dict)  # fmt: skip
+                         card=lambda: self.pipeline.classifier.card, readiness=dict,
+                         store=self.store)  # fmt: skip
         return TestClient(create_app(ctx), headers={"Authorization": f"Bearer {TOKEN}"})
 
     def result_paths(self, study_uid: str, kind: ResultKind) -> list[Path]:

@@ -1,0 +1,192 @@
+"""STOW-RS receive (POST /dicomweb/studies[/{study}]) on the real app, admission, spool and
+SQLite: what the response says is exactly what is stored and queued, and bad bodies get the
+codes of PS3.18 10.5.3 and store nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pydicom
+import pytest
+from fastapi.testclient import TestClient
+
+from dicomnode.audit import Audit
+from dicomnode.config import Settings
+from dicomnode.http.app import create_app
+from dicomnode.http.context import ApiContext
+from dicomnode.ingest.admission import StoreContext
+from dicomnode.metrics import Metrics
+from dicomnode.store.db import make_engine
+from dicomnode.store.jobs import Jobs
+from dicomnode.store.spool import Spool
+from tests.support.data import RG3_UNCR, copy_with_new_uids, new_uid, testdata
+from tests.support.smallcr import small_cr
+
+TOKEN = "stow-token"
+BOUNDARY = "b0undary-7d1f"
+CONTENT_TYPE = f'multipart/related; type="application/dicom"; boundary={BOUNDARY}'
+# DICOM JSON tags of the Store Instances Response (PS3.18 Annex I).
+REFERENCED, FAILED = "00081199", "00081198"
+SOP_INSTANCE, FAILURE_REASON = "00081155", "00081197"
+
+
+@dataclass
+class Stow:
+    client: TestClient
+    jobs: Jobs
+    spool: Spool
+    audit: Audit
+
+    def post(self, parts: list[bytes], *, study: str | None = None, **kwargs: object):
+        url = "/dicomweb/studies" + (f"/{study}" if study else "")
+        headers = {"Content-Type": CONTENT_TYPE, **kwargs.pop("headers", {})}  # type: ignore[dict-item]
+        return self.client.post(url, content=multipart(parts), headers=headers, **kwargs)
+
+    def stored(self) -> list[Path]:
+        return [p for p in self.spool.root.rglob("*") if p.is_file()]
+
+
+def multipart(
+    parts: list[bytes], *, boundary: str = BOUNDARY, media: str = "application/dicom"
+) -> bytes:
+    body = b"".join(f"--{boundary}\r\nContent-Type: {media}\r\n\r\n".encode() + p + b"\r\n"
+                    for p in parts)  # fmt: skip
+    return body + f"--{boundary}--\r\n".encode()
+
+
+@pytest.fixture
+def stow(tmp_path: Path) -> Iterator[Stow]:
+    engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    jobs, audit, spool = Jobs(engine), Audit(engine, salt="salt"), Spool(tmp_path / "spool")
+    node = {"data_dir": str(tmp_path), "log_salt": "salt"}
+    settings = Settings.model_validate({"api": {"token": TOKEN}, "node": node})
+    store = StoreContext(spool=spool, jobs=jobs, metrics=Metrics(), salt="salt", audit=audit,
+                         max_dataset_bytes=1024 * 1024)  # fmt: skip
+    ctx = ApiContext(settings=settings, jobs=jobs, metrics=Metrics(), card=lambda: None,
+                     readiness=dict, audit=audit, store=store)  # fmt: skip
+    client = TestClient(create_app(ctx), headers={"Authorization": f"Bearer {TOKEN}"})
+    try:
+        yield Stow(client, jobs, spool, audit)
+    finally:
+        engine.dispose()
+
+
+def _cr(tmp_path: Path, name: str, study: str, **attrs: object) -> bytes:
+    return small_cr(tmp_path / f"{name}.dcm", study_uid=study, **attrs).read_bytes()
+
+
+def _sop(data: bytes) -> str:
+    from io import BytesIO
+
+    return str(pydicom.dcmread(BytesIO(data), stop_before_pixels=True).SOPInstanceUID)
+
+
+def _uids(body: dict, key: str) -> list[str]:
+    return [item[SOP_INSTANCE]["Value"][0] for item in body.get(key, {}).get("Value", [])
+            if SOP_INSTANCE in item]  # fmt: skip
+
+
+def _reasons(body: dict) -> list[int]:
+    return [item[FAILURE_REASON]["Value"][0] for item in body.get(FAILED, {}).get("Value", [])]
+
+
+def test_a_study_is_stored_and_queued_before_200(stow: Stow, tmp_path: Path) -> None:
+    study = new_uid("stow ok")
+    parts = [_cr(tmp_path, "a", study), _cr(tmp_path, "b", study)]
+    response = stow.post(parts, study=study)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/dicom+json"
+    body = response.json()
+    assert sorted(_uids(body, REFERENCED)) == sorted(_sop(p) for p in parts)
+    assert FAILED not in body
+    for part in parts:
+        assert stow.jobs.exists(_sop(part))
+    assert len(stow.stored()) == 2
+    # Sent again: success, no second job or file (the same duplicate rule as a C-STORE).
+    again = stow.post(parts)
+    assert again.status_code == 200 and len(stow.stored()) == 2
+    rows = stow.audit.query(limit=50)
+    assert any(r.count == 2 and r.outcome == 0 and r.actor == "STOW-RS" for r in rows)
+
+
+def test_an_instance_of_another_study_than_the_url_fails_alone(stow: Stow, tmp_path: Path) -> None:
+    study, other = new_uid("stow url study"), new_uid("stow other study")
+    mine, theirs = _cr(tmp_path, "mine", study), _cr(tmp_path, "theirs", other)
+    response = stow.post([mine, theirs], study=study)
+    assert response.status_code == 202, response.text
+    body = response.json()
+    assert _uids(body, REFERENCED) == [_sop(mine)]
+    assert _uids(body, FAILED) == [_sop(theirs)] and _reasons(body) == [0xA900]
+    assert not stow.jobs.exists(_sop(theirs))
+    # Only instances of another study: none stored, 409.
+    alone = stow.post([_cr(tmp_path, "theirs2", other)], study=study)
+    assert alone.status_code == 409 and _reasons(alone.json()) == [0xA900]
+    assert len(stow.stored()) == 1
+
+
+def test_a_part_that_is_not_dicom_fails_with_cannot_understand(stow: Stow) -> None:
+    response = stow.post([b"%PDF-1.7 not a DICOM file" * 10])
+    assert response.status_code == 409, response.text
+    assert _reasons(response.json()) == [0xC000]
+    text_part = stow.client.post("/dicomweb/studies", headers={"Content-Type": CONTENT_TYPE},
+                                 content=multipart([b"hello"], media="text/plain"))  # fmt: skip
+    assert text_part.status_code == 409 and _reasons(text_part.json()) == [0xC000]
+    assert stow.stored() == []
+
+
+def test_a_part_over_the_size_limit_is_413_and_the_rest_of_the_body_is_read(
+    stow: Stow, tmp_path: Path
+) -> None:
+    study = new_uid("stow big")
+    big = copy_with_new_uids(testdata(RG3_UNCR), tmp_path / "big.dcm", study_uid=study).read_bytes()
+    assert len(big) > 1024 * 1024  # the fixture's max_dataset_bytes
+    response = stow.post([big])
+    assert response.status_code == 413, response.text
+    assert _uids(response.json(), FAILED) == [_sop(big)]  # named from its first bytes
+    assert _reasons(response.json()) == [0xA700]
+    small = _cr(tmp_path, "small", study)
+    mixed = stow.post([big, small])
+    assert mixed.status_code == 202 and _uids(mixed.json(), REFERENCED) == [_sop(small)]
+    assert len(stow.stored()) == 1 and not stow.jobs.exists(_sop(big))
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body", "code"),
+    [
+        (CONTENT_TYPE.replace(BOUNDARY, "another-boundary"), None, 400),
+        ('multipart/related; type="application/dicom"', None, 400),  # no boundary
+        (
+            CONTENT_TYPE,
+            b"--" + BOUNDARY.encode() + b"\r\nContent-Type: application/dicom\r\n\r\nDI",
+            400,
+        ),
+        (CONTENT_TYPE, f"--{BOUNDARY}--\r\n".encode(), 400),  # no instance
+        ("application/dicom", None, 415),
+        ('multipart/related; type="application/dicom+json"; boundary=x', None, 415),
+        ("multipart/form-data; boundary=" + BOUNDARY, None, 415),
+    ],
+)
+def test_broken_requests_get_the_standards_codes_and_store_nothing(
+    stow: Stow, tmp_path: Path, content_type: str, body: bytes | None, code: int
+) -> None:
+    content = body if body is not None else multipart([_cr(tmp_path, "x", new_uid("broken"))])
+    response = stow.client.post("/dicomweb/studies", content=content,
+                                headers={"Content-Type": content_type})  # fmt: skip
+    assert response.status_code == code, response.text
+    assert stow.stored() == [] and not stow.jobs.list_jobs()
+
+
+def test_without_the_token_nothing_is_read_or_stored(stow: Stow, tmp_path: Path) -> None:
+    part = _cr(tmp_path, "anon", new_uid("anon"))
+    response = stow.post([part], headers={"Authorization": "Bearer wrong"})
+    assert response.status_code == 401
+    assert stow.stored() == [] and not stow.jobs.exists(_sop(part))
+    assert any("bearer token refused" in r.detail for r in stow.audit.query(limit=10))
+
+
+def test_a_client_that_only_accepts_xml_gets_406(stow: Stow, tmp_path: Path) -> None:
+    part = _cr(tmp_path, "xml", new_uid("xml"))
+    response = stow.post([part], headers={"Accept": "application/dicom+xml"})
+    assert response.status_code == 406 and stow.stored() == []

@@ -17,7 +17,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import SQLModel
 
-from dicomnode.config import Settings
+from dicomnode.config import DicomwebDestination, Settings
 from dicomnode.durable import atomic_write
 from dicomnode.store import migrations  # noqa: F401  (registers every table on SQLModel.metadata)
 
@@ -178,6 +178,12 @@ def check_destinations(settings: Settings) -> list[Check]:
     checks = []
     for d in settings.destinations:
         name = f"destination {d.name}"
+        if isinstance(d, DicomwebDestination):
+            from dicomnode.deliver.stow import probe
+
+            ok, seen = probe(d, timeout=5)
+            checks.append(Check(name, "ok" if ok else "warn", f"STOW-RS to {d.url}: {seen}"))
+            continue
         try:
             status = echo(
                 host=d.host,

@@ -16,7 +16,17 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    SecretStr,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from dicomnode.uids import DEFAULT_UID_ROOT, is_valid_uid
 
@@ -113,11 +123,58 @@ class NodeSettings(_Section):
 
 
 class Destination(_Section):
+    """A DIMSE peer: results are sent by C-STORE (`deliver/scu.py`)."""
+
+    type: Literal["dimse"] = "dimse"
     name: str = Field(min_length=1)
     ae_title: AETitle
     host: str = Field(min_length=1)
     port: Port
     tls: bool = False
+
+
+class DicomwebDestination(_Section):
+    """A DICOMweb peer: results are sent by STOW-RS to `url` + /studies (`deliver/stow.py`)."""
+
+    type: Literal["dicomweb"]
+    name: str = Field(min_length=1)
+    url: str
+    auth: Literal["none", "basic", "bearer"] = "none"
+    username: str = ""
+    password: SecretStr = SecretStr("")
+    token: SecretStr = SecretStr("")
+    tls_verify: bool = True
+    tls_ca_certificate: Path | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.username:
+            raise ValueError("must be an http(s) URL without credentials, e.g. "
+                             "https://pacs.example/dicom-web")  # fmt: skip
+        return value.strip().rstrip("/")
+
+    @model_validator(mode="after")
+    def _auth(self) -> DicomwebDestination:
+        if self.auth == "basic" and not self.username:
+            raise ValueError("auth = 'basic' needs username (and password)")
+        if self.auth == "bearer" and not self.token.get_secret_value():
+            raise ValueError("auth = 'bearer' needs token")
+        host = urlsplit(self.url).hostname or ""
+        if self.auth != "none" and self.url.startswith("http://") and not _is_loopback(host):
+            raise ValueError("credentials are only sent over https:// (or to loopback)")
+        return self
+
+
+def _destination_type(value: Any) -> str:  # configurations older than DICOMweb have no type
+    return str(value.get("type", "dimse") if isinstance(value, dict) else value.type)
+
+
+AnyDestination = Annotated[
+    Annotated[Destination, Tag("dimse")] | Annotated[DicomwebDestination, Tag("dicomweb")],
+    Discriminator(_destination_type),
+]
 
 
 class ApiSettings(_Section):
@@ -230,7 +287,7 @@ class RetentionSettings(_Section):
 
 class Settings(_Section):
     node: NodeSettings = NodeSettings()
-    destinations: list[Destination] = []
+    destinations: list[AnyDestination] = []
     api: ApiSettings = ApiSettings()
     model: ModelSettings = ModelSettings()
     database: DatabaseSettings = DatabaseSettings()

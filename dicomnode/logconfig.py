@@ -154,6 +154,7 @@ def configure_logging(
     _log_uncaught()
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     logging.getLogger("highdicom").setLevel(logging.WARNING)  # logs raw UIDs at INFO
+    logging.getLogger("dicomweb_client").setLevel(logging.WARNING)  # so does dicomweb-client
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,24 +66,29 @@ class InProcessNode:
     def api(self) -> TestClient:
         return TestClient(self.app(), headers={"Authorization": f"Bearer {TOKEN}"})
 
-    @contextmanager
-    def serve_api(self) -> Iterator[str]:
-        """The API on a real loopback port (uvicorn in a thread), for peers that call it (an
-        Orthanc pushing by STOW-RS); yields its base URL, stopped on exit."""
-        port = free_port()
-        server = uvicorn.Server(uvicorn.Config(self.app(), host=LOCALHOST, port=port,
-                                               log_config=None, lifespan="off"))  # fmt: skip
-        thread = threading.Thread(target=server.run, name="inprocess-api", daemon=True)
-        thread.start()
-        try:
-            wait_until(lambda: server.started, timeout=20, what="the in-process API to listen")
-            yield f"http://{LOCALHOST}:{port}"
-        finally:
-            server.should_exit = True
-            thread.join(timeout=10)
+    def serve_api(self) -> AbstractContextManager[str]:
+        """The API on a real loopback port, for peers that call it (an Orthanc pushing by
+        STOW-RS); yields its base URL, stopped on exit."""
+        return serve_app(self.app())
 
     def result_paths(self, study_uid: str, kind: ResultKind) -> list[Path]:
         return [self.spool.path(r.path) for r in self.jobs.results_for_study(study_uid, kind)]
+
+
+@contextmanager
+def serve_app(app: FastAPI) -> Iterator[str]:
+    """`app` served by uvicorn in a thread on a free loopback port; yields its base URL."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host=LOCALHOST, port=port, log_config=None,
+                                           lifespan="off"))  # fmt: skip
+    thread = threading.Thread(target=server.run, name="inprocess-api", daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: server.started, timeout=20, what="the in-process API to listen")
+        yield f"http://{LOCALHOST}:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
 
 
 def inprocess_node(

@@ -5,26 +5,16 @@ codes of PS3.18 10.5.3 and store nothing."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pydicom
 import pytest
-from fastapi.testclient import TestClient
 
-from dicomnode.audit import Audit
-from dicomnode.config import Settings
-from dicomnode.http.app import create_app
-from dicomnode.http.context import ApiContext
-from dicomnode.ingest.admission import StoreContext
-from dicomnode.metrics import Metrics
-from dicomnode.store.db import make_engine
-from dicomnode.store.jobs import Jobs
-from dicomnode.store.spool import Spool
+from tests.support.api_client import StowApi, stow_api
 from tests.support.data import RG3_UNCR, copy_with_new_uids, new_uid, testdata
 from tests.support.smallcr import small_cr
 
-TOKEN = "stow-token"
 BOUNDARY = "b0undary-7d1f"
 CONTENT_TYPE = f'multipart/related; type="application/dicom"; boundary={BOUNDARY}'
 # DICOM JSON tags of the Store Instances Response (PS3.18 Annex I).
@@ -32,20 +22,11 @@ REFERENCED, FAILED = "00081199", "00081198"
 SOP_INSTANCE, FAILURE_REASON = "00081155", "00081197"
 
 
-@dataclass
-class Stow:
-    client: TestClient
-    jobs: Jobs
-    spool: Spool
-    audit: Audit
-
-    def post(self, parts: list[bytes], *, study: str | None = None, **kwargs: object):
+class Stow(StowApi):
+    def post(self, parts: list[bytes], *, study: str | None = None, **kwargs: Any) -> Any:
         url = "/dicomweb/studies" + (f"/{study}" if study else "")
-        headers = {"Content-Type": CONTENT_TYPE, **kwargs.pop("headers", {})}  # type: ignore[dict-item]
+        headers = {"Content-Type": CONTENT_TYPE, **kwargs.pop("headers", {})}
         return self.client.post(url, content=multipart(parts), headers=headers, **kwargs)
-
-    def stored(self) -> list[Path]:
-        return [p for p in self.spool.root.rglob("*") if p.is_file()]
 
 
 def multipart(
@@ -58,19 +39,8 @@ def multipart(
 
 @pytest.fixture
 def stow(tmp_path: Path) -> Iterator[Stow]:
-    engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
-    jobs, audit, spool = Jobs(engine), Audit(engine, salt="salt"), Spool(tmp_path / "spool")
-    node = {"data_dir": str(tmp_path), "log_salt": "salt"}
-    settings = Settings.model_validate({"api": {"token": TOKEN}, "node": node})
-    store = StoreContext(spool=spool, jobs=jobs, metrics=Metrics(), salt="salt", audit=audit,
-                         max_dataset_bytes=1024 * 1024)  # fmt: skip
-    ctx = ApiContext(settings=settings, jobs=jobs, metrics=Metrics(), card=lambda: None,
-                     readiness=dict, audit=audit, store=store)  # fmt: skip
-    client = TestClient(create_app(ctx), headers={"Authorization": f"Bearer {TOKEN}"})
-    try:
-        yield Stow(client, jobs, spool, audit)
-    finally:
-        engine.dispose()
+    with stow_api(tmp_path, max_dataset_bytes=1024 * 1024) as api:
+        yield Stow(api.app, api.client, api.jobs, api.spool, api.audit)
 
 
 def _cr(tmp_path: Path, name: str, study: str, **attrs: object) -> bytes:

@@ -160,3 +160,19 @@ def test_a_client_that_only_accepts_xml_gets_406(stow: Stow, tmp_path: Path) -> 
     part = _cr(tmp_path, "xml", new_uid("xml"))
     response = stow.post([part], headers={"Accept": "application/dicom+xml"})
     assert response.status_code == 406 and stow.stored() == []
+
+
+def test_logs_and_audit_name_no_patient_and_no_raw_uid(
+    stow: Stow, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    study, other = new_uid("stow phi"), new_uid("stow phi other")
+    patient = {"PatientName": "Canary^Stow", "PatientID": "CANARY-42"}
+    parts = [_cr(tmp_path, "p1", study, **patient), _cr(tmp_path, "p2", other, **patient)]
+    assert stow.post(parts, study=study).status_code == 202
+    rows = stow.audit.query(limit=50)
+    assert {r.actor for r in rows} == {"STOW-RS"} and all(r.peer for r in rows)
+    written = capsys.readouterr().out + "\n".join(
+        f"{r.detail} {r.object} {r.study} {r.peer}" for r in rows
+    )
+    for secret in ("Canary", "CANARY-42", study, other, *(_sop(p) for p in parts)):
+        assert secret not in written

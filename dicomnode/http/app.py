@@ -26,22 +26,12 @@ from collections.abc import Callable
 from fastapi import FastAPI, Request
 
 from dicomnode.audit import AuditAction, AuditEventID, AuditOutcome
-from dicomnode.http import (
-    audit_trail,
-    dicomweb,
-    docs,
-    health,
-    jobs,
-    login,
-    model,
-    orthanc,
-    studies,
-    worklist,
-)
+from dicomnode.http import audit_trail, docs, health, jobs, login, model, orthanc, studies, worklist
 from dicomnode.http.access import AccessAudit, client_id
 from dicomnode.http.analyze import include_analysis
 from dicomnode.http.auth import TokenAuth
 from dicomnode.http.context import ApiContext
+from dicomnode.http.dicomweb import include_stow
 from dicomnode.http.guard import BrowserGuard, LoginThrottle
 
 __all__ = ["ApiContext", "create_app"]  # ApiContext lives in http/context.py
@@ -72,11 +62,12 @@ def create_app(ctx: ApiContext) -> FastAPI:
     )
     for router in (health.router, model.router, jobs.router, studies.router,
                    audit_trail.router, docs.router, worklist.router, login.router,
-                   worklist.page_router, dicomweb.router):  # fmt: skip
+                   worklist.page_router):  # fmt: skip
         app.include_router(router)
     if ctx.orthanc_pull is not None:
         app.include_router(orthanc.router)
     include_analysis(app, ctx)  # /api/analyze, /api/analyze-study, /analyze, /about-model
+    include_stow(app, ctx)  # /dicomweb/studies (STOW-RS)
     return app
 
 

@@ -12,7 +12,9 @@ Answers (PS3.18 10.5.3, the body is a Store Instances Response in application/di
 FailureReason as the C-STORE status: 0xA700 out of resources, 0xA900 not the study of the URL
 or not matching its SOP class, 0xC000 cannot understand); 413 none stored, every instance over
 the size limit; 400 a broken body (boundary, truncation) or no instance; 415 another media type;
-406 a client that does not accept JSON; 401 without the token.
+406 a client that does not accept JSON; 401 without the token; 503 (Retry-After) while
+`node.max_associations` STOW-RS requests are already being received, so that concurrent
+requests cannot hold more than that many parts in memory.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from fastapi import APIRouter, HTTPException, Request, Response, status
+from fastapi import APIRouter, FastAPI, HTTPException, Request, Response, status
 from pydicom import Dataset
 from pydicom.sequence import Sequence
 from starlette.concurrency import run_in_threadpool
@@ -70,6 +72,22 @@ class StowRequest:
     requestor: _Requestor
 
 
+class StowSlots:
+    """How many STOW-RS requests are being received; at most `limit` at once. Used from the
+    event loop only (no await between the check and the count), so it needs no lock."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.busy = 0
+
+
+def include_stow(app: FastAPI, ctx: ApiContext) -> None:
+    """STOW-RS in `app`: its routes and the request budget (`node.max_associations`, as for
+    associations: each request, like each association, holds at most one dataset)."""
+    app.state.stow_slots = StowSlots(ctx.settings.node.max_associations)
+    app.include_router(router)
+
+
 @router.post("/dicomweb/studies")
 async def store_instances(request: Request, ctx: Context) -> Response:
     """Store instances of any studies (PS3.18 10.5: Studies Store)."""
@@ -90,8 +108,13 @@ async def _stow(request: Request, ctx: ApiContext, *, study: str | None) -> Resp
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "STOW-RS is not available")
     if not _accepts_json(request.headers.get("accept", "")):
         raise HTTPException(status.HTTP_406_NOT_ACCEPTABLE, f"the response is {MEDIA_TYPE}")
+    slots: StowSlots = request.app.state.stow_slots
+    if slots.busy >= slots.limit:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "busy: retry later",
+                            headers={"Retry-After": "5"})  # fmt: skip
     client = request.client
     key = StowRequest(_Requestor(client.host, client.port) if client else _Requestor("", ""))
+    slots.busy += 1
     try:
         outcomes = await _receive(request, store, key=key, study=study)
     except UnsupportedMediaType as exc:
@@ -101,6 +124,7 @@ async def _stow(request: Request, ctx: ApiContext, *, study: str | None) -> Resp
         _refused(store, key, f"HTTP 400: {exc}")
         raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
     finally:
+        slots.busy -= 1
         if store.audit is not None:
             store.audit.flush(key)
     code, body = store_instances_response(outcomes)

@@ -72,12 +72,15 @@ class StowApi:
 
 
 @contextmanager
-def stow_api(tmp_path: Path, *, max_dataset_bytes: int = 1024 * 1024) -> Iterator[StowApi]:
+def stow_api(
+    tmp_path: Path, *, max_dataset_bytes: int = 1024 * 1024, **node_settings: Any
+) -> Iterator[StowApi]:
     """An API receiving by STOW-RS over a fresh SQLite database and spool (no model: nothing
-    is classified), its client sending the bearer token; salt "salt"."""
+    is classified), its client sending the bearer token; salt "salt"; `node_settings`: more
+    `[node]` settings."""
     engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
     jobs, audit, spool = Jobs(engine), Audit(engine, salt="salt"), Spool(tmp_path / "spool")
-    node = {"data_dir": str(tmp_path), "log_salt": "salt"}
+    node = {"data_dir": str(tmp_path), "log_salt": "salt", **node_settings}
     settings = Settings.model_validate({"api": {"token": TOKEN}, "node": node})
     store = StoreContext(spool=spool, jobs=jobs, metrics=Metrics(), salt="salt", audit=audit,
                          max_dataset_bytes=max_dataset_bytes)  # fmt: skip

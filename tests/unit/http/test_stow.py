@@ -4,15 +4,19 @@ codes of PS3.18 10.5.3 and store nothing."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pydicom
 import pytest
 
-from tests.support.api_client import StowApi, stow_api
+from tests.support.api_client import TOKEN, StowApi, stow_api
 from tests.support.data import RG3_UNCR, copy_with_new_uids, new_uid, testdata
+from tests.support.inprocess import serve_app
+from tests.support.procs import wait_until
 from tests.support.smallcr import small_cr
 
 BOUNDARY = "b0undary-7d1f"
@@ -176,3 +180,39 @@ def test_logs_and_audit_name_no_patient_and_no_raw_uid(
     )
     for secret in ("Canary", "CANARY-42", study, other, *(_sop(p) for p in parts)):
         assert secret not in written
+
+
+def test_requests_beyond_max_associations_are_busy_503_until_one_ends(tmp_path: Path) -> None:
+    """Each request holds up to one dataset in memory, so at most node.max_associations are
+    received at once (like associations); more are told to come back (PS3.18: 503)."""
+    part = _cr(tmp_path, "slow", new_uid("stow busy"))
+    release = threading.Event()
+
+    def slow_body() -> Iterator[bytes]:
+        yield f"--{BOUNDARY}\r\nContent-Type: application/dicom\r\n\r\n".encode()
+        release.wait(30)
+        yield part + f"\r\n--{BOUNDARY}--\r\n".encode()
+
+    headers = {"Content-Type": CONTENT_TYPE, "Authorization": f"Bearer {TOKEN}"}
+    with stow_api(tmp_path / "node", max_associations=1) as api, serve_app(api.app) as url:
+        answers: list[httpx.Response] = []
+
+        def send_slowly() -> None:
+            answers.append(httpx.post(f"{url}/dicomweb/studies", content=slow_body(),
+                                      headers=headers))  # fmt: skip
+
+        first = threading.Thread(target=send_slowly)
+        first.start()
+        try:
+            wait_until(lambda: api.app.state.stow_slots.busy == 1, timeout=20,
+                       what="the first request to be received")  # fmt: skip
+            busy = httpx.post(f"{url}/dicomweb/studies", content=multipart([part]),
+                              headers=headers)  # fmt: skip
+            assert busy.status_code == 503 and busy.headers["retry-after"]
+        finally:
+            release.set()
+            first.join(timeout=30)
+        assert [a.status_code for a in answers] == [200]
+        assert len(api.stored()) == 1
+        again = httpx.post(f"{url}/dicomweb/studies", content=multipart([part]), headers=headers)
+        assert again.status_code == 200  # the slot was given back

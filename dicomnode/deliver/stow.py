@@ -81,17 +81,25 @@ def send_stow(
     return outcomes
 
 
+#: Boundary of the empty request `probe` sends.
+_PROBE = "dicomnode-probe"
+
+
 def probe(destination: DicomwebDestination, *, timeout: float) -> tuple[bool, str]:
-    """(reachable with these credentials, what was seen): one OPTIONS request on the studies
-    resource, so that nothing is read from the peer; any HTTP answer but 401/403 will do."""
+    """(reachable with these credentials, what was seen): one STOW-RS request without any
+    instance, which stores and reads nothing but is authenticated like a real one (an
+    OPTIONS request is not: servers answer CORS preflights without credentials). Any answer
+    but 401/403 (typically 400 or 409: no instance) will do."""
+    headers = {"Content-Type": f'multipart/related; type="application/dicom"; boundary={_PROBE}'}
     try:
         with _session(destination) as session:
-            answer = session.options(f"{destination.url}/studies", timeout=timeout)
+            answer = session.post(f"{destination.url}/studies", data=f"--{_PROBE}--\r\n",
+                                  headers=headers, timeout=timeout)  # fmt: skip
     except requests.RequestException as exc:
         return False, f"not reachable ({type(exc).__name__})"
     if answer.status_code in (401, 403):
         return False, f"credentials refused (HTTP {answer.status_code})"
-    return True, f"answers (HTTP {answer.status_code})"
+    return True, f"answers (HTTP {answer.status_code} to an empty STOW-RS request)"
 
 
 def _failure_response(response: requests.Response | None) -> Dataset | None:

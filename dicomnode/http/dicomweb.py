@@ -125,8 +125,8 @@ async def _stow(request: Request, ctx: ApiContext, *, study: str | None) -> Resp
         raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
     finally:
         slots.busy -= 1
-        if store.audit is not None:
-            store.audit.flush(key)
+        if store.audit is not None:  # a database write: off the event loop
+            await run_in_threadpool(store.audit.flush, key)
     code, body = store_instances_response(outcomes)
     log.info("STOW-RS request answered", http_status=code, instances=len(outcomes),
              stored=sum(o.admitted.status == StoreStatus.SUCCESS for o in outcomes),

@@ -85,3 +85,21 @@ def test_wrong_credentials_and_a_peer_that_is_down_are_failed_outcomes(
     [unreachable] = send_stow(files, destination=_destination(down), timeout=5)
     assert not unreachable.ok and "STOW-RS failed" in (unreachable.error or "")
     assert api.stored() == []
+
+
+def test_the_doctor_check_tells_reachable_refused_and_down_apart(peer) -> None:
+    from dicomnode.checks import check_destinations
+    from dicomnode.config import Settings
+
+    _, url = peer
+    down = f"http://127.0.0.1:{free_port()}/dicomweb"
+    settings = Settings.model_validate({"destinations": [
+        {"type": "dicomweb", "name": n, "url": u, "auth": "bearer", "token": t}
+        for n, u, t in (("ok", url, TOKEN), ("refused", url, "wrong"), ("down", down, TOKEN))
+    ]})  # fmt: skip
+    checks = {c.name: c for c in check_destinations(settings)}
+    assert checks["destination ok"].status == "ok"
+    assert checks["destination refused"].status == "warn"
+    assert "credentials refused" in checks["destination refused"].message
+    assert "not reachable" in checks["destination down"].message
+    assert TOKEN not in " ".join(c.message for c in checks.values())

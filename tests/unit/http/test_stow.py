@@ -216,3 +216,22 @@ def test_requests_beyond_max_associations_are_busy_503_until_one_ends(tmp_path: 
         assert len(api.stored()) == 1
         again = httpx.post(f"{url}/dicomweb/studies", content=multipart([part]), headers=headers)
         assert again.status_code == 200  # the slot was given back
+
+
+def test_a_deflate_bomb_part_is_refused_while_it_inflates(stow: Stow) -> None:
+    """A few hundred kB that inflate past node.max_dataset_mb: refused by the same admission
+    as a C-STORE (0xA700), never inflated whole."""
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    from tests.reliability.malformed import CR_CLASS, deflate_bomb, file_with
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = CR_CLASS
+    meta.MediaStorageSOPInstanceUID = new_uid("stow bomb")
+    meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    bomb = file_with(meta, deflate_bomb(64))  # ~64 kB on the wire, 64 MiB inflated
+    assert len(bomb) < 1024 * 1024
+    response = stow.post([bomb])
+    assert response.status_code == 409 and _reasons(response.json()) == [0xA700]
+    assert stow.stored() == [] and not stow.jobs.list_jobs()

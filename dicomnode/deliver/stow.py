@@ -20,8 +20,8 @@ from pydicom import Dataset, dcmread
 from dicomnode.config import DicomwebDestination
 from dicomnode.deliver.scu import SendOutcome
 
-#: The status recorded for an instance the peer did not confirm (PS3.18 Table I.2-2: 0110H,
-#: processing failure), e.g. an HTTP error without a Store Instances Response.
+#: The status recorded for an instance the peer's response does not confirm (PS3.18 Table
+#: I.2-2: 0110H, processing failure): not named while others are, or failed without a reason.
 PROCESSING_FAILURE = 0x0110
 
 
@@ -58,7 +58,7 @@ def send_stow(
     outcomes: list[SendOutcome] = []
     unreachable: str | None = None
     for study, items in by_study.items():
-        if unreachable is not None:  # the peer is down: not asked again in this attempt
+        if unreachable is not None:  # the peer is down (or talks nonsense): not asked again now
             outcomes += [SendOutcome(path, None, unreachable) for path, _ in items]
             continue
         try:

@@ -15,8 +15,14 @@ import uvicorn
 from sqlalchemy.exc import SQLAlchemyError
 
 from dicomnode.audit import Audit, AuditAction, AuditEventID
-from dicomnode.checks import StartupError, check_disk_free, check_schema, check_spool_writable
-from dicomnode.config import Settings
+from dicomnode.checks import (
+    StartupError,
+    check_disk_free,
+    check_schema,
+    check_spool_writable,
+    require_free_ports,
+)
+from dicomnode.config import NO_DESTINATION_WARNING, Settings
 from dicomnode.deliver.outbox import deliver_due
 from dicomnode.http.app import create_app
 from dicomnode.http.context import ApiContext
@@ -88,6 +94,7 @@ class Node:
         """Check, then start everything, step by step in this order. Raises StartupError with a
         clear message; a step that fails first stops what the steps before it started."""
         try:
+            require_free_ports(self.settings)  # a clash is said at once, not after the model
             self._open_store()
             self._load_model()
             self._start_workers()
@@ -118,6 +125,8 @@ class Node:
             if self.retention_scheduler
             else None,
         )
+        if not s.destinations:
+            log.warning(NO_DESTINATION_WARNING)
 
     def _open_store(self) -> None:
         """The spool and the database: checked, opened, and left as a restart needs them

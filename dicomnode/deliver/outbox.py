@@ -17,9 +17,10 @@ import structlog
 
 from dicomnode.audit import Audit, AuditAction, AuditEventID, AuditOutcome
 from dicomnode.backoff import backoff_seconds
-from dicomnode.config import AnyDestination, DicomwebDestination, Settings
+from dicomnode.config import Settings
 from dicomnode.deliver.scu import AssociationFailed, SendOutcome, client_tls_context, send_files
 from dicomnode.deliver.stow import send_stow
+from dicomnode.destinations import AnyDestination, DicomwebDestination
 from dicomnode.metrics import Metrics
 from dicomnode.store.jobs import Jobs
 from dicomnode.store.spool import Spool

@@ -17,8 +17,8 @@ import requests
 from dicomweb_client.api import DICOMwebClient
 from pydicom import Dataset, dcmread
 
-from dicomnode.config import DicomwebDestination
 from dicomnode.deliver.scu import SendOutcome
+from dicomnode.destinations import DicomwebDestination
 
 #: The status recorded for an instance the peer's response does not confirm (PS3.18 Table
 #: I.2-2: 0110H, processing failure): not named while others are, or failed without a reason.

@@ -15,7 +15,7 @@ session cookie). Patient identifiers are only returned behind the token and only
 | `worklist` | /api/worklist, /api/results/{uid}/thumbnail.png, the page / |
 | `login` | /login, /logout, /static/{name} |
 | `orthanc` | /api/orthanc/studies/{id} (only with `orthanc.pull`) |
-| `analyze` | /api/analyze, /api/analyze-study, /api/analyses/…, /analyze, /about-model |
+| `analyze` | /api/analyze(-study), /api/preview, /api/analyses/…, /analyze, /about-model |
 | `dicomweb` | /dicomweb/studies, /dicomweb/studies/{study} (STOW-RS) |
 """
 

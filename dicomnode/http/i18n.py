@@ -20,6 +20,10 @@ MESSAGES: dict[str, dict[str, str]] = {
             "UNTRAINED DEMO model: its results carry no information. Install a trained model "
             "package before clinical use."
         ),
+        "no_destination_banner": (
+            "No destination configured: results stay on this node and are not sent to the "
+            "PACS. Add the PACS as a [[destinations]] entry in the configuration."
+        ),
         "model": "Model",
         "studies_total": "Studies",
         "filters": "Filters",
@@ -76,6 +80,10 @@ MESSAGES: dict[str, dict[str, str]] = {
         "untrained_banner": (
             "НЕНАВЧЕНА ДЕМО-модель: її результати не несуть інформації. Встановіть навчений "
             "пакет моделі перед клінічним використанням."
+        ),
+        "no_destination_banner": (
+            "Не налаштовано жодного призначення: результати залишаються на цьому вузлі й не "
+            "надсилаються до PACS. Додайте PACS як запис [[destinations]] у конфігурації."
         ),
         "model": "Модель",
         "studies_total": "Досліджень",

@@ -7,6 +7,7 @@ No patient identifiers are written (the upload's own metadata summary has none).
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ DISCLAIMER = "AI triage aid, not a diagnosis. Every image must be read by a radi
 
 STUDY_COLUMNS = (
     ("Study Instance UID", "study_instance_uid"), ("Study date", "study_date"),
-    ("Study description", "study_description"), ("Outcome", "outcome"),
+    ("Study description", "study_description"), ("Outcome", "outcome"), ("Reason", "reason"),
     ("Highest fracture probability", "fracture_probability"), ("Confidence", "confidence"),
     ("Images", "images"), ("Classified", "classified"), ("Skipped", "skipped"),
     ("Failed", "failed"), ("Modalities", "modalities"), ("Manufacturers", "manufacturers"),
@@ -71,7 +72,17 @@ def write_report(path: Path, result: dict[str, Any]) -> list[str]:
 
 def _study_values(study: dict[str, Any]) -> list[Any]:
     flat = {**study, **study.get("summary", {})}
+    flat["study_date"] = _date(flat.get("study_date"))
     return [_plain(flat.get(key)) for _, key in STUDY_COLUMNS]
+
+
+def _date(value: Any) -> Any:
+    """A DICOM date (YYYYMMDD) as a spreadsheet date, shown in the reader's own format;
+    anything else as the text it is."""
+    try:
+        return datetime.strptime(str(value), "%Y%m%d").date()
+    except ValueError:
+        return value
 
 
 def _image_values(image: dict[str, Any]) -> list[Any]:

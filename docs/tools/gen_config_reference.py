@@ -18,7 +18,8 @@ import generated_sections  # docs/tools, next to this script
 from pydantic import BaseModel, SecretStr
 from pydantic_core import PydanticUndefined
 
-from dicomnode.config import ENV_PREFIX, Destination, DicomwebDestination, Settings
+from dicomnode.config import ENV_PREFIX, Settings
+from dicomnode.destinations import Destination, DicomwebDestination
 
 REPO = Path(__file__).resolve().parents[2]
 DOC = REPO / "docs" / "administration.md"
@@ -31,8 +32,9 @@ NOTES: dict[str, str] = {
     "node.host": "Listen address of the DICOM SCP. `127.0.0.1`: local peers only; `0.0.0.0`: all.",
     "node.port": "TCP port of the DICOM SCP.",
     "node.data_dir": "Spool (`spool/in`, `spool/hdr`, `spool/out`, `spool/tmp`), the SQLite "
-    "database `dicomnode.db` and `log-salt`. A relative path is taken from the working "
-    "directory at start.",
+    "database `dicomnode.db`, the model cache `models/` and `log-salt`. A relative path is "
+    "taken from the configuration file's folder (the working directory without `--config`), "
+    "as are `spool_dir`, the TLS files and `model.package`.",
     "node.study_stable_seconds": "A study's report (SR) is built once no image of it has "
     "arrived for this long and all its jobs are finished.",
     "node.allowed_calling_ae_titles": "Calling AE titles allowed to associate (exact, "
@@ -169,7 +171,7 @@ NOTES: dict[str, str] = {
     "node.node_id": "This node's id in a shared database (owner of its leases); unique per "
     "node, stable across restarts. Empty: `<ae_title>@<hostname>:<port>`.",
     "node.spool_dir": "Spool directory; default `data_dir/spool`. Nodes sharing one database "
-    "must share it too.",
+    "must share it too. Relative: from the configuration file's folder.",
     "node.shutdown_grace_seconds": "On SIGTERM/SIGINT: stop accepting associations, finish or "
     "requeue the job in hand, record the outbox state and exit within this many seconds.",
     "retention.enabled": "Run the scheduled clean-up in the node (`dicomnode retention` runs it "

@@ -10,7 +10,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from dicomnode.config import Destination, DicomwebDestination, Settings
+from dicomnode.config import Settings
+from dicomnode.destinations import Destination, DicomwebDestination
 from dicomnode.metrics import Metrics
 from tests.support.docs import check_generated, generated_section
 

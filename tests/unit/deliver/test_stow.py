@@ -11,8 +11,8 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from dicomnode.config import DicomwebDestination
 from dicomnode.deliver.stow import send_stow
+from dicomnode.destinations import DicomwebDestination
 from tests.support.api_client import TOKEN, StowApi, stow_api
 from tests.support.data import new_uid
 from tests.support.inprocess import serve_app

@@ -19,6 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import SQLModel
 
 from dicomnode.config import NO_DESTINATION_WARNING, Settings
+from dicomnode.destinations import DicomwebDestination
 from dicomnode.durable import atomic_write
 from dicomnode.store import migrations  # noqa: F401  (registers every table on SQLModel.metadata)
 
@@ -179,6 +180,12 @@ def check_destinations(settings: Settings) -> list[Check]:
     checks = []
     for d in settings.destinations:
         name = f"destination {d.name}"
+        if isinstance(d, DicomwebDestination):
+            from dicomnode.deliver.stow import probe
+
+            ok, seen = probe(d, timeout=5)
+            checks.append(Check(name, "ok" if ok else "warn", f"STOW-RS to {d.url}: {seen}"))
+            continue
         try:
             status = echo(
                 host=d.host,

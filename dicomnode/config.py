@@ -6,24 +6,30 @@ key. Insecure combinations (an API reachable beyond loopback without a token) ar
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import tomllib
 from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+# The [[destinations]] tables (and the types they share with [node]) live in destinations.py;
+# Destination and DicomwebDestination stay importable from here.
+from dicomnode.destinations import (  # noqa: F401
+    AETitle,
+    AnyDestination,
+    Destination,
+    DicomwebDestination,
+    Port,
+    is_loopback,
+)
 from dicomnode.uids import DEFAULT_UID_ROOT, is_valid_uid
 
 ENV_PREFIX = "DICOMNODE_"
-
-AETitle = Annotated[str, Field(min_length=1, max_length=16, pattern=r"^[\x21-\x5b\x5d-\x7e ]+$")]
-Port = Annotated[int, Field(ge=1, le=65535)]
 
 
 class Runtime(StrEnum):
@@ -119,14 +125,6 @@ class NodeSettings(_Section):
         if not is_valid_uid(value[:-1]) or len(value) > 44:
             raise ValueError("must be a valid UID prefix of at most 44 characters")
         return value
-
-
-class Destination(_Section):
-    name: str = Field(min_length=1)
-    ae_title: AETitle
-    host: str = Field(min_length=1)
-    port: Port
-    tls: bool = False
 
 
 class ApiSettings(_Section):
@@ -239,7 +237,7 @@ class RetentionSettings(_Section):
 
 class Settings(_Section):
     node: NodeSettings = NodeSettings()
-    destinations: list[Destination] = []
+    destinations: list[AnyDestination] = []
     api: ApiSettings = ApiSettings()
     model: ModelSettings = ModelSettings()
     database: DatabaseSettings = DatabaseSettings()
@@ -256,7 +254,7 @@ class Settings(_Section):
 
     @model_validator(mode="after")
     def _secure(self) -> Settings:
-        if not self.api.token and not _is_loopback(self.api.host):
+        if not self.api.token and not is_loopback(self.api.host):
             raise ValueError(
                 f"api.host = {self.api.host!r} is reachable beyond loopback but api.token is "
                 "empty: set a token (or DICOMNODE_API__TOKEN) or bind to 127.0.0.1"
@@ -301,15 +299,6 @@ class Settings(_Section):
     @property
     def database_url(self) -> str:
         return self.database.url or f"sqlite:///{(self.node.data_dir / 'dicomnode.db').resolve()}"
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
@@ -366,7 +355,8 @@ _NODE_PATHS = ("data_dir", "spool_dir", "tls_certificate", "tls_private_key",
 
 
 def _resolve_paths(settings: Settings, *, base: Path) -> Settings:
-    """Relative paths (data_dir, spool_dir, TLS files, model.package, an SQLite database.url)
+    """Relative paths (data_dir, spool_dir, TLS files, model.package, an SQLite database.url,
+    a DICOMweb destination's CA file)
     are taken from `base`, the configuration file's folder (the working directory without a
     file), so a command run from elsewhere (`dicomnode doctor` in a home folder) finds the
     node's files instead of creating a new `var/` where it stands. The model cache lives in
@@ -384,6 +374,7 @@ def _resolve_paths(settings: Settings, *, base: Path) -> Settings:
         "node": settings.node.model_copy(update=node),
         "model": settings.model.model_copy(update=model),
         "database": settings.database.model_copy(update=database),
+        "destinations": [d.resolved(base) for d in settings.destinations],
     })  # fmt: skip
     return settings
 

@@ -157,6 +157,7 @@ def configure_logging(
     # even with nothing to do; dicomnode.store.db logs a migration that ran, once.
     logging.getLogger("alembic").setLevel(logging.WARNING)
     logging.getLogger("highdicom").setLevel(logging.WARNING)  # logs raw UIDs at INFO
+    logging.getLogger("dicomweb_client").setLevel(logging.WARNING)  # so does dicomweb-client
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True

@@ -334,7 +334,7 @@ class Node:
         ctx = ApiContext(settings=s, jobs=self.jobs, metrics=self.metrics,
                          card=lambda: self.classifier.card if self.classifier else None,
                          readiness=self.readiness, spool=self.spool, audit=self.audit,
-                         classifier=self.classifier,
+                         classifier=self.classifier, store=self.store_ctx,
                          orthanc_pull=self.orthanc_pull.request if self.orthanc_pull
                          else None)  # fmt: skip
         config = uvicorn.Config(create_app(ctx), host=s.api.host, port=s.api.port,

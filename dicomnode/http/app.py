@@ -16,6 +16,7 @@ session cookie). Patient identifiers are only returned behind the token and only
 | `login` | /login, /logout, /static/{name} |
 | `orthanc` | /api/orthanc/studies/{id} (only with `orthanc.pull`) |
 | `analyze` | /api/analyze(-study), /api/preview, /api/analyses/…, /analyze, /about-model |
+| `dicomweb` | /dicomweb/studies, /dicomweb/studies/{study} (STOW-RS) |
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from dicomnode.http.access import AccessAudit, client_id
 from dicomnode.http.analyze import include_analysis
 from dicomnode.http.auth import TokenAuth
 from dicomnode.http.context import ApiContext
+from dicomnode.http.dicomweb import include_stow
 from dicomnode.http.guard import BrowserGuard, LoginThrottle
 
 __all__ = ["ApiContext", "create_app"]  # ApiContext lives in http/context.py
@@ -65,6 +67,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     if ctx.orthanc_pull is not None:
         app.include_router(orthanc.router)
     include_analysis(app, ctx)  # /api/analyze, /api/analyze-study, /analyze, /about-model
+    include_stow(app, ctx)  # /dicomweb/studies (STOW-RS)
     return app
 
 

@@ -47,6 +47,7 @@ from dicomnode.model.card import (
 )
 from dicomnode.model.classifier import Classifier, create_model
 from dicomnode.model.runtime import MAX_CAM_RELATIVE_DELTA, MAX_PROBABILITY_DELTA, compare
+from training.card_claims import operating_points_report, trained_on
 from training.checkpoint import load_checkpoint
 from training.config import ConfigError
 from training.metrics import (
@@ -179,7 +180,8 @@ def export(
     target_specificity: float = 0.95,
     calibrate: bool = True,
     training_data: str = "",
-    min_image_size: int = DEFAULT_MIN_IMAGE_SIZE,
+    min_image_size: int | None = None,
+    body_parts: Sequence[str] | None = None,
     force: bool = False,
 ) -> ModelCard:
     """Write the package; return its card (see the module docstring)."""
@@ -213,6 +215,7 @@ def export(
             "ece_before_temperature": round(expected_calibration_error(labels, p_raw), 6),
             "brier": round(brier_score(labels, p), 6),
             **{k: v for k, v in points.to_json().items() if k not in ("low", "high")},
+            "operating_points": operating_points_report(labels, p, points),
         },
         "training": {
             "best_epoch": int(state["best"]["epoch"]),
@@ -261,6 +264,7 @@ def export(
         if refusal:
             (out / ONNX_FILE).unlink()
             raise ExportError(f"{refusal}; model.onnx was not kept")
+    scope = trained_on(state, body_parts=body_parts, min_image_size=min_image_size)
     card = ModelCard(
         name=name,
         version=version
@@ -274,7 +278,9 @@ def export(
         threshold_high=points.high,
         trained=True,
         temperature=temperature,
-        min_image_size=min_image_size,
+        min_image_size=scope.min_image_size,
+        body_parts=scope.body_parts,
+        intended_use=scope.intended_use,
         training_data=training_data or state["data"]["description"],
         metrics=metrics,
         created=created.isoformat(timespec="seconds"),
@@ -323,12 +329,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--min-image-size",
         type=int,
-        default=DEFAULT_MIN_IMAGE_SIZE,
         help="smallest rows and columns the node classifies; smaller images are skipped "
-        f"(default {DEFAULT_MIN_IMAGE_SIZE}; 0: no minimum)",
+        "(default: the smallest training image, or "
+        f"{DEFAULT_MIN_IMAGE_SIZE} for older checkpoints; 0: no minimum)",
+    )
+    parser.add_argument(
+        "--body-parts",
+        help="comma-separated body parts for the card (default: from the training data, e.g. "
+        "FracAtlas's hand/leg/hip/shoulder columns)",
     )
     parser.add_argument("--force", action="store_true", help="replace an existing package")
     return parser
+
+
+def _split_list(value: str | None) -> tuple[str, ...] | None:
+    return None if value is None else tuple(v.strip() for v in value.split(",") if v.strip())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -345,6 +360,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             calibrate=not args.no_temperature,
             training_data=args.training_data,
             min_image_size=args.min_image_size,
+            body_parts=_split_list(args.body_parts),
             force=args.force,
         )
     except (ConfigError, ExportError, ValueError) as exc:
@@ -355,6 +371,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"wrote {args.out}: {card.architecture} version {card.version}, thresholds "
         f"{card.threshold_low:.4f}/{card.threshold_high:.4f}, temperature "
         f"{card.temperature:.3f}, validation AUC {validation['auc']:.4f}"
+    )
+    for name, point in validation["operating_points"].items():
+        print(
+            f"{name} threshold {point['threshold']:.4f}: sensitivity {point['sensitivity']} "
+            f"(95% CI {point['sensitivity_ci95'][0]}-{point['sensitivity_ci95'][1]}), "
+            f"specificity {point['specificity']} (95% CI {point['specificity_ci95'][0]}-"
+            f"{point['specificity_ci95'][1]}) on {point['fracture']} fracture / "
+            f"{point['normal']} normal validation images"
+        )
+    print(
+        f"card: body parts {', '.join(card.body_parts) or 'not recorded'}; minimum image size "
+        f"{card.min_image_size} px"
     )
     if "onnx_check" in card.metrics:
         check = card.metrics["onnx_check"]

@@ -251,7 +251,8 @@ def _labels(n: int, *, fracture_fraction: float, seed: int) -> list[int]:
 
 def _coco(images: list[SyntheticImage], *, height: int, width: int) -> dict[str, Any]:
     """FracAtlas's COCO file: the fractured images and one box (and polygon) per fracture."""
-    entries, annotations = [], []
+    entries: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
     for image in images:
         if image.box is None:
             continue

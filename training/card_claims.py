@@ -45,6 +45,8 @@ class TrainedOn:
     body_parts: tuple[str, ...]
     min_image_size: int
     intended_use: str
+    #: Limitations the card must add (e.g. a minimum below the radiograph floor).
+    notes: tuple[str, ...] = ()
 
 
 def trained_on(
@@ -60,8 +62,17 @@ def trained_on(
     if min_image_size is None:
         min_image_size = int(profile.get("min_image_size", DEFAULT_MIN_IMAGE_SIZE))
     where = f"radiographs of the {', '.join(parts)}" if parts else "radiographs"
+    notes = []
+    if not parts:
+        notes.append("The training data did not say which body parts it shows.")
+    if 0 < min_image_size < DEFAULT_MIN_IMAGE_SIZE:
+        notes.append(
+            f"Accepts images down to {min_image_size} px per side, below the "
+            f"{DEFAULT_MIN_IMAGE_SIZE} px under which an image is rarely a diagnostic radiograph."
+        )
     return TrainedOn(
         body_parts=parts,
         min_image_size=min_image_size,
         intended_use=f"Triage aid for bone fracture on {where}; not a diagnosis.",
+        notes=tuple(notes),
     )

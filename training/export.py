@@ -9,6 +9,10 @@ loaded with `dicomnode.model.classifier.Classifier.from_package` and checked to 
 checkpoint model's probability on a probe image, within the tolerance the node itself applies
 to a runtime (`dicomnode.model.runtime.MAX_PROBABILITY_DELTA`).
 
+The card also states what the model was trained on and how firm its operating points are
+(`training.card_claims`): the body parts and smallest image of the training split, and each
+operating point's validation sensitivity and specificity with 95 % intervals.
+
 With `--onnx`, `model.onnx` is written too, with outputs `logits` (B, classes) and `features`
 (B, C, h, w: the last feature map, from which the class activation map is computed), a dynamic
 batch axis and input `input` (B, 3, S, S) as `preprocess.to_model_input` makes it. Its outputs
@@ -222,6 +226,7 @@ def export(
             "epochs_run": int(state["epoch"]),
             "init": str(state.get("init", "")),
             "split": {k: state["data"][k] for k in ("split_seed", "group_by", "counts")},
+            "profile": state["data"].get("profile", {}),
             "versions": dict(state.get("versions", {})),
         },
     }
@@ -284,7 +289,7 @@ def export(
         training_data=training_data or state["data"]["description"],
         metrics=metrics,
         created=created.isoformat(timespec="seconds"),
-        limitations=_limitations(state),
+        limitations=_limitations(state) + scope.notes,
     )
     card = write_card(out, card)
 
@@ -373,12 +378,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{card.temperature:.3f}, validation AUC {validation['auc']:.4f}"
     )
     for name, point in validation["operating_points"].items():
+        sens, spec = (
+            f"{key} {point[key]:.3f} (95% CI {point[key + '_ci95'][0]:.3f}-"
+            f"{point[key + '_ci95'][1]:.3f})"
+            for key in ("sensitivity", "specificity")
+        )
         print(
-            f"{name} threshold {point['threshold']:.4f}: sensitivity {point['sensitivity']} "
-            f"(95% CI {point['sensitivity_ci95'][0]}-{point['sensitivity_ci95'][1]}), "
-            f"specificity {point['specificity']} (95% CI {point['specificity_ci95'][0]}-"
-            f"{point['specificity_ci95'][1]}) on {point['fracture']} fracture / "
-            f"{point['normal']} normal validation images"
+            f"{name} threshold {point['threshold']:.4f}: {sens}, {spec} on {point['fracture']} "
+            f"fracture / {point['normal']} normal validation images"
         )
     print(
         f"card: body parts {', '.join(card.body_parts) or 'not recorded'}; minimum image size "

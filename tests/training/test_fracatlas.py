@@ -97,6 +97,9 @@ def test_card_records_body_parts_and_smallest_training_image(fracatlas_run: Frac
     assert card.body_parts == ("hand", "leg", "hip")  # the synthetic set has no shoulder
     assert "hand, leg, hip" in card.intended_use and "not a diagnosis" in card.intended_use
     assert card.min_image_size == IMAGE_SIZE  # the images are IMAGE_SIZE wide, 1.2x high
+    profile = card.metrics["training"]["profile"]
+    assert profile["min_image_size"] == IMAGE_SIZE and profile["body_parts"]["hand"] > 0
+    assert any("below the 256 px" in note for note in card.limitations)  # said, not hidden
     # The node serves the package, and classifies the data's own images (not "too small").
     images = read_dataset(fracatlas_run.data)
     served = Classifier.from_package(fracatlas_run.package, device="cpu")

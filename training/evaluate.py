@@ -264,7 +264,8 @@ def _add_to_card(package: Path, split: str, report: dict[str, Any]) -> None:
     }
     if report.get("localisation"):
         summary["pointing_game"] = {
-            k: report["localisation"][k] for k in ("images", "hit_rate", "hit_rate_ci95")
+            k: report["localisation"][k]
+            for k in ("images", "hit_rate", "hit_rate_ci95", "hit_rate_within_cell")
         }
     write_card(package, dataclasses.replace(card, metrics={**card.metrics, split: summary}))
 
@@ -339,6 +340,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"fractured images: {where['hit_rate']:.3f} (95% CI {where['hit_rate_ci95'][0]:.3f}-"
             f"{where['hit_rate_ci95'][1]:.3f})"
         )
+        if where["hit_rate_within_cell"] is not None:
+            low, high = where["hit_rate_within_cell_ci95"]
+            print(
+                f"peak's CAM cell ({where['cam_cells']}x{where['cam_cells']} grid) on the box: "
+                f"{where['hits_within_cell']} of {where['images']}, "
+                f"{where['hit_rate_within_cell']:.3f} (95% CI {low:.3f}-{high:.3f})"
+            )
     return 0
 
 

@@ -54,7 +54,12 @@ def fracatlas_run(tmp_path_factory: pytest.TempPathFactory) -> FracAtlasRun:
     package = base / "package"
     export(checkpoint=result.out / "best.pt", out=package)  # card fields from the data
     report = evaluate(
-        package=package, data=data, out=base / "test", split="test", split_file=split_file
+        package=package,
+        data=data,
+        out=base / "test",
+        split="test",
+        split_file=split_file,
+        update_card=True,
     )
     return FracAtlasRun(data, split_file, package, base / "test", report)
 
@@ -113,12 +118,17 @@ def test_evaluation_reports_the_pointing_game(fracatlas_run: FracAtlasRun) -> No
     fractured = [p for p in split.names("test") if "/Fractured/" in p]
     assert where["annotations"] == "COCO_fracture_masks.json"
     assert where["images"] == where["fractured_images"] == len(fractured) > 0  # all boxed
-    assert 0 <= where["hits"] <= where["images"]
+    assert 0 <= where["hits"] <= where["hits_within_cell"] <= where["images"]
+    assert where["cam_cells"] == IMAGE_SIZE // 32  # the tiny EfficientNet's 2 x 2 CAM
     assert where["hit_rate"] == round(where["hits"] / where["images"], 6)
     low, high = where["hit_rate_ci95"]
     assert 0.0 <= low <= where["hit_rate"] <= high <= 1.0
     on_disk = json.loads((fracatlas_run.evaluation / REPORT_FILE).read_text())
     assert on_disk["localisation"] == where
+    card, _ = read_package(fracatlas_run.package)  # --update-card carries it into the card
+    assert card.metrics["test"]["pointing_game"] == {
+        k: where[k] for k in ("images", "hit_rate", "hit_rate_ci95", "hit_rate_within_cell")
+    }
 
 
 def test_export_cli_overrides_body_parts_and_size(

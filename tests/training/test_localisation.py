@@ -14,6 +14,7 @@ from tests.support.data import TINY_ARCH
 from training.data import DataError, load_grayscale, read_dataset
 from training.localisation import (
     Box,
+    cam_cells,
     find_coco_file,
     heatmap_peak,
     pointing_game,
@@ -61,7 +62,9 @@ def test_pointing_game_counts_peaks_inside_the_boxes(fracatlas: Path) -> None:
     fractured = [s for s in images.samples if s.label]
     # Boxes around each image's own heatmap peak: all hits; boxes in a corner far from it:
     # none; the same boxes with a tolerance reaching the peak: all hits again.
-    around, corner = {}, {}
+    cells = cam_cells(classifier)
+    assert cells == classifier.card.input_size // 32  # EfficientNet: stride 32
+    around, corner, near = {}, {}, {}
     for sample in fractured:
         image = load_grayscale(fracatlas / sample.path)
         peak = heatmap_peak(classifier.predict(image).heatmap, (image.shape[0], image.shape[1]))
@@ -70,19 +73,27 @@ def test_pointing_game_counts_peaks_inside_the_boxes(fracatlas: Path) -> None:
         around[name] = [Box(peak[0] - 1, peak[1] - 1, 2, 2)]
         far_x = 0.0 if peak[0] > image.shape[1] / 2 else image.shape[1] - 1.0
         corner[name] = [Box(far_x, peak[1], 1, 1)]
+        # Beside the peak, within its CAM cell (half a cell is several pixels here).
+        assert max(image.shape) / cells / 2 > 2.0
+        near[name] = [Box(peak[0] + 1, peak[1] + 1, 1, 1)]
     del around[PurePosixPath(fractured[0].path).name]  # a fractured image without boxes
     result = pointing_game(classifier, fracatlas, images.samples, around, source="around")
     assert result["fractured_images"] == len(fractured)
     assert result["images"] == result["hits"] == len(fractured) - 1 and result["hit_rate"] == 1.0
     low, high = result["hit_rate_ci95"]
     assert 0.5 < low < 1.0 == high  # not the degenerate [1, 1] a bootstrap would give
+    assert result["hits_within_cell"] == result["hits"] and result["cam_cells"] == cells
     missed = pointing_game(classifier, fracatlas, images.samples, corner, source="corner")
-    assert missed["hits"] == 0 and missed["images"] == len(fractured)
+    assert missed["hits"] == missed["hits_within_cell"] == 0
+    assert missed["images"] == len(fractured)
     assert missed["hit_rate_ci95"][0] == 0.0 < missed["hit_rate_ci95"][1]
     wide = pointing_game(
         classifier, fracatlas, images.samples, corner, source="corner", tolerance=64.0
     )
     assert wide["hits"] == len(fractured)
+    beside = pointing_game(classifier, fracatlas, images.samples, near, source="near")
+    assert beside["hits"] == 0 and beside["hits_within_cell"] == len(fractured)
+    assert beside["hit_rate_within_cell"] == 1.0 and beside["hit_rate"] == 0.0
     empty = pointing_game(classifier, fracatlas, images.samples, {}, source="none")
     assert empty["images"] == 0 and empty["hit_rate"] is None
 

@@ -81,7 +81,7 @@ NEGATIVE_NAMES = frozenset(
 )
 CLASS_NAMES = ("normal", "fracture")
 FRACATLAS_CSV = "dataset.csv"
-#: FracAtlas's body-part columns (0/1 each; "mixed" images have several set).
+#: FracAtlas's body-part columns (0/1 each; its "mixed" column flags several parts).
 FRACATLAS_BODY_PARTS = ("hand", "leg", "hip", "shoulder")
 SPLIT_NAMES = ("train", "val", "test")
 SPLIT_FORMAT = 1

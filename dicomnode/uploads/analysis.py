@@ -10,7 +10,8 @@ fields are `uploads.fields`'.
 
 Each function writes into a directory the caller owns (see `uploads.py`) and returns a
 JSON-ready dict without URLs; the web layer adds those. Errors the client caused raise
-`AnalysisError` with an HTTP status and a message code (translated in `http/i18n_analyze.py`).
+`AnalysisError` with an HTTP status and a message code (translated by the
+`error.<code>` messages of the pages' catalogues, `dicomnode/locale`).
 
 Fields of an image result:
 - `outcome`: positive (P ≥ high threshold), doubt, negative (P < low threshold) — the node's

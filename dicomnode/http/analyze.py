@@ -36,6 +36,7 @@ from dicomnode.http import analyze_pages
 from dicomnode.http.analyze_service import Analysis, analysis, authorized
 from dicomnode.http.analyze_upload import copy_upload, receive_file
 from dicomnode.http.i18n import MESSAGES, choose_language, translator
+from dicomnode.imaging.reasons import reason_code
 from dicomnode.uploads.analysis import AnalysisError, UploadKind, analyze_file, analyze_study, sniff
 
 if TYPE_CHECKING:
@@ -65,12 +66,17 @@ def analysis_url(upload_id: str, name: str | None = None) -> str:
 
 
 def _error(exc: AnalysisError, language: str) -> JSONResponse:
-    template = translator(language)(f"error.{exc.code}")
-    try:
-        message = template.format(**exc.params)
-    except (KeyError, IndexError, ValueError):
-        message = template
-    return JSONResponse({"detail": message, "code": exc.code}, status_code=exc.status,
+    """`detail` in the client's language; a skip reason also as English `reason` and its
+    `reason_code` (imaging/reasons.py)."""
+    t = translator(language)
+    params = dict(exc.params)
+    body: dict[str, Any] = {"code": exc.code}
+    english = params.get("reason")
+    if isinstance(english, str):
+        body |= {"reason": english, "reason_code": reason_code(english)}
+        params["reason"] = t.reason(english)
+    body["detail"] = t.format(f"error.{exc.code}", **params)
+    return JSONResponse(body, status_code=exc.status,
                         headers={"Content-Language": language})  # fmt: skip
 
 
@@ -99,6 +105,9 @@ def present(result: dict[str, Any], upload_id: str, language: str) -> dict[str, 
         out["urls"] = {k: analysis_url(upload_id, v) for k, v in item.get("files", {}).items()}
         if item.get("label"):
             out["label_text"] = t(f"label.{item['label']}")
+        if item.get("reason"):  # `reason` stays English (as in logs); its text for the page:
+            out["reason_code"] = reason_code(item["reason"])
+            out["reason_text"] = t.reason(item["reason"])
         return out
 
     out = decorate(result)

@@ -13,6 +13,7 @@ language.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Iterator, Mapping
 from functools import cache
 
@@ -20,7 +21,7 @@ from babel import dates, numbers
 from babel.support import Translations
 
 from dicomnode.http.i18n_catalogue import messages, read_catalogue, translations
-from dicomnode.imaging.reasons import parse_reason
+from dicomnode.imaging.reasons import match_template, template_pattern
 
 LANG_COOKIE = "dicomnode_lang"
 DEFAULT_LANGUAGE = "en"
@@ -36,6 +37,14 @@ def _translations(language: str) -> Translations:
 @cache
 def _messages(language: str) -> dict[str, str]:
     return messages(read_catalogue(language))
+
+
+@cache
+def _english_patterns(prefix: str) -> list[tuple[str, re.Pattern[str]]]:
+    """The English `<prefix>.*` messages as patterns, literal ones first (more specific)."""
+    english = [(k, v) for k, v in _messages(DEFAULT_LANGUAGE).items() if k.startswith(prefix + ".")]
+    english.sort(key=lambda item: "{" in item[1])
+    return [(key, template_pattern(text)) for key, text in english]
 
 
 class _Catalogues(Mapping[str, dict[str, str]]):
@@ -165,17 +174,27 @@ class Translator:
     def reason(self, text: str | None) -> str:
         """An English skip/fail reason (`imaging.reasons`) in the page's language; a reason
         that is not one of ours is named as such (its English text stays in the API)."""
+        return self.sentence(text, "reason")
+
+    def sentence(self, text: str | None, prefix: str) -> str:
+        """An English sentence made from one of the English `<prefix>.<code>` messages
+        (a skip reason, a worklist filter error) in the page's language: its code and
+        parameters are read back from the English template. A parameter `reason` is a nested
+        reason; one `name` that is a message key (a form field) is translated too.
+        Unrecognised: the `<prefix>.unknown` message."""
         if not text:
             return ""
         if self.language == DEFAULT_LANGUAGE:
             return text
-        parsed = parse_reason(text)
-        if parsed is None or not self.has(f"reason.{parsed[0]}"):
-            return self("reason.unknown")
-        code, params = parsed
+        parsed = match_template(text, _english_patterns(prefix))
+        if parsed is None or not self.has(parsed[0]):
+            return self(f"{prefix}.unknown")
+        key, params = parsed
         if "reason" in params:
             params["reason"] = self.reason(params["reason"])
-        return self.format(f"reason.{code}", **params)
+        if "name" in params and self.has(params["name"]):
+            params["name"] = self(params["name"])
+        return self.format(key, **params)
 
 
 def translator(language: str) -> Translator:

@@ -185,7 +185,7 @@ def page(request: Request, ctx: Context, access: Access, auth: PageAuth) -> Resp
             offset=params.get("offset", ""),
         )  # fmt: skip
     except FilterError as exc:
-        error = str(exc)
+        error = translator(chosen).sentence(str(exc), "filter")
         filters = WorklistFilters()
     page = query_worklist(ctx.jobs.engine, filters)
     access.worklist(request, what="worklist page", filters=filters,

@@ -12,6 +12,7 @@ A parameter named `reason` holds another reason (a wrapped one) and is parsed in
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from functools import cache
 
 #: code -> English template. Literal templates and more specific ones first (parsing tries
@@ -78,25 +79,34 @@ def placeholders(template: str) -> set[str]:
     return set(_FIELD.findall(template))
 
 
-@cache
-def _patterns() -> list[tuple[str, re.Pattern[str]]]:
-    compiled = []
-    for code, template in REASONS.items():
-        parts = _FIELD.split(template)  # literal, name, literal, name, ..., literal
-        regex = "".join(
-            re.escape(part) if i % 2 == 0 else f"(?P<{part}>.+?)" for i, part in enumerate(parts)
-        )
-        compiled.append((code, re.compile(regex, re.DOTALL)))
-    return compiled
+def template_pattern(template: str) -> re.Pattern[str]:
+    """A regular expression that matches `template`'s sentences, one group per placeholder."""
+    parts = _FIELD.split(template)  # literal, name, literal, name, ..., literal
+    regex = "".join(
+        re.escape(part) if i % 2 == 0 else f"(?P<{part}>.+?)" for i, part in enumerate(parts)
+    )
+    return re.compile(regex, re.DOTALL)
 
 
-def parse_reason(text: str) -> tuple[str, dict[str, str]] | None:
-    """(code, parameters) of an English reason sentence, or None if it is not one of ours."""
-    for code, pattern in _patterns():
+def match_template(
+    text: str, patterns: Iterable[tuple[str, re.Pattern[str]]]
+) -> tuple[str, dict[str, str]] | None:
+    """(code, parameters) of the first pattern `text` matches whole, or None."""
+    for code, pattern in patterns:
         match = pattern.fullmatch(text.strip())
         if match:
             return code, match.groupdict()
     return None
+
+
+@cache
+def _patterns() -> list[tuple[str, re.Pattern[str]]]:
+    return [(code, template_pattern(template)) for code, template in REASONS.items()]
+
+
+def parse_reason(text: str) -> tuple[str, dict[str, str]] | None:
+    """(code, parameters) of an English reason sentence, or None if it is not one of ours."""
+    return match_template(text, _patterns())
 
 
 def reason_code(text: str | None) -> str | None:

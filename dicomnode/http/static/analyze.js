@@ -163,7 +163,7 @@
             thumb = el("img"); thumb.src = i.urls.overlay; thumb.height = 96; thumb.alt = i.entry;
           }
           return [i.entry, t("state." + i.state), i.fracture_probability === undefined ? null : percent(i.fracture_probability),
-                  i.reason, thumb];
+                  i.reason_text || i.reason, thumb];
         })));
     }
     show(section, true);
@@ -181,7 +181,7 @@
       xhr.withCredentials = true;
       xhr.upload.onprogress = function (e) { if (e.lengthComputable) { progress("uploading", e.loaded / e.total); } };
       xhr.upload.onload = function () { progress("processing"); };
-      xhr.onerror = function () { fail("network error"); };
+      xhr.onerror = function () { fail(t("analyze.network_error")); };
       xhr.onload = function () {
         var body = null;
         try { body = JSON.parse(xhr.responseText); } catch (e) { body = null; }
@@ -230,6 +230,6 @@
       .then(function (r) {
         if (r.ok) { setIdInUrl(id); render(r.body); } else { setIdInUrl(null); fail(r.body.detail); }
       })
-      .catch(function () { fail("network error"); });
+      .catch(function () { fail(t("analyze.network_error")); });
   }
 }());

@@ -172,8 +172,8 @@ async def analyze(request: Request, service: Annotated[Analysis, Depends(analysi
         result = await run_in_threadpool(
             service.run,
             lambda: analyze_file(data, kind=kind, classifier=classifier,
-                                 uid_root=service.uid_root,
-                                 directory=directory),
+                                 uid_root=service.uid_root, directory=directory,
+                                 language=service.ctx.settings.outputs.language),
             directory=directory, send=send,
         )  # fmt: skip
     except AnalysisError as exc:
@@ -233,7 +233,8 @@ async def analyze_study_zip(
             service.run,
             lambda: analyze_study(archive, classifier=classifier,
                                   uid_root=service.uid_root,
-                                  directory=directory, limits=service.limits),
+                                  directory=directory, limits=service.limits,
+                                  language=service.ctx.settings.outputs.language),
             directory=directory, send=send,
         )  # fmt: skip
     except AnalysisError as exc:

@@ -15,7 +15,7 @@ JSON-ready dict without URLs; the web layer adds those. Errors the client caused
 
 Fields of an image result:
 - `outcome`: positive (P ≥ high threshold), doubt, negative (P < low threshold) — the node's
-  three outcomes; `label`: "fracture" / "uncertain" / "no_fracture", the same decision named.
+  three outcomes; `label`: "fracture" / "indeterminate" / "no_fracture", the same decision named.
 - `fracture_probability` P and `normal_probability` 1 − P (two classes).
 - `confidence` = max(P, 1 − P): the probability of the more likely class, 0.5 to 1. It says how
   far the model is from a coin toss, not how far from a threshold; the outcome uses the

@@ -99,7 +99,7 @@ def check_image_result(body: dict[str, Any], classifier: Classifier) -> None:
     expected = "positive" if p >= card.threshold_high else "negative" \
         if p < card.threshold_low else "doubt"  # fmt: skip
     assert body["outcome"] == expected
-    assert body["label"] == {"positive": "fracture", "doubt": "uncertain",
+    assert body["label"] == {"positive": "fracture", "doubt": "indeterminate",
                              "negative": "no_fracture"}[expected]  # fmt: skip
     assert body["thresholds"] == {"low": card.threshold_low, "high": card.threshold_high}
     assert body["model"]["version"] == card.version

@@ -26,7 +26,7 @@ from tests.support.nodecfg import write_node_config
 from tests.support.peers import wait_until
 
 TOKEN = "analyze-browser-token"
-OUTCOMES_UK = {"підозра на перелом", "сумнівно", "перелом не виявлено"}
+OUTCOMES_UK = {"підозра на перелом", "невизначено", "перелом не виявлено"}
 
 
 def _loaded(driver, element) -> bool:

@@ -2,7 +2,7 @@
 
 The node runs a model package built here from the tiny arch; its thresholds are placed
 between the probabilities the package gives three real radiographs, so one study is known
-to be positive, one doubtful and one negative. The positive one is sent last (it is the
+to be positive, one indeterminate and one negative. The positive one is sent last (it is the
 newest), so finding it on top shows the reading order, not the arrival order.
 """
 

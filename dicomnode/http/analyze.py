@@ -105,6 +105,14 @@ def present(result: dict[str, Any], upload_id: str, language: str) -> dict[str, 
         out["urls"] = {k: analysis_url(upload_id, v) for k, v in item.get("files", {}).items()}
         if item.get("label"):
             out["label_text"] = t(f"label.{item['label']}")
+        if isinstance(item.get("model"), dict):  # the UNTRAINED DEMO mark in its language
+            model = item["model"]
+            out["model"] = {
+                **model,
+                "display_text": t.model_label(
+                    str(model.get("name", "")), trained=not model.get("untrained_demo")
+                ),
+            }
         if item.get("reason"):  # `reason` stays English (as in logs); its text for the page:
             out["reason_code"] = reason_code(item["reason"])
             out["reason_text"] = t.reason(item["reason"])

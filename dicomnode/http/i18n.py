@@ -22,6 +22,7 @@ from babel.support import Translations
 
 from dicomnode.http.i18n_catalogue import messages, read_catalogue, translations
 from dicomnode.imaging.reasons import match_template, template_pattern
+from dicomnode.model.card import ModelCard
 
 LANG_COOKIE = "dicomnode_lang"
 DEFAULT_LANGUAGE = "en"
@@ -195,6 +196,36 @@ class Translator:
         if "name" in params and self.has(params["name"]):
             params["name"] = self(params["name"])
         return self.format(key, **params)
+
+    # --- the model card: its texts are the card's own (English), the demo's are known -------
+
+    def card(self, text: str) -> str:
+        """A model-card text in the page's language when it is one of the built-in texts
+        (the demo card's, the default intended use: `card.*` messages), else the card's own."""
+        key = _english_texts("card").get(text.strip())
+        return self(key) if key and self.has(key) else text
+
+    def card_language(self, text: str) -> str:
+        """The language `card(text)` is in (a card's own texts are English), for `lang=`."""
+        key = _english_texts("card").get(text.strip())
+        return self.language if key and self.has(key) else DEFAULT_LANGUAGE
+
+    def class_name(self, name: str) -> str:
+        return self(f"class.{name}") if self.has(f"class.{name}") else name
+
+    def model_name(self, card: ModelCard) -> str:
+        """The card's display name with the UNTRAINED DEMO mark in the page's language."""
+        return self.model_label(card.name, trained=card.trained)
+
+    def model_label(self, name: str, *, trained: bool) -> str:
+        return name if trained else f"{name} ({self('untrained_label')})"
+
+
+@cache
+def _english_texts(prefix: str) -> dict[str, str]:
+    """English text -> key of the `<prefix>.*` messages."""
+    english = _messages(DEFAULT_LANGUAGE).items()
+    return {text: key for key, text in english if key.startswith(prefix + ".")}
 
 
 def translator(language: str) -> Translator:

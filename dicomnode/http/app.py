@@ -31,6 +31,7 @@ from dicomnode.http.analyze import include_analysis
 from dicomnode.http.auth import TokenAuth
 from dicomnode.http.context import ApiContext
 from dicomnode.http.guard import BrowserGuard, LoginThrottle
+from dicomnode.http.i18n_errors import install_error_pages
 
 __all__ = ["ApiContext", "create_app"]  # ApiContext lives in http/context.py
 
@@ -65,6 +66,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     if ctx.orthanc_pull is not None:
         app.include_router(orthanc.router)
     include_analysis(app, ctx)  # /api/analyze, /api/analyze-study, /analyze, /about-model
+    install_error_pages(app)  # a page's HTTP error as a page in the reader's language
     return app
 
 

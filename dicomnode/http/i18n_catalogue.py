@@ -108,7 +108,11 @@ def merge(
             if key not in catalogue or (update and catalogue[key].string != text)
         ]
         for key in changed:
-            catalogue.add(key, entries[key])
+            existing = catalogue.get(key)
+            if existing is None:
+                catalogue.add(key, entries[key])
+            else:  # Catalog.add would keep the old text
+                existing.string = entries[key]
         if changed:
             write_catalogue(catalogue, language, locale_dir=locale_dir)
         written[language] = changed

@@ -46,7 +46,7 @@ ALLOWED = {
 class _VisibleText(HTMLParser):
     """Text a reader sees, outside scripts, styles and subtrees marked with another language."""
 
-    VOID = {"meta", "link", "input", "img", "br", "hr", "source"}
+    VOID = frozenset({"meta", "link", "input", "img", "br", "hr", "source"})
 
     def __init__(self) -> None:
         super().__init__()
@@ -101,8 +101,8 @@ def classifier() -> Classifier:
     return Classifier.demo(architecture=TINY_ARCH, device="cpu")
 
 
-def _study(jobs: Jobs, n: int, *, state: JobState, p: float | None = None, reason: str | None = None,
-           modality: str = "CR") -> None:  # fmt: skip
+def _study(jobs: Jobs, n: int, *, state: JobState, p: float | None = None,
+           reason: str | None = None, modality: str = "CR") -> None:  # fmt: skip
     job_id, _ = jobs.enqueue(
         Received(
             sop_instance_uid=f"9.{n}.1", sop_class_uid="1.2.840.10008.5.1.4.1.1.1",

@@ -106,6 +106,9 @@ NOTES: dict[str, str] = {
     "certificate and host name are verified against `node.tls_ca_certificate` (else the "
     "system CAs); the node's `tls_certificate`, when set, is presented as client certificate. "
     "Independent of what receiving requires (`node.tls_verify_clients`).",
+    "outputs.language": "Language of the text burned into the Secondary Capture overlay "
+    "(banner, footer): `en` or `uk`. The SR's coded content does not depend on it; the pages "
+    "follow each reader's browser.",
     "delivery.max_attempts": "Attempts per result and destination before the delivery is "
     "marked failed. 0: retry forever.",
     "delivery.backoff_initial_seconds": "Delay after the first failed attempt; doubled after "

@@ -24,7 +24,7 @@ router = APIRouter(include_in_schema=False)
 #: Messages the page's script needs.
 _SCRIPT_KEYS = (
     "analyze.uploading", "analyze.processing", "analyze.failed", "analyze.no_preview",
-    "analyze.network_error",
+    "analyze.network_error", "unit.ms",
     "analyze.fracture_probability", "analyze.normal_probability", "analyze.confidence",
     "analyze.download_sc", "analyze.download_sr", "analyze.download_overlay",
     "analyze.download_report", "analyze.entry", "analyze.state", "analyze.reason",

@@ -16,6 +16,7 @@ from PIL import Image
 from pydicom import dcmread
 
 from dicomnode.imaging import preprocess
+from tests.integration.test_ukrainian_pages import english_words
 from tests.integration.test_worklist_browser import (  # noqa: F401 (fixture)
     ARTIFACTS,
     browser,
@@ -27,6 +28,14 @@ from tests.support.peers import wait_until
 
 TOKEN = "analyze-browser-token"
 OUTCOMES_UK = {"підозра на перелом", "невизначено", "перелом не виявлено"}
+#: The page's visible text without the parts marked as another language (the "English" link).
+VISIBLE_TEXT = """
+var text = document.body.innerText;
+document.querySelectorAll("[lang]:not([lang=uk])").forEach(function (e) {
+  if (e !== document.documentElement) { text = text.split(e.innerText).join(" "); }
+});
+return text;
+"""
 
 
 def _loaded(driver, element) -> bool:
@@ -121,6 +130,14 @@ def test_analyze_page_in_chromium(tmp_path, node_factory, browser):  # noqa: F81
         "класифіковано", "пропущено"}  # fmt: skip
     links = [a.text for a in driver.find_elements(By.CSS_SELECTOR, "#downloads a")]
     assert "Звіт (XLSX)" in links and "Структурований звіт (DICOM)" in links
+    # Everything the script rendered is Ukrainian (the skip reason of README.TXT too).
+    assert "не файл DICOM" in tables[1].text
+    visible = driver.execute_script(VISIBLE_TEXT)
+    data_values = ("Non-ossifying fibroma of distal tibia", "EXTREMITY", "EXPORT/PAT/STUDY/",
+                   "EXPORT/")  # fmt: skip
+    for data in data_values:
+        visible = visible.replace(data, " ")  # the study's own values and file names
+    assert english_words(visible) == set(), visible
     study_shot = ARTIFACTS / "analyze-study-uk.png"
     assert driver.save_screenshot(str(study_shot)) and study_shot.stat().st_size > 10_000
     driver.find_element(By.ID, "new-analysis").click()

@@ -122,7 +122,7 @@
     th.textContent = th.getAttribute("data-template")
       .replace("{low}", result.thresholds.low).replace("{high}", result.thresholds.high);
     $("result-model").textContent = (result.model.display_text || result.model.display_name) + " · " + result.model.version;
-    $("result-time").textContent = Math.round(result.processing_ms) + " ms";
+    $("result-time").textContent = Math.round(result.processing_ms) + " " + t("unit.ms");
     $("result-expires").textContent = result.expires_at ? new Date(result.expires_at).toLocaleString(lang) : "–";
 
     var overlay = result.urls.overlay;

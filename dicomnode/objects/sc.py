@@ -18,23 +18,22 @@ out.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import io
 import re
 import textwrap
 from functools import lru_cache
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import highdicom as hd
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 from pydicom import Dataset
 from pydicom.uid import ExplicitVRLittleEndian
 
 from dicomnode import MANUFACTURER
 from dicomnode.model.card import ModelCard
-from dicomnode.objects.captions import captions
+from dicomnode.objects.captions import FontType, captions
+from dicomnode.objects.captions import font as _font
 from dicomnode.objects.codes import (
     SOURCE_IMAGE_FOR_PROCESSING,
     algorithm_equipment,
@@ -106,11 +105,9 @@ def render_overlay(
     if image.ndim != 2 or min(image.shape) < 1:
         raise ValueError("image must be a non-empty 2-D grayscale array")
     banner_font, footer_font = _font(BANNER_FONT_SIZE, bold=True), _font(FOOTER_FONT_SIZE)
+    language = drawable_language(language)
     banner = banner_text(outcome, probability, trained=card.trained, language=language)
     footer = footer_text(card, language=language)
-    if not (_draws(banner_font, banner) and _draws(footer_font, footer)):
-        banner = banner_text(outcome, probability, trained=card.trained)
-        footer = footer_text(card)
     # Wrapping on the narrowest canvas gives the most lines: reserving that much height
     # bounds the whole overlay whatever width the image ends up with.
     reserve = _text_block_height(banner, banner_font, MIN_CANVAS_WIDTH) + _text_block_height(
@@ -318,38 +315,12 @@ def _to_uint8(values: np.ndarray) -> np.ndarray:
     return scaled.astype(np.uint8)
 
 
-FontType = ImageFont.FreeTypeFont | ImageFont.ImageFont
-
-
 @lru_cache(maxsize=8)
-def _font(size: int, *, bold: bool = False) -> FontType:
-    """DejaVu Sans (Latin and Cyrillic): Debian's fonts-dejavu (found by Pillow in
-    /usr/share/fonts), else the copy matplotlib ships when it is installed, else Pillow's
-    built-in scalable font (Latin only)."""
-    names = ("DejaVuSans-Bold.ttf",) * bold + ("DejaVuSans.ttf",)
-    spec = importlib.util.find_spec("matplotlib")  # located, not imported
-    locations = (spec.submodule_search_locations or []) if spec else []
-    bundled = [Path(p) / "mpl-data" / "fonts" / "ttf" for p in locations]
-    for name in names:
-        for candidate in (name, *(str(folder / name) for folder in bundled)):
-            try:
-                return ImageFont.truetype(candidate, size)
-            except OSError:
-                continue
-    return ImageFont.load_default(size=size)
-
-
-def _draws(font: FontType, text: str) -> bool:
-    """Whether `font` has a glyph for every letter of `text` (a missing one is drawn as the
-    font's "missing glyph" box, the same as an unassigned code point)."""
-    missing = _glyph(font, "\uffff")
-    return all(_glyph(font, c) != missing for c in set(text) if c.isalpha())
-
-
-@lru_cache(maxsize=1024)
-def _glyph(font: FontType, character: str) -> tuple[tuple[int, int], bytes]:
-    mask = font.getmask(character)
-    return mask.size, np.asarray(mask).tobytes()
+def drawable_language(language: str) -> str:
+    """The language the overlay's text is drawn in: `language` when the fonts found have all
+    its letters, else English (a banner of empty boxes would tell the reader nothing)."""
+    fonts = (_font(BANNER_FONT_SIZE, bold=True), _font(FOOTER_FONT_SIZE))
+    return language if captions(language).drawable(fonts) else "en"
 
 
 def _line_height(font: FontType) -> int:

@@ -11,17 +11,20 @@ import pytest
 from PIL import ImageFont
 from pydantic import ValidationError
 
+from dicomnode.checks import check_overlay_language
 from dicomnode.config import Settings
 from dicomnode.imaging.preprocess import to_grayscale
 from dicomnode.model.classifier import Outcome, Prediction
+from dicomnode.objects.captions import captions
+from dicomnode.objects.captions import draws as _draws
+from dicomnode.objects.captions import font as _font
 from dicomnode.objects.outputs import SC, ClassifiedImage, OutputUIDs, image_outputs
 from dicomnode.objects.sc import (
     BANNER_COLOURS,
     BANNER_FONT_SIZE,
-    _draws,
-    _font,
     banner_text,
     build_sc,
+    drawable_language,
     footer_text,
     render_overlay,
 )
@@ -73,8 +76,13 @@ def test_the_ukrainian_banner_is_drawn_in_a_font_with_cyrillic():
     assert _draws(_font(BANNER_FONT_SIZE, bold=True), text)  # every letter has its glyph
     english = _banner(en, "positive")
     assert banner.shape != english.shape or not np.array_equal(banner, english)
-    # A font without Cyrillic is recognised (the overlay then falls back to English).
-    assert not _draws(ImageFont.load_default(size=20), "Ж")
+    # A font without Cyrillic is recognised (the overlay then falls back to English, and
+    # `doctor` warns); here DejaVu Sans is installed.
+    latin_only = [ImageFont.load_default(size=20)]
+    assert not _draws(latin_only[0], "Ж") and not captions("uk").drawable(latin_only)
+    assert captions("en").drawable(latin_only) and drawable_language("uk") == "uk"
+    check = check_overlay_language(Settings.model_validate({"outputs": {"language": "uk"}}))
+    assert check.status == "ok", check
 
 
 def test_a_ukrainian_overlay_is_a_valid_secondary_capture(tmp_path):

@@ -103,8 +103,9 @@ def present(result: dict[str, Any], upload_id: str, language: str) -> dict[str, 
     def decorate(item: dict[str, Any]) -> dict[str, Any]:
         out = {k: v for k, v in item.items() if k not in ("files", "downloads")}
         out["urls"] = {k: analysis_url(upload_id, v) for k, v in item.get("files", {}).items()}
-        if item.get("label"):
-            out["label_text"] = t(f"label.{item['label']}")
+        if item.get("label"):  # "uncertain": an analysis stored before the one vocabulary
+            label = "indeterminate" if item["label"] == "uncertain" else item["label"]
+            out["label_text"] = t(f"label.{label}")
         if isinstance(item.get("model"), dict):  # the UNTRAINED DEMO mark in its language
             model = item["model"]
             out["model"] = {

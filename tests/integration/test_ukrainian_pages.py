@@ -194,6 +194,15 @@ def test_no_english_reaches_a_ukrainian_page(client: TestClient, tmp_path: Path)
     assert 'id="login-error"' in wrong.text and page_english(wrong.text) == set()
 
 
+def test_the_api_keeps_english_reasons_with_their_codes(client: TestClient):
+    bearer = {"Authorization": AUTH["Authorization"]}
+    jobs = {j["reason"]: j["reason_code"]
+            for j in client.get("/api/jobs", headers=bearer).json()["jobs"]}  # fmt: skip
+    assert jobs["modality CT is not a radiograph"] == "modality"
+    assert jobs["pixel data could not be decoded (JPEG 2000)"] == "undecodable"
+    assert jobs[None] is None
+
+
 def test_the_english_pages_stay_english(client: TestClient):
     """The check above finds English: the same pages in English are full of it."""
     for url in ("/?lang=en", "/about-model?lang=en", "/no-such-page?lang=en"):

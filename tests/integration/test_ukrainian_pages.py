@@ -179,7 +179,9 @@ def test_no_english_reaches_a_ukrainian_page(client: TestClient, tmp_path: Path)
         assert response.status_code in (200, 404, 422), (name, response.status_code)
         assert 'lang="uk"' in response.text, name
         assert page_english(response.text) == set(), name
-    assert "невизначено" in client.get("/?lang=uk", headers=AUTH).text
+    worklist = client.get("/?lang=uk", headers=AUTH).text
+    assert "невизначено" in worklist
+    assert "<td>5 січ. 2024\u202fр.</td>" in worklist and "<td>10:15</td>" in worklist  # Babel
     script = re.search(r'<script id="messages" type="application/json">(.*?)</script>',
                        client.get("/analyze?lang=uk", headers=AUTH).text, re.S)  # fmt: skip
     assert script is not None

@@ -7,6 +7,9 @@ ENV PIP_NO_CACHE_DIR=1 \
     PYTHONUNBUFFERED=1
 
 WORKDIR /app
+# DejaVu Sans: the overlay's burned-in text, Latin and Cyrillic ([outputs] language = "uk").
+RUN apt-get update && apt-get install -y --no-install-recommends fonts-dejavu-core \
+    && rm -rf /var/lib/apt/lists/*
 # CPU wheels of PyTorch first (the default index would pull CUDA builds).
 RUN pip install --index-url https://download.pytorch.org/whl/cpu ${TORCH_SPEC}
 COPY pyproject.toml README.md ./

@@ -311,6 +311,20 @@ def check_tls_receiving(settings: Settings) -> Check:
     return Check("receiving", "ok", what)
 
 
+def check_overlay_language(settings: Settings) -> Check:
+    """`[outputs] language` needs a font with its letters (DejaVu Sans: Debian's
+    fonts-dejavu-core); without one the overlay falls back to English."""
+    from dicomnode.objects.sc import drawable_language
+
+    wanted = settings.outputs.language
+    drawn = drawable_language(wanted)
+    if drawn != wanted:
+        return Check("overlay text", "warn", f"outputs.language = {wanted!r} but no font with "
+                     "its letters was found (install fonts-dejavu-core): the overlay is drawn "
+                     "in English")  # fmt: skip
+    return Check("overlay text", "ok", f"drawn in {wanted!r}")
+
+
 def doctor(settings: Settings) -> list[Check]:
     """Everything an administrator wants to know before (or while) the node runs."""
     root = spool_root(settings)
@@ -323,5 +337,6 @@ def doctor(settings: Settings) -> list[Check]:
     checks.append(check_model(settings))
     checks.append(check_tls_receiving(settings))
     checks.append(check_destination_configured(settings))
+    checks.append(check_overlay_language(settings))
     checks += check_destinations(settings)
     return checks

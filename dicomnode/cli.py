@@ -115,7 +115,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else None
     results = classify_files(
         [Path(f) for f in args.files], classifier=classifier,
-        uid_root=settings.node.uid_root, out_dir=out,
+        uid_root=settings.node.uid_root, out_dir=out, language=settings.outputs.language,
     )  # fmt: skip
     for line in json_lines(results, classifier):
         print(line, flush=True)

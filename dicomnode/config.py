@@ -178,6 +178,11 @@ class DeliverySettings(_Section):
     timeout_seconds: float = Field(30.0, gt=0)
 
 
+class OutputsSettings(_Section):
+    #: Language of the text burned into the Secondary Capture (banner, footer).
+    language: Literal["en", "uk"] = "en"
+
+
 class OrthancSettings(_Section):
     url: str = ""
     username: str = ""
@@ -242,6 +247,7 @@ class Settings(_Section):
     model: ModelSettings = ModelSettings()
     database: DatabaseSettings = DatabaseSettings()
     delivery: DeliverySettings = DeliverySettings()
+    outputs: OutputsSettings = OutputsSettings()
     orthanc: OrthancSettings = OrthancSettings()
     retention: RetentionSettings = RetentionSettings()
 

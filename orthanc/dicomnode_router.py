@@ -50,7 +50,7 @@ MODES = ("push", "pull")
 
 OUTCOME_WORDS = {
     "positive": "fracture suspected",
-    "doubt": "possible fracture, review",
+    "doubt": "indeterminate, review",
     "negative": "no fracture detected",
 }
 UNTRAINED_LABEL = "UNTRAINED DEMO"

@@ -40,6 +40,7 @@ from dicomnode.http.analyze_dates import format_date
 from dicomnode.http.analyze_service import Analysis, analysis, authorized
 from dicomnode.http.analyze_upload import copy_upload, receive_file
 from dicomnode.http.i18n import MESSAGES, choose_language, translator
+from dicomnode.imaging.reasons import reason_code
 from dicomnode.uploads.analysis import AnalysisError, UploadKind, analyze_file, analyze_study, sniff
 from dicomnode.uploads.preview import upload_preview
 
@@ -70,15 +71,18 @@ def analysis_url(upload_id: str, name: str | None = None) -> str:
 
 
 def _error(exc: AnalysisError, language: str) -> JSONResponse:
-    template = translator(language)(f"error.{exc.code}")
-    try:
-        message = template.format(**exc.params)
-    except (KeyError, IndexError, ValueError):
-        message = template
-    body = {"detail": message, "code": exc.code}
-    if "reason" in exc.params:  # what refused it, on its own, for a page to show apart
-        body["reason"] = str(exc.params["reason"])
-    return JSONResponse(body, status_code=exc.status, headers={"Content-Language": language})
+    """`detail` in the client's language; a skip reason also as English `reason` and its
+    `reason_code` (imaging/reasons.py)."""
+    t = translator(language)
+    params = dict(exc.params)
+    body: dict[str, Any] = {"code": exc.code}
+    english = params.get("reason")
+    if isinstance(english, str):
+        body |= {"reason": english, "reason_code": reason_code(english)}
+        params["reason"] = t.reason(english)
+    body["detail"] = t.format(f"error.{exc.code}", **params)
+    return JSONResponse(body, status_code=exc.status,
+                        headers={"Content-Language": language})  # fmt: skip
 
 
 def _internal_error(exc: Exception, language: str) -> JSONResponse:
@@ -104,8 +108,20 @@ def present(result: dict[str, Any], upload_id: str, language: str) -> dict[str, 
     def decorate(item: dict[str, Any]) -> dict[str, Any]:
         out = {k: v for k, v in item.items() if k not in ("files", "downloads")}
         out["urls"] = {k: analysis_url(upload_id, v) for k, v in item.get("files", {}).items()}
-        if item.get("label"):
-            out["label_text"] = t(f"label.{item['label']}")
+        if item.get("label"):  # "uncertain": an analysis stored before the one vocabulary
+            label = "indeterminate" if item["label"] == "uncertain" else item["label"]
+            out["label_text"] = t(f"label.{label}")
+        if isinstance(item.get("model"), dict):  # the UNTRAINED DEMO mark in its language
+            model = item["model"]
+            out["model"] = {
+                **model,
+                "display_text": t.model_label(
+                    str(model.get("name", "")), trained=not model.get("untrained_demo")
+                ),
+            }
+        if item.get("reason"):  # `reason` stays English (as in logs); its text for the page:
+            out["reason_code"] = reason_code(item["reason"])
+            out["reason_text"] = t.reason(item["reason"])
         return out
 
     out = decorate(result)
@@ -178,8 +194,8 @@ async def analyze(request: Request, service: Annotated[Analysis, Depends(analysi
         result = await run_in_threadpool(
             service.run,
             lambda: analyze_file(data, kind=kind, classifier=classifier,
-                                 uid_root=service.uid_root,
-                                 directory=directory),
+                                 uid_root=service.uid_root, directory=directory,
+                                 language=service.ctx.settings.outputs.language),
             directory=directory, send=send,
         )  # fmt: skip
     except AnalysisError as exc:
@@ -239,7 +255,8 @@ async def analyze_study_zip(
             service.run,
             lambda: analyze_study(archive, classifier=classifier,
                                   uid_root=service.uid_root,
-                                  directory=directory, limits=service.limits),
+                                  directory=directory, limits=service.limits,
+                                  language=service.ctx.settings.outputs.language),
             directory=directory, send=send,
         )  # fmt: skip
     except AnalysisError as exc:

@@ -1,7 +1,6 @@
 """Dates on the Analyze page and in its API answers, in the page's language.
 
-One function, so that a locale library (Babel, which `http/i18n` is gaining) can replace the
-month tables of `i18n_analyze` here alone; its output mimics Babel's "long" date format.
+One function: Babel's "long" date format of the page's locale (through `http/i18n`).
 """
 
 from __future__ import annotations
@@ -25,5 +24,4 @@ def format_date(value: str | date | None, language: str) -> str | None:
             day = datetime.strptime(text.replace("-", ""), "%Y%m%d").date()
         except ValueError:
             return text
-    t = translator(language)
-    return t("date.long").format(day=day.day, month=t(f"month.{day.month}"), year=day.year)
+    return translator(language).date(day, style="long")

@@ -33,6 +33,7 @@ from dicomnode.http.auth import TokenAuth
 from dicomnode.http.context import ApiContext
 from dicomnode.http.dicomweb import include_stow
 from dicomnode.http.guard import BrowserGuard, LoginThrottle
+from dicomnode.http.i18n_errors import install_error_pages
 
 __all__ = ["ApiContext", "create_app"]  # ApiContext lives in http/context.py
 
@@ -68,6 +69,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
         app.include_router(orthanc.router)
     include_analysis(app, ctx)  # /api/analyze, /api/analyze-study, /analyze, /about-model
     include_stow(app, ctx)  # /dicomweb/studies (STOW-RS)
+    install_error_pages(app)  # a page's HTTP error as a page in the reader's language
     return app
 
 

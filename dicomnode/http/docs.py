@@ -15,7 +15,8 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from swagger_ui_bundle import swagger_ui_path
 
 from dicomnode.http.context import BEARER
-from dicomnode.http.pages import TEMPLATES
+from dicomnode.http.i18n import translator
+from dicomnode.http.pages import TEMPLATES, language
 
 #: The files of Swagger UI the page needs (nothing else of the package is served).
 ASSETS = ("swagger-ui-bundle.js", "swagger-ui.css", "favicon-32x32.png")
@@ -32,7 +33,10 @@ def openapi(request: Request) -> JSONResponse:
 
 @router.get("/docs")
 def docs(request: Request) -> Response:
-    return TEMPLATES.TemplateResponse(request, "docs.html", {"title": "dicomnode API"})
+    chosen = language(request)
+    return TEMPLATES.TemplateResponse(
+        request, "docs.html", {"t": translator(chosen), "lang": chosen}
+    )
 
 
 @router.get("/docs/assets/{name}")

@@ -1,185 +1,69 @@
-"""Message catalogs for the worklist page (English, Ukrainian) and the choice between them.
+"""The pages' languages: the choice of one, its messages (gettext catalogues read with Babel,
+see `i18n_catalogue`), and its dates, times, numbers and skip/fail reasons.
 
 The language is, in order: `?lang=` (the switch on the page, remembered in a cookie), the
 cookie, the browser's Accept-Language (highest q first), English.
+
+Templates get `t`, a `Translator`: `t("key")` is the message, `t.format("key", n=1)` fills its
+placeholders, `t.date(...)`, `t.time(...)`, `t.decimal(...)`, `t.percent(...)` format by the
+page's locale (Babel/CLDR), `t.reason(text)` renders an English skip/fail reason in the page's
+language.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import datetime as dt
+import re
+from collections.abc import Iterator, Mapping
+from functools import cache
+
+from babel import dates, numbers
+from babel.support import Translations
+
+from dicomnode.http.i18n_catalogue import messages, read_catalogue, translations
+from dicomnode.imaging.reasons import match_template, template_pattern
+from dicomnode.model.card import ModelCard
 
 LANG_COOKIE = "dicomnode_lang"
 DEFAULT_LANGUAGE = "en"
+#: The languages with a catalogue under dicomnode/locale (a test checks they agree).
+LANGUAGES = ("en", "uk")
 
-MESSAGES: dict[str, dict[str, str]] = {
-    "en": {
-        "language_name": "English",
-        "title": "Fracture triage worklist",
-        "notice": "AI triage aid, not a diagnosis. Every study must be read by a radiologist.",
-        "untrained_banner": (
-            "UNTRAINED DEMO model: its results carry no information. Install a trained model "
-            "package before clinical use."
-        ),
-        "no_destination_banner": (
-            "No destination configured: results stay on this node and are not sent to the "
-            "PACS. Add the PACS as a [[destinations]] entry in the configuration."
-        ),
-        "model": "Model",
-        "studies_total": "Studies",
-        "filters": "Filters",
-        "outcome": "Outcome",
-        "state": "State",
-        "modality": "Modality",
-        "date_from": "Study date from",
-        "date_to": "to",
-        "any": "any",
-        "apply": "Apply",
-        "reset": "Reset",
-        "study_date": "Date",
-        "study_time": "Time",
-        "description": "Description",
-        "body_part": "Body part",
-        "images": "Images",
-        "probability": "Highest probability",
-        "results": "Results",
-        "thumbnails": "Secondary captures",
-        "patient": "Patient",
-        "patient_id": "Patient ID",
-        "accession": "Accession",
-        "open_viewer": "Open in viewer",
-        "details": "Details (JSON)",
-        "no_studies": "No studies match.",
-        "previous": "Previous",
-        "next": "Next",
-        "page": "Page",
-        "auto_refresh": "Refreshes automatically",
-        "sign_out": "Sign out",
-        "sign_in": "Sign in",
-        "token": "API token",
-        "login_help": "Enter the node's API token (api.token in its configuration).",
-        "wrong_token": "Wrong token.",
-        "too_many_sign_ins": "Too many failed sign-ins from this computer. Try again later.",
-        "filter_error": "Filter not applied",
-        "outcome.positive": "fracture suspected",
-        "outcome.doubt": "doubtful",
-        "outcome.negative": "no fracture detected",
-        "outcome.none": "pending",
-        "state.waiting": "waiting",
-        "state.processing": "processing",
-        "state.reported": "reported",
-        "state.delivered": "delivered",
-        "state.failed": "failed",
-        # The dense worklist (issue 19)
-        "study_date_time": "Study date",
-        "probability_short": "Prob.",
-        "probability_short.title": "Highest fracture probability of the study's images",
-        "accession_short": "Accession",
-        "accession_short.title": "Accession number",
-        "images_short": "Img.",
-        "images_short.title": "Images received",
-        "waiting": "Waiting",
-        "waiting.title": "Time waiting since the node received the study; ✓ time to the result",
-        "waiting_title": "Waiting since the node received the study",
-        "to_result_title": "Time from receiving the study to its result",
-        "open": "Open",
-        "served_only": "Only results of the model served now",
-        "keyboard_help": "Keys: j/k or ↓/↑ select a study, Enter opens it",
-        "badge.demo": "DEMO",
-        "badge.demo_title": "Result of an UNTRAINED DEMO model: it carries no information.",
-        "badge.unknown": "model unknown",
-        "badge.several": "several models",
-        "badge.old": "no longer served",
-        "unit.min": "min",
-        "unit.h": "h",
-        "unit.d": "d",
-    },
-    "uk": {
-        "language_name": "Українська",
-        "title": "Робочий список сортування переломів",
-        "notice": (
-            "Допоміжний засіб ШІ для сортування, не діагноз. Кожне дослідження має "
-            "прочитати радіолог."
-        ),
-        "untrained_banner": (
-            "НЕНАВЧЕНА ДЕМО-модель: її результати не несуть інформації. Встановіть навчений "
-            "пакет моделі перед клінічним використанням."
-        ),
-        "no_destination_banner": (
-            "Не налаштовано жодного призначення: результати залишаються на цьому вузлі й не "
-            "надсилаються до PACS. Додайте PACS як запис [[destinations]] у конфігурації."
-        ),
-        "model": "Модель",
-        "studies_total": "Досліджень",
-        "filters": "Фільтри",
-        "outcome": "Результат",
-        "state": "Стан",
-        "modality": "Модальність",
-        "date_from": "Дата дослідження від",
-        "date_to": "до",
-        "any": "будь-який",
-        "apply": "Застосувати",
-        "reset": "Скинути",
-        "study_date": "Дата",
-        "study_time": "Час",
-        "description": "Опис",
-        "body_part": "Частина тіла",
-        "images": "Зображення",
-        "probability": "Найвища ймовірність",
-        "results": "Результати",
-        "thumbnails": "Вторинні знімки",
-        "patient": "Пацієнт",
-        "patient_id": "ID пацієнта",
-        "accession": "Номер замовлення",
-        "open_viewer": "Відкрити у переглядачі",
-        "details": "Деталі (JSON)",
-        "no_studies": "Немає досліджень за цими умовами.",
-        "previous": "Попередня",
-        "next": "Наступна",
-        "page": "Сторінка",
-        "auto_refresh": "Оновлюється автоматично",
-        "sign_out": "Вийти",
-        "sign_in": "Увійти",
-        "token": "Токен API",
-        "login_help": "Введіть токен API вузла (api.token у його конфігурації).",
-        "wrong_token": "Неправильний токен.",
-        "too_many_sign_ins": "Забагато невдалих спроб входу з цього комп'ютера. Спробуйте пізніше.",
-        "filter_error": "Фільтр не застосовано",
-        "outcome.positive": "підозра на перелом",
-        "outcome.doubt": "сумнівно",
-        "outcome.negative": "перелом не виявлено",
-        "outcome.none": "очікує",
-        "state.waiting": "очікує",
-        "state.processing": "обробляється",
-        "state.reported": "звіт створено",
-        "state.delivered": "доставлено",
-        "state.failed": "помилка",
-        # The dense worklist (issue 19)
-        "study_date_time": "Дата дослідження",
-        "probability_short": "Ймов.",
-        "probability_short.title": "Найвища ймовірність перелому серед зображень дослідження",
-        "accession_short": "№ замовл.",
-        "accession_short.title": "Номер замовлення",
-        "images_short": "Зобр.",
-        "images_short.title": "Отримано зображень",
-        "waiting": "Чекає",
-        "waiting.title": "Час очікування від отримання дослідження вузлом; ✓ час до результату",
-        "waiting_title": "Очікує від отримання дослідження вузлом",
-        "to_result_title": "Час від отримання дослідження до результату",
-        "open": "Відкрити",
-        "served_only": "Лише результати поточної моделі",
-        "keyboard_help": "Клавіші: j/k або ↓/↑ — вибрати дослідження, Enter — відкрити",
-        "badge.demo": "ДЕМО",
-        "badge.demo_title": "Результат НЕНАВЧЕНОЇ ДЕМО-моделі: він не несе інформації.",
-        "badge.unknown": "модель невідома",
-        "badge.several": "кілька моделей",
-        "badge.old": "більше не використовується",
-        "unit.min": "хв",
-        "unit.h": "год",
-        "unit.d": "д",
-    },
-}
 
-LANGUAGES = tuple(MESSAGES)
+@cache
+def _translations(language: str) -> Translations:
+    return translations(read_catalogue(language))
+
+
+@cache
+def _messages(language: str) -> dict[str, str]:
+    return messages(read_catalogue(language))
+
+
+@cache
+def _english_patterns(prefix: str) -> list[tuple[str, re.Pattern[str]]]:
+    """The English `<prefix>.*` messages as patterns, literal ones first (more specific)."""
+    english = [(k, v) for k, v in _messages(DEFAULT_LANGUAGE).items() if k.startswith(prefix + ".")]
+    english.sort(key=lambda item: "{" in item[1])
+    return [(key, template_pattern(text)) for key, text in english]
+
+
+class _Catalogues(Mapping[str, dict[str, str]]):
+    """`MESSAGES[language][key]`: the catalogues as dicts, read on first use."""
+
+    def __getitem__(self, language: str) -> dict[str, str]:
+        if language not in LANGUAGES:
+            raise KeyError(language)
+        return _messages(language)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(LANGUAGES)
+
+    def __len__(self) -> int:
+        return len(LANGUAGES)
+
+
+MESSAGES: Mapping[str, dict[str, str]] = _Catalogues()
 
 
 def _accept_language(header: str) -> list[str]:
@@ -202,31 +86,153 @@ def _accept_language(header: str) -> list[str]:
 
 def choose_language(*, query: str | None, cookie: str | None, accept_language: str) -> str:
     for candidate in (query, cookie):
-        if candidate in MESSAGES:
+        if candidate in LANGUAGES:
             return candidate
     for tag in _accept_language(accept_language):
-        if tag in MESSAGES:
+        if tag in LANGUAGES:
             return tag
     return DEFAULT_LANGUAGE
 
 
-def translator(language: str) -> Callable[[str], str]:
-    """`t(key)`: the message in `language`, falling back to English, then to the key."""
-    catalog = MESSAGES.get(language, MESSAGES[DEFAULT_LANGUAGE])
-    fallback = MESSAGES[DEFAULT_LANGUAGE]
-
-    def t(key: str) -> str:
-        return catalog.get(key) or fallback.get(key) or key
-
-    return t
-
-
-def _merge_analysis_messages() -> None:
-    """The analysis pages' catalog (issue 10) lives in its own module; one catalog here."""
-    from dicomnode.http.i18n_analyze import ANALYZE_MESSAGES
-
-    for code, extra in ANALYZE_MESSAGES.items():
-        MESSAGES[code].update(extra)
+def _as_date(value: object) -> dt.date | None:
+    """A date from a date, a datetime, DICOM `YYYYMMDD` or ISO `YYYY-MM-DD` text."""
+    if isinstance(value, dt.date):
+        return value
+    text = str(value or "").strip()
+    for pattern in ("%Y%m%d", "%Y-%m-%d"):
+        try:
+            return dt.datetime.strptime(text[:10] if "-" in text else text[:8], pattern).date()
+        except ValueError:
+            continue
+    return None
 
 
-_merge_analysis_messages()
+def _as_time(value: object) -> dt.time | None:
+    """A time from a time, DICOM `HHMMSS[.ffffff]` or `HH:MM[:SS]` text."""
+    if isinstance(value, dt.time):
+        return value
+    digits = str(value or "").strip().split(".")[0].replace(":", "")
+    if len(digits) < 4 or not digits.isdigit():
+        return None
+    try:
+        return dt.time(int(digits[:2]), int(digits[2:4]), int(digits[4:6] or 0))
+    except ValueError:
+        return None
+
+
+class Translator:
+    """The page's language: messages, locale formats and reasons (see the module docstring)."""
+
+    def __init__(self, language: str) -> None:
+        self.language = language if language in LANGUAGES else DEFAULT_LANGUAGE
+        self._own = _translations(self.language)
+        self._english = _translations(DEFAULT_LANGUAGE)
+
+    def __call__(self, key: str) -> str:
+        """The message `key`, falling back to English, then to the key itself."""
+        for catalogue in (self._own, self._english):
+            text = catalogue.gettext(key)
+            if text != key:
+                return text
+        return key
+
+    def format(self, key: str, **params: object) -> str:
+        template = self(key)
+        try:
+            return template.format(**params)
+        except (KeyError, IndexError, ValueError):
+            return template
+
+    def has(self, key: str) -> bool:
+        return self._own.gettext(key) != key
+
+    def date(self, value: object, style: str = "medium") -> str:
+        """A study date (DICOM or ISO text, or a date) in the page's locale; "" if none."""
+        day = _as_date(value)
+        return dates.format_date(day, format=style, locale=self.language) if day else ""
+
+    def time(self, value: object, style: str = "short") -> str:
+        moment = _as_time(value)
+        return dates.format_time(moment, format=style, locale=self.language) if moment else ""
+
+    def datetime(self, value: dt.datetime | None, style: str = "medium") -> str:
+        if value is None:
+            return ""
+        return dates.format_datetime(value, format=style, locale=self.language)
+
+    def decimal(self, value: float | None, digits: int = 2) -> str:
+        if value is None:
+            return "–"
+        pattern = "0." + "0" * digits if digits else "0"
+        return numbers.format_decimal(value, format=pattern, locale=self.language)
+
+    def percent(self, value: float | None, digits: int = 0) -> str:
+        if value is None:
+            return "–"
+        pattern = "0" + ("." + "0" * digits if digits else "") + "%"
+        return numbers.format_percent(value, format=pattern, locale=self.language)
+
+    def reason(self, text: str | None) -> str:
+        """An English skip/fail reason (`imaging.reasons`) in the page's language; a reason
+        that is not one of ours is named as such (its English text stays in the API)."""
+        return self.sentence(text, "reason")
+
+    def sentence(self, text: str | None, prefix: str) -> str:
+        """An English sentence made from one of the English `<prefix>.<code>` messages
+        (a skip reason, a worklist filter error) in the page's language: its code and
+        parameters are read back from the English template. A parameter `reason` is a nested
+        reason; one `name` that is a message key (a form field) is translated too.
+        Unrecognised: the `<prefix>.unknown` message."""
+        if not text:
+            return ""
+        if self.language == DEFAULT_LANGUAGE:
+            return text
+        parsed = match_template(text, _english_patterns(prefix))
+        if parsed is None or not self.has(parsed[0]):
+            return self(f"{prefix}.unknown")
+        key, params = parsed
+        if "reason" in params:
+            params["reason"] = self.reason(params["reason"])
+        if "name" in params and self.has(params["name"]):
+            params["name"] = self(params["name"])
+        return self.format(key, **params)
+
+    # --- the model card: its texts are the card's own (English), the demo's are known -------
+
+    def card(self, text: str) -> str:
+        """A model-card text in the page's language when it is one of the built-in texts
+        (the demo card's, the default intended use: `card.*` messages), else the card's own."""
+        key = _english_texts("card").get(text.strip())
+        return self(key) if key and self.has(key) else text
+
+    def card_language(self, text: str) -> str:
+        """The language `card(text)` is in (a card's own texts are English), for `lang=`."""
+        key = _english_texts("card").get(text.strip())
+        return self.language if key and self.has(key) else DEFAULT_LANGUAGE
+
+    def class_name(self, name: str) -> str:
+        return self(f"class.{name}") if self.has(f"class.{name}") else name
+
+    def model_name(self, card: ModelCard) -> str:
+        """The card's display name with the UNTRAINED DEMO mark in the page's language."""
+        return self.model_label(card.name, trained=card.trained)
+
+    def model_label(self, name: str, *, trained: bool) -> str:
+        return name if trained else f"{name} ({self('untrained_label')})"
+
+
+@cache
+def _english_texts(prefix: str) -> dict[str, str]:
+    """English text -> key of the `<prefix>.*` messages."""
+    english = _messages(DEFAULT_LANGUAGE).items()
+    return {text: key for key, text in english if key.startswith(prefix + ".")}
+
+
+def translator(language: str) -> Translator:
+    """`t`: the `Translator` of `language` (English for an unknown one)."""
+    return _translator(language if language in LANGUAGES else DEFAULT_LANGUAGE)
+
+
+@cache
+def _translator(language: str) -> Translator:
+    return Translator(language)

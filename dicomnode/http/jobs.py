@@ -11,6 +11,7 @@ from fastapi import APIRouter, HTTPException, Query, Request, status
 from dicomnode.audit import AuditAction, AuditEventID
 from dicomnode.http.access import Access, client_id
 from dicomnode.http.context import BEARER, Context
+from dicomnode.imaging.reasons import reason_code
 from dicomnode.store.tables import Job, JobState
 
 router = APIRouter(dependencies=BEARER)
@@ -69,6 +70,7 @@ def job_json(job: Job) -> dict[str, Any]:
         "id": job.id,
         "state": job.state,
         "reason": job.reason,
+        "reason_code": reason_code(job.reason),
         "study_instance_uid": job.study_instance_uid,
         "sop_instance_uid": job.sop_instance_uid,
         "modality": job.modality,

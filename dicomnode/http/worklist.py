@@ -221,7 +221,7 @@ def page(request: Request, ctx: Context, access: Access, auth: PageAuth) -> Resp
             model_version=_served_filter(ctx, params.get("served_only") == "1"),
         )  # fmt: skip
     except FilterError as exc:
-        error = str(exc)
+        error = translator(chosen).sentence(str(exc), "filter")
         filters = WorklistFilters()
     page = query_worklist(ctx.jobs.engine, filters)
     access.worklist(request, what="worklist page", filters=filters,

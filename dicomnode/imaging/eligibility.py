@@ -20,6 +20,7 @@ from pydicom.uid import (
 
 from dicomnode import MANUFACTURER
 from dicomnode.imaging.header import safe_code, tag_int, tag_text
+from dicomnode.imaging.reasons import reason
 
 RADIOGRAPH_CLASSES = frozenset(
     {
@@ -45,10 +46,10 @@ _DENTAL_CLASSES = frozenset(
 
 
 def _uid_label(uid: str) -> str:
-    """The standard name of a well-known UID; never the UID itself."""
+    """The standard name of a well-known UID ("" if unknown); never the UID itself."""
     known = UID(uid)
     if not known.name or known.name == uid:
-        return "an unrecognised SOP class"
+        return ""
     return f"{known.name} (retired)" if known.is_retired else known.name
 
 
@@ -65,9 +66,9 @@ def eligibility(ds: Dataset, *, uid_root: str, min_size: int = 0) -> str | None:
     Instance UID under `uid_root`) is never classified, so a routing loop cannot form. Works on
     headers alone (pixel data may be absent) and never raises.
     """
-    reason = _class_eligibility(ds, uid_root=uid_root)
-    if reason is not None or not min_size:
-        return reason
+    refusal = _class_eligibility(ds, uid_root=uid_root)
+    if refusal is not None or not min_size:
+        return refusal
     rows, columns = tag_int(ds, "Rows"), tag_int(ds, "Columns")
     if rows is None or columns is None or rows <= 0 or columns <= 0:
         return None  # no geometry: decoding refuses it with its own reason
@@ -77,10 +78,7 @@ def eligibility(ds: Dataset, *, uid_root: str, min_size: int = 0) -> str | None:
 def too_small(*, rows: int, columns: int, min_size: int) -> str | None:
     """The reason to skip an image with fewer than `min_size` rows or columns, else None."""
     if rows < min_size or columns < min_size:
-        return (
-            f"image too small to be a diagnostic radiograph ({rows}x{columns} px; the model "
-            f"card's min_image_size is {min_size} px per side)"
-        )
+        return reason("too_small", rows=rows, columns=columns, min_size=min_size)
     return None
 
 
@@ -92,26 +90,27 @@ def _class_eligibility(ds: Dataset, *, uid_root: str) -> str | None:
     if manufacturer.casefold() == MANUFACTURER.casefold() or (
         root and (instance_uid == root or instance_uid.startswith(root + "."))
     ):
-        return "own output"
+        return reason("own_output")
     sop_class = tag_text(ds, "SOPClassUID")
     if not sop_class:
         file_meta = getattr(ds, "file_meta", None)
         sop_class = tag_text(file_meta, "MediaStorageSOPClassUID") if file_meta else ""
     if not sop_class:
-        return "no SOP Class UID"
+        return reason("no_sop_class")
     modality = tag_text(ds, "Modality").upper()
     if sop_class in _MAMMOGRAPHY_CLASSES or modality == "MG":
-        return "mammography is outside the intended use"
+        return reason("mammography")
     if sop_class in _DENTAL_CLASSES or modality in ("IO", "PX"):
-        return "dental X-ray is outside the intended use"
+        return reason("dental")
     if sop_class in RADIOGRAPH_CLASSES:
         return None
     if sop_class == SecondaryCaptureImageStorage:
         if modality not in RADIOGRAPHIC_MODALITIES:
-            return f"secondary capture with modality {safe_code(modality)} is not a radiograph"
+            return reason("sc_modality", modality=safe_code(modality))
         if tag_text(ds, "ConversionType").upper() == "SYN":
-            return "synthetic secondary capture is not a radiograph"
+            return reason("synthetic_sc")
         return None
     if modality and modality not in RADIOGRAPHIC_MODALITIES:
-        return f"modality {safe_code(modality)} is not a radiograph"
-    return f"{_uid_label(sop_class)} is not a supported radiograph class"
+        return reason("modality", modality=safe_code(modality))
+    label = _uid_label(sop_class)
+    return reason("sop_class", sop_class=label) if label else reason("unknown_sop_class")

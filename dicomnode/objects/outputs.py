@@ -66,7 +66,7 @@ class StudyImages:
 class ImageBuilder(Protocol):
     def __call__(
         self, *, image: ClassifiedImage, card: ModelCard, sop_instance_uid: str,
-        series_instance_uid: str, uid_root: str,
+        series_instance_uid: str, uid_root: str, language: str,
     ) -> Dataset: ...  # fmt: skip
 
 
@@ -143,12 +143,13 @@ def instance_number(ds: Dataset) -> int:
 
 def _secondary_capture(
     *, image: ClassifiedImage, card: ModelCard, sop_instance_uid: str,
-    series_instance_uid: str, uid_root: str,
+    series_instance_uid: str, uid_root: str, language: str,
 ) -> Dataset:  # fmt: skip
     return build_sc(source=image.source, image=image.image, prediction=image.prediction,
                     card=card, sop_instance_uid=sop_instance_uid,
                     series_instance_uid=series_instance_uid,
-                    instance_number=instance_number(image.source))  # fmt: skip
+                    instance_number=instance_number(image.source),
+                    language=language)  # fmt: skip
 
 
 def _structured_report(
@@ -176,10 +177,11 @@ OUTPUTS: tuple[ImageOutput | StudyOutput, ...] = (*IMAGE_OUTPUTS, *STUDY_OUTPUTS
 
 
 def image_outputs(
-    image: ClassifiedImage, *, card: ModelCard, uids: OutputUIDs
+    image: ClassifiedImage, *, card: ModelCard, uids: OutputUIDs, language: str = "en"
 ) -> list[tuple[ImageOutput, Dataset]]:
     """Every image-scope object of one classified image; raises `OutputRefused` when a
-    builder refuses the source (the image is classified, its objects cannot be made)."""
+    builder refuses the source (the image is classified, its objects cannot be made).
+    `language`: of the text burned into them (`[outputs] language`)."""
     built = []
     for output in IMAGE_OUTPUTS:
         try:
@@ -189,6 +191,7 @@ def image_outputs(
                 sop_instance_uid=uids.instance(output, image.sop_instance_uid),
                 series_instance_uid=uids.series(output, image.study_instance_uid),
                 uid_root=uids.root,
+                language=language,
             )
         except Exception as exc:  # the builder refused this source: explained, not a crash
             raise OutputRefused(output, exc) from exc

@@ -26,12 +26,14 @@ from typing import TYPE_CHECKING
 
 import highdicom as hd
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 from pydicom import Dataset
 from pydicom.uid import ExplicitVRLittleEndian
 
 from dicomnode import MANUFACTURER
-from dicomnode.model.card import UNTRAINED_LABEL, ModelCard
+from dicomnode.model.card import ModelCard
+from dicomnode.objects.captions import FontType, captions
+from dicomnode.objects.captions import font as _font
 from dicomnode.objects.codes import (
     SOURCE_IMAGE_FOR_PROCESSING,
     algorithm_equipment,
@@ -61,7 +63,6 @@ BANNER_COLOURS: dict[str, tuple[tuple[int, int, int], tuple[int, int, int]]] = {
 }
 _FOOTER_COLOURS = ((0, 0, 0), (200, 200, 200))
 _PAD = 10
-_DISCLAIMER = "not a diagnosis"
 
 #: Body Part Examined values of unpaired structures: Laterality is then absent, not empty
 #: (General Series, Type 2C; the set dciodvfy treats as unpaired).
@@ -81,35 +82,32 @@ _BIPED = re.compile(r"^[APRLHF]+$")
 _QUADRUPED = re.compile(r"^(LE|RT|CR|CD|PR|DI|PA|PL|D|V|R|M|L)+$")
 
 
-def banner_text(outcome: str, probability: float, *, trained: bool = True) -> str:
+def banner_text(
+    outcome: str, probability: float, *, trained: bool = True, language: str = "en"
+) -> str:
     """The sentence burned into the banner for `outcome` ("positive", "doubt", "negative")."""
-    p = f"{probability:.2f}"
-    sentences = {
-        "positive": f"AI triage: fracture suspected {p} — {_DISCLAIMER}",
-        "doubt": f"AI triage: indeterminate {p} — review — {_DISCLAIMER}",
-        "negative": f"AI triage: no fracture detected {p} — {_DISCLAIMER}",
-    }
-    try:
-        text = sentences[str(outcome)]
-    except KeyError:
-        raise ValueError(f"unknown outcome {outcome!r}") from None
-    return text if trained else f"{UNTRAINED_LABEL} — {text}"
+    return captions(language).banner(outcome, probability, trained=trained)
 
 
-def footer_text(card: ModelCard) -> str:
+def footer_text(card: ModelCard, *, language: str = "en") -> str:
     """The small print under the image: which model made the overlay."""
-    return f"{card.display_name} · version {card.version} · {MANUFACTURER}"
+    return captions(language).footer(display_name=card.display_name, version=card.version)
 
 
 def render_overlay(
-    image: np.ndarray, heatmap: np.ndarray, *, outcome: str, probability: float, card: ModelCard
-) -> np.ndarray:
-    """The overlay's pixels: uint8 RGB, (rows, columns, 3), long side ≤ `SC_MAX_SIZE`."""
+    image: np.ndarray, heatmap: np.ndarray, *, outcome: str, probability: float,
+    card: ModelCard, language: str = "en",
+) -> np.ndarray:  # fmt: skip
+    """The overlay's pixels: uint8 RGB, (rows, columns, 3), long side ≤ `SC_MAX_SIZE`.
+
+    The text is in `language` when the font found can draw it, else in English (a banner of
+    empty boxes would tell the reader nothing)."""
     if image.ndim != 2 or min(image.shape) < 1:
         raise ValueError("image must be a non-empty 2-D grayscale array")
-    banner = banner_text(outcome, probability, trained=card.trained)
-    footer = footer_text(card)
     banner_font, footer_font = _font(BANNER_FONT_SIZE, bold=True), _font(FOOTER_FONT_SIZE)
+    language = drawable_language(language)
+    banner = banner_text(outcome, probability, trained=card.trained, language=language)
+    footer = footer_text(card, language=language)
     # Wrapping on the narrowest canvas gives the most lines: reserving that much height
     # bounds the whole overlay whatever width the image ends up with.
     reserve = _text_block_height(banner, banner_font, MIN_CANVAS_WIDTH) + _text_block_height(
@@ -150,6 +148,7 @@ def build_sc(
     sop_instance_uid: str,
     series_instance_uid: str,
     instance_number: int,
+    language: str = "en",
 ) -> hd.sc.SCImage:
     """The overlay of one radiograph as a Secondary Capture in the source's study.
 
@@ -165,6 +164,7 @@ def build_sc(
         outcome=str(prediction.outcome),
         probability=float(prediction.probability),
         card=card,
+        language=language,
     )
     laterality = source.get("Laterality") or source.get("ImageLaterality")
     unpaired = str(source.get("BodyPartExamined") or "").upper() in UNPAIRED_BODY_PARTS
@@ -315,19 +315,12 @@ def _to_uint8(values: np.ndarray) -> np.ndarray:
     return scaled.astype(np.uint8)
 
 
-FontType = ImageFont.FreeTypeFont | ImageFont.ImageFont
-
-
 @lru_cache(maxsize=8)
-def _font(size: int, *, bold: bool = False) -> FontType:
-    """DejaVu Sans (Debian's fonts-dejavu, found by Pillow in /usr/share/fonts), else Pillow's
-    built-in scalable font."""
-    for name in ("DejaVuSans-Bold.ttf",) * bold + ("DejaVuSans.ttf",):
-        try:
-            return ImageFont.truetype(name, size)
-        except OSError:
-            continue
-    return ImageFont.load_default(size=size)
+def drawable_language(language: str) -> str:
+    """The language the overlay's text is drawn in: `language` when the fonts found have all
+    its letters, else English (a banner of empty boxes would tell the reader nothing)."""
+    fonts = (_font(BANNER_FONT_SIZE, bold=True), _font(FOOTER_FONT_SIZE))
+    return language if captions(language).drawable(fonts) else "en"
 
 
 def _line_height(font: FontType) -> int:

@@ -10,11 +10,12 @@ fields are `uploads.fields`'.
 
 Each function writes into a directory the caller owns (see `uploads.py`) and returns a
 JSON-ready dict without URLs; the web layer adds those. Errors the client caused raise
-`AnalysisError` with an HTTP status and a message code (translated in `http/i18n_analyze.py`).
+`AnalysisError` with an HTTP status and a message code (translated by the
+`error.<code>` messages of the pages' catalogues, `dicomnode/locale`).
 
 Fields of an image result:
 - `outcome`: positive (P ≥ high threshold), doubt, negative (P < low threshold) — the node's
-  three outcomes; `label`: "fracture" / "uncertain" / "no_fracture", the same decision named.
+  three outcomes; `label`: "fracture" / "indeterminate" / "no_fracture", the same decision named.
 - `fracture_probability` P and `normal_probability` 1 − P (two classes).
 - `confidence` = max(P, 1 − P): the probability of the more likely class, 0.5 to 1. It says how
   far the model is from a coin toss, not how far from a threshold; the outcome uses the
@@ -169,14 +170,16 @@ def _sc_png(path: Path, max_size: int) -> bytes:
 
 @summarised("uploaded file")
 def analyze_file(
-    data: bytes, *, kind: UploadKind, classifier: Classifier, uid_root: str, directory: Path
-) -> dict[str, Any]:
-    """Classify one uploaded image (any `UploadKind` but ZIP) into `directory`."""
+    data: bytes, *, kind: UploadKind, classifier: Classifier, uid_root: str, directory: Path,
+    language: str = "en",
+) -> dict[str, Any]:  # fmt: skip
+    """Classify one uploaded image (any `UploadKind` but ZIP) into `directory` (`language`:
+    of the text burned into the overlay)."""
     started = time.perf_counter()
     card = classifier.card
     if kind == UploadKind.DICOM:
         result = _analyze_dicom(data, classifier=classifier, uid_root=uid_root,
-                                directory=directory)  # fmt: skip
+                                directory=directory, language=language)  # fmt: skip
     else:
         (directory / f"upload.{kind}").write_bytes(data)
         try:
@@ -189,7 +192,8 @@ def analyze_file(
             raise AnalysisError(422, "image_too_small", reason=small)
         prediction = classifier.predict(image)
         overlay = render_overlay(image, prediction.heatmap, outcome=str(prediction.outcome),
-                                 probability=prediction.probability, card=card)  # fmt: skip
+                                 probability=prediction.probability, card=card,
+                                 language=language)  # fmt: skip
         (directory / OVERLAY_FILE).write_bytes(_png(overlay))
         result = {
             **prediction_fields(prediction.probability, card),
@@ -207,11 +211,12 @@ def analyze_file(
 
 
 def _analyze_dicom(
-    data: bytes, *, classifier: Classifier, uid_root: str, directory: Path
+    data: bytes, *, classifier: Classifier, uid_root: str, directory: Path, language: str
 ) -> dict[str, Any]:
     source = directory / "upload.dcm"
     source.write_bytes(_part10(data))
-    [r] = classify_files([source], classifier=classifier, uid_root=uid_root, out_dir=directory)
+    [r] = classify_files([source], classifier=classifier, uid_root=uid_root, out_dir=directory,
+                         language=language)  # fmt: skip
     if r.state == "skipped":
         raise AnalysisError(422, "not_radiograph", reason=r.reason)
     if r.state != "classified" or r.prediction is None or r.dataset is None:
@@ -246,8 +251,9 @@ class _Entry:
 
 @summarised("uploaded study")
 def analyze_study(
-    archive: Path, *, classifier: Classifier, uid_root: str, directory: Path, limits: ZipLimits
-) -> dict[str, Any]:
+    archive: Path, *, classifier: Classifier, uid_root: str, directory: Path, limits: ZipLimits,
+    language: str = "en",
+) -> dict[str, Any]:  # fmt: skip
     """Classify the radiographs of a zipped study (DICOM at any depth) into `directory`.
 
     Every entry is reported: classified, skipped (with the reason: not DICOM, not a
@@ -275,7 +281,8 @@ def analyze_study(
         files: list[str] = []
         for study_uid, members_of_study in by_study.items():
             results = classify_files([e.path for e in members_of_study], classifier=classifier,
-                                     uid_root=uid_root, out_dir=directory)  # fmt: skip
+                                     uid_root=uid_root, out_dir=directory,
+                                     language=language)  # fmt: skip
             pairs = zip(members_of_study, results, strict=True)
             rows = [_image_row(e, r, card, directory, len(images) + i, files)
                     for i, (e, r) in enumerate(pairs)]  # fmt: skip

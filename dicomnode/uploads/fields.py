@@ -15,7 +15,7 @@ from dicomnode.imaging.dicom_errors import VALUE_ERRORS
 from dicomnode.model.card import ModelCard
 from dicomnode.model.classifier import outcome_for
 
-LABELS = {"positive": "fracture", "doubt": "uncertain", "negative": "no_fracture"}
+LABELS = {"positive": "fracture", "doubt": "indeterminate", "negative": "no_fracture"}
 
 
 def prediction_fields(probability: float, card: ModelCard) -> dict[str, Any]:

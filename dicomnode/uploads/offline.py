@@ -71,14 +71,15 @@ def _save(ds: Dataset, kind: str, out_dir: Path) -> Path:
 
 
 def classify_files(
-    paths: Iterable[Path], *, classifier: Classifier, uid_root: str, out_dir: Path | None
-) -> list[FileResult]:
+    paths: Iterable[Path], *, classifier: Classifier, uid_root: str, out_dir: Path | None,
+    language: str = "en",
+) -> list[FileResult]:  # fmt: skip
     """Classify each DICOM file; write its objects (one per image, one per study: see
     `objects.outputs`) to `out_dir`."""
     uids = OutputUIDs(root=uid_root, model_version=classifier.card.version)
     results: list[FileResult] = []
     for path in paths:
-        results.append(_classify_one(Path(path), classifier, uids, out_dir))
+        results.append(_classify_one(Path(path), classifier, uids, out_dir, language))
     if out_dir is not None:
         by_study: dict[str, list[FileResult]] = defaultdict(list)
         for r in results:
@@ -135,7 +136,7 @@ def inflation_bomb(path: Path) -> str | None:
 
 
 def _classify_one(
-    path: Path, classifier: Classifier, uids: OutputUIDs, out_dir: Path | None
+    path: Path, classifier: Classifier, uids: OutputUIDs, out_dir: Path | None, language: str
 ) -> FileResult:
     bomb = inflation_bomb(path)
     if bomb is not None:
@@ -159,7 +160,8 @@ def _classify_one(
             study_instance_uid=str(ds.get("StudyInstanceUID", "")),
         )
         try:
-            built = image_outputs(classified, card=classifier.card, uids=uids)
+            built = image_outputs(classified, card=classifier.card, uids=uids,
+                                  language=language)  # fmt: skip
         except OutputRefused as exc:  # explained, as the node does
             if not isinstance(exc.cause, SourceRejected):
                 log_refusal(exc.cause)

@@ -194,7 +194,8 @@ class Pipeline:
                                      sop_instance_uid=job.sop_instance_uid,
                                      study_instance_uid=job.study_instance_uid)  # fmt: skip
         try:
-            built = image_outputs(classified, card=self.classifier.card, uids=self.uids)
+            built = image_outputs(classified, card=self.classifier.card, uids=self.uids,
+                                  language=self.settings.outputs.language)  # fmt: skip
         except OutputRefused as exc:
             cause = exc.cause
             log.warning(f"{exc.output.noun} not built", error=type(cause).__name__,

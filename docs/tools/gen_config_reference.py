@@ -124,6 +124,9 @@ NOTES: dict[str, str] = {
     "`false` only for tests.",
     "destinations[].tls_ca_certificate": "PEM CA certificate that verifies a `dicomweb` "
     "destination's https certificate; unset: the system CAs.",
+    "outputs.language": "Language of the text burned into the Secondary Capture overlay "
+    "(banner, footer): `en` or `uk`. The SR's coded content does not depend on it; the pages "
+    "follow each reader's browser.",
     "delivery.max_attempts": "Attempts per result and destination before the delivery is "
     "marked failed. 0: retry forever.",
     "delivery.backoff_initial_seconds": "Delay after the first failed attempt; doubled after "

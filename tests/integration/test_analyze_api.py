@@ -99,7 +99,7 @@ def check_image_result(body: dict[str, Any], classifier: Classifier) -> None:
     expected = "positive" if p >= card.threshold_high else "negative" \
         if p < card.threshold_low else "doubt"  # fmt: skip
     assert body["outcome"] == expected
-    assert body["label"] == {"positive": "fracture", "doubt": "uncertain",
+    assert body["label"] == {"positive": "fracture", "doubt": "indeterminate",
                              "negative": "no_fracture"}[expected]  # fmt: skip
     assert body["thresholds"] == {"low": card.threshold_low, "high": card.threshold_high}
     assert body["model"]["version"] == card.version
@@ -216,7 +216,12 @@ def test_images_below_the_cards_min_image_size_are_not_classified(client):
               "min_image_size is 256 px per side)")  # fmt: skip
     response = post(client, buffer.getvalue(), "tiny.png", params={"lang": "uk"})
     assert response.status_code == 422 and response.json()["code"] == "image_too_small"
-    assert response.json()["detail"] == f"Це зображення не класифікується: {reason}."
+    body = response.json()  # the page's text in Ukrainian; the English reason and its code
+    assert body["detail"] == (
+        "Це зображення не класифікується: зображення замале для діагностичної рентгенограми "
+        "(16x16 пікс.; min_image_size картки моделі — 256 пікс. на сторону)."
+    )
+    assert body["reason"] == reason and body["reason_code"] == "too_small"
     ds = dcmread(testdata(RG3_UNCR))
     ds.PixelData = np.ascontiguousarray(ds.pixel_array[::110, ::110]).tobytes()
     ds.Rows = ds.Columns = 16
@@ -317,7 +322,9 @@ def test_zip_study_with_nested_folders(client, classifier, tmp_path):
     by_entry = {i["entry"]: i for i in body["images"]}
     assert by_entry["EXPORT/PAT1/STUDY1/SER3/CT1"]["reason"] == "modality CT is not a radiograph"
     assert by_entry["EXPORT/README.TXT"] == {"entry": "EXPORT/README.TXT", "state": "skipped",
-                                             "reason": "not a DICOM file", "urls": {}}  # fmt: skip
+                                             "reason": "not a DICOM file", "urls": {},
+                                             "reason_code": "not_dicom",
+                                             "reason_text": "not a DICOM file"}  # fmt: skip
     classified = [i for i in body["images"] if i["state"] == "classified"]
     probabilities = [i["fracture_probability"] for i in classified]
     assert study["fracture_probability"] == max(probabilities)

@@ -19,7 +19,9 @@ from PIL import Image
 from pydicom import dcmread
 
 from dicomnode.http.analyze_dates import format_date
+from dicomnode.http.i18n import translator
 from dicomnode.imaging import preprocess
+from tests.integration.test_ukrainian_pages import english_words
 from tests.integration.test_worklist_browser import (  # noqa: F401 (fixture)
     browser,
     csp_violations,
@@ -30,7 +32,15 @@ from tests.support.peers import wait_until
 from tests.support.screens import save_screenshot
 
 TOKEN = "analyze-browser-token"
-OUTCOMES_UK = {"підозра на перелом", "сумнівно", "перелом не виявлено"}
+OUTCOMES_UK = {"підозра на перелом", "невизначено", "перелом не виявлено"}
+#: The page's visible text without the parts marked as another language (the "English" link).
+VISIBLE_TEXT = """
+var text = document.body.innerText;
+document.querySelectorAll("[lang]:not([lang=uk])").forEach(function (e) {
+  if (e !== document.documentElement) { text = text.split(e.innerText).join(" "); }
+});
+return text;
+"""
 
 
 def _loaded(driver, element) -> bool:
@@ -155,7 +165,7 @@ def _dicom_previewed_and_dated(driver, path) -> None:
     overlay = driver.find_element(By.ID, "overlay-image")
     wait_until(lambda: _loaded(driver, overlay), timeout=30, what="the DICOM's heatmap (its SC)")
     date = driver.find_element(By.ID, "result-study-date")
-    assert date.text == format_date("20040826", "uk") == "26 серпня 2004 р."
+    assert date.text == format_date("20040826", "uk") == "26 серпня 2004\u202fр."
     links = [a.text for a in driver.find_elements(By.CSS_SELECTOR, "#downloads a")]
     assert "Структурований звіт (DICOM)" in links and "Вторинний знімок (DICOM)" in links
     save_screenshot(driver, "analyze-uk-dicom")
@@ -186,8 +196,8 @@ def _two_patients_two_results(driver, tmp_path) -> None:
     cards = driver.find_elements(By.CSS_SELECTOR, "#study-results .study-card")
     assert len(cards) == 2
     titles = [c.find_element(By.TAG_NAME, "h4").text for c in cards]
-    assert titles[0].startswith("Дослідження 1 з 2 · 26 серпня 2004 р.")
-    assert titles[1] == "Дослідження 2 з 2 · 15 березня 2024 р. · Wrist"
+    assert titles[0].startswith("Дослідження 1 з 2 · 26 серпня 2004\u202fр.")
+    assert titles[1] == "Дослідження 2 з 2 · 15 березня 2024\u202fр. · Wrist"
     for card in cards:
         assert card.get_attribute("data-outcome") in ("positive", "doubt", "negative")
         assert card.find_element(By.CSS_SELECTOR, ".badge").text in OUTCOMES_UK
@@ -200,6 +210,14 @@ def _two_patients_two_results(driver, tmp_path) -> None:
     links = [a.text for a in driver.find_elements(By.CSS_SELECTOR, "#downloads a")]
     assert "Звіт (XLSX)" in links
     assert sum(link.startswith("Структурований звіт (DICOM) · Дослідження") for link in links) == 2
+    # Everything the script rendered is Ukrainian (the skip reason of README.TXT too).
+    assert "не файл DICOM" in driver.find_element(By.ID, "study-results").text
+    visible = driver.execute_script(VISIBLE_TEXT)
+    data_values = ("Non-ossifying fibroma of distal tibia", "Wrist", "EXTREMITY",
+                   "EXPORT/PAT/STUDY/", "EXPORT/PAT2/STUDY/", "EXPORT/")  # fmt: skip
+    for data in data_values:
+        visible = visible.replace(data, " ")  # the studies' own values and file names
+    assert english_words(visible) == set(), visible
     save_screenshot(driver, "analyze-uk-two-studies")
 
 
@@ -215,7 +233,8 @@ def _a_ct_is_refused_with_its_reason(driver) -> None:
     wait_until(error.is_displayed, timeout=120, what="the refusal")
     assert error.get_attribute("data-kind") == "refused"
     assert driver.find_element(By.ID, "analyze-error-title").text == "Не проаналізовано:"
-    assert "modality CT is not a radiograph" in error.text
+    assert translator("uk").reason("modality CT is not a radiograph") in error.text
+    assert english_words(error.text.replace("CT", " ")) == set(), error.text
     assert "не вдався" not in error.text  # not "Analysis failed"
     assert driver.find_element(By.ID, "upload-section").is_displayed()  # choose another
     assert not driver.find_element(By.ID, "result").is_displayed()

@@ -74,7 +74,7 @@ def test_a_zip_with_several_patients_gives_one_result_per_study(client, tmp_path
     assert b["summary"]["study_date"] == "20240315"
     assert b["summary"]["study_date_text"] == "March 15, 2024"
     uk = client.get(body["urls"]["result"], params={"lang": "uk"}).json()
-    assert uk["studies"][1]["summary"]["study_date_text"] == "15 березня 2024 р."
+    assert uk["studies"][1]["summary"]["study_date_text"] == "15 березня 2024\u202fр."
     assert "PAT-B" not in response.text and "OTHER" not in response.text  # no identifiers
 
     workbook = load_workbook(io.BytesIO(client.get(body["urls"]["report"]).content))
@@ -91,7 +91,8 @@ def test_an_out_of_scope_upload_is_a_refusal_with_its_reason(client):  # noqa: F
     assert response.status_code == 422
     body = response.json()
     assert body["code"] == "not_radiograph" and body["reason"] == CT_REASON
-    assert body["detail"] == f"Цей файл DICOM не класифікується: {CT_REASON}."
+    # the reason in the reader's language on the page; in English in `reason` (as in logs)
+    assert body["detail"] == "Цей файл DICOM не класифікується: модальність CT не є рентгенограмою."
     assert uploads_of(client) == []
     unsupported = post(client, b"just text").json()
     assert "reason" not in unsupported  # a refusal without a cause in the file has none

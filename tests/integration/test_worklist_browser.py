@@ -2,7 +2,7 @@
 
 The node runs a model package built here from the tiny arch; its thresholds are placed
 between the probabilities the package gives three real radiographs, so one study is known
-to be positive, one doubtful and one negative. The negative one is classified first by the
+to be positive, one indeterminate and one negative. The negative one is classified first by the
 untrained package; then the node is restarted on the same database with a *trained* package
 (the same weights, a card that says trained, another version) and the other two arrive: the
 old result must keep its DEMO badge. The positive one is sent last (it is the newest), so

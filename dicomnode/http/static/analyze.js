@@ -187,7 +187,7 @@
     if (s.outcome) {
       verdict.appendChild(el("span", " " + (s.label_text || "") + " · " + t("analyze.fracture_probability") + " " + percent(s.fracture_probability)));
     } else {
-      verdict.appendChild(el("span", " " + t("analyze.not_classified") + (s.reason ? ": " + s.reason : ""), "study-reason"));
+      verdict.appendChild(el("span", " " + t("analyze.not_classified") + (s.reason ? ": " + (s.reason_text || s.reason) : ""), "study-reason"));
     }
     card.appendChild(verdict);
     var facts = [].concat(summary.modalities || [], summary.body_parts || []);
@@ -239,7 +239,7 @@
       [t("analyze.entry"), t("analyze.state"), t("analyze.fracture_probability"), t("analyze.reason"), ""],
       result.images.map(function (i) {
         return [i.entry, t("state." + i.state), i.fracture_probability === undefined ? null : percent(i.fracture_probability),
-                i.reason, i.urls && i.urls.overlay ? thumbnail(i) : ""];
+                i.reason_text || i.reason, i.urls && i.urls.overlay ? thumbnail(i) : ""];
       })));
   }
 
@@ -254,8 +254,8 @@
     section.className = "result outcome-" + outcome;
     var th = $("result-thresholds");
     th.textContent = format(th.getAttribute("data-template"), result.thresholds);
-    $("result-model").textContent = result.model.display_name + " · " + result.model.version;
-    $("result-time").textContent = Math.round(result.processing_ms) + " ms";
+    $("result-model").textContent = (result.model.display_text || result.model.display_name) + " · " + result.model.version;
+    $("result-time").textContent = Math.round(result.processing_ms) + " " + t("unit.ms");
     $("result-expires").textContent = result.expires_at ? new Date(result.expires_at).toLocaleString(lang) : "–";
 
     var list = $("downloads");
@@ -283,7 +283,7 @@
       xhr.withCredentials = true;
       xhr.upload.onprogress = function (e) { if (e.lengthComputable) { progress("uploading", e.loaded / e.total); } };
       xhr.upload.onload = function () { progress("processing"); };
-      xhr.onerror = function () { fail("network error"); };
+      xhr.onerror = function () { fail(t("analyze.network_error")); };
       xhr.onload = function () {
         var body = null;
         try { body = JSON.parse(xhr.responseText); } catch (e) { body = null; }
@@ -332,6 +332,6 @@
       .then(function (r) {
         if (r.ok) { setIdInUrl(id); render(r.body); } else { setIdInUrl(null); fail(r.body.detail); }
       })
-      .catch(function () { fail("network error"); });
+      .catch(function () { fail(t("analyze.network_error")); });
   }
 }());

@@ -13,9 +13,9 @@ from dicomnode.http.analyze_dates import format_date
     ("value", "language", "expected"),
     [
         ("20040826", "en", "August 26, 2004"),
-        ("20040826", "uk", "26 серпня 2004 р."),
+        ("20040826", "uk", "26 серпня 2004\u202fр."),
         ("2004-08-26", "en", "August 26, 2004"),  # the worklist API's ISO form
-        (datetime.date(2024, 1, 5), "uk", "5 січня 2024 р."),
+        (datetime.date(2024, 1, 5), "uk", "5 січня 2024\u202fр."),
         ("20241231", "de", "December 31, 2024"),  # an unknown language falls back to English
         ("2004", "en", "2004"),  # not a full date: shown as it is, not hidden
         ("", "en", None),

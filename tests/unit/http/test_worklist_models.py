@@ -177,7 +177,7 @@ def test_the_page_shows_names_waiting_time_and_failure_reason(node, tmp_path):
     assert '<span class="reason">pixel data cannot be decoded</span>' in html
     assert re.search(r'class="waiting" title="[^"]+">&lt; 1 min<', html)  # still waiting
     assert re.search(r'class="waiting done" title="[^"]+">✓ &lt; 1 min<', html)  # reported
-    assert "<span>2004-08-26</span> <span>14:30</span>" in html
+    assert "<span>Aug 26, 2004</span> <span>2:30\u202fPM</span>" in html  # the page's locale
 
 
 def test_one_date_format_and_one_modality_rule_in_every_api(node, tmp_path):

@@ -1,0 +1,115 @@
+"""Why an input is not classified: one code and its English sentence per reason.
+
+Logs, the database and the API's `reason` keep the English sentence (it names DICOM things and
+is what an administrator greps for). A page in another language needs the reason's code and
+parameters: `parse_reason` recovers them from the sentence, so reasons already stored (and
+reasons written before codes existed) are rendered in the page's language too. The page's
+catalogue has one message `reason.<code>` per code, with the same placeholders.
+
+A parameter named `reason` holds another reason (a wrapped one) and is parsed in turn.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from functools import cache
+
+#: code -> English template. Literal templates and more specific ones first (parsing tries
+#: them in this order).
+REASONS: dict[str, str] = {
+    # eligibility
+    "own_output": "own output",
+    "no_sop_class": "no SOP Class UID",
+    "mammography": "mammography is outside the intended use",
+    "dental": "dental X-ray is outside the intended use",
+    "synthetic_sc": "synthetic secondary capture is not a radiograph",
+    "unknown_sop_class": "an unrecognised SOP class is not a supported radiograph class",
+    "sc_modality": "secondary capture with modality {modality} is not a radiograph",
+    "modality": "modality {modality} is not a radiograph",
+    "sop_class": "{sop_class} is not a supported radiograph class",
+    "too_small": (
+        "image too small to be a diagnostic radiograph ({rows}x{columns} px; the model "
+        "card's min_image_size is {min_size} px per side)"
+    ),
+    # header checks and decoding (decode.py, grayscale.py)
+    "multi_frame": "multi-frame image ({frames} frames) is not supported",
+    "colour": "colour image ({samples} samples per pixel) is not supported",
+    "photometric": "photometric interpretation {photometric} is not supported (greyscale only)",
+    "no_pixel_data": "no pixel data",
+    "no_rows_columns": "image has no rows or columns",
+    "too_large": "image too large ({megapixels} megapixels)",
+    "bits_allocated": "bits allocated {bits} is not supported",
+    "compressed_without_syntax": "compressed pixel data without a transfer syntax",
+    "pixel_data_short": "pixel data too short ({length} of {expected} bytes)",
+    "stream_too_large": "compressed stream larger than Rows/Columns ({syntax})",
+    "undecodable": "pixel data could not be decoded ({syntax})",
+    "unexpected_shape": "decoded pixel data has an unexpected shape ({syntax})",
+    "voi_lut": "VOI LUT could not be applied",
+    # files (files.py, uploads)
+    "empty_file": "empty file",
+    "not_an_image": "not an image (no recognised image format)",
+    "dicom_without_pixels": "DICOM file without pixel data (truncated, or not an image)",
+    "unreadable_dicom_error": "not a readable DICOM file ({error})",
+    "unreadable_dicom": "not a readable DICOM file",
+    "not_dicom": "not a DICOM file",
+    "no_study_uid": "DICOM file without a Study Instance UID",
+    "incomplete_dataset": "incomplete DICOM dataset",
+    "image_format": "{format} images are not supported",
+    "multi_page": "multi-page image is not supported",
+    "image_size": "image size {width}x{height} is not supported",
+    "image_corrupt": "image file is truncated or corrupt",
+    "encrypted_entry": "encrypted entry",
+    "zip_method": "unsupported compression method",
+    "deflate_invalid": "deflated dataset is not a valid deflate stream",
+    "inflated_too_large": "inflated dataset larger than max_dataset_mb",
+    # study reports
+    "left_out": "left out of the study report: {reason}",
+}
+
+_FIELD = re.compile(r"\{(\w+)\}")
+
+
+def reason(code: str, **params: object) -> str:
+    """The English sentence of reason `code`."""
+    return REASONS[code].format(**params)
+
+
+def placeholders(template: str) -> set[str]:
+    return set(_FIELD.findall(template))
+
+
+def template_pattern(template: str) -> re.Pattern[str]:
+    """A regular expression that matches `template`'s sentences, one group per placeholder."""
+    parts = _FIELD.split(template)  # literal, name, literal, name, ..., literal
+    regex = "".join(
+        re.escape(part) if i % 2 == 0 else f"(?P<{part}>.+?)" for i, part in enumerate(parts)
+    )
+    return re.compile(regex, re.DOTALL)
+
+
+def match_template(
+    text: str, patterns: Iterable[tuple[str, re.Pattern[str]]]
+) -> tuple[str, dict[str, str]] | None:
+    """(code, parameters) of the first pattern `text` matches whole, or None."""
+    for code, pattern in patterns:
+        match = pattern.fullmatch(text.strip())
+        if match:
+            return code, match.groupdict()
+    return None
+
+
+@cache
+def _patterns() -> list[tuple[str, re.Pattern[str]]]:
+    return [(code, template_pattern(template)) for code, template in REASONS.items()]
+
+
+def parse_reason(text: str) -> tuple[str, dict[str, str]] | None:
+    """(code, parameters) of an English reason sentence, or None if it is not one of ours."""
+    return match_template(text, _patterns())
+
+
+def reason_code(text: str | None) -> str | None:
+    """The code of a reason sentence (for the API's `reason_code`), or None."""
+    parsed = parse_reason(text) if text else None
+    return parsed[0] if parsed else None

@@ -29,6 +29,7 @@ from dicomnode.metrics import Metrics
 from dicomnode.model.cache import clean_model_cache, mark_used
 from dicomnode.model.card import ModelPackageError
 from dicomnode.model.classifier import Classifier, load_classifier
+from dicomnode.model.evidence import messages as evidence_messages
 from dicomnode.pacs.orthanc import api_from_settings
 from dicomnode.pacs.outcome import OutcomeRecorder
 from dicomnode.pacs.pull import OrthancPull
@@ -175,6 +176,10 @@ class Node:
         if not card.trained:
             log.warning("running the UNTRAINED DEMO model: results are not meaningful",
                         model=card.display_name)  # fmt: skip
+        else:  # small validation sets, wide intervals: with the numbers
+            for warning in evidence_messages(card):
+                log.warning("model validation evidence is weak", model=card.display_name,
+                            warning=warning)  # fmt: skip
 
     def _start_workers(self) -> None:
         """The loops: workers, outbox, lease heartbeat, upload expiry and Orthanc's. They run

@@ -65,6 +65,53 @@ MESSAGES: dict[str, dict[str, str]] = {
         "state.reported": "reported",
         "state.delivered": "delivered",
         "state.failed": "failed",
+        # About the model (http/about.py): evidence, operating points, plots.
+        "about.evidence_warning_title": "Weak validation evidence",
+        "about.evidence_warning_help": (
+            "The figures below may not hold on your patients. Validate the model on local data "
+            "before relying on it (bounds: at least 50 fractures per data set, a 95 % CI of the "
+            "AUC at most 0.20 wide)."
+        ),
+        "about.operating_points": "Operating points",
+        "about.point": "Operating point",
+        "about.threshold": "Threshold",
+        "about.data_set": "Data set",
+        "about.sensitivity": "Sensitivity (95 % CI)",
+        "about.specificity": "Specificity (95 % CI)",
+        "about.images": "Images",
+        "about.fractures": "Fractures",
+        "about.auc": "ROC AUC (95 % CI)",
+        "about.average_precision": "Average precision",
+        "about.ece": "Calibration error (ECE)",
+        "about.brier": "Brier score",
+        "about.ci_help": (
+            "In brackets: the 95 % bootstrap confidence interval. Validation figures come from "
+            "the split the thresholds were fitted on and are optimistic; test figures from a "
+            "held-out split."
+        ),
+        "about.plots": "Validation plots",
+        "about.plot.roc": "ROC curve",
+        "about.plot.pr": "Precision–recall curve",
+        "about.plot.reliability": "Reliability (calibration)",
+        "about.other_records": "Other records of the model card",
+        "about.split.validation": "Validation",
+        "about.split.val": "Validation (re-evaluated)",
+        "about.split.test": "Test",
+        "about.split.train": "Training set",
+        "about.split.all": "All images",
+        "about.split.training": "Training",
+        "about.split.onnx_check": "ONNX check",
+        # The same texts as dicomnode.model.evidence.ENGLISH (a test keeps them equal).
+        "evidence.untrained": "untrained demo model: no validation evidence at all",
+        "evidence.no_evidence": "the model card records no validation or test metrics",
+        "evidence.set": "{split}: {images} images ({positives} fractures)",
+        "evidence.set_positives_unknown": (
+            "{split}: {images} images (number of fractures not recorded)"
+        ),
+        "evidence.set_size_unknown": "{split}: number of images and fractures not recorded",
+        "evidence.few_positives": "fewer than {min_positives} fractures",
+        "evidence.wide_ci": "AUC {auc}, 95 % CI {low}–{high} is wider than {max_width}",
+        "evidence.ci_unknown": "no confidence interval of the AUC recorded",
     },
     "uk": {
         "language_name": "Українська",
@@ -122,6 +169,52 @@ MESSAGES: dict[str, dict[str, str]] = {
         "state.reported": "звіт створено",
         "state.delivered": "доставлено",
         "state.failed": "помилка",
+        # Про модель (http/about.py): докази, робочі точки, графіки.
+        "about.evidence_warning_title": "Слабкі докази валідації",
+        "about.evidence_warning_help": (
+            "Наведені нижче показники можуть не справдитися на ваших пацієнтах. Перевірте "
+            "модель на місцевих даних, перш ніж на неї покладатися (межі: щонайменше 50 "
+            "переломів у кожному наборі даних, 95 % ДІ AUC не ширший за 0,20)."
+        ),
+        "about.operating_points": "Робочі точки",
+        "about.point": "Робоча точка",
+        "about.threshold": "Поріг",
+        "about.data_set": "Набір даних",
+        "about.sensitivity": "Чутливість (95 % ДІ)",
+        "about.specificity": "Специфічність (95 % ДІ)",
+        "about.images": "Зображень",
+        "about.fractures": "Переломів",
+        "about.auc": "ROC AUC (95 % ДІ)",
+        "about.average_precision": "Середня точність",
+        "about.ece": "Похибка калібрування (ECE)",
+        "about.brier": "Оцінка Брієра",
+        "about.ci_help": (
+            "У дужках: 95 % бутстреп-довірчий інтервал. Показники валідації отримано на "
+            "частині даних, на якій підібрано пороги, тож вони оптимістичні; показники тесту — "
+            "на відкладеній частині."
+        ),
+        "about.plots": "Графіки валідації",
+        "about.plot.roc": "ROC-крива",
+        "about.plot.pr": "Крива точності й повноти",
+        "about.plot.reliability": "Надійність (калібрування)",
+        "about.other_records": "Інші записи картки моделі",
+        "about.split.validation": "Валідація",
+        "about.split.val": "Валідація (повторна оцінка)",
+        "about.split.test": "Тест",
+        "about.split.train": "Навчальний набір",
+        "about.split.all": "Усі зображення",
+        "about.split.training": "Навчання",
+        "about.split.onnx_check": "Перевірка ONNX",
+        "evidence.untrained": "ненавчена демо-модель: жодних доказів валідації",
+        "evidence.no_evidence": "картка моделі не містить метрик валідації чи тестування",
+        "evidence.set": "{split}: {images} зображень ({positives} переломів)",
+        "evidence.set_positives_unknown": (
+            "{split}: {images} зображень (кількість переломів не записана)"
+        ),
+        "evidence.set_size_unknown": "{split}: кількість зображень і переломів не записана",
+        "evidence.few_positives": "менше ніж {min_positives} переломів",
+        "evidence.wide_ci": "AUC {auc}, 95 % ДІ {low}–{high} ширший за {max_width}",
+        "evidence.ci_unknown": "довірчий інтервал AUC не записаний",
     },
 }
 

@@ -83,12 +83,12 @@ class EvidenceWarning:
     min_positives: int = MIN_POSITIVES
     max_ci_width: float = MAX_AUC_CI_WIDTH
 
-    def parts(self) -> list[tuple[str, dict[str, str]]]:
+    def parts(self, split_name: Callable[[str], str] = str) -> list[tuple[str, dict[str, str]]]:
         """(message key, its parameters) in reading order; `message` joins them."""
         d = self.data_set
         if d is None:
             return [(f"evidence.{self.code}", {})]
-        split = {"split": d.split}
+        split = {"split": split_name(d.split)}
         if d.images is None:
             found = [("evidence.set_size_unknown", split)]
         elif d.positives is None:
@@ -108,10 +108,16 @@ class EvidenceWarning:
             found.append(("evidence.ci_unknown", {}))
         return found
 
-    def message(self, templates: Callable[[str], str] | None = None) -> str:
-        """The warning as one line; `templates` maps a key to its text (default English)."""
+    def message(
+        self,
+        templates: Callable[[str], str] | None = None,
+        *,
+        split_name: Callable[[str], str] = str,
+    ) -> str:
+        """The warning as one line; `templates` maps a key to its text (default English),
+        `split_name` names a data set (default: its key in the card, e.g. "validation")."""
         text = templates or ENGLISH.__getitem__
-        return "; ".join(_format(text(key), params) for key, params in self.parts())
+        return "; ".join(_format(text(key), params) for key, params in self.parts(split_name))
 
 
 def _format(template: str, params: Mapping[str, str]) -> str:

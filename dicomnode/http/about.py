@@ -32,8 +32,8 @@ router = APIRouter(include_in_schema=False)
 PLOT_ROUTE = "/about-model/plots"
 _NONE = "–"
 #: Keys of a data set's record shown in the evidence and operating-point tables.
-_SHOWN = {"images", "fracture", "normal", "auc", "auc_ci95", "average_precision", "ece",
-          "brier", "threshold", "data"} | {f"{m}_at_{p}{ci}" for m in ("sensitivity",
+_SHOWN = {"images", "fracture", "auc", "auc_ci95", "average_precision", "average_precision_ci95",
+          "ece", "brier"} | {f"{m}_at_{p}{ci}" for m in ("sensitivity",
           "specificity") for p in ("low", "high") for ci in ("", "_ci95")}  # fmt: skip
 
 Translate = Callable[[str], str]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -17,7 +18,8 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import SQLModel
 
-from dicomnode.config import Settings
+from dicomnode.config import NO_DESTINATION_WARNING, Settings
+from dicomnode.destinations import DicomwebDestination
 from dicomnode.durable import atomic_write
 from dicomnode.store import migrations  # noqa: F401  (registers every table on SQLModel.metadata)
 
@@ -183,6 +185,12 @@ def check_destinations(settings: Settings) -> list[Check]:
     checks = []
     for d in settings.destinations:
         name = f"destination {d.name}"
+        if isinstance(d, DicomwebDestination):
+            from dicomnode.deliver.stow import probe
+
+            ok, seen = probe(d, timeout=5)
+            checks.append(Check(name, "ok" if ok else "warn", f"STOW-RS to {d.url}: {seen}"))
+            continue
         try:
             status = echo(
                 host=d.host,
@@ -214,6 +222,82 @@ def check_destinations(settings: Settings) -> list[Check]:
     return checks
 
 
+def check_destination_configured(settings: Settings) -> Check:
+    """Results go nowhere without a destination: said, not passed over as "all checks passed"."""
+    if not settings.destinations:
+        return Check("destinations", "warn", NO_DESTINATION_WARNING)
+    names = ", ".join(d.name for d in settings.destinations)
+    return Check("destinations", "ok", f"results are sent to {names}")
+
+
+def check_port_free(*, what: str, host: str, port: int) -> Check:
+    """Bind `host:port` as the server will (SO_REUSEADDR, so a closing connection's TIME_WAIT
+    does not count) and let go at once: a clash is reported before the slow start-up steps."""
+    try:
+        with socket.socket(_family(host), socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+    except OSError as exc:
+        holder = port_holder(port)
+        held = f", held by {holder}" if holder else ""
+        return Check(what, "fail", f"cannot listen on {host}:{port} "
+                     f"({exc.strerror or type(exc).__name__}{held}): stop that program or "
+                     "choose another port")  # fmt: skip
+    return Check(what, "ok", f"{host}:{port} free")
+
+
+def check_listening_ports(settings: Settings) -> list[Check]:
+    """Every port the node will listen on. Probed, then let go: the SCP and the API bind them
+    a moment later (a port taken in between still fails there, with its own message)."""
+    from dicomnode.ingest.tls import listeners
+
+    s = settings
+    ports = []
+    for listener in listeners(s.node):
+        key = "tls_port" if listener.tls and listener.port == s.node.tls_port else "port"
+        ports.append((f"DICOM port (node.{key})", s.node.host, listener.port))
+    if s.api.port:
+        ports.append(("HTTP port (api.port)", s.api.host, s.api.port))
+    return [check_port_free(what=what, host=host, port=port) for what, host, port in ports]
+
+
+def require_free_ports(settings: Settings) -> None:
+    """The node's first start-up step: raises StartupError naming a port in use (and, where it
+    can be told, the process holding it) before the slow steps (the model) begin."""
+    for check in check_listening_ports(settings):
+        if not check.ok:
+            raise StartupError(check.line())
+
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def port_holder(port: int) -> str | None:
+    """The process listening on TCP `port`, from Linux's /proc ("pid 123 (orthanc …)"); None
+    where that cannot be told (another user's process, another container, another OS)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()  # local_address is "HEXIP:HEXPORT"; state 0A is LISTEN
+            if len(fields) > 9 and fields[3] == "0A" and int(fields[1][-4:], 16) == port:
+                inodes.add(f"socket:[{fields[9]}]")
+    for proc in Path("/proc").iterdir() if inodes else ():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if any(os.readlink(fd) in inodes for fd in (proc / "fd").iterdir()):
+                command = (proc / "cmdline").read_bytes().replace(b"\0", b" ").strip()
+                return f"pid {proc.name} ({command.decode(errors='replace')[:120]})"
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+    return None
+
+
 def check_tls_receiving(settings: Settings) -> Check:
     """What receiving requires (ports, TLS, client certificates), with the certificate, key and
     client CA loaded as the SCP loads them."""
@@ -243,5 +327,6 @@ def doctor(settings: Settings) -> list[Check]:
         engine.dispose()
     checks.append(check_model(settings))
     checks.append(check_tls_receiving(settings))
+    checks.append(check_destination_configured(settings))
     checks += check_destinations(settings)
     return checks

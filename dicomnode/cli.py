@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dicomnode import __version__
 from dicomnode.config import ConfigError, Settings, load_settings
 from dicomnode.model.card import ModelPackageError
 
@@ -156,6 +157,7 @@ def cmd_db(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dicomnode", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"dicomnode {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the node (SCP, worker, outbox, API)")
@@ -287,7 +289,13 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     for check in checks:
         print(check.line(), flush=True)
     failed = [c.name for c in checks if not c.ok]
-    print("all checks passed" if not failed else f"failed: {', '.join(failed)}")
+    warned = [c.name for c in checks if c.status == "warn"]
+    if failed:
+        print(f"failed: {', '.join(failed)}")
+    elif warned:  # exit 0, but not the "all passed" that hides them
+        print(f"no check failed; read the warnings: {', '.join(warned)}")
+    else:
+        print("all checks passed")
     return 1 if failed else 0
 
 

@@ -6,24 +6,30 @@ key. Insecure combinations (an API reachable beyond loopback without a token) ar
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import tomllib
 from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+# The [[destinations]] tables (and the types they share with [node]) live in destinations.py;
+# Destination and DicomwebDestination stay importable from here.
+from dicomnode.destinations import (  # noqa: F401
+    AETitle,
+    AnyDestination,
+    Destination,
+    DicomwebDestination,
+    Port,
+    is_loopback,
+)
 from dicomnode.uids import DEFAULT_UID_ROOT, is_valid_uid
 
 ENV_PREFIX = "DICOMNODE_"
-
-AETitle = Annotated[str, Field(min_length=1, max_length=16, pattern=r"^[\x21-\x5b\x5d-\x7e ]+$")]
-Port = Annotated[int, Field(ge=1, le=65535)]
 
 
 class Runtime(StrEnum):
@@ -34,6 +40,15 @@ class Runtime(StrEnum):
     TORCH = "torch"
     ONNXRUNTIME = "onnxruntime"
     OPENVINO = "openvino"
+
+
+#: Said by the start-up log, `dicomnode doctor`, `/readyz` and the pages while no
+#: [[destinations]] entry is configured (the shipped configuration has none).
+NO_DESTINATION_WARNING = (
+    "no [[destinations]] configured: results (SR + SC) are made and kept on this node "
+    "(worklist, API) but sent nowhere, and nothing is retried; add your PACS as a "
+    "[[destinations]] entry"
+)
 
 
 class ConfigError(ValueError):
@@ -110,14 +125,6 @@ class NodeSettings(_Section):
         if not is_valid_uid(value[:-1]) or len(value) > 44:
             raise ValueError("must be a valid UID prefix of at most 44 characters")
         return value
-
-
-class Destination(_Section):
-    name: str = Field(min_length=1)
-    ae_title: AETitle
-    host: str = Field(min_length=1)
-    port: Port
-    tls: bool = False
 
 
 class ApiSettings(_Section):
@@ -230,7 +237,7 @@ class RetentionSettings(_Section):
 
 class Settings(_Section):
     node: NodeSettings = NodeSettings()
-    destinations: list[Destination] = []
+    destinations: list[AnyDestination] = []
     api: ApiSettings = ApiSettings()
     model: ModelSettings = ModelSettings()
     database: DatabaseSettings = DatabaseSettings()
@@ -247,7 +254,7 @@ class Settings(_Section):
 
     @model_validator(mode="after")
     def _secure(self) -> Settings:
-        if not self.api.token and not _is_loopback(self.api.host):
+        if not self.api.token and not is_loopback(self.api.host):
             raise ValueError(
                 f"api.host = {self.api.host!r} is reachable beyond loopback but api.token is "
                 "empty: set a token (or DICOMNODE_API__TOKEN) or bind to 127.0.0.1"
@@ -294,15 +301,6 @@ class Settings(_Section):
         return self.database.url or f"sqlite:///{(self.node.data_dir / 'dicomnode.db').resolve()}"
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
     """`DICOMNODE_NODE__PORT=11113` → {"node": {"port": "11113"}}; JSON values are parsed."""
     out: dict[str, dict[str, Any]] = {}
@@ -323,11 +321,13 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
 def load_settings(
     path: str | Path | None = None, *, environ: Mapping[str, str] | None = None
 ) -> Settings:
-    """Read `path` (optional), apply environment overrides, validate."""
+    """Read `path` (optional), apply environment overrides, validate, resolve relative paths
+    against the file's folder."""
     data: dict[str, Any] = {}
     base = Path.cwd()
     if path is not None:
         path = Path(path)
+        base = path.resolve().parent
         try:
             data = tomllib.loads(path.read_text("utf-8"))
         except FileNotFoundError as exc:
@@ -346,12 +346,36 @@ def load_settings(
         settings = Settings.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_describe(exc)) from None
-    if not settings.node.data_dir.is_absolute():
-        node = settings.node.model_copy(update={"data_dir": (base / settings.node.data_dir)})
-        settings = settings.model_copy(update={"node": node})
-    if settings.node.spool_dir is not None and not settings.node.spool_dir.is_absolute():
-        node = settings.node.model_copy(update={"spool_dir": (base / settings.node.spool_dir)})
-        settings = settings.model_copy(update={"node": node})
+    return _resolve_paths(settings, base=base)
+
+
+#: Path settings of [node]; a relative one is taken from the configuration file's folder.
+_NODE_PATHS = ("data_dir", "spool_dir", "tls_certificate", "tls_private_key",
+               "tls_ca_certificate", "tls_client_ca_certificate")  # fmt: skip
+
+
+def _resolve_paths(settings: Settings, *, base: Path) -> Settings:
+    """Relative paths (data_dir, spool_dir, TLS files, model.package, an SQLite database.url,
+    a DICOMweb destination's CA file)
+    are taken from `base`, the configuration file's folder (the working directory without a
+    file), so a command run from elsewhere (`dicomnode doctor` in a home folder) finds the
+    node's files instead of creating a new `var/` where it stands. The model cache lives in
+    data_dir."""
+    node = {key: base / value for key in _NODE_PATHS
+            if isinstance(value := getattr(settings.node, key), Path)
+            and not value.is_absolute()}  # fmt: skip
+    package = settings.model.package
+    model = {"package": str(base / package)} if package and not Path(package).is_absolute() else {}
+    url = settings.database.url  # sqlite:///relative.db (sqlite:////absolute.db)
+    path = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else ""
+    relative = path not in ("", ":memory:") and not Path(path).is_absolute()
+    database = {"url": f"sqlite:///{base / path}"} if relative else {}
+    return settings.model_copy(update={
+        "node": settings.node.model_copy(update=node),
+        "model": settings.model.model_copy(update=model),
+        "database": settings.database.model_copy(update=database),
+        "destinations": [d.resolved(base) for d in settings.destinations],
+    })  # fmt: skip
     return settings
 
 

@@ -153,7 +153,11 @@ def configure_logging(
     logging.captureWarnings(True)  # Python warnings (pydicom's value checks) go through here
     _log_uncaught()
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    # Alembic says "Context impl …", "Will assume …" and one line per revision at every start,
+    # even with nothing to do; dicomnode.store.db logs a migration that ran, once.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     logging.getLogger("highdicom").setLevel(logging.WARNING)  # logs raw UIDs at INFO
+    logging.getLogger("dicomweb_client").setLevel(logging.WARNING)  # so does dicomweb-client
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True

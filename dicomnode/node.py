@@ -15,8 +15,14 @@ import uvicorn
 from sqlalchemy.exc import SQLAlchemyError
 
 from dicomnode.audit import Audit, AuditAction, AuditEventID
-from dicomnode.checks import StartupError, check_disk_free, check_schema, check_spool_writable
-from dicomnode.config import Settings
+from dicomnode.checks import (
+    StartupError,
+    check_disk_free,
+    check_schema,
+    check_spool_writable,
+    require_free_ports,
+)
+from dicomnode.config import NO_DESTINATION_WARNING, Settings
 from dicomnode.deliver.outbox import deliver_due
 from dicomnode.http.app import create_app
 from dicomnode.http.context import ApiContext
@@ -29,7 +35,7 @@ from dicomnode.metrics import Metrics
 from dicomnode.model.cache import clean_model_cache, mark_used
 from dicomnode.model.card import ModelPackageError
 from dicomnode.model.classifier import Classifier, load_classifier
-from dicomnode.model.evidence import messages as evidence_messages
+from dicomnode.model.evidence import log_warnings
 from dicomnode.pacs.orthanc import api_from_settings
 from dicomnode.pacs.outcome import OutcomeRecorder
 from dicomnode.pacs.pull import OrthancPull
@@ -89,6 +95,7 @@ class Node:
         """Check, then start everything, step by step in this order. Raises StartupError with a
         clear message; a step that fails first stops what the steps before it started."""
         try:
+            require_free_ports(self.settings)  # a clash is said at once, not after the model
             self._open_store()
             self._load_model()
             self._start_workers()
@@ -119,6 +126,8 @@ class Node:
             if self.retention_scheduler
             else None,
         )
+        if not s.destinations:
+            log.warning(NO_DESTINATION_WARNING)
 
     def _open_store(self) -> None:
         """The spool and the database: checked, opened, and left as a restart needs them
@@ -172,14 +181,7 @@ class Node:
         except (ModelPackageError, OSError, ValueError, RuntimeError, KeyError) as exc:
             where = f"model.package = {s.model.package!r}" if s.model.package else "demo model"
             raise StartupError(f"[FAIL] model: {where} cannot be loaded ({exc})") from None
-        card = self.classifier.card
-        if not card.trained:
-            log.warning("running the UNTRAINED DEMO model: results are not meaningful",
-                        model=card.display_name)  # fmt: skip
-        else:  # small validation sets, wide intervals: with the numbers
-            for warning in evidence_messages(card):
-                log.warning("model validation evidence is weak", model=card.display_name,
-                            warning=warning)  # fmt: skip
+        log_warnings(self.classifier.card, log)  # the demo; small validation sets, wide CIs
 
     def _start_workers(self) -> None:
         """The loops: workers, outbox, lease heartbeat, upload expiry and Orthanc's. They run
@@ -330,7 +332,7 @@ class Node:
         ctx = ApiContext(settings=s, jobs=self.jobs, metrics=self.metrics,
                          card=lambda: self.classifier.card if self.classifier else None,
                          readiness=self.readiness, spool=self.spool, audit=self.audit,
-                         classifier=self.classifier,
+                         classifier=self.classifier, store=self.store_ctx,
                          orthanc_pull=self.orthanc_pull.request if self.orthanc_pull
                          else None)  # fmt: skip
         config = uvicorn.Config(create_app(ctx), host=s.api.host, port=s.api.port,

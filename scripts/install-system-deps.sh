@@ -4,6 +4,7 @@ set -euo pipefail
 need=()
 command -v Orthanc >/dev/null 2>&1 || need+=(orthanc)
 [ -e /usr/share/orthanc/plugins/libOrthancPython.so ] || ls /usr/share/orthanc/plugins/libOrthancPython*.so >/dev/null 2>&1 || need+=(orthanc-python)
+[ -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || ls /usr/share/orthanc/plugins/libOrthancDicomWeb*.so >/dev/null 2>&1 || need+=(orthanc-dicomweb)  # STOW-RS peer
 command -v storescu >/dev/null 2>&1 || need+=(dcmtk)
 command -v dciodvfy >/dev/null 2>&1 || need+=(dicom3tools)
 command -v DicomSRValidator >/dev/null 2>&1 || [ -e /usr/share/java/pixelmed.jar ] || need+=(pixelmed-apps)

@@ -11,13 +11,16 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 
 import structlog
 
 from dicomnode.audit import Audit, AuditAction, AuditEventID, AuditOutcome
 from dicomnode.backoff import backoff_seconds
 from dicomnode.config import Settings
-from dicomnode.deliver.scu import AssociationFailed, client_tls_context, send_files
+from dicomnode.deliver.scu import AssociationFailed, SendOutcome, client_tls_context, send_files
+from dicomnode.deliver.stow import send_stow
+from dicomnode.destinations import AnyDestination, DicomwebDestination
 from dicomnode.metrics import Metrics
 from dicomnode.store.jobs import Jobs
 from dicomnode.store.spool import Spool
@@ -64,19 +67,13 @@ def deliver_due(
             delivery, result = paths.pop(path)
             _failed(jobs, delivery, settings, None, "result file missing", give_up=True,
                     metrics=metrics, tally=(sent, result))  # fmt: skip
-        peer = f"{name} ({destination.ae_title}@{destination.host}:{destination.port})"
+        peer = f"{name} ({describe_destination(destination)})"
         if not paths:
             _audit_sent(audit, settings, peer, sent)
             continue
         bound = log.bind(destination=name, count=len(paths))
         try:
-            outcomes = send_files(
-                list(paths),
-                destination=destination,
-                calling_ae_title=settings.node.ae_title,
-                timeout=settings.delivery.timeout_seconds,
-                tls=client_tls_context(settings.node) if destination.tls else None,
-            )
+            outcomes = _send(list(paths), destination, settings)
         except (AssociationFailed, OSError, RuntimeError, ValueError) as exc:
             # Anything that ends the attempt is a failed attempt with backoff: an escaping
             # error would retry at once, forever, with nothing visible in the API.
@@ -107,6 +104,23 @@ def deliver_due(
         _audit_sent(audit, settings, peer, sent)
         bound.info("delivery attempt finished", delivered=sum(o.ok for o in outcomes))
     return delivered
+
+
+def _send(paths: list[Path], destination: AnyDestination, settings: Settings) -> list[SendOutcome]:
+    """One attempt to `destination`, by C-STORE or by STOW-RS: the same outcomes either way."""
+    timeout = settings.delivery.timeout_seconds
+    if isinstance(destination, DicomwebDestination):
+        return send_stow(paths, destination=destination, timeout=timeout)
+    tls = client_tls_context(settings.node) if destination.tls else None
+    return send_files(paths, destination=destination, calling_ae_title=settings.node.ae_title,
+                      timeout=timeout, tls=tls)  # fmt: skip
+
+
+def describe_destination(destination: AnyDestination) -> str:
+    """Where a destination is, as logs and the audit trail name it (never its credentials)."""
+    if isinstance(destination, DicomwebDestination):
+        return destination.url
+    return f"{destination.ae_title}@{destination.host}:{destination.port}"
 
 
 def _audit_sent(

@@ -17,6 +17,7 @@ from pynetdicom import AE, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from dicomnode.config import Destination, NodeSettings
+from dicomnode.deliver.failure import AssociationWatch
 
 
 class AssociationFailed(ConnectionError):
@@ -88,6 +89,7 @@ def _ae(calling_ae_title: str, timeout: float) -> AE:
     ae.acse_timeout = timeout
     ae.dimse_timeout = timeout
     ae.network_timeout = timeout
+    ae.connection_timeout = timeout  # else an unreachable host holds the caller for minutes
     return ae
 
 
@@ -170,10 +172,12 @@ def echo(*, host: str, port: int, called_ae_title: str, calling_ae_title: str,
     AssociationFailed."""
     ae = _ae(calling_ae_title, timeout)
     ae.add_requested_context(Verification)
-    assoc = ae.associate(host, port, ae_title=called_ae_title, evt_handlers=_SOCKET_HANDLERS,
+    watch = AssociationWatch(host=host, port=port, timeout=timeout, tls=tls is not None)
+    assoc = ae.associate(host, port, ae_title=called_ae_title,
+                         evt_handlers=[*_SOCKET_HANDLERS, *watch.handlers],
                          tls_args=(tls, host) if tls is not None else None)  # fmt: skip
     if not assoc.is_established:
-        raise AssociationFailed(_why_not(assoc))
+        raise AssociationFailed(watch.reason(assoc))
     try:
         status = assoc.send_c_echo()
         if not status or "Status" not in status:

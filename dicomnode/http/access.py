@@ -332,6 +332,10 @@ def worklist_filters(filters: WorklistFilters, *, identifiers: bool) -> str:
         parts.append(f"modality={filters.modality}")
     if filters.date_from or filters.date_to:
         parts.append(f"study date {filters.date_from or ''}..{filters.date_to or ''}")
+    if filters.model_version:
+        parts.append("served model only")
+    if filters.sort != "triage" or filters.descending:
+        parts.append(f"sort={filters.sort.value}{' desc' if filters.descending else ''}")
     parts.append(f"limit={filters.limit} offset={filters.offset}")
     parts.append("patient identifiers shown" if identifiers else "patient identifiers hidden")
     return " ".join(parts)

@@ -4,7 +4,10 @@
 Uploads are limited while they are read (`api.max_upload_mb`; larger: 413, the rest of the
 body drained up to a cap so the client reads the answer). The kind of file is found from its
 content (`analysis.sniff`), never its name. Errors answer `{"detail": message, "code": code}`
-with the message in the client's language (`?lang=`, the language cookie, Accept-Language).
+with the message in the client's language (`?lang=`, the language cookie, Accept-Language),
+and `"reason"` when something in the file refused it (e.g. "modality CT is not a radiograph").
+A ZIP gives one result per study (`studies`), each with its own outcome or reason.
+`POST /api/preview` renders a DICOM (or TIFF) upload for the page before it is analysed.
 
 Auth is the worklist page's: the bearer token, or the page's session cookie (SameSite=Strict;
 a page on another port of the same host is the same site, so `guard.BrowserGuard` also
@@ -33,10 +36,12 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from pydicom import dcmread
 
 from dicomnode.http import analyze_pages
+from dicomnode.http.analyze_dates import format_date
 from dicomnode.http.analyze_service import Analysis, analysis, authorized
 from dicomnode.http.analyze_upload import copy_upload, receive_file
 from dicomnode.http.i18n import MESSAGES, choose_language, translator
 from dicomnode.uploads.analysis import AnalysisError, UploadKind, analyze_file, analyze_study, sniff
+from dicomnode.uploads.preview import upload_preview
 
 if TYPE_CHECKING:
     from dicomnode.http.context import ApiContext
@@ -70,8 +75,10 @@ def _error(exc: AnalysisError, language: str) -> JSONResponse:
         message = template.format(**exc.params)
     except (KeyError, IndexError, ValueError):
         message = template
-    return JSONResponse({"detail": message, "code": exc.code}, status_code=exc.status,
-                        headers={"Content-Language": language})  # fmt: skip
+    body = {"detail": message, "code": exc.code}
+    if "reason" in exc.params:  # what refused it, on its own, for a page to show apart
+        body["reason"] = str(exc.params["reason"])
+    return JSONResponse(body, status_code=exc.status, headers={"Content-Language": language})
 
 
 def _internal_error(exc: Exception, language: str) -> JSONResponse:
@@ -90,8 +97,8 @@ def _api_language(request: Request) -> str:
 
 
 def present(result: dict[str, Any], upload_id: str, language: str) -> dict[str, Any]:
-    """A stored result as the client sees it: URLs instead of file names, texts in its
-    language."""
+    """A stored result as the client sees it: URLs instead of file names, texts (and study
+    dates, `*_text`) in its language."""
     t = translator(language)
 
     def decorate(item: dict[str, Any]) -> dict[str, Any]:
@@ -105,6 +112,14 @@ def present(result: dict[str, Any], upload_id: str, language: str) -> dict[str, 
     for key in ("studies", "images"):
         if key in result:
             out[key] = [decorate(item) for item in result[key]]
+    for study in out.get("studies", []):
+        summary = study["summary"] = dict(study.get("summary", {}))
+        summary["study_date_text"] = format_date(summary.get("study_date"), language)
+    if isinstance(out.get("dicom"), dict):
+        out["dicom"] = {
+            **out["dicom"],
+            "study_date_text": format_date(out["dicom"].get("study_date"), language),
+        }
     out["id"] = upload_id
     out["urls"]["result"] = analysis_url(upload_id)
     out["urls"]["page"] = f"/analyze?{urlencode({'id': upload_id})}"
@@ -239,6 +254,28 @@ async def analyze_study_zip(
              **result["counts"], processing_ms=result["processing_ms"], sent=send)  # fmt: skip
     return JSONResponse(present(result, upload_id, language),
                         headers={"Content-Language": language})  # fmt: skip
+
+
+@router.post("/api/preview")
+async def preview(request: Request, service: Annotated[Analysis, Depends(analysis)]) -> Response:
+    """A PNG of an uploaded file's pixels as the node displays them (`uploads.preview`), for
+    the Analyze page to show a DICOM or TIFF file before the analysis. The same upload limit
+    and inflation check as /api/analyze; nothing is kept, and nothing leaves that the client
+    did not send (so, like a PNG analysis, no audit event).
+
+    Answers: 200 image/png; 400 no/empty/several files; 413 over `api.max_upload_mb` or a
+    deflate bomb; 415 a ZIP or not an image; 422 pixels that cannot be shown, with the reason."""
+    language = _api_language(request)
+    try:
+        upload, _ = await receive_file(request, max_upload_mb=service.api.max_upload_mb)
+        try:
+            data = await upload.read()
+        finally:
+            await upload.close()
+        png = await run_in_threadpool(upload_preview, data)
+    except AnalysisError as exc:
+        return _error(exc, language)
+    return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
 
 
 @router.get("/api/analyses/{upload_id}")

@@ -24,13 +24,13 @@ router = APIRouter(include_in_schema=False)
 
 #: Messages the page's script needs.
 _SCRIPT_KEYS = (
-    "analyze.uploading", "analyze.processing", "analyze.failed", "analyze.no_preview",
-    "analyze.fracture_probability", "analyze.normal_probability", "analyze.confidence",
-    "analyze.download_sc", "analyze.download_sr", "analyze.download_overlay",
-    "analyze.download_report", "analyze.entry", "analyze.state", "analyze.reason",
-    "analyze.studies", "analyze.images", "outcome.positive", "outcome.doubt",
-    "outcome.negative", "state.classified", "state.skipped", "state.failed", "study_date",
-    "description", "modality", "body_part", "images", "outcome",
+    "analyze.uploading", "analyze.processing", "analyze.failed", "analyze.refused",
+    "analyze.no_preview", "analyze.preview_loading", "analyze.zip_chosen",
+    "analyze.fracture_probability", "analyze.download_sc", "analyze.download_sr",
+    "analyze.download_overlay", "analyze.download_report", "analyze.entry", "analyze.state",
+    "analyze.reason", "analyze.studies", "analyze.study", "analyze.studies_found",
+    "analyze.not_classified", "analyze.study_images", "analyze.images", "outcome.positive",
+    "outcome.doubt", "outcome.negative", "state.classified", "state.skipped", "state.failed",
 )  # fmt: skip
 
 

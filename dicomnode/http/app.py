@@ -15,8 +15,9 @@ session cookie). Patient identifiers are only returned behind the token and only
 | `worklist` | /api/worklist, /api/results/{uid}/thumbnail.png, the page / |
 | `login` | /login, /logout, /static/{name} |
 | `orthanc` | /api/orthanc/studies/{id} (only with `orthanc.pull`) |
-| `analyze` | /api/analyze, /api/analyze-study, /api/analyses/…, /analyze |
+| `analyze` | /api/analyze(-study), /api/preview, /api/analyses/…, /analyze |
 | `about` | /about-model, /about-model/plots/{name} |
+| `dicomweb` | /dicomweb/studies, /dicomweb/studies/{study} (STOW-RS) |
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from dicomnode.http.access import AccessAudit, client_id
 from dicomnode.http.analyze import include_analysis
 from dicomnode.http.auth import TokenAuth
 from dicomnode.http.context import ApiContext
+from dicomnode.http.dicomweb import include_stow
 from dicomnode.http.guard import BrowserGuard, LoginThrottle
 
 __all__ = ["ApiContext", "create_app"]  # ApiContext lives in http/context.py
@@ -67,6 +69,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     if ctx.orthanc_pull is not None:
         app.include_router(orthanc.router)
     include_analysis(app, ctx)  # /api/analyze, /api/analyze-study, /analyze
+    include_stow(app, ctx)  # /dicomweb/studies (STOW-RS)
     return app
 
 

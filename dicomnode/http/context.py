@@ -17,6 +17,7 @@ from fastapi import Depends, Request
 from dicomnode.audit import Audit
 from dicomnode.config import Settings
 from dicomnode.http.auth import TokenAuth
+from dicomnode.ingest.admission import StoreContext
 from dicomnode.metrics import Metrics
 from dicomnode.model.card import ModelCard
 from dicomnode.store.jobs import Jobs
@@ -40,6 +41,8 @@ class ApiContext:
     audit: Audit | None = None
     #: The loaded model, for HTTP analysis (dicomnode/http/analyze.py); None: 503 there.
     classifier: Classifier | None = None
+    #: The admission every way in shares, for STOW-RS (http/dicomweb.py); None: 503 there.
+    store: StoreContext | None = None
 
 
 def get_context(request: Request) -> ApiContext:

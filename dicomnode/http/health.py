@@ -8,6 +8,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from dicomnode.config import NO_DESTINATION_WARNING
 from dicomnode.http.context import BEARER, Context
 
 router = APIRouter()
@@ -22,8 +23,11 @@ def healthz() -> dict[str, str]:
 def readyz(ctx: Context) -> JSONResponse:
     checks = ctx.readiness()
     ready = all(checks.values())
+    # Ready all the same (receiving and classifying work), but an orchestrator's or an
+    # administrator's look at the detail says where results go: nowhere.
+    warnings = [] if ctx.settings.destinations else [NO_DESTINATION_WARNING]
     return JSONResponse(
-        {"ready": ready, "checks": checks},
+        {"ready": ready, "checks": checks, "warnings": warnings},
         status_code=200 if ready else status.HTTP_503_SERVICE_UNAVAILABLE,
     )
 

@@ -20,6 +20,10 @@ MESSAGES: dict[str, dict[str, str]] = {
             "UNTRAINED DEMO model: its results carry no information. Install a trained model "
             "package before clinical use."
         ),
+        "no_destination_banner": (
+            "No destination configured: results stay on this node and are not sent to the "
+            "PACS. Add the PACS as a [[destinations]] entry in the configuration."
+        ),
         "model": "Model",
         "studies_total": "Studies",
         "filters": "Filters",
@@ -65,6 +69,29 @@ MESSAGES: dict[str, dict[str, str]] = {
         "state.reported": "reported",
         "state.delivered": "delivered",
         "state.failed": "failed",
+        # The dense worklist (issue 19)
+        "study_date_time": "Study date",
+        "probability_short": "Prob.",
+        "probability_short.title": "Highest fracture probability of the study's images",
+        "accession_short": "Accession",
+        "accession_short.title": "Accession number",
+        "images_short": "Img.",
+        "images_short.title": "Images received",
+        "waiting": "Waiting",
+        "waiting.title": "Time waiting since the node received the study; ✓ time to the result",
+        "waiting_title": "Waiting since the node received the study",
+        "to_result_title": "Time from receiving the study to its result",
+        "open": "Open",
+        "served_only": "Only results of the model served now",
+        "keyboard_help": "Keys: j/k or ↓/↑ select a study, Enter opens it",
+        "badge.demo": "DEMO",
+        "badge.demo_title": "Result of an UNTRAINED DEMO model: it carries no information.",
+        "badge.unknown": "model unknown",
+        "badge.several": "several models",
+        "badge.old": "no longer served",
+        "unit.min": "min",
+        "unit.h": "h",
+        "unit.d": "d",
         # About the model (http/about.py): evidence, operating points, plots.
         "about.evidence_warning_title": "Weak validation evidence",
         "about.evidence_warning_help": (
@@ -124,6 +151,10 @@ MESSAGES: dict[str, dict[str, str]] = {
             "НЕНАВЧЕНА ДЕМО-модель: її результати не несуть інформації. Встановіть навчений "
             "пакет моделі перед клінічним використанням."
         ),
+        "no_destination_banner": (
+            "Не налаштовано жодного призначення: результати залишаються на цьому вузлі й не "
+            "надсилаються до PACS. Додайте PACS як запис [[destinations]] у конфігурації."
+        ),
         "model": "Модель",
         "studies_total": "Досліджень",
         "filters": "Фільтри",
@@ -169,6 +200,29 @@ MESSAGES: dict[str, dict[str, str]] = {
         "state.reported": "звіт створено",
         "state.delivered": "доставлено",
         "state.failed": "помилка",
+        # The dense worklist (issue 19)
+        "study_date_time": "Дата дослідження",
+        "probability_short": "Ймов.",
+        "probability_short.title": "Найвища ймовірність перелому серед зображень дослідження",
+        "accession_short": "№ замовл.",
+        "accession_short.title": "Номер замовлення",
+        "images_short": "Зобр.",
+        "images_short.title": "Отримано зображень",
+        "waiting": "Чекає",
+        "waiting.title": "Час очікування від отримання дослідження вузлом; ✓ час до результату",
+        "waiting_title": "Очікує від отримання дослідження вузлом",
+        "to_result_title": "Час від отримання дослідження до результату",
+        "open": "Відкрити",
+        "served_only": "Лише результати поточної моделі",
+        "keyboard_help": "Клавіші: j/k або ↓/↑ — вибрати дослідження, Enter — відкрити",
+        "badge.demo": "ДЕМО",
+        "badge.demo_title": "Результат НЕНАВЧЕНОЇ ДЕМО-моделі: він не несе інформації.",
+        "badge.unknown": "модель невідома",
+        "badge.several": "кілька моделей",
+        "badge.old": "більше не використовується",
+        "unit.min": "хв",
+        "unit.h": "год",
+        "unit.d": "д",
         # Про модель (http/about.py): докази, робочі точки, графіки.
         "about.evidence_warning_title": "Слабкі докази валідації",
         "about.evidence_warning_help": (

@@ -14,10 +14,11 @@ ANALYZE_MESSAGES: dict[str, dict[str, str]] = {
         "nav.about": "About the model",
         "analyze.title": "Analyze a radiograph",
         "analyze.intro": (
-            "Upload one radiograph (DICOM, PNG, JPEG, BMP or TIFF), or a ZIP of a DICOM study. "
-            "It is classified by the same pipeline and model as images sent to the node."
+            "Upload one radiograph (DICOM, PNG, JPEG, BMP or TIFF), or a ZIP of DICOM studies "
+            "(each study gets its own result). It is classified by the same pipeline and model "
+            "as images sent to the node."
         ),
-        "analyze.drop": "Drop a file here or",
+        "analyze.drop": "Drop a DICOM file, an image or a ZIP here, or",
         "analyze.choose": "choose a file",
         "analyze.limit": "At most {limit_mb} MB. Files are deleted after {hours} hours.",
         "analyze.preview": "Preview",
@@ -125,6 +126,28 @@ ANALYZE_MESSAGES: dict[str, dict[str, str]] = {
             "it is logged for the administrator."
         ),
         "error.not_found": "No such analysis (it may have been deleted after its retention).",
+        "analyze.refused": "Not analysed",
+        "analyze.preview_loading": "Preparing the preview…",
+        "analyze.zip_chosen": "A ZIP archive: no preview; each study in it gets its own result.",
+        "analyze.study": "Study {n} of {count}",
+        "analyze.studies_found": "{count} studies in the archive: each has its own result.",
+        "analyze.not_classified": "not classified",
+        "analyze.study_images": "{classified} of {images} images classified",
+        "date.long": "{month} {day}, {year}",
+        "error.preview_unsupported": "No preview: not an image (a ZIP is not previewed).",
+        "error.preview_unavailable": "No preview of this file: {reason}.",
+        "month.1": "January",
+        "month.2": "February",
+        "month.3": "March",
+        "month.4": "April",
+        "month.5": "May",
+        "month.6": "June",
+        "month.7": "July",
+        "month.8": "August",
+        "month.9": "September",
+        "month.10": "October",
+        "month.11": "November",
+        "month.12": "December",
     },
     "uk": {
         "nav.worklist": "Робочий список",
@@ -133,10 +156,10 @@ ANALYZE_MESSAGES: dict[str, dict[str, str]] = {
         "analyze.title": "Аналіз рентгенограми",
         "analyze.intro": (
             "Завантажте одну рентгенограму (DICOM, PNG, JPEG, BMP або TIFF) або ZIP-архів "
-            "дослідження DICOM. Її класифікують той самий конвеєр і модель, що й зображення, "
-            "надіслані на вузол."
+            "досліджень DICOM (кожне дослідження отримує власний результат). Її класифікують "
+            "той самий конвеєр і модель, що й зображення, надіслані на вузол."
         ),
-        "analyze.drop": "Перетягніть файл сюди або",
+        "analyze.drop": "Перетягніть сюди файл DICOM, зображення або ZIP, або",
         "analyze.choose": "виберіть файл",
         "analyze.limit": "Не більше {limit_mb} МБ. Файли видаляються через {hours} год.",
         "analyze.preview": "Попередній перегляд",
@@ -251,5 +274,32 @@ ANALYZE_MESSAGES: dict[str, dict[str, str]] = {
         "error.not_found": (
             "Такого аналізу немає (можливо, його видалено після терміну зберігання)."
         ),
+        "analyze.refused": "Не проаналізовано",
+        "analyze.preview_loading": "Готуємо попередній перегляд…",
+        "analyze.zip_chosen": (
+            "ZIP-архів: без попереднього перегляду; кожне дослідження в ньому отримає власний "
+            "результат."
+        ),
+        "analyze.study": "Дослідження {n} з {count}",
+        "analyze.studies_found": "В архіві досліджень: {count}; кожне має власний результат.",
+        "analyze.not_classified": "не класифіковано",
+        "analyze.study_images": "класифіковано {classified} з {images} зображень",
+        "date.long": "{day} {month} {year} р.",
+        "error.preview_unsupported": (
+            "Попереднього перегляду немає: це не зображення (ZIP не переглядається)."
+        ),
+        "error.preview_unavailable": "Попереднього перегляду цього файлу немає: {reason}.",
+        "month.1": "січня",
+        "month.2": "лютого",
+        "month.3": "березня",
+        "month.4": "квітня",
+        "month.5": "травня",
+        "month.6": "червня",
+        "month.7": "липня",
+        "month.8": "серпня",
+        "month.9": "вересня",
+        "month.10": "жовтня",
+        "month.11": "листопада",
+        "month.12": "грудня",
     },
 }

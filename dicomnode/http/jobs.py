@@ -3,6 +3,7 @@ job. Reads are audited as reads of the studies they name (http/access.py)."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request, status
@@ -77,6 +78,9 @@ def job_json(job: Job) -> dict[str, Any]:
         "probability": job.probability,
         "outcome": job.outcome,
         "model_version": job.model_version,
+        # null: not classified, or not recorded (results from before migration 0004)
+        "model_name": job.model_name,
+        "model_trained": job.model_trained,
         "received_at": iso(job.received_at),
         "started_at": iso(job.started_at),
         "finished_at": iso(job.finished_at),
@@ -87,5 +91,9 @@ def job_json(job: Job) -> dict[str, Any]:
     }
 
 
-def iso(value: Any) -> str | None:
-    return value.isoformat() if value is not None else None
+def iso(value: datetime | None) -> str | None:
+    """An instant as every API gives it: ISO 8601 with its UTC offset (SQLite hands back
+    naive UTC; PostgreSQL an aware value)."""
+    if value is None:
+        return None
+    return (value if value.tzinfo is not None else value.replace(tzinfo=UTC)).isoformat()

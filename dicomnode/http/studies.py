@@ -12,8 +12,10 @@ from dicomnode.audit import AuditAction, AuditEventID
 from dicomnode.http.access import Access, client_id
 from dicomnode.http.context import BEARER, ApiContext, Context
 from dicomnode.http.jobs import iso, job_json
-from dicomnode.http.worklist import thumbnail_url
+from dicomnode.http.worklist import served_version, thumbnail_url
+from dicomnode.http.worklist_view import model_json
 from dicomnode.store.tables import ResultKind, Study, utcnow
+from dicomnode.store.worklist import format_date, format_time
 
 router = APIRouter(dependencies=BEARER)
 
@@ -71,8 +73,8 @@ def study_json(ctx: ApiContext, study: Study) -> dict[str, Any]:
         )
     data: dict[str, Any] = {
         "study_instance_uid": study.study_instance_uid,
-        "study_date": study.study_date,
-        "study_time": study.study_time,
+        "study_date": format_date(study.study_date),
+        "study_time": format_time(study.study_time),
         "study_description": study.study_description,
         "modalities": study.modalities.split(",") if study.modalities else [],
         "body_part": study.body_part,
@@ -80,6 +82,14 @@ def study_json(ctx: ApiContext, study: Study) -> dict[str, Any]:
         "max_probability": study.max_probability,
         "report_version": study.report_version,
         "reported_at": iso(study.reported_at),
+        # The model of the latest report (null: not reported yet; its fields null: unknown).
+        "model": model_json(
+            name=study.model_name,
+            version=study.model_version,
+            trained=study.model_trained,
+            served_version=served_version(ctx),
+            count=1 if study.report_version else 0,
+        ),
         # A report waiting after a failed write (disk full, …): when it is tried again.
         "report_retry_at": iso(_report_retry_at(study)),
         "images": [job_json(j) for j in sorted(jobs, key=lambda j: j.id or 0)],
@@ -99,7 +109,7 @@ def study_json(ctx: ApiContext, study: Study) -> dict[str, Any]:
         data["patient"] = {
             "name": study.patient_name,
             "id": study.patient_id,
-            "birth_date": study.patient_birth_date,
+            "birth_date": format_date(study.patient_birth_date),
             "accession_number": study.accession_number,
         }
     return data

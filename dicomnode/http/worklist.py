@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 from datetime import date
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, HTTPException, Query, Request, status
@@ -20,11 +20,14 @@ from pydicom.errors import InvalidDicomError
 from dicomnode.http.access import Access
 from dicomnode.http.context import BEARER, ApiContext, Context, PageAuth
 from dicomnode.http.i18n import LANGUAGES, translator
+from dicomnode.http.jobs import iso
 from dicomnode.http.pages import TEMPLATES, language, languages, login_page, remember_language
+from dicomnode.http.worklist_view import headers, model_json, row_view
 from dicomnode.objects.sc import render_png
 from dicomnode.store.worklist import (
     MAX_LIMIT,
     FilterError,
+    SortKey,
     StudyOutcome,
     StudyState,
     WorklistFilters,
@@ -63,6 +66,12 @@ def show_identifiers(ctx: ApiContext) -> bool:
     return bool(ctx.settings.api.token) and ctx.settings.api.show_patient_identifiers
 
 
+def served_version(ctx: ApiContext) -> str | None:
+    """The version of the model the node serves now (None while it is being prepared)."""
+    card = ctx.card()
+    return card.version if card is not None else None
+
+
 def row_json(ctx: ApiContext, row: WorklistRow) -> dict[str, Any]:
     data: dict[str, Any] = {
         "study_instance_uid": row.study_instance_uid,
@@ -76,8 +85,18 @@ def row_json(ctx: ApiContext, row: WorklistRow) -> dict[str, Any]:
         "outcome": row.outcome.value if row.outcome else None,
         "max_probability": row.max_probability,
         "state": row.state.value,
+        # Why a failed study failed (a failed image's reason, or a delivery's last error).
+        "reason": row.reason,
         "report_version": row.report_version,
-        "received_at": row.first_received_at.isoformat(),
+        "received_at": iso(row.first_received_at),
+        "reported_at": iso(row.reported_at),
+        "model": model_json(
+            name=row.model_name,
+            version=row.model_version,
+            trained=row.model_trained,
+            served_version=served_version(ctx),
+            count=row.model_count,
+        ),
         "links": {
             "study": f"/api/studies/{row.study_instance_uid}",
             "viewer": viewer_link(ctx.settings.api.viewer_url, row.study_instance_uid),
@@ -91,6 +110,13 @@ def row_json(ctx: ApiContext, row: WorklistRow) -> dict[str, Any]:
             "accession_number": row.accession_number,
         }
     return data
+
+
+def _served_filter(ctx: ApiContext, served_only: bool) -> str | None:
+    if not served_only:
+        return None
+    # While the model is being prepared nothing is served yet: keep no old results out.
+    return served_version(ctx) or None
 
 
 @functools.lru_cache(maxsize=THUMBNAIL_CACHE)
@@ -112,14 +138,22 @@ def worklist(
     date_to: Annotated[date | None, Query(description="study date, inclusive")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
+    sort: Annotated[SortKey, Query(description="column; triage: reading order")] = SortKey.TRIAGE,
+    order: Annotated[Literal["asc", "desc"], Query()] = "asc",
+    served_only: Annotated[
+        bool, Query(description="only studies all of whose results the model served now made")
+    ] = False,
 ) -> dict[str, Any]:
     """Studies in reading order: positive (highest probability first), doubt, negative,
-    then those without an outcome yet; oldest first within a group."""
+    then those without an outcome yet; oldest first within a group. With `sort`, by that
+    column first (empty values last), reading order within ties."""
     try:
         filters = WorklistFilters(
             outcomes=tuple(outcome or ()), states=tuple(state or ()),
             modality=modality.strip().upper() if modality else None,
             date_from=date_from, date_to=date_to, limit=limit, offset=offset,
+            sort=sort, descending=order == "desc",
+            model_version=_served_filter(ctx, served_only),
         )  # fmt: skip
     except FilterError as exc:
         raise HTTPException(HTTP_422, str(exc)) from None
@@ -182,7 +216,9 @@ def page(request: Request, ctx: Context, access: Access, auth: PageAuth) -> Resp
             outcome=params.getlist("outcome"), state=params.getlist("state"),
             modality=params.get("modality", ""), date_from=params.get("date_from", ""),
             date_to=params.get("date_to", ""), limit=params.get("limit", ""),
-            offset=params.get("offset", ""),
+            offset=params.get("offset", ""), sort=params.get("sort", ""),
+            order=params.get("order", ""),
+            model_version=_served_filter(ctx, params.get("served_only") == "1"),
         )  # fmt: skip
     except FilterError as exc:
         error = str(exc)
@@ -192,12 +228,16 @@ def page(request: Request, ctx: Context, access: Access, auth: PageAuth) -> Resp
                     studies=[r.study_instance_uid for r in page.rows],
                     identifiers=show_identifiers(ctx))  # fmt: skip
     card = ctx.card()
+    t = translator(chosen)
     context = {
-        "t": translator(chosen),
+        "t": t,
         "lang": chosen,
         "languages": languages(),
         "page": page,
-        "rows": [_row_view(ctx, row) for row in page.rows],
+        "rows": [row_view(row, row_json(ctx, row), t) for row in page.rows],
+        "columns": headers(
+            filters, identifiers=show_identifiers(ctx), link=functools.partial(_with, request), t=t
+        ),
         "filters": filters,
         "form": _form_values(params),
         "error": error,
@@ -226,6 +266,9 @@ def _form_values(params: Any) -> dict[str, Any]:
         "modality": params.get("modality", ""),
         "date_from": params.get("date_from", ""),
         "date_to": params.get("date_to", ""),
+        "served_only": params.get("served_only") == "1",
+        "sort": params.get("sort", ""),
+        "order": params.get("order", ""),
     }
 
 
@@ -248,11 +291,3 @@ def _pagination(request: Request, page: WorklistPage) -> dict[str, Any]:
         if f.offset + f.limit < page.total
         else None,
     }
-
-
-def _row_view(ctx: ApiContext, row: WorklistRow) -> dict[str, Any]:
-    data = row_json(ctx, row)
-    probability = row.max_probability
-    data["probability_text"] = f"{probability:.2f}" if probability is not None else "–"
-    data["outcome_key"] = row.outcome.value if row.outcome else "none"
-    return data

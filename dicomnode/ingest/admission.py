@@ -26,6 +26,7 @@ from pydicom.tag import Tag
 from pydicom.uid import UID
 from sqlalchemy.exc import SQLAlchemyError
 
+from dicomnode import MANUFACTURER
 from dicomnode.audit import Audit, AuditAction, AuditEventID, AuditOutcome
 from dicomnode.imaging.dicom_errors import RECEIVED_ERRORS
 from dicomnode.library_warnings import summarised
@@ -128,16 +129,20 @@ def _inflated_size(data: memoryview, limit: int) -> int:
     return total
 
 
-@summarised("received object")
-def store_bytes(
-    ctx: StoreContext,
-    encoded: bytes,
-    *,
-    sop_class_uid: str | None = None,
-    sop_instance_uid: str | None = None,
-    calling: str,
-    association: Hashable | None = None,
-) -> tuple[StoreStatus, str]:
+@dataclass(frozen=True)
+class Admitted:
+    """What admitting one file decided, and the instance its header names ("" when unread):
+    for a way in whose reply names each instance (STOW-RS)."""
+
+    status: StoreStatus
+    reason: str
+    sop_class_uid: str = ""
+    sop_instance_uid: str = ""
+
+
+def store_bytes(ctx: StoreContext, encoded: bytes, *, sop_class_uid: str | None = None,
+                sop_instance_uid: str | None = None, calling: str,
+                association: Hashable | None = None) -> tuple[StoreStatus, str]:  # fmt: skip
     """Spool a DICOM file (preamble + meta + dataset, as received) and commit its job.
 
     Used by the C-STORE handler and by every other way in (pulling from a PACS, uploads), so
@@ -145,6 +150,17 @@ def store_bytes(
     when None, the dataset's own are taken. The outcome goes to the audit trail: counted per
     `association` (the pynetdicom Association; written when it closes), or at once.
     """
+    admitted = admit_file(ctx, encoded, sop_class_uid=sop_class_uid, calling=calling,
+                          sop_instance_uid=sop_instance_uid, association=association)  # fmt: skip
+    return admitted.status, admitted.reason
+
+
+@summarised("received object")
+def admit_file(ctx: StoreContext, encoded: bytes | bytearray, *, sop_class_uid: str | None = None,
+               sop_instance_uid: str | None = None, study_instance_uid: str | None = None,
+               calling: str, association: Hashable | None = None) -> Admitted:  # fmt: skip
+    """`store_bytes`, also naming the instance; `study_instance_uid`: the study the request
+    names (a STOW-RS URL), which the dataset must belong to (0xA900 if not)."""
     refusal = _before_reading(encoded, ctx.max_dataset_bytes)
     if refusal is None:
         try:
@@ -155,17 +171,20 @@ def store_bytes(
                 f"dataset cannot be decoded ({type(exc).__name__})",
             )
         else:
-            return store_parts(
+            status, reason = store_parts(
                 ctx, header, _zero_preamble(encoded), len(encoded), sop_class_uid=sop_class_uid,
-                sop_instance_uid=sop_instance_uid, calling=calling, association=association,
+                sop_instance_uid=sop_instance_uid, study_instance_uid=study_instance_uid,
+                calling=calling, association=association,
             )  # fmt: skip
+            uids = (_text(header, "SOPClassUID"), _text(header, "SOPInstanceUID"))
+            return Admitted(status, reason, *(u if looks_like_uid(u) else "" for u in uids))
     status, reason = refusal
     audit_received(ctx, calling=calling, study_uid=None, status=status, reason=reason,
                    association=association)  # fmt: skip
-    return status, reason
+    return Admitted(status, reason)
 
 
-def _before_reading(encoded: bytes, limit: int) -> tuple[StoreStatus, str] | None:
+def _before_reading(encoded: bytes | bytearray, limit: int) -> tuple[StoreStatus, str] | None:
     """Refusals decided on the bytes alone: the file's size, then a deflated dataset's
     inflated size."""
     if limit and len(encoded) > limit:
@@ -173,7 +192,7 @@ def _before_reading(encoded: bytes, limit: int) -> tuple[StoreStatus, str] | Non
     return inflation_refusal(encoded, limit)
 
 
-def inflation_refusal(encoded: bytes, limit: int) -> tuple[StoreStatus, str] | None:
+def inflation_refusal(encoded: bytes | bytearray, limit: int) -> tuple[StoreStatus, str] | None:
     """`oversized` for a file whose dataset is deflated, before pydicom inflates it in one
     piece: a deflate bomb pulled from a PACS or uploaded is refused like one sent by C-STORE
     (HTTP uploads, which are classified without being spooled, call it too).
@@ -202,6 +221,7 @@ def store_parts(
     *,
     sop_class_uid: str | None,
     sop_instance_uid: str | None,
+    study_instance_uid: str | None = None,
     calling: str,
     association: Hashable | None,
 ) -> tuple[StoreStatus, str]:
@@ -209,7 +229,8 @@ def store_parts(
     parsed: the SCP's path, which writes the received buffer without copying it."""
     status, reason = _admit(
         ctx, header, chunks, size, sop_class_uid=sop_class_uid,
-        sop_instance_uid=sop_instance_uid, calling=calling,
+        sop_instance_uid=sop_instance_uid, study_instance_uid=study_instance_uid,
+        calling=calling,
     )  # fmt: skip
     study = _text(header, "StudyInstanceUID")
     audit_received(ctx, calling=calling, study_uid=study if looks_like_uid(study) else None,
@@ -252,6 +273,7 @@ def _admit(
     *,
     sop_class_uid: str | None,
     sop_instance_uid: str | None,
+    study_instance_uid: str | None,
     calling: str,
 ) -> tuple[StoreStatus, str]:
     """The policy of `store_bytes` for a file given as chunks and its parsed header."""
@@ -263,7 +285,7 @@ def _admit(
         sop_instance_uid = sop_instance_uid or str(header.get("SOPInstanceUID", ""))
         if not looks_like_uid(sop_instance_uid) or not looks_like_uid(sop_class_uid):
             return StoreStatus.CANNOT_UNDERSTAND, "SOP class/instance UID is not a valid UID"
-        mismatch = _mismatch(header, sop_class_uid, sop_instance_uid)
+        mismatch = _mismatch(header, sop_class_uid, sop_instance_uid, study_instance_uid)
         if mismatch:
             return StoreStatus.DATASET_MISMATCH, mismatch
         received = _received(header, calling, ctx.spool.relative_path(sop_instance_uid, kind="in"))
@@ -337,7 +359,7 @@ def _may_be_sequence(elem: Any) -> bool:
     return vr in ("SQ", "UN") or undefined
 
 
-def _zero_preamble(encoded: bytes) -> list[bytes | memoryview]:
+def _zero_preamble(encoded: bytes | bytearray) -> list[bytes | bytearray | memoryview]:
     """The file as received, but with a zeroed preamble: the preamble is free for any use
     (PS3.10 7.1), so a DICOM/executable polyglot sent to us is not kept as one."""
     if encoded[128:132] != b"DICM":
@@ -345,13 +367,17 @@ def _zero_preamble(encoded: bytes) -> list[bytes | memoryview]:
     return [bytes(128), memoryview(encoded)[128:]]
 
 
-def _mismatch(header: Dataset, sop_class_uid: str, sop_instance_uid: str) -> str | None:
+def _mismatch(
+    header: Dataset, sop_class_uid: str, sop_instance_uid: str, study: str | None
+) -> str | None:
     if str(header.get("SOPClassUID", "")) != sop_class_uid:
         return "SOP Class UID in the dataset differs from the request"
     if str(header.get("SOPInstanceUID", "")) != sop_instance_uid:
         return "SOP Instance UID in the dataset differs from the request"
     if not looks_like_uid(str(header.get("StudyInstanceUID", ""))):
         return "Study Instance UID missing or invalid"
+    if study is not None and str(header.StudyInstanceUID) != study:
+        return "Study Instance UID differs from the request's study"
     series = header.get("SeriesInstanceUID", "")
     if series and not looks_like_uid(str(series)):
         return "Series Instance UID invalid"
@@ -378,6 +404,8 @@ def _received(header: Dataset, calling: str, relative: str) -> Received:
         calling_ae_title=calling,
         spool_path=relative,
         study={key: _text(header, kw) for key, kw in _STUDY_FIELDS.items()},
+        # The node's own objects coming back (routing loop) are not the study's modalities.
+        own_output=_text(header, "Manufacturer").casefold() == MANUFACTURER.casefold(),
     )
 
 

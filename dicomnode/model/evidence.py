@@ -15,8 +15,9 @@ Why these bounds (docs/model-card.md, "Validation evidence"):
 * MAX_AUC_CI_WIDTH = 0.20: a wider interval cannot tell a good model (AUC 0.9) from a
   mediocre one (0.7).
 
-Pure: values in, values out (no I/O); the messages are English, for logs, the command line
-and the API; the pages render the same parts through their catalogue (`parts`).
+Pure but for `log_warnings`, which writes to the logger it is given: values in, values out;
+the messages are English, for logs, the command line and the API; the pages render the same
+parts through their catalogue (`parts`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from dicomnode.model.card import ModelCard
 
@@ -199,3 +200,18 @@ def assess(card: ModelCard) -> list[EvidenceWarning]:
 def messages(card: ModelCard) -> list[str]:
     """`assess(card)` as English lines (logs, `doctor`, `GET /api/model`)."""
     return [w.message() for w in assess(card)]
+
+
+class _Logger(Protocol):
+    def warning(self, event: str, **fields: Any) -> Any: ...
+
+
+def log_warnings(card: ModelCard, log: _Logger) -> None:
+    """The node's start-up WARNING lines about the model it serves: the untrained demo, or one
+    line per weak data set with its numbers."""
+    if not card.trained:
+        log.warning("running the UNTRAINED DEMO model: results are not meaningful",
+                    model=card.display_name)  # fmt: skip
+        return
+    for text in messages(card):
+        log.warning("model validation evidence is weak", model=card.display_name, warning=text)

@@ -18,6 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import structlog
 from sqlalchemy import event, inspect, text
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import create_engine
@@ -29,6 +30,8 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 BASELINE_REVISION = "0001"
 # pg_advisory_xact_lock key: "dicomnode" schema migrations.
 _PG_MIGRATION_LOCK = 0x6469636F6D
+
+log = structlog.stdlib.get_logger("dicomnode.store.db")
 
 
 class SchemaError(RuntimeError):
@@ -136,6 +139,8 @@ def upgrade_schema(engine: Engine, revision: str = "head") -> tuple[str | None, 
             command.stamp(config, BASELINE_REVISION)
         command.upgrade(config, revision)
         after = MigrationContext.configure(conn).get_current_revision()
+    if after != before:  # Alembic's own lines (13 at each start) are kept to warnings
+        log.info("database schema migrated", revision_before=before, revision=after)
     return before, after
 
 

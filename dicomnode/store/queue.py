@@ -36,6 +36,9 @@ class Received:
     calling_ae_title: str
     spool_path: str
     study: dict[str, str]
+    #: Made by this node (its SR or SC sent back): counts neither as a modality nor body part
+    #: of the study (the one rule `/api/studies/{uid}` and the worklist share).
+    own_output: bool = False
 
 
 class Queue(Repository):
@@ -101,13 +104,15 @@ class Queue(Repository):
         modalities, body_part = conn.execute(
             select(col(Study.modalities), col(Study.body_part)).where(where).with_for_update()
         ).one()
-        merged = set(filter(None, modalities.split(","))) | {item.modality}
+        merged = set(filter(None, modalities.split(",")))
+        if not item.own_output:
+            merged.add(item.modality)
         conn.execute(
             update(Study)
             .where(where)
             .values(
                 modalities=",".join(sorted(m for m in merged if m)),
-                body_part=body_part or item.body_part,
+                body_part=body_part or ("" if item.own_output else item.body_part),
                 last_received_at=now,
             )
         )
@@ -165,6 +170,8 @@ class Queue(Repository):
         probability: float | None = None,
         outcome: str | None = None,
         model_version: str | None = None,
+        model_name: str | None = None,
+        model_trained: bool | None = None,
         preprocess_ms: float | None = None,
         inference_ms: float | None = None,
     ) -> bool:
@@ -181,6 +188,8 @@ class Queue(Repository):
                     probability=probability,
                     outcome=outcome,
                     model_version=model_version,
+                    model_name=model_name,
+                    model_trained=model_trained,
                     preprocess_ms=preprocess_ms,
                     inference_ms=inference_ms,
                     finished_at=utcnow(),

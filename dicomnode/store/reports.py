@@ -42,6 +42,18 @@ def report_due(study: Any, *, now: datetime, stable_seconds: float) -> Any:
     )
 
 
+def report_model(jobs: list[Job]) -> tuple[str, str, bool] | None:
+    """(name, version, trained) of the model that classified every image of a report; None
+    when unknown or several (images classified before and after a model change)."""
+    stamps = {(j.model_name, j.model_version, j.model_trained) for j in jobs}
+    if len(stamps) != 1:
+        return None
+    name, version, trained = stamps.pop()
+    if name is None or version is None or trained is None:
+        return None
+    return name, version, trained
+
+
 class StudyReports(Repository):
     """The report columns of the `study` table, and the classified jobs a report holds."""
 
@@ -68,9 +80,14 @@ class StudyReports(Repository):
         outcome: str,
         max_probability: float,
         owner: str | None = None,
+        model: tuple[str, str, bool] | None = None,
     ) -> bool:
         """Record report `version`. With `owner` (the claim holder), only if that node still
-        holds the claim and the study is still at `version - 1`; False otherwise."""
+        holds the claim and the study is still at `version - 1`; False otherwise.
+
+        `model`: (name, version, trained) of the model that made it (None: unknown)."""
+        name, model_version, trained = model if model is not None else (None, None, None)
+        stamp = {"model_name": name, "model_version": model_version, "model_trained": trained}
         if owner is not None:
             with self.session() as s:
                 n = s.execute(
@@ -84,6 +101,7 @@ class StudyReports(Repository):
                         outcome=outcome,
                         max_probability=max_probability,
                         reported_at=utcnow(),
+                        **stamp,
                         report_owner=None,
                         report_lease_expires_at=None,
                     )
@@ -98,6 +116,8 @@ class StudyReports(Repository):
             study.outcome = outcome
             study.max_probability = max_probability
             study.reported_at = utcnow()
+            for key, value in stamp.items():
+                setattr(study, key, value)
             s.add(study)
             s.commit()
             return True

@@ -63,7 +63,11 @@ class Job(SQLModel, table=True):
     attempts: int = 0
     probability: float | None = None
     outcome: str | None = None
+    # The model that classified the image (None: not classified, or made before the node
+    # recorded it; see migration 0004).
     model_version: str | None = None
+    model_name: str | None = None
+    model_trained: bool | None = None
     received_at: datetime = Field(default_factory=utcnow, index=True)
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -93,6 +97,10 @@ class Study(SQLModel, table=True):
     outcome: str | None = None
     max_probability: float | None = None
     reported_at: datetime | None = None
+    # The model of the latest report (None: unknown, e.g. reported before it was recorded).
+    model_name: str | None = None
+    model_version: str | None = None
+    model_trained: bool | None = None
     # The node building the next report version holds this lease (exactly one report per
     # version when several nodes share the database).
     report_owner: str | None = None

@@ -19,123 +19,43 @@ on the worklist; `/api/jobs` shows them.
 
 Reading order: positive by probability (highest first; ties: oldest first), then doubt, then
 negative (each oldest first), then studies without an outcome yet (oldest first). "Oldest" is
-when the node first received the study: the time it has been waiting for a reader.
+when the node first received the study: the time it has been waiting for a reader. Sorting by
+a column (`SortKey`) is done here in SQL, so it holds across pages; ties keep reading order.
+
+Model of a study's row: from its classified images. Untrained if any image was classified by an
+untrained model (its result is a demo's, whatever replaced the model since), unknown if any
+image's model was not recorded (before migration 0004), else trained.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Integer, String, and_, case, cast, func, literal, or_, select
+from sqlalchemy import Integer, String, and_, case, cast, false, func, literal, or_, select
 from sqlalchemy.engine import Engine
 from sqlmodel import col
 
 from dicomnode.store.tables import Delivery, DeliveryState, Job, JobState, Result, ResultKind, Study
+from dicomnode.store.worklist_filters import (
+    MAX_LIMIT,
+    FilterError,
+    SortKey,
+    StudyOutcome,
+    StudyState,
+    WorklistFilters,
+)
 
-
-class StudyState(StrEnum):
-    WAITING = "waiting"
-    PROCESSING = "processing"
-    REPORTED = "reported"
-    DELIVERED = "delivered"
-    FAILED = "failed"
-
-
-class StudyOutcome(StrEnum):
-    POSITIVE = "positive"
-    DOUBT = "doubt"
-    NEGATIVE = "negative"
-
+__all__ = [
+    "MAX_LIMIT", "FilterError", "SortKey", "StudyOutcome", "StudyState", "WorklistFilters",
+    "WorklistPage", "WorklistRow", "query_worklist", "sc_result",
+]  # fmt: skip
 
 _RANK = {StudyOutcome.POSITIVE: 0, StudyOutcome.DOUBT: 1, StudyOutcome.NEGATIVE: 2}
 _NO_OUTCOME = 3
-MAX_LIMIT = 500
-
-
-class FilterError(ValueError):
-    """A worklist filter cannot be used; the message says which and why (HTTP 422)."""
-
-
-@dataclass(frozen=True)
-class WorklistFilters:
-    outcomes: tuple[StudyOutcome, ...] = ()
-    states: tuple[StudyState, ...] = ()
-    modality: str | None = None
-    #: Inclusive range on the DICOM Study Date.
-    date_from: date | None = None
-    date_to: date | None = None
-    limit: int = 50
-    offset: int = 0
-
-    def __post_init__(self) -> None:
-        # Accept plain strings too (validated here, like every other field).
-        outcomes = tuple(_enum(StudyOutcome, "outcome", v) for v in self.outcomes)
-        states = tuple(_enum(StudyState, "state", v) for v in self.states)
-        object.__setattr__(self, "outcomes", outcomes)
-        object.__setattr__(self, "states", states)
-        if self.date_from and self.date_to and self.date_from > self.date_to:
-            raise FilterError("date_from must not be after date_to")
-        if self.modality is not None and not (
-            0 < len(self.modality) <= 16 and self.modality.isalnum() and self.modality.isupper()
-        ):
-            raise FilterError("modality must be a DICOM modality code such as CR or DX")
-        if not 1 <= self.limit <= MAX_LIMIT:
-            raise FilterError(f"limit must be between 1 and {MAX_LIMIT}")
-        if self.offset < 0:
-            raise FilterError("offset must not be negative")
-
-    @classmethod
-    def from_strings(
-        cls,
-        *,
-        outcome: Sequence[str] = (),
-        state: Sequence[str] = (),
-        modality: str = "",
-        date_from: str = "",
-        date_to: str = "",
-        limit: str = "",
-        offset: str = "",
-    ) -> WorklistFilters:
-        """Filters as a web form sends them (empty string: not set)."""
-        return cls(
-            outcomes=tuple(_enum(StudyOutcome, "outcome", v) for v in outcome if v),
-            states=tuple(_enum(StudyState, "state", v) for v in state if v),
-            modality=modality.strip().upper() or None,
-            date_from=_date("date_from", date_from),
-            date_to=_date("date_to", date_to),
-            limit=_int("limit", limit, 50),
-            offset=_int("offset", offset, 0),
-        )
-
-
-def _enum(kind: type[StrEnum], name: str, value: str) -> Any:
-    try:
-        return kind(value)
-    except ValueError:
-        allowed = ", ".join(m.value for m in kind)
-        raise FilterError(f"{name} must be one of {allowed}") from None
-
-
-def _date(name: str, value: str) -> date | None:
-    if not value:
-        return None
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise FilterError(f"{name} must be a date as YYYY-MM-DD") from None
-
-
-def _int(name: str, value: str, default: int) -> int:
-    if not value:
-        return default
-    try:
-        return int(value)
-    except ValueError:
-        raise FilterError(f"{name} must be a whole number") from None
+#: How long a failure reason may be on a worklist row (the study's page has it in full).
+REASON_LENGTH = 200
 
 
 @dataclass(frozen=True)
@@ -158,6 +78,15 @@ class WorklistRow:
     accession_number: str
     #: SOP Instance UIDs of the study's Secondary Captures (one per classified image).
     secondary_captures: tuple[str, ...] = field(default=())
+    reported_at: datetime | None = None
+    #: The model of the classified images: name and version (None: unknown or several),
+    #: trained (None: unknown), and how many versions classified them (0: none yet).
+    model_name: str | None = None
+    model_version: str | None = None
+    model_trained: bool | None = None
+    model_count: int = 0
+    #: Why a failed study failed (a failed image's reason or an undeliverable result's error).
+    reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -174,14 +103,17 @@ def _count(condition: Any) -> Any:
 _STUDY_COLUMNS = (
     "study_instance_uid", "patient_name", "patient_id", "accession_number", "study_date",
     "study_time", "study_description", "modalities", "body_part", "first_received_at",
-    "report_version",
+    "report_version", "reported_at",
 )  # fmt: skip
 
 
-def _query() -> Any:
-    """One row per study with its derived state, outcome rank and counts (not yet filtered)."""
+def _query(served_version: str | None = None) -> Any:
+    """One row per study with its derived state, outcome rank and counts (not yet filtered);
+    `other_models`: its images classified by another model than `served_version`."""
     state = col(Job.state)
     classified = state == JobState.CLASSIFIED
+    version = col(Job.model_version)
+    other = or_(version.is_(None), version != served_version) if served_version else false()
     rank_of_job = case(
         *((col(Job.outcome) == outcome.value, rank) for outcome, rank in _RANK.items()),
         else_=_NO_OUTCOME,
@@ -196,6 +128,12 @@ def _query() -> Any:
             _count(state == JobState.FAILED).label("failed"),
             func.max(case((classified, col(Job.probability)))).label("max_probability"),
             func.min(case((classified, rank_of_job), else_=_NO_OUTCOME)).label("rank"),
+            _count(and_(classified, col(Job.model_trained) == false())).label("untrained"),
+            _count(and_(classified, col(Job.model_trained).is_(None))).label("unknown_model"),
+            func.count(func.distinct(case((classified, version)))).label("model_count"),
+            func.max(case((classified, version))).label("model_version"),
+            func.max(case((classified, col(Job.model_name)))).label("model_name"),
+            _count(and_(classified, other)).label("other_models"),
         )
         .group_by(col(Job.study_instance_uid))
         .subquery("per_job")
@@ -234,6 +172,12 @@ def _query() -> Any:
             j.max_probability,
             rank,
             study_state,
+            j.untrained,
+            j.unknown_model,
+            j.model_count,
+            j.model_version,
+            j.model_name,
+            j.other_models,
         )
         .join(per_job, j.uid == col(Study.study_instance_uid))
         .outerjoin(per_delivery, d.uid == col(Study.study_instance_uid))
@@ -256,7 +200,43 @@ def _filtered(w: Any, filters: WorklistFilters) -> Any:
         stmt = stmt.where(w.c.study_date != "", w.c.study_date >= _dicom_date(filters.date_from))
     if filters.date_to:
         stmt = stmt.where(w.c.study_date != "", w.c.study_date <= _dicom_date(filters.date_to))
+    if filters.model_version:
+        stmt = stmt.where(w.c.other_models == 0)
     return stmt
+
+
+def _sort_columns(w: Any) -> dict[SortKey, tuple[Any, ...]]:
+    return {
+        SortKey.PROBABILITY: (w.c.max_probability,),
+        SortKey.PATIENT: (func.upper(w.c.patient_name),),
+        SortKey.PATIENT_ID: (w.c.patient_id,),
+        SortKey.ACCESSION: (w.c.accession_number,),
+        SortKey.STUDY_DATE: (w.c.study_date, w.c.study_time),
+        SortKey.DESCRIPTION: (func.upper(w.c.study_description),),
+        SortKey.BODY_PART: (w.c.body_part,),
+        SortKey.IMAGES: (w.c.images,),
+        SortKey.RECEIVED: (w.c.first_received_at,),
+        SortKey.STATE: (w.c.state,),
+        SortKey.MODEL: (w.c.model_version,),
+    }
+
+
+def _order(w: Any, filters: WorklistFilters) -> list[Any]:
+    """The chosen column first (empty values last either way), then the reading order."""
+    positive = w.c.rank == _RANK[StudyOutcome.POSITIVE]
+    triage = [
+        w.c.rank,
+        case((positive, -w.c.max_probability), else_=0),
+        w.c.first_received_at,
+        w.c.study_instance_uid,
+    ]
+    if filters.sort == SortKey.TRIAGE:
+        return [c.desc() for c in triage] if filters.descending else triage
+    chosen = _sort_columns(w)[filters.sort]
+    return [
+        *((c.desc() if filters.descending else c.asc()).nulls_last() for c in chosen),
+        *triage,
+    ]
 
 
 def _dicom_date(value: date) -> str:
@@ -265,17 +245,10 @@ def _dicom_date(value: date) -> str:
 
 def query_worklist(engine: Engine, filters: WorklistFilters) -> WorklistPage:
     """The filtered, ordered page of the worklist and the total number of matching studies."""
-    w = _query()
+    w = _query(filters.model_version)
     stmt = _filtered(w, filters)
     total_stmt = select(func.count()).select_from(stmt.subquery())
-    positive = w.c.rank == _RANK[StudyOutcome.POSITIVE]
-    ordered = stmt.order_by(
-        w.c.rank,
-        case((positive, -w.c.max_probability), else_=0),
-        w.c.first_received_at,
-        w.c.study_instance_uid,
-    )
-    page = ordered.limit(filters.limit).offset(filters.offset)
+    page = stmt.order_by(*_order(w, filters)).limit(filters.limit).offset(filters.offset)
     with engine.connect() as conn:
         total = int(conn.execute(total_stmt).scalar_one())
         records = list(conn.execute(page).mappings())
@@ -291,14 +264,50 @@ def query_worklist(engine: Engine, filters: WorklistFilters) -> WorklistPage:
             )
             for study_uid, sop_uid in conn.execute(sc):
                 captures.setdefault(study_uid, []).append(sop_uid)
-    rows = [_row(r, captures.get(r["study_instance_uid"], [])) for r in records]
+        failed = [r["study_instance_uid"] for r in records if r["state"] == StudyState.FAILED]
+        reasons = _failure_reasons(conn, failed) if failed else {}
+    rows = [
+        _row(r, captures.get(r["study_instance_uid"], []), reasons.get(r["study_instance_uid"]))
+        for r in records
+    ]
     return WorklistPage(rows=rows, total=total, filters=filters)
 
 
 _OUTCOME_BY_RANK = {rank: outcome for outcome, rank in _RANK.items()}
 
 
-def _row(r: Any, captures: list[str]) -> WorklistRow:
+def _failure_reasons(conn: Any, uids: list[str]) -> dict[str, str]:
+    """The first failed image's reason per study, else its first undeliverable result's."""
+    reasons: dict[str, str] = {}
+    images = (
+        select(col(Job.study_instance_uid), col(Job.reason))
+        .where(col(Job.study_instance_uid).in_(uids), col(Job.state) == JobState.FAILED)
+        .order_by(col(Job.id))
+    )
+    deliveries = (
+        select(col(Result.study_instance_uid), col(Delivery.last_error))
+        .join(Delivery, col(Delivery.result_id) == col(Result.id))
+        .where(col(Result.study_instance_uid).in_(uids))
+        .where(col(Delivery.state) == DeliveryState.FAILED)
+        .order_by(col(Delivery.id))
+    )
+    for stmt in (images, deliveries):
+        for uid, reason in conn.execute(stmt):
+            if reason and uid not in reasons:
+                reasons[uid] = str(reason)[:REASON_LENGTH]
+    return reasons
+
+
+def _model_trained(r: Any) -> bool | None:
+    if int(r["untrained"]):
+        return False
+    if int(r["unknown_model"]) or not int(r["model_count"]):
+        return None
+    return True
+
+
+def _row(r: Any, captures: list[str], reason: str | None) -> WorklistRow:
+    single = int(r["model_count"]) == 1
     return WorklistRow(
         study_instance_uid=r["study_instance_uid"],
         study_date=r["study_date"],
@@ -317,6 +326,12 @@ def _row(r: Any, captures: list[str]) -> WorklistRow:
         patient_id=r["patient_id"],
         accession_number=r["accession_number"],
         secondary_captures=tuple(captures),
+        reported_at=r["reported_at"],
+        model_name=r["model_name"] if single else None,
+        model_version=r["model_version"] if single else None,
+        model_trained=_model_trained(r),
+        model_count=int(r["model_count"]),
+        reason=reason,
     )
 
 
@@ -334,16 +349,19 @@ def sc_result(engine: Engine, sop_instance_uid: str) -> tuple[str, str] | None:
 
 
 def format_date(value: str) -> str:
-    """DICOM DA (YYYYMMDD) → YYYY-MM-DD; anything else as given."""
+    """DICOM DA (YYYYMMDD) → ISO YYYY-MM-DD; anything else as given. Every API gives dates
+    this one way."""
+    value = value.strip()
     if len(value) == 8 and value.isdigit():
         return f"{value[:4]}-{value[4:6]}-{value[6:]}"
     return value
 
 
 def format_time(value: str) -> str:
-    """DICOM TM (HHMMSS.ffffff, parts optional) → HH:MM[:SS]; anything else as given."""
-    digits = value.split(".")[0]
+    """DICOM TM (HHMMSS.ffffff, parts optional) → ISO HH:MM:SS (fractions dropped); anything
+    else as given. Every API gives study times this one way."""
+    digits = value.strip().split(".")[0]
     if digits.isdigit() and len(digits) in (2, 4, 6):
-        parts = [digits[i : i + 2] for i in range(0, len(digits), 2)]
-        return ":".join(parts + ["00"] * (2 - len(parts)) if len(parts) < 2 else parts)
+        padded = digits.ljust(6, "0")
+        return f"{padded[:2]}:{padded[2:4]}:{padded[4:]}"
     return value

@@ -1,4 +1,4 @@
-"""Analysis of uploaded files (HTTP): one image, or a ZIP of a DICOM study.
+"""Analysis of uploaded files (HTTP): one image, or a ZIP of DICOM studies (a result each).
 
 Nothing here re-implements the node: images are read by `preprocess.load_image`, DICOM goes
 through `offline.classify_files` (the pipeline's `work.prepare.display_image`, the classifier,
@@ -251,7 +251,9 @@ def analyze_study(
     """Classify the radiographs of a zipped study (DICOM at any depth) into `directory`.
 
     Every entry is reported: classified, skipped (with the reason: not DICOM, not a
-    radiograph, …) or failed. One SR per study, one SC and overlay PNG per classified image.
+    radiograph, …) or failed. Each study is a result of its own (an archive may hold several
+    patients): its outcome from its own images, or, when none was classified, the reason.
+    One SR per study, one SC and overlay PNG per classified image.
     The extracted copies live in a private temporary directory removed before returning.
     """
     started = time.perf_counter()
@@ -364,6 +366,7 @@ def _study_row(
         item["images"] += 1
     study: dict[str, Any] = {
         "study_instance_uid": study_uid,
+        "entries": [row["entry"] for row in rows],
         "images": len(entries),
         "classified": len(classified),
         "skipped": sum(1 for r in results if r.state == "skipped"),
@@ -379,9 +382,12 @@ def _study_row(
             "series": list(series.values()),
         },
         "outcome": None,
+        #: Why a study has no outcome: the reasons its images were not classified.
+        "reason": "; ".join(sorted({r.reason for r in results if r.reason})) or None,
         "files": {},
     }
     if classified:
+        study["reason"] = None
         top = max(r.prediction.probability for r in classified)  # type: ignore[union-attr]
         study.update(prediction_fields(top, card))
         for output in STUDY_OUTPUTS:

@@ -7,6 +7,7 @@ No patient identifiers are written (the upload's own metadata summary has none).
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,14 +18,19 @@ from openpyxl.worksheet.worksheet import Worksheet
 
 DISCLAIMER = "AI triage aid, not a diagnosis. Every image must be read by a radiologist."
 
+#: Every result names the model that made it (an untrained one says so on every row).
+MODEL_COLUMNS = (
+    ("AI model", "ai_model"), ("AI model version", "ai_model_version"),
+    ("UNTRAINED DEMO", "ai_untrained_demo"),
+)  # fmt: skip
 STUDY_COLUMNS = (
     ("Study Instance UID", "study_instance_uid"), ("Study date", "study_date"),
-    ("Study description", "study_description"), ("Outcome", "outcome"),
+    ("Study description", "study_description"), ("Outcome", "outcome"), ("Reason", "reason"),
     ("Highest fracture probability", "fracture_probability"), ("Confidence", "confidence"),
     ("Images", "images"), ("Classified", "classified"), ("Skipped", "skipped"),
     ("Failed", "failed"), ("Modalities", "modalities"), ("Manufacturers", "manufacturers"),
     ("Models", "models"), ("Body parts", "body_parts"), ("Views", "views"),
-    ("SR SOP Instance UID", "sr_sop_instance_uid"),
+    ("SR SOP Instance UID", "sr_sop_instance_uid"), *MODEL_COLUMNS,
 )  # fmt: skip
 IMAGE_COLUMNS = (
     ("Archive entry", "entry"), ("State", "state"), ("Reason", "reason"),
@@ -40,7 +46,7 @@ IMAGE_COLUMNS = (
     ("Photometric interpretation", "photometric_interpretation"),
     ("Transfer syntax", "transfer_syntax"), ("Series number", "series_number"),
     ("Instance number", "instance_number"), ("Series description", "series_description"),
-    ("SC SOP Instance UID", "sc_sop_instance_uid"),
+    ("SC SOP Instance UID", "sc_sop_instance_uid"), *MODEL_COLUMNS,
 )  # fmt: skip
 
 
@@ -50,11 +56,16 @@ def write_report(path: Path, result: dict[str, Any]) -> list[str]:
     studies = workbook.active
     assert studies is not None
     studies.title = "Studies"
-    _table(studies, STUDY_COLUMNS, [_study_values(s) for s in result["studies"]])
-    images = workbook.create_sheet("Images")
-    _table(images, IMAGE_COLUMNS, [_image_values(i) for i in result["images"]])
-    model = workbook.create_sheet("Model")
     m = result["model"]
+    stamp = {
+        "ai_model": m.get("name") or m["display_name"],
+        "ai_model_version": m["version"],
+        "ai_untrained_demo": "yes" if m["untrained_demo"] else "no",
+    }
+    _table(studies, STUDY_COLUMNS, [_study_values(s, stamp) for s in result["studies"]])
+    images = workbook.create_sheet("Images")
+    _table(images, IMAGE_COLUMNS, [_image_values(i, stamp) for i in result["images"]])
+    model = workbook.create_sheet("Model")
     rows = [
         ("Model", m["display_name"]), ("Version", m["version"]),
         ("Architecture", m["architecture"]),
@@ -69,13 +80,25 @@ def write_report(path: Path, result: dict[str, Any]) -> list[str]:
     return list(workbook.sheetnames)
 
 
-def _study_values(study: dict[str, Any]) -> list[Any]:
-    flat = {**study, **study.get("summary", {})}
+def _study_values(study: dict[str, Any], stamp: dict[str, Any]) -> list[Any]:
+    flat = {**study, **study.get("summary", {}), **stamp}
+    flat["study_date"] = _date(flat.get("study_date"))
     return [_plain(flat.get(key)) for _, key in STUDY_COLUMNS]
 
 
-def _image_values(image: dict[str, Any]) -> list[Any]:
-    flat = {**image.get("metadata", {}), **image}
+def _date(value: Any) -> Any:
+    """A DICOM date (YYYYMMDD) or an ISO date as a spreadsheet date, shown in the reader's own
+    format; anything else as the text it is."""
+    for layout in ("%Y%m%d", "%Y-%m-%d"):
+        try:
+            return datetime.strptime(str(value), layout).date()
+        except ValueError:
+            continue
+    return value
+
+
+def _image_values(image: dict[str, Any], stamp: dict[str, Any]) -> list[Any]:
+    flat = {**image.get("metadata", {}), **image, **stamp}
     return [_plain(flat.get(key)) for _, key in IMAGE_COLUMNS]
 
 

@@ -37,6 +37,7 @@ from dicomnode.objects.outputs import (
 )
 from dicomnode.objects.sources import SourceRejected
 from dicomnode.store.jobs import Jobs
+from dicomnode.store.reports import report_model
 from dicomnode.store.spool import Spool, SpoolFull
 from dicomnode.store.tables import Job, JobState, ResultKind, utcnow
 from dicomnode.uids import hash_uid
@@ -237,6 +238,8 @@ class Pipeline:
             probability=prediction.probability if prediction else None,
             outcome=str(prediction.outcome) if prediction else None,
             model_version=self.classifier.card.version if prediction else None,
+            model_name=self.classifier.card.name if prediction else None,
+            model_trained=self.classifier.card.trained if prediction else None,
             preprocess_ms=preprocess_ms,
             inference_ms=inference_ms,
         )
@@ -341,6 +344,7 @@ class Pipeline:
             outcome=str(outcome),
             max_probability=top,
             owner=owner,
+            model=report_model([i.job for i in images if i.job.id not in left_out]),
         )
         if not recorded:
             log.warning("report claim lost; version left to the node that took it over",

@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import generated_sections  # docs/tools, next to this script
-from pydantic import BaseModel
+from pydantic import BaseModel, SecretStr
 from pydantic_core import PydanticUndefined
 
-from dicomnode.config import ENV_PREFIX, Destination, Settings
+from dicomnode.config import ENV_PREFIX, Settings
+from dicomnode.destinations import Destination, DicomwebDestination
 
 REPO = Path(__file__).resolve().parents[2]
 DOC = REPO / "docs" / "administration.md"
@@ -31,8 +32,9 @@ NOTES: dict[str, str] = {
     "node.host": "Listen address of the DICOM SCP. `127.0.0.1`: local peers only; `0.0.0.0`: all.",
     "node.port": "TCP port of the DICOM SCP.",
     "node.data_dir": "Spool (`spool/in`, `spool/hdr`, `spool/out`, `spool/tmp`), the SQLite "
-    "database `dicomnode.db` and `log-salt`. A relative path is taken from the working "
-    "directory at start.",
+    "database `dicomnode.db`, the model cache `models/` and `log-salt`. A relative path is "
+    "taken from the configuration file's folder (the working directory without `--config`), "
+    "as are `spool_dir`, the TLS files and `model.package`.",
     "node.study_stable_seconds": "A study's report (SR) is built once no image of it has "
     "arrived for this long and all its jobs are finished.",
     "node.allowed_calling_ae_titles": "Calling AE titles allowed to associate (exact, "
@@ -50,7 +52,7 @@ NOTES: dict[str, str] = {
     "negotiating connection (of the address holding the most) is closed to make room: a real "
     "peer sends its request within milliseconds, so only connections that merely hold a place "
     "are dropped. Each drop is logged, audited (`SecurityAlert`) and counted "
-    "(`dicomnode_stores_rejected_total{status=\"dropped\"}`).",
+    '(`dicomnode_stores_rejected_total{status="dropped"}`).',
     "node.max_negotiating_per_address": "The same budget per source address (at most "
     "`max_negotiating`): past it, that address's oldest negotiating connection is closed, so "
     "one host cannot push the connections of others out.",
@@ -97,6 +99,9 @@ NOTES: dict[str, str] = {
     "and limits; `max_associations` counts both ports together. Needs `tls_certificate` and "
     "`tls_private_key`; refused with `tls_required = true`. 0: one port (TLS only when a "
     "certificate is set).",
+    "destinations[].type": '`"dimse"`: results go by C-STORE (`ae_title`, `host`, `port`, '
+    '`tls`); `"dicomweb"`: by STOW-RS (`url`, `auth`, …). Both share the outbox\'s retries, '
+    "backoff and delivery states.",
     "destinations[].name": "Your name for the destination, unique; deliveries are recorded "
     "under it.",
     "destinations[].ae_title": "Called AE title of the destination.",
@@ -106,6 +111,19 @@ NOTES: dict[str, str] = {
     "certificate and host name are verified against `node.tls_ca_certificate` (else the "
     "system CAs); the node's `tls_certificate`, when set, is presented as client certificate. "
     "Independent of what receiving requires (`node.tls_verify_clients`).",
+    "destinations[].url": "DICOMweb base URL of a `dicomweb` destination (http or https, no "
+    "credentials in it); results are POSTed to `{url}/studies/{study}`. Orthanc: "
+    "`http://host:8042/dicom-web`.",
+    "destinations[].auth": 'Authentication of a `dicomweb` destination: `"none"`, '
+    '`"basic"` (`username`, `password`) or `"bearer"` (`token`). Credentials are only '
+    "sent over https (or to loopback): plain http elsewhere is refused at start.",
+    "destinations[].username": 'User name for `auth = "basic"`.',
+    "destinations[].password": 'Password for `auth = "basic"` (never logged).',
+    "destinations[].token": 'Bearer token for `auth = "bearer"` (never logged).',
+    "destinations[].tls_verify": "Verify the https certificate of a `dicomweb` destination. "
+    "`false` only for tests.",
+    "destinations[].tls_ca_certificate": "PEM CA certificate that verifies a `dicomweb` "
+    "destination's https certificate; unset: the system CAs.",
     "delivery.max_attempts": "Attempts per result and destination before the delivery is "
     "marked failed. 0: retry forever.",
     "delivery.backoff_initial_seconds": "Delay after the first failed attempt; doubled after "
@@ -153,7 +171,7 @@ NOTES: dict[str, str] = {
     "node.node_id": "This node's id in a shared database (owner of its leases); unique per "
     "node, stable across restarts. Empty: `<ae_title>@<hostname>:<port>`.",
     "node.spool_dir": "Spool directory; default `data_dir/spool`. Nodes sharing one database "
-    "must share it too.",
+    "must share it too. Relative: from the configuration file's folder.",
     "node.shutdown_grace_seconds": "On SIGTERM/SIGINT: stop accepting associations, finish or "
     "requeue the job in hand, record the outbox state and exit within this many seconds.",
     "retention.enabled": "Run the scheduled clean-up in the node (`dicomnode retention` runs it "
@@ -237,6 +255,8 @@ def _default(field: Any) -> str:
     if field.default is PydanticUndefined and field.default_factory is None:
         return "(required)"
     value = field.get_default(call_default_factory=True)
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
     if value is None:
         return "(unset)"
     if isinstance(value, bool):
@@ -249,16 +269,22 @@ def _default(field: Any) -> str:
 def settings_keys() -> list[tuple[str, str, str]]:
     """(documented key, default, environment variable) for every setting."""
     keys = []
+    seen = set()
     for section, field in Settings.model_fields.items():
-        if section == "destinations":
-            model: type[BaseModel] = Destination
+        models: list[type[BaseModel]]
+        if section == "destinations":  # the keys of both types; `type` defaults to "dimse"
+            models = [Destination, DicomwebDestination]
             prefix, env = "destinations[].", "(file only)"
         else:
-            model, prefix, env = field.annotation, f"{section}.", ""  # type: ignore[assignment]
-        for key, sub in model.model_fields.items():
-            name = prefix + key
-            variable = env or f"`{ENV_PREFIX}{section.upper()}__{key.upper()}`"
-            keys.append((name, _default(sub), variable))
+            models, prefix, env = [field.annotation], f"{section}.", ""  # type: ignore[list-item]
+        for model in models:
+            for key, sub in model.model_fields.items():
+                name = prefix + key
+                if name in seen:
+                    continue
+                seen.add(name)
+                variable = env or f"`{ENV_PREFIX}{section.upper()}__{key.upper()}`"
+                keys.append((name, _default(sub), variable))
     return keys
 
 

@@ -17,6 +17,7 @@ from tests.integration.test_worklist_browser import (  # noqa: F401 (fixture)
 from tests.support.models import small_validation_package
 from tests.support.nodecfg import write_node_config
 from tests.support.peers import wait_until
+from tests.support.screens import save_screenshot, set_viewport
 
 TOKEN = "about-browser-token"
 
@@ -49,7 +50,7 @@ def test_about_page_in_chromium(tmp_path, node_factory, browser):  # noqa: F811
     assert weak["level"] == "warning" and "9 images (3 fractures)" in weak["warning"]
 
     driver = browser
-    driver.set_window_size(1280, 800)
+    set_viewport(driver)  # 1280×800
     driver.get(node.api_url + "/about-model")
     driver.find_element(By.ID, "token").send_keys(TOKEN)  # the page needs the token
     driver.find_element(By.ID, "sign-in").click()
@@ -77,8 +78,7 @@ def test_about_page_in_chromium(tmp_path, node_factory, browser):  # noqa: F811
         wait_until(lambda plot=plot: _loaded(driver, plot), timeout=30, what=f"the {name} plot")
         assert plot.get_attribute("src").endswith(f"/about-model/plots/{name}.png")
         assert driver.execute_script("return arguments[0].naturalWidth", plot) > 100
-    driver.execute_script("arguments[0].scrollIntoView()", box)
-    # screenshot: about  (save_screenshot(driver, "about") once tests/support/screens.py exists)
+    save_screenshot(driver, "about")  # screenshot: about (make screenshots)
     assert csp_violations(driver) == []  # the plots are the node's own images
 
     driver.find_element(By.ID, "lang-uk").click()
@@ -87,3 +87,4 @@ def test_about_page_in_chromium(tmp_path, node_factory, browser):  # noqa: F811
     box = driver.find_element(By.ID, "evidence-warnings")
     assert "валідація: 9 зображень (3 переломів); менше ніж 50 переломів" in box.text
     assert _rows(driver.find_element(By.ID, "card-metrics"))[1][:3] == ["Валідація", "9", "3"]
+    save_screenshot(driver, "about-uk")

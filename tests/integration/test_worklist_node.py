@@ -92,3 +92,32 @@ def test_real_cstores_are_counted_listed_and_thumbnailed(tmp_path, status_scp, n
     assert picture.format == "PNG" and max(picture.size) <= 256 and min(picture.size) > 16
     study = _get(node, cr_row["links"]["study"]).json()
     assert [r["thumbnail"] for r in study["results"] if r["kind"] == "sc"] == [thumbnail]
+
+    # Every result names its model: the demo's, per image and per study report.
+    assert cr_row["model"]["untrained_demo"] and cr_row["model"]["version"].startswith("demo-")
+    assert study["model"] == cr_row["model"]
+    assert all(i["model_trained"] is False for i in study["images"] if i["probability"])
+    # One date format in every API.
+    assert study["study_date"] == cr_row["study_date"] == "2004-08-26"
+    assert study["study_time"] == cr_row["study_time"] == "18:50:59"
+
+    # The node's own SR and SC sent back to it (a routing loop): skipped as its own output, and
+    # not counted among the study's modalities by either API.
+    own = [p for p in (tmp_path / "node" / "var").rglob("*") if p.is_file() and _own(p)]
+    assert len(own) == 2, own
+    assert storescu(own, port=port).statuses == [0x0000, 0x0000]
+    wait_until(
+        lambda: len([j for j in _get(node, f"/api/jobs?study_instance_uid={cr_study}").json()
+                     ["jobs"] if j["reason"] == "own output"]) == 2,
+        timeout=60, what="the node's own objects skipped",
+    )  # fmt: skip
+    assert _get(node, cr_row["links"]["study"]).json()["modalities"] == ["CR"]
+    rows = _get(node, "/api/worklist").json()["studies"]
+    assert next(r for r in rows if r["study_instance_uid"] == cr_study)["modalities"] == ["CR"]
+
+
+def _own(path) -> bool:
+    try:
+        return pydicom.dcmread(path, stop_before_pixels=True).get("Manufacturer") == "dicomnode"
+    except Exception:
+        return False

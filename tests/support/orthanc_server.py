@@ -25,6 +25,8 @@ from tests.support.procs import (
 
 ORTHANC_BIN = "/usr/sbin/Orthanc"
 ORTHANC_PYTHON_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancPython.so")
+#: Debian's `orthanc-dicomweb`: STOW-RS/QIDO-RS/WADO-RS under /dicom-web/ (`dicomweb=` below).
+ORTHANC_DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
 
 
 def load_orthanc_config(path: str | Path) -> dict[str, Any]:
@@ -101,6 +103,7 @@ class Orthanc:
         modalities: Mapping[str, Sequence[Any] | Mapping[str, Any]] | None = None,
         plugins: Sequence[str | Path] | None = None,
         python_script: str | Path | None = None,
+        dicomweb: Mapping[str, Any] | None = None,
         users: Mapping[str, str] | None = None,
         extra: Mapping[str, Any] | None = None,
         env: Mapping[str, str] | None = None,
@@ -140,6 +143,11 @@ class Orthanc:
             settings["PythonScript"] = str(Path(python_script).resolve())
             if plugins is None:
                 plugins = [ORTHANC_PYTHON_PLUGIN]
+        if dicomweb is not None:
+            # The DICOMweb plugin at /dicom-web/, with `dicomweb` merged into its "DicomWeb"
+            # section (e.g. {"Servers": {"node": {...}}}: the peers Orthanc pushes to by STOW-RS).
+            settings["DicomWeb"] = {"Enable": True, "Root": "/dicom-web/", **dicomweb}
+            plugins = [*(plugins or []), ORTHANC_DICOMWEB_PLUGIN]
         if plugins is not None:
             settings["Plugins"] = [str(p) for p in plugins]
         settings.update(extra or {})
@@ -320,6 +328,12 @@ class Orthanc:
         """Ask Orthanc to C-STORE `resources` (Orthanc IDs) to a configured modality."""
         body = {"Resources": list(resources), "Synchronous": True, "Timeout": int(timeout)}
         return dict(self.post(f"/modalities/{modality}/store", body))
+
+    def stow_to(self, server: str, resources: Sequence[str]) -> dict[str, Any]:
+        """Ask Orthanc's DICOMweb plugin to push `resources` (Orthanc IDs) by STOW-RS to one
+        of its `DicomWeb.Servers` (`POST /dicom-web/servers/{server}/stow`, synchronous)."""
+        body = {"Resources": list(resources), "Synchronous": True}
+        return dict(self.post(f"/dicom-web/servers/{server}/stow", body) or {})
 
     def echo_modality(self, modality: str) -> bool:
         """C-ECHO from Orthanc to a configured modality; True if it answered."""

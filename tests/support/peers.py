@@ -33,6 +33,7 @@ from tests.support.dcmtk import (
 )
 from tests.support.orthanc_server import (
     ORTHANC_BIN,
+    ORTHANC_DICOMWEB_PLUGIN,
     ORTHANC_PYTHON_PLUGIN,
     Orthanc,
     load_orthanc_config,
@@ -51,6 +52,7 @@ __all__ = [
     "DEBIAN_TOOLS",
     "LOCALHOST",
     "ORTHANC_BIN",
+    "ORTHANC_DICOMWEB_PLUGIN",
     "ORTHANC_PYTHON_PLUGIN",
     "UNCOMPRESSED_SYNTAXES",
     "NodeProcess",
@@ -255,6 +257,7 @@ class NodeProcess:
 DEBIAN_TOOLS: dict[str, str] = {
     ORTHANC_BIN: "orthanc",
     str(ORTHANC_PYTHON_PLUGIN): "orthanc-python",
+    str(ORTHANC_DICOMWEB_PLUGIN): "orthanc-dicomweb",
     "storescu": "dcmtk",
     "storescp": "dcmtk",
     "echoscu": "dcmtk",

@@ -10,7 +10,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from dicomnode.config import Destination, Settings
+from dicomnode.config import Settings
+from dicomnode.destinations import Destination, DicomwebDestination
 from dicomnode.metrics import Metrics
 from tests.support.docs import check_generated, generated_section
 
@@ -26,9 +27,11 @@ def documented_keys(text: str) -> set[str]:
 def settings_keys() -> set[str]:
     keys = set()
     for section, field in Settings.model_fields.items():
-        model = Destination if section == "destinations" else field.annotation
+        models = (
+            [Destination, DicomwebDestination] if section == "destinations" else [field.annotation]
+        )
         prefix = "destinations[]." if section == "destinations" else f"{section}."
-        keys |= {prefix + key for key in model.model_fields}  # type: ignore[union-attr]
+        keys |= {prefix + key for model in models for key in model.model_fields}  # type: ignore[union-attr]
     return keys
 
 

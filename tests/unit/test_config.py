@@ -16,14 +16,16 @@ def test_shipped_config_loads_with_documented_defaults():
 
 
 def test_every_setting_appears_in_the_shipped_config_with_a_comment():
-    from dicomnode.config import Destination, Settings
+    from dicomnode.config import Settings
+    from dicomnode.destinations import Destination, DicomwebDestination
 
     text = (REPO / "configs" / "dicomnode.toml").read_text()
     lines = text.splitlines()
-    sections = {name: f.annotation for name, f in Settings.model_fields.items()}
-    for section, model in sections.items():
-        model = Destination if section == "destinations" else model
-        for key in model.model_fields:
+    sections = {name: [f.annotation] for name, f in Settings.model_fields.items()}
+    sections["destinations"] = [Destination, DicomwebDestination]
+    for section, models in sections.items():
+        keys = [key for model in models for key in model.model_fields]
+        for key in keys:
             hits = [i for i, ln in enumerate(lines) if ln.lstrip("# ").startswith(f"{key} =")]
             assert hits, f"{section}.{key} is not in configs/dicomnode.toml"
             i = hits[0]
@@ -122,3 +124,65 @@ def test_runtime_names_are_defined_once():
     assert ModelSettings.model_fields["runtime"].annotation is Runtime
     for name in Runtime:
         assert load_settings(environ={"DICOMNODE_MODEL__RUNTIME": name}).model.runtime is name
+
+
+def test_a_dicomweb_destination_beside_a_dimse_one(tmp_path):
+    from dicomnode.destinations import Destination, DicomwebDestination
+
+    config = tmp_path / "c.toml"
+    config.write_text(
+        '[[destinations]]\nname = "pacs"\nae_title = "PACS"\nhost = "10.0.0.2"\nport = 104\n'
+        '[[destinations]]\ntype = "dicomweb"\nname = "cloud"\n'
+        'url = "https://pacs.example/dicom-web/"\nauth = "bearer"\ntoken = "s3cret-token"\n'
+        'tls_ca_certificate = "certs/pacs-ca.crt"\n'
+    )
+    dimse, web = load_settings(config, environ={}).destinations
+    assert isinstance(dimse, Destination) and dimse.type == "dimse"  # no type: DIMSE, as before
+    assert isinstance(web, DicomwebDestination) and web.url == "https://pacs.example/dicom-web"
+    assert web.token.get_secret_value() == "s3cret-token"
+    assert web.tls_ca_certificate == tmp_path / "certs" / "pacs-ca.crt"  # from the file's folder
+    assert "s3cret-token" not in repr(web) and "s3cret-token" not in str(web)
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ('url = "ftp://pacs.example"', "URL without credentials"),
+        ('url = "https://user:pw@pacs.example"', "without credentials"),
+        ('url = "https://pacs.example"\nauth = "basic"', "needs username"),
+        ('url = "https://pacs.example"\nauth = "bearer"', "needs token"),
+        ('url = "http://pacs.example"\nauth = "bearer"\ntoken = "t"', "only sent over https"),
+        ('host = "pacs.example"\nport = 104\nae_title = "X"\nurl = "https://p"', "Extra inputs"),
+    ],
+)
+def test_dicomweb_destinations_refuse_what_cannot_work_or_leaks(tmp_path, fields, message):
+    config = tmp_path / "c.toml"
+    config.write_text(f'[[destinations]]\ntype = "dicomweb"\nname = "web"\n{fields}\n')
+    with pytest.raises(ConfigError, match=message):
+        load_settings(config, environ={})
+
+
+def test_relative_paths_are_taken_from_the_config_files_folder(tmp_path, monkeypatch):
+    """Not from the working directory: a command run elsewhere finds the node's files."""
+    folder = tmp_path / "etc"
+    folder.mkdir()
+    (folder / "node.toml").write_text(
+        '[node]\ndata_dir = "state"\nspool_dir = "../spool"\n'
+        'tls_certificate = "tls/node.crt"\ntls_private_key = "/abs/node.key"\n'
+        '[model]\npackage = "models/fracture"\n'
+        '[database]\nurl = "sqlite:///db/node.db"\n'
+    )
+    monkeypatch.chdir(tmp_path / "..")
+    s = load_settings(folder / "node.toml", environ={})
+    assert s.node.data_dir == folder / "state"
+    assert s.spool_dir == folder / ".." / "spool"
+    assert s.node.tls_certificate == folder / "tls" / "node.crt"
+    assert s.node.tls_private_key == Path("/abs/node.key")
+    assert s.model.package == str(folder / "models" / "fracture")
+    assert s.database_url == f"sqlite:///{folder / 'db' / 'node.db'}"
+    default_db = load_settings(folder / "node.toml", environ={"DICOMNODE_DATABASE__URL": ""})
+    assert default_db.database_url == f"sqlite:///{(folder / 'state' / 'dicomnode.db').resolve()}"
+    # The shipped file keeps its state in var/ at the top of the repository, from anywhere.
+    assert load_settings(REPO / "configs" / "dicomnode.toml", environ={}).data_dir.resolve() == (
+        REPO / "var"
+    )

@@ -75,7 +75,8 @@ def test_every_state_changing_route_refuses_the_cookie_from_another_origin(api):
                 _assert_security_headers(response)
             checked.add((method, route.path))
     assert {("POST", "/logout"), ("POST", "/login"), ("POST", "/api/analyze"),
-            ("POST", "/api/analyze-study"), ("POST", "/api/jobs/{job_id}/retry"),
+            ("POST", "/api/analyze-study"), ("POST", "/api/preview"),
+            ("POST", "/api/jobs/{job_id}/retry"),
             ("POST", "/api/studies/{study_instance_uid}/report/retry"),
             ("POST", "/api/orthanc/studies/{orthanc_study_id}")} <= checked  # fmt: skip
     refused = audit.query(event=AuditEventID.USER_AUTHENTICATION, limit=1000)

@@ -312,7 +312,8 @@ def test_schema_and_model_card(db, tmp_path):
     assert {"/api/worklist", "/api/jobs", "/api/jobs/{job_id}/retry", "/api/model",
             "/api/results/{sop_instance_uid}/thumbnail.png"} <= set(schema["paths"])  # fmt: skip
     params = {p["name"] for p in schema["paths"]["/api/worklist"]["get"]["parameters"]}
-    assert params == {"outcome", "state", "modality", "date_from", "date_to", "limit", "offset"}
+    assert params == {"outcome", "state", "modality", "date_from", "date_to", "limit", "offset",
+                      "sort", "order", "served_only"}  # fmt: skip
     model = client.get("/api/model", headers=AUTH).json()
     assert model["untrained_demo"] is True and "UNTRAINED DEMO" in model["display_name"]
 

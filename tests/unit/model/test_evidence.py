@@ -14,6 +14,7 @@ from dicomnode.model.evidence import (
     MIN_POSITIVES,
     assess,
     assess_metrics,
+    log_warnings,
     messages,
     significant,
 )
@@ -94,3 +95,27 @@ def test_thresholds_and_messages_are_the_documented_ones() -> None:
 )  # fmt: skip
 def test_three_significant_digits(value: float, text: str) -> None:
     assert significant(value) == text
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, dict[str, object]]] = []
+
+    def warning(self, event: str, **fields: object) -> None:
+        self.lines.append((event, fields))
+
+
+def test_start_up_warnings_name_the_demo_or_each_weak_set() -> None:
+    log = _Recorder()
+    log_warnings(dataclasses.replace(TRAINED, metrics=SMALL), log)
+    [(event, fields)] = log.lines
+    assert event == "model validation evidence is weak"
+    assert str(fields["warning"]).startswith("validation: 9 images (3 fractures)")
+    log = _Recorder()
+    log_warnings(dataclasses.replace(TRAINED, trained=False), log)
+    assert [e for e, _ in log.lines] == [
+        "running the UNTRAINED DEMO model: results are not meaningful"
+    ]
+    log = _Recorder()
+    log_warnings(dataclasses.replace(TRAINED, metrics=LARGE), log)
+    assert log.lines == []

@@ -81,7 +81,9 @@ def test_a_pre_migration_sqlite_database_is_stamped_and_upgraded_keeping_its_row
     SQLModel.metadata.create_all(old, tables=spine_tables)
     with sqlite3.connect(path) as db:
         for table, column in (("study", "report_owner"), ("study", "report_lease_expires_at"),
-                              ("delivery", "lease_owner")):  # fmt: skip
+                              ("delivery", "lease_owner"), ("job", "model_name"),
+                              ("job", "model_trained"), ("study", "model_name"),
+                              ("study", "model_version"), ("study", "model_trained")):  # fmt: skip
             db.execute(f"ALTER TABLE {table} DROP COLUMN {column}")  # as the spine made them
         db.execute(
             "INSERT INTO job (sop_instance_uid, sop_class_uid, study_instance_uid, "

@@ -4,6 +4,7 @@ selection, and the XLSX report's refusal to store formulas."""
 from __future__ import annotations
 
 import zipfile
+from datetime import datetime
 
 import pytest
 from openpyxl import load_workbook
@@ -95,3 +96,26 @@ def test_report_never_stores_formulas(tmp_path):
     with zipfile.ZipFile(path) as zf:
         sheets = "".join(zf.read(n).decode() for n in zf.namelist() if n.endswith(".xml"))
     assert "<f>" not in sheets
+
+
+def test_report_names_the_model_on_every_row_and_gives_real_dates(tmp_path):
+    result = {
+        "studies": [{"study_instance_uid": "1.2.3", "outcome": "doubt",
+                     "summary": {"study_date": "20040826"}}],
+        "images": [{"entry": "a.dcm", "state": "classified"}],
+        "model": {"name": "demo", "display_name": "demo (UNTRAINED DEMO)", "version": "d-1",
+                  "architecture": "a", "untrained_demo": True},
+        "thresholds": {"low": 0.3, "high": 0.7}, "processing_ms": 1.0,
+    }  # fmt: skip
+    path = tmp_path / "r.xlsx"
+    write_report(path, result)
+    workbook = load_workbook(path)
+    for sheet in ("Studies", "Images"):
+        header, row = (list(r) for r in workbook[sheet].iter_rows(values_only=True))
+        values = dict(zip(header, row, strict=True))
+        assert (values["AI model"], values["AI model version"], values["UNTRAINED DEMO"]) == (
+            "demo", "d-1", "yes",
+        )  # fmt: skip
+    header, row = (list(r) for r in workbook["Studies"].iter_rows(values_only=True))
+    # a real date cell (the reader's spreadsheet shows it in the reader's format), not text
+    assert dict(zip(header, row, strict=True))["Study date"] == datetime(2004, 8, 26)

@@ -128,7 +128,8 @@ def test_api_retry_of_a_waiting_report(api):
     assert client.get(f"/api/studies/{STUDY}").json()["report_retry_at"] is None  # due
     _waiting(jobs)
     shown = client.get(f"/api/studies/{STUDY}").json()["report_retry_at"]
-    assert shown is not None and shown == jobs.study(STUDY).report_lease_expires_at.isoformat()
+    at = jobs.study(STUDY).report_lease_expires_at
+    assert shown is not None and shown == at.replace(tzinfo=at.tzinfo or UTC).isoformat()
 
     done = client.post(f"/api/studies/{STUDY}/report/retry")
     assert done.status_code == 200, done.text

@@ -1,0 +1,83 @@
+"""Why an association was not established, in words an administrator can act on.
+
+pynetdicom reports a refused connection, an unreachable host and a peer's A-ABORT alike as
+"aborted" (`Association.is_aborted`): the socket error is only logged. This module watches the
+association's events (connection opened, ACSE primitives received) and, when the connection
+never opened, asks the network once more to name the cause.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+from dataclasses import dataclass, field
+from typing import Any
+
+from pynetdicom import evt
+from pynetdicom.pdu_primitives import A_ABORT, A_ASSOCIATE, A_P_ABORT
+
+_UNREACHABLE = {errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN, errno.ENETDOWN}
+
+
+@dataclass
+class AssociationWatch:
+    """Bind `handlers` to an association request; `reason(assoc)` explains a failure."""
+
+    host: str
+    port: int
+    timeout: float
+    tls: bool = False
+    opened: bool = False
+    received: list[Any] = field(default_factory=list)
+
+    @property
+    def handlers(self) -> list[evt.EventHandlerType]:
+        return [(evt.EVT_CONN_OPEN, self._opened), (evt.EVT_ACSE_RECV, self._received)]
+
+    def _opened(self, _event: Any) -> None:
+        self.opened = True
+
+    def _received(self, event: Any) -> None:
+        self.received.append(event.primitive)
+
+    def reason(self, assoc: Any) -> str:
+        if assoc.is_rejected:
+            return "association rejected by the peer" + _rejection(self.received)
+        if not self.opened:
+            return connect_failure(self.host, self.port, timeout=self.timeout, tls=self.tls)
+        if any(isinstance(p, A_ABORT | A_P_ABORT) for p in self.received):
+            return "association aborted by the peer (it accepted the connection, then aborted)"
+        return (
+            f"association aborted: no answer to the association request within "
+            f"{self.timeout:g} s (the peer accepted the connection, then said nothing)"
+        )
+
+
+def _rejection(received: list[Any]) -> str:
+    for primitive in received:
+        if isinstance(primitive, A_ASSOCIATE) and primitive.result in (0x01, 0x02):
+            return f" ({primitive.result_str}, {primitive.source_str}: {primitive.reason_str})"
+    return ""
+
+
+def connect_failure(host: str, port: int, *, timeout: float, tls: bool = False) -> str:
+    """The cause of a failed TCP connection to host:port, found by trying once more."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except ConnectionRefusedError:
+        return f"connection refused by {host}:{port}: nothing listens on that port"
+    except socket.gaierror as exc:
+        return f"host name {host!r} not found ({exc.strerror})"
+    except TimeoutError:
+        return (
+            f"host unreachable or timed out: no answer from {host}:{port} within "
+            f"{timeout:g} s (host down, wrong address, or a firewall drops the connection)"
+        )
+    except OSError as exc:
+        if exc.errno in _UNREACHABLE:
+            return f"host unreachable: {host}:{port} ({exc.strerror})"
+        return f"cannot connect to {host}:{port} ({exc.strerror or type(exc).__name__})"
+    if tls:
+        return f"TLS handshake with {host}:{port} failed (certificate or protocol mismatch)"
+    return f"connection to {host}:{port} failed, then succeeded on a second try"

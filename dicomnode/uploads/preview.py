@@ -1,0 +1,75 @@
+"""A PNG preview of an uploaded file's pixels, before it is analysed.
+
+Browsers cannot show DICOM (nor TIFF, nor 16-bit greys faithfully), and decoding DICOM in the
+page would need a JavaScript codec for every transfer syntax the node takes (JPEG 2000,
+JPEG-LS, RLE, deflated) plus the Modality LUT, VOI and MONOCHROME1 handling of
+`preprocess.to_grayscale`. So the page posts such a file here and shows what the node itself
+will see: the same decoders, the same display pipeline. (PNG, JPEG and BMP the page shows by
+itself, without a round trip.)
+
+The checks are the analysis's: the caller reads the upload within `api.max_upload_mb`, a
+deflated DICOM file is refused before pydicom inflates it (`admission.inflation_refusal`), and
+`to_grayscale` / `load_image` refuse multi-frame, colour DICOM or absurdly large images before
+decoding them. Nothing is written: the bytes are decoded in memory and the PNG returned.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image
+from pydicom import dcmread
+
+from dicomnode.imaging import preprocess
+from dicomnode.imaging.dicom_errors import READ_ERRORS
+from dicomnode.ingest.admission import inflation_refusal
+from dicomnode.library_warnings import summarised
+from dicomnode.uploads.analysis import AnalysisError, UploadKind, sniff
+from dicomnode.uploads.offline import MAX_INFLATED_BYTES
+
+#: Long side of a preview, in pixels (the page shows it at most 320 px wide).
+PREVIEW_SIZE = 512
+
+
+@summarised("uploaded preview")
+def upload_preview(data: bytes, *, max_size: int = PREVIEW_SIZE) -> bytes:
+    """The displayed image of an uploaded file (DICOM, or a picture) as a greyscale PNG, long
+    side at most `max_size`.
+
+    Raises AnalysisError: 415 for a ZIP or anything that is no image, 413 for a deflate bomb,
+    422 with the reason for pixels that cannot be shown. A DICOM file that is no radiograph
+    (a CT) still gets a preview: what it is, is the analysis's answer, with its reason."""
+    if not data:
+        raise AnalysisError(400, "empty_file")
+    kind = sniff(data)
+    if kind is None or kind == UploadKind.ZIP:
+        raise AnalysisError(415, "preview_unsupported")
+    image = _dicom(data, max_size) if kind == UploadKind.DICOM else _picture(data)
+    picture = Image.fromarray(np.round(image * 255).astype(np.uint8), "L")
+    picture.thumbnail((max_size, max_size), Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG", compress_level=4)
+    return buffer.getvalue()
+
+
+def _dicom(data: bytes, max_size: int) -> np.ndarray:
+    part10 = data[128:132] == b"DICM"
+    refusal = inflation_refusal(data, MAX_INFLATED_BYTES) if part10 else None
+    if refusal is not None:
+        raise AnalysisError(413, "preview_unavailable", reason=refusal[1])
+    try:
+        ds = dcmread(io.BytesIO(data), force=not part10)
+        return preprocess.to_grayscale(ds, min_size=max_size)
+    except preprocess.NotClassifiable as exc:
+        raise AnalysisError(422, "preview_unavailable", reason=exc.reason) from exc
+    except READ_ERRORS as exc:
+        reason = f"not a readable DICOM file ({type(exc).__name__})"
+        raise AnalysisError(422, "preview_unavailable", reason=reason) from exc
+
+
+def _picture(data: bytes) -> np.ndarray:
+    try:
+        return preprocess.load_image(data)
+    except preprocess.NotClassifiable as exc:
+        raise AnalysisError(422, "preview_unavailable", reason=exc.reason) from exc

@@ -29,8 +29,9 @@ class ConfigError(ValueError):
 class DataConfig:
     #: Class folder that means "fracture" (folder layout); others are then "normal".
     positive_class: str = ""
-    #: "" (each image its own group), "subfolder", "patient-id" (DICOM PatientID) or, for the
-    #: FracAtlas layout, the name of a `dataset.csv` column. Groups never straddle splits.
+    #: "" (each image its own group), "subfolder", "patient-id" (DICOM PatientID), a patient
+    #: list "FILE.csv" (see `training.patients`) or, for the FracAtlas layout, the name of a
+    #: `dataset.csv` column. Groups never straddle splits.
     group_by: str = ""
     val_fraction: float = 0.15
     test_fraction: float = 0.15

@@ -15,10 +15,22 @@ functions the node uses, so training and serving cannot drift apart.
 
 The split (train/val/test) is stratified by label with a fixed seed and written to a JSON file
 that later runs reuse, so every run of a data set is trained and tested on the same images.
-It is group-aware: images of one group (patient) never straddle two splits. FracAtlas has no
-patient identifiers, so a patient-level split is impossible there: images of one patient may
-land in different splits, and test metrics may be optimistic. If your data has a patient
-column (or DICOM PatientID, or one subfolder per patient), set `data.group_by`.
+It is group-aware: images of one group (patient) never straddle two splits. `data.group_by`
+says where the patient of an image comes from:
+
+* `"patient-id"`: the DICOM PatientID (DICOM files only; other files are their own group);
+* `"subfolder"`: `ROOT/<class>/<patient>/...` (folder layout);
+* the name of a `dataset.csv` column holding a patient id (FracAtlas layout);
+* a patient list, `"patients.csv"` (any name ending in .csv, relative to ROOT or absolute):
+  columns `patient_id` and `image_id` (file name) or `path` (relative to ROOT), every image
+  listed (see `training.patients`). This is how JPEG/PNG data of either layout gets a
+  patient-level split.
+
+FracAtlas as published has no patient identifiers (its `dataset.csv` has none, its JPEGs no
+header): without a patient list the split is by image, images of one patient may land in
+different splits, and test metrics may be optimistic. The split file and the model card say
+so. FracAtlas's body-part columns (hand, leg, hip, shoulder) are kept per image, so the model
+card can say which body parts the model was trained on.
 """
 
 from __future__ import annotations
@@ -29,7 +41,7 @@ import hashlib
 import json
 from collections import Counter, defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +52,13 @@ from pydicom.errors import InvalidDicomError
 
 from dicomnode.imaging import preprocess
 from training.augment import AugmentConfig, augment_image
+from training.patients import (
+    PatientListError,
+    is_patient_csv,
+    patient_csv_path,
+    patients_of,
+    read_patient_csv,
+)
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom"})
 DICOM_SUFFIXES = frozenset({".dcm", ".dicom", ""})
@@ -62,6 +81,8 @@ NEGATIVE_NAMES = frozenset(
 )
 CLASS_NAMES = ("normal", "fracture")
 FRACATLAS_CSV = "dataset.csv"
+#: FracAtlas's body-part columns (0/1 each; its "mixed" column flags several parts).
+FRACATLAS_BODY_PARTS = ("hand", "leg", "hip", "shoulder")
 SPLIT_NAMES = ("train", "val", "test")
 SPLIT_FORMAT = 1
 
@@ -78,6 +99,8 @@ class Sample:
     label: int
     #: Group (patient) key; "" means the image is its own group.
     group: str = ""
+    #: Body parts shown (FracAtlas's columns); empty when the data does not say.
+    body_parts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -121,6 +144,25 @@ def _patient_group(path: Path) -> str:
     return _hash_group(str(ds.get("PatientID", "") or ""))
 
 
+def _with_patient_list(root: Path, samples: list[Sample], group_by: str) -> list[Sample]:
+    """`samples` grouped by the patient list file `group_by` (see `training.patients`)."""
+    path = patient_csv_path(root, group_by)
+    try:
+        key, mapping = read_patient_csv(path)
+        patients = patients_of(
+            [s.path for s in samples], key=key, mapping=mapping, source=path.name
+        )
+    except PatientListError as exc:
+        raise DataError(str(exc)) from exc
+    return [replace(s, group=_hash_group(p)) for s, p in zip(samples, patients, strict=True)]
+
+
+def _body_parts(row: dict[str, str]) -> tuple[str, ...]:
+    return tuple(
+        part for part in FRACATLAS_BODY_PARTS if (row.get(part) or "").strip() in ("1", "1.0")
+    )
+
+
 def _fracatlas_folders(root: Path) -> dict[int, str]:
     """Names of the two image folders ("Fractured", "Non_fractured"; "-" or case may vary)."""
     found: dict[int, str] = {}
@@ -136,7 +178,8 @@ def _fracatlas_folders(root: Path) -> dict[int, str]:
 
 
 def read_fracatlas(root: str | Path, *, group_by: str = "") -> LabelledImages:
-    """Read the FracAtlas layout. `group_by`: "", "patient-id" or a dataset.csv column."""
+    """Read the FracAtlas layout. `group_by`: "", "patient-id", a dataset.csv column or a
+    patient list file (see the module docstring)."""
     root = Path(root)
     csv_path = root / FRACATLAS_CSV
     if group_by == "subfolder":
@@ -150,7 +193,11 @@ def read_fracatlas(root: str | Path, *, group_by: str = "") -> LabelledImages:
     for needed in (
         "image_id",
         "fractured",
-        *([group_by] if group_by not in ("", "patient-id") else []),
+        *(
+            [group_by]
+            if group_by not in ("", "patient-id") and not is_patient_csv(group_by)
+            else []
+        ),
     ):
         if needed not in columns:
             raise DataError(f"{FRACATLAS_CSV} has no '{needed}' column")
@@ -167,15 +214,19 @@ def read_fracatlas(root: str | Path, *, group_by: str = "") -> LabelledImages:
             continue
         if group_by == "patient-id":
             group = _patient_group(root / rel)
+        elif group_by and not is_patient_csv(group_by):
+            group = _hash_group(row[group_by].strip())
         else:
-            group = _hash_group(row[group_by].strip()) if group_by else ""
-        samples.append(Sample(rel, label, group))
+            group = ""
+        samples.append(Sample(rel, label, group, _body_parts(row)))
     if missing:
         raise DataError(
             f"{len(missing)} images listed in {FRACATLAS_CSV} are missing, e.g. {missing[0]}"
         )
     if not samples:
         raise DataError(f"{csv_path} lists no images")
+    if is_patient_csv(group_by):
+        samples = _with_patient_list(root, samples, group_by)
     return LabelledImages(root, "fracatlas", tuple(samples))
 
 
@@ -194,10 +245,14 @@ def class_label(folder: str, positive_class: str = "") -> int | None:
 def read_folders(
     root: str | Path, *, positive_class: str = "", group_by: str = ""
 ) -> LabelledImages:
-    """Read `ROOT/<class>/**/<image>`. `group_by`: "", "subfolder" or "patient-id"."""
+    """Read `ROOT/<class>/**/<image>`. `group_by`: "", "subfolder", "patient-id" or a patient
+    list file (see the module docstring)."""
     root = Path(root)
-    if group_by not in ("", "subfolder", "patient-id"):
-        raise DataError("group_by for the folder layout must be '', 'subfolder' or 'patient-id'")
+    if group_by not in ("", "subfolder", "patient-id") and not is_patient_csv(group_by):
+        raise DataError(
+            "group_by for the folder layout must be '', 'subfolder', 'patient-id' or a patient "
+            "list file (*.csv)"
+        )
     folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if positive_class and positive_class not in {p.name for p in folders}:
         raise DataError(f"positive class folder '{positive_class}' not found in {root}")
@@ -224,6 +279,8 @@ def read_folders(
             samples.append(Sample(rel.as_posix(), label, group))
     if len({s.label for s in samples}) < 2:
         raise DataError(f"{root} needs images of both classes (fracture and normal)")
+    if is_patient_csv(group_by):
+        samples = _with_patient_list(root, samples, group_by)
     return LabelledImages(root, "folders", tuple(samples))
 
 

@@ -12,6 +12,10 @@ Written to OUT: `report.json` (AUC with a 95 % bootstrap CI, average precision, 
 specificity, PPV, NPV and the confusion matrix at both operating points, the three-outcome
 table, ECE and Brier score with the reliability bins), `predictions.csv` (one row per image),
 and `roc.png`, `pr.png`, `reliability.png`.
+
+Where the data has fracture boxes (FracAtlas's COCO file, found automatically, or `--boxes
+FILE`), the report's `localisation` says how often the heatmap's peak falls inside an
+annotated fracture, with its 95 % interval (see `training.localisation`).
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from training.data import (
     read_dataset,
     select,
 )
+from training.localisation import find_coco_file, pointing_game, read_coco_boxes
 from training.metrics import (
     average_precision,
     bootstrap_auc_ci,
@@ -183,6 +188,8 @@ def evaluate(
     n_bootstrap: int = 2000,
     n_bins: int = 10,
     update_card: bool = False,
+    boxes: Path | None = None,
+    pointing_tolerance: float = 0.0,
 ) -> dict[str, Any]:
     """Classify the split with the package, write the report, CSV and plots; return the report."""
     classifier = Classifier.from_package(package, device=device)
@@ -221,6 +228,17 @@ def evaluate(
         "data": {"description": images.describe(), "split": split, "split_note": split_note},
         **metrics,
     }
+    boxes_file = boxes or find_coco_file(images.root)
+    if boxes_file is not None:
+        report["localisation"] = pointing_game(
+            classifier,
+            images.root,
+            samples,
+            read_coco_boxes(boxes_file),
+            source=boxes_file.name,
+            tolerance=pointing_tolerance,
+            batch_size=batch_size,
+        )
     report["plots"] = draw_plots(y, p, report, out)
     report["predictions"] = PREDICTIONS_FILE
     (out / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n", "utf-8")
@@ -245,6 +263,11 @@ def _add_to_card(package: Path, split: str, report: dict[str, Any]) -> None:
             for key in ("sensitivity", "specificity")
         },
     }
+    if report.get("localisation"):
+        summary["pointing_game"] = {
+            k: report["localisation"][k]
+            for k in ("images", "hit_rate", "hit_rate_ci95", "hit_rate_within_cell")
+        }
     write_card(package, dataclasses.replace(card, metrics={**card.metrics, split: summary}))
 
 
@@ -262,6 +285,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples")
     parser.add_argument("--bins", type=int, default=10, help="calibration bins")
+    parser.add_argument(
+        "--boxes",
+        type=Path,
+        help="COCO file of fracture boxes for the pointing game (default: FracAtlas's "
+        "Annotations/COCO JSON/COCO_fracture_masks.json in DATA, if present)",
+    )
+    parser.add_argument(
+        "--pointing-tolerance",
+        type=float,
+        default=0.0,
+        help="pixels around a box that still count as a hit (default 0)",
+    )
     parser.add_argument(
         "--update-card",
         action="store_true",
@@ -285,6 +320,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             n_bootstrap=args.bootstrap,
             n_bins=args.bins,
             update_card=args.update_card,
+            boxes=args.boxes,
+            pointing_tolerance=args.pointing_tolerance,
         )
     except (DataError, ModelPackageError) as exc:
         print(f"evaluate: {exc}", file=sys.stderr)
@@ -297,6 +334,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"high {high['threshold']:.3f}: sens {high['sensitivity']}, spec {high['specificity']}; "
         f"ECE {report['calibration']['ece']:.4f}; report {args.out / REPORT_FILE}"
     )
+    where = report.get("localisation")
+    if where and where["images"]:
+        print(
+            f"heatmap peak inside the fracture box on {where['hits']} of {where['images']} "
+            f"fractured images: {where['hit_rate']:.3f} (95% CI {where['hit_rate_ci95'][0]:.3f}-"
+            f"{where['hit_rate_ci95'][1]:.3f})"
+        )
+        if where["hit_rate_within_cell"] is not None:
+            low, high = where["hit_rate_within_cell_ci95"]
+            print(
+                f"peak's CAM cell ({where['cam_cells']}x{where['cam_cells']} grid) on the box: "
+                f"{where['hits_within_cell']} of {where['images']}, "
+                f"{where['hit_rate_within_cell']:.3f} (95% CI {low:.3f}-{high:.3f})"
+            )
     return 0
 
 

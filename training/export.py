@@ -9,6 +9,10 @@ loaded with `dicomnode.model.classifier.Classifier.from_package` and checked to 
 checkpoint model's probability on a probe image, within the tolerance the node itself applies
 to a runtime (`dicomnode.model.runtime.MAX_PROBABILITY_DELTA`).
 
+The card also states what the model was trained on and how firm its operating points are
+(`training.card_claims`): the body parts and smallest image of the training split, and each
+operating point's validation sensitivity and specificity with 95 % intervals.
+
 With `--onnx`, `model.onnx` is written too, with outputs `logits` (B, classes) and `features`
 (B, C, h, w: the last feature map, from which the class activation map is computed), a dynamic
 batch axis and input `input` (B, 3, S, S) as `preprocess.to_model_input` makes it. Its outputs
@@ -55,6 +59,7 @@ from dicomnode.model.card import (
 from dicomnode.model.classifier import Classifier, create_model, outcome_for
 from dicomnode.model.evidence import assess_metrics
 from dicomnode.model.runtime import MAX_CAM_RELATIVE_DELTA, MAX_PROBABILITY_DELTA, compare
+from training.card_claims import operating_points_report, trained_on
 from training.checkpoint import load_checkpoint
 from training.config import ConfigError
 from training.evaluate import compute_report, draw_plots
@@ -188,7 +193,8 @@ def export(
     target_specificity: float = 0.95,
     calibrate: bool = True,
     training_data: str = "",
-    min_image_size: int = DEFAULT_MIN_IMAGE_SIZE,
+    min_image_size: int | None = None,
+    body_parts: Sequence[str] | None = None,
     force: bool = False,
     allow_small_validation: bool = False,
 ) -> ModelCard:
@@ -223,12 +229,14 @@ def export(
             "ece_before_temperature": round(expected_calibration_error(labels, p_raw), 6),
             "brier": round(brier_score(labels, p), 6),
             **{k: v for k, v in points.to_json().items() if k not in ("low", "high")},
+            "operating_points": operating_points_report(labels, p, points),
         },
         "training": {
             "best_epoch": int(state["best"]["epoch"]),
             "epochs_run": int(state["epoch"]),
             "init": str(state.get("init", "")),
             "split": {k: state["data"][k] for k in ("split_seed", "group_by", "counts")},
+            "profile": state["data"].get("profile", {}),
             "versions": dict(state.get("versions", {})),
         },
     }
@@ -278,6 +286,7 @@ def export(
         if refusal:
             (out / ONNX_FILE).unlink()
             raise ExportError(f"{refusal}; model.onnx was not kept")
+    scope = trained_on(state, body_parts=body_parts, min_image_size=min_image_size)
     card = ModelCard(
         name=name,
         version=version
@@ -291,11 +300,14 @@ def export(
         threshold_high=points.high,
         trained=True,
         temperature=temperature,
-        min_image_size=min_image_size,
+        min_image_size=scope.min_image_size,
+        body_parts=scope.body_parts,
+        intended_use=scope.intended_use,
         training_data=training_data or state["data"]["description"],
         metrics=metrics,
         created=created.isoformat(timespec="seconds"),
         limitations=_limitations(state)
+        + scope.notes
         + tuple(f"Exported with --allow-small-validation: {text}." for text in weak),
     )
     _validation_plots(out / PLOTS_DIR, labels, p, card)
@@ -350,9 +362,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--min-image-size",
         type=int,
-        default=DEFAULT_MIN_IMAGE_SIZE,
         help="smallest rows and columns the node classifies; smaller images are skipped "
-        f"(default {DEFAULT_MIN_IMAGE_SIZE}; 0: no minimum)",
+        "(default: the smallest training image, or "
+        f"{DEFAULT_MIN_IMAGE_SIZE} for older checkpoints; 0: no minimum)",
+    )
+    parser.add_argument(
+        "--body-parts",
+        help="comma-separated body parts for the card (default: from the training data, e.g. "
+        "FracAtlas's hand/leg/hip/shoulder columns)",
     )
     parser.add_argument("--force", action="store_true", help="replace an existing package")
     parser.add_argument(
@@ -362,6 +379,10 @@ def build_parser() -> argparse.ArgumentParser:
         "(recorded in the card's limitations and shown by the node)",
     )
     return parser
+
+
+def _split_list(value: str | None) -> tuple[str, ...] | None:
+    return None if value is None else tuple(v.strip() for v in value.split(",") if v.strip())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -378,6 +399,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             calibrate=not args.no_temperature,
             training_data=args.training_data,
             min_image_size=args.min_image_size,
+            body_parts=_split_list(args.body_parts),
             force=args.force,
             allow_small_validation=args.allow_small_validation,
         )
@@ -389,6 +411,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"wrote {args.out}: {card.architecture} version {card.version}, thresholds "
         f"{card.threshold_low:.4f}/{card.threshold_high:.4f}, temperature "
         f"{card.temperature:.3f}, validation AUC {validation['auc']:.4f}"
+    )
+    for name, point in validation["operating_points"].items():
+        sens, spec = (
+            f"{key} {point[key]:.3f} (95% CI {point[key + '_ci95'][0]:.3f}-"
+            f"{point[key + '_ci95'][1]:.3f})"
+            for key in ("sensitivity", "specificity")
+        )
+        print(
+            f"{name} threshold {point['threshold']:.4f}: {sens}, {spec} on {point['fracture']} "
+            f"fracture / {point['normal']} normal validation images"
+        )
+    print(
+        f"card: body parts {', '.join(card.body_parts) or 'not recorded'}; minimum image size "
+        f"{card.min_image_size} px"
     )
     for note in card.limitations:
         if note.startswith("Exported with --allow-small-validation"):

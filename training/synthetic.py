@@ -6,11 +6,15 @@ bone, mostly dark (a fracture gap), sometimes bright (an impacted fracture). Not
 real anatomy; it only lets the whole train → evaluate → export → serve path run anywhere.
 
 Written in the folder layout (`OUT/fracture`, `OUT/normal`) or the FracAtlas layout
-(`OUT/dataset.csv`, `OUT/images/Fractured`, `OUT/images/Non_fractured`). Every fourth image is
-a DICOM CR file (12-bit, windowed; half of them MONOCHROME1), the rest PNG/JPEG. Each two
-DICOM files share a synthetic patient (PatientID and study), so group-aware splits (`group_by =
-"patient-id"`) can be tried. The DICOM files are valid CR objects the node accepts, e.g. for
-`dicomnode classify` or for sending to a running node.
+(`OUT/dataset.csv` with FracAtlas's columns, `OUT/images/Fractured`, `OUT/images/Non_fractured`,
+and the fracture boxes in `OUT/Annotations/COCO JSON/COCO_fracture_masks.json`, as FracAtlas
+ships them). Every fourth image is a DICOM CR file (12-bit, windowed; half of them
+MONOCHROME1), the rest PNG/JPEG. Each run of eight images belongs to one synthetic patient:
+its DICOM files carry the PatientID (`group_by = "patient-id"`) and `OUT/patients.csv` lists
+the patient of every image (`group_by = "patients.csv"`), so patient-level splits can be
+tried. FracAtlas-layout images show a hand, leg or hip in turn (never a shoulder). The DICOM
+files are valid CR objects the node accepts, e.g. for `dicomnode classify` or for sending to
+a running node.
 
     python -m training.synthetic --out /tmp/synthetic [--n 96] [--size 96] [--layout both]
 """
@@ -20,11 +24,13 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime as dt
+import json
 import math
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -56,6 +62,12 @@ FRACATLAS_COLUMNS = (
     "oblique",
 )
 _DICOM_MAX = 4095  # 12-bit stored values
+#: Consecutive images of one synthetic patient.
+IMAGES_PER_PATIENT = 8
+#: Body part of image i in the FracAtlas layout: BODY_PARTS[i % 3] (no shoulder on purpose).
+BODY_PARTS = ("hand", "leg", "hip")
+PATIENTS_CSV = "patients.csv"
+COCO_JSON = "Annotations/COCO JSON/COCO_fracture_masks.json"
 
 
 @dataclass(frozen=True)
@@ -64,6 +76,11 @@ class SyntheticImage:
     path: str
     label: int
     photometric: str  # "" for PNG/JPEG
+    patient: str = ""
+    #: FracAtlas layout only: "hand", "leg" or "hip".
+    body_part: str = ""
+    #: The fracture's box (x, y, width, height) in pixels; None for a normal image.
+    box: tuple[float, float, float, float] | None = None
 
 
 def _smooth_step(x: np.ndarray) -> np.ndarray:
@@ -72,6 +89,15 @@ def _smooth_step(x: np.ndarray) -> np.ndarray:
 
 def make_image(rng: np.random.Generator, *, size: int, fracture: bool) -> np.ndarray:
     """A float32 (1.2·size)×size image in [0, 1]; with `fracture`, a line crosses the bone."""
+    return make_image_and_box(rng, size=size, fracture=fracture)[0]
+
+
+def make_image_and_box(
+    rng: np.random.Generator, *, size: int, fracture: bool
+) -> tuple[np.ndarray, tuple[float, float, float, float] | None]:
+    """`make_image` and the fracture's bounding box, COCO-style (x, y, width, height) in
+    pixels, or None without a fracture."""
+    box = None
     height, width = round(size * 1.2), size
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
     angle = math.radians(rng.uniform(-30, 30))  # bone axis, from vertical
@@ -100,8 +126,15 @@ def make_image(rng: np.random.Generator, *, size: int, fracture: bool) -> np.nda
         line = _smooth_step(thickness / 2 - distance) * inside
         value = 0.15 if rng.random() < 0.7 else 1.0  # gap, or impacted (bright)
         image = image * (1 - line) + value * line
+        rows, cols = np.nonzero(line > 0.1)  # every visibly changed pixel
+        box = (
+            float(cols.min()),
+            float(rows.min()),
+            float(cols.max() - cols.min() + 1),
+            float(rows.max() - rows.min() + 1),
+        )
     image = image + rng.normal(0.0, 0.025, image.shape)
-    return np.clip(image, 0.0, 1.0).astype(np.float32)
+    return np.clip(image, 0.0, 1.0).astype(np.float32), box
 
 
 def _uid(seed: int, *parts: object) -> UID:
@@ -114,7 +147,12 @@ def _uid(seed: int, *parts: object) -> UID:
 
 
 def make_dicom(
-    image: np.ndarray, *, seed: int, index: int, photometric: str = "MONOCHROME2"
+    image: np.ndarray,
+    *,
+    seed: int,
+    index: int,
+    photometric: str = "MONOCHROME2",
+    body_part: str = "HAND",
 ) -> Dataset:
     """A CR dataset (12-bit, with a window mapping stored values 0..4095 onto [0, 1])."""
     if photometric not in ("MONOCHROME1", "MONOCHROME2"):
@@ -122,7 +160,7 @@ def make_dicom(
     stored = np.rint(image * _DICOM_MAX).astype(np.uint16)
     if photometric == "MONOCHROME1":
         stored = (_DICOM_MAX - stored).astype(np.uint16)
-    patient = index // 8  # DICOM files are indices 3, 7 | 11, 15 | …: two per patient
+    patient = index // IMAGES_PER_PATIENT  # DICOM files are 3, 7 | 11, 15 | …: two per patient
     sop_instance_uid = _uid(seed, "image", index)
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
@@ -145,16 +183,16 @@ def make_dicom(
     ds.StudyDescription = "Synthetic radiograph (not a patient)"
     ds.SeriesDescription = "Synthetic CR"
     ds.PatientName = "SYNTHETIC^PHANTOM"
-    ds.PatientID = f"SYN-{seed}-{patient:04d}"
+    ds.PatientID = patient_id(seed=seed, index=index)
     ds.PatientBirthDate = ""
     ds.PatientSex = "O"
-    ds.BodyPartExamined = "HAND"
+    ds.BodyPartExamined = body_part
     ds.ViewPosition = "PA"
     ds.StudyInstanceUID = _uid(seed, "study", patient)
     ds.SeriesInstanceUID = _uid(seed, "series", patient)
     ds.StudyID = "1"
     ds.SeriesNumber = 1
-    ds.InstanceNumber = (index % 8) // 4 + 1
+    ds.InstanceNumber = (index % IMAGES_PER_PATIENT) // 4 + 1
     ds.PatientOrientation = ["L", "F"]
     ds.Laterality = "L"
     ds.SamplesPerPixel = 1
@@ -174,6 +212,11 @@ def make_dicom(
     return ds
 
 
+def patient_id(*, seed: int, index: int) -> str:
+    """The synthetic patient of image `index` (runs of IMAGES_PER_PATIENT images)."""
+    return f"SYN-{seed}-{index // IMAGES_PER_PATIENT:04d}"
+
+
 def _kind(index: int) -> tuple[str, str]:
     """(suffix, photometric) of image `index`: every 4th DICOM (alternating), else PNG/JPEG."""
     if index % 4 == 3:
@@ -181,10 +224,14 @@ def _kind(index: int) -> tuple[str, str]:
     return (".jpg" if index % 4 == 1 else ".png"), ""
 
 
-def _write(path: Path, image: np.ndarray, *, seed: int, index: int, photometric: str) -> None:
+def _write(
+    path: Path, image: np.ndarray, *, seed: int, index: int, photometric: str, body_part: str
+) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix == ".dcm":
-        ds = make_dicom(image, seed=seed, index=index, photometric=photometric)
+        ds = make_dicom(
+            image, seed=seed, index=index, photometric=photometric, body_part=body_part.upper()
+        )
         ds.save_as(path, enforce_file_format=True)
         return
     pixels = Image.fromarray(np.rint(image * 255).astype(np.uint8))
@@ -200,6 +247,36 @@ def _labels(n: int, *, fracture_fraction: float, seed: int) -> list[int]:
         raise ValueError("need at least two images of each class")
     labels = np.array([1] * positives + [0] * (n - positives))
     return [int(v) for v in np.random.default_rng([seed, 7]).permutation(labels)]
+
+
+def _coco(images: list[SyntheticImage], *, height: int, width: int) -> dict[str, Any]:
+    """FracAtlas's COCO file: the fractured images and one box (and polygon) per fracture."""
+    entries: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
+    for image in images:
+        if image.box is None:
+            continue
+        image_id = len(entries) + 1
+        entries.append(
+            {"id": image_id, "file_name": Path(image.path).name, "height": height, "width": width}
+        )
+        x, y, w, h = image.box
+        annotations.append(
+            {
+                "id": len(annotations) + 1,
+                "image_id": image_id,
+                "category_id": 1,
+                "bbox": [x, y, w, h],
+                "area": w * h,
+                "segmentation": [[x, y, x + w, y, x + w, y + h, x, y + h]],
+                "iscrowd": 0,
+            }
+        )
+    return {
+        "images": entries,
+        "annotations": annotations,
+        "categories": [{"id": 1, "name": "fractured"}],
+    }
 
 
 def write_dataset(
@@ -220,24 +297,54 @@ def write_dataset(
     written = []
     rows = []
     for index, label in enumerate(_labels(n, fracture_fraction=fracture_fraction, seed=seed)):
-        image = make_image(np.random.default_rng([seed, index]), size=size, fracture=bool(label))
+        image, box = make_image_and_box(
+            np.random.default_rng([seed, index]), size=size, fracture=bool(label)
+        )
         suffix, photometric = _kind(index)
+        body_part = ""
         if layout == "folders":
             rel = f"{'fracture' if label else 'normal'}/syn{index:04d}{suffix}"
         else:
             suffix = ".dcm" if suffix == ".dcm" else ".jpg"
             image_id = f"IMG{index:07d}{suffix}"
             rel = f"images/{'Fractured' if label else 'Non_fractured'}/{image_id}"
+            body_part = BODY_PARTS[index % len(BODY_PARTS)]
             row: dict[str, str | int] = dict.fromkeys(FRACATLAS_COLUMNS, 0)
-            row.update(image_id=image_id, hand=1, fractured=label, fracture_count=label, frontal=1)
+            row.update(
+                image_id=image_id,
+                fractured=label,
+                fracture_count=label,
+                frontal=1,
+                **{body_part: 1},
+            )
             rows.append(row)
-        _write(out / rel, image, seed=seed, index=index, photometric=photometric)
-        written.append(SyntheticImage(rel, label, photometric))
+        _write(
+            out / rel,
+            image,
+            seed=seed,
+            index=index,
+            photometric=photometric,
+            body_part=body_part or "hand",
+        )
+        patient = patient_id(seed=seed, index=index)
+        written.append(SyntheticImage(rel, label, photometric, patient, body_part, box))
+    with (out / PATIENTS_CSV).open("w", newline="", encoding="utf-8") as fh:
+        key = "path" if layout == "folders" else "image_id"
+        writer = csv.writer(fh)
+        writer.writerow([key, "patient_id"])
+        for item in written:
+            writer.writerow(
+                [item.path if layout == "folders" else Path(item.path).name, item.patient]
+            )
     if layout == "fracatlas":
         with (out / "dataset.csv").open("w", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, fieldnames=FRACATLAS_COLUMNS)
-            writer.writeheader()
-            writer.writerows(rows)
+            dict_writer = csv.DictWriter(fh, fieldnames=FRACATLAS_COLUMNS)
+            dict_writer.writeheader()
+            dict_writer.writerows(rows)
+        coco = out / COCO_JSON
+        coco.parent.mkdir(parents=True, exist_ok=True)
+        height = round(size * 1.2)
+        coco.write_text(json.dumps(_coco(written, height=height, width=size)) + "\n", "utf-8")
     return written
 
 

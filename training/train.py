@@ -68,6 +68,7 @@ from training.model import (
     make_optimizer,
     model_info,
 )
+from training.profile import training_profile
 
 __all__ = ["BEST", "LAST", "METRICS_LOG", "EarlyStopping", "RunResult", "main", "run"]
 T = TypeVar("T")
@@ -355,6 +356,8 @@ def run(
                 name: {"images": len(s), "fracture": sum(x.label for x in s)}
                 for name, s in samples.items()
             },
+            # Body parts and smallest image of the training split, for the model card.
+            "profile": training_profile(images.root, samples["train"]),
         },
         "versions": {
             "dicomnode": dicomnode.__version__,

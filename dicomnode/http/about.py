@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.responses import FileResponse, Response
@@ -33,7 +33,7 @@ PLOT_ROUTE = "/about-model/plots"
 _NONE = "–"
 #: Keys of a data set's record shown in the evidence and operating-point tables.
 _SHOWN = {"images", "fracture", "auc", "auc_ci95", "average_precision", "average_precision_ci95",
-          "ece", "brier"} | {f"{m}_at_{p}{ci}" for m in ("sensitivity",
+          "ece", "brier", "operating_points"} | {f"{m}_at_{p}{ci}" for m in ("sensitivity",
           "specificity") for p in ("low", "high") for ci in ("", "_ci95")}  # fmt: skip
 
 Translate = Callable[[str], str]
@@ -81,21 +81,33 @@ def evidence_rows(card: ModelCard, t: Translate) -> list[dict[str, str]]:
     return rows
 
 
+def operating_point(record: Mapping[str, Any], point: str) -> Mapping[str, Any] | None:
+    """Sensitivity and specificity (and their `_ci95`) a data set records at `point` (low,
+    high): `operating_points.<point>` (`training.export`), else `<m>_at_<point>` (older
+    exports, `training.evaluate --update-card`); None when it records neither."""
+    nested = record.get("operating_points")
+    if isinstance(nested, Mapping) and isinstance(nested.get(point), Mapping):
+        return cast(Mapping[str, Any], nested[point])
+    flat = {f"{m}{ci}": record.get(f"{m}_at_{point}{ci}")
+            for m in ("sensitivity", "specificity") for ci in ("", "_ci95")}  # fmt: skip
+    return flat if flat["sensitivity"] is not None or flat["specificity"] is not None else None
+
+
 def operating_rows(card: ModelCard, t: Translate) -> list[dict[str, str]]:
     """Both thresholds, each with the sensitivity and specificity every data set recorded."""
     rows = []
     for point in ("low", "high"):
         threshold = number(getattr(card, f"threshold_{point}"))
         measured = [
-            (split_name(t, d.split), card.metrics[d.split])
+            (split_name(t, d.split), found)
             for d in data_sets(card.metrics)
-            if f"sensitivity_at_{point}" in card.metrics[d.split]
+            if (found := operating_point(card.metrics[d.split], point)) is not None
         ]
         for split, record in measured or [(_NONE, {})]:
             rows.append({
                 "point": t(f"about.threshold_{point}"), "threshold": threshold, "split": split,
-                "sensitivity": with_ci(record, f"sensitivity_at_{point}"),
-                "specificity": with_ci(record, f"specificity_at_{point}"),
+                "sensitivity": with_ci(record, "sensitivity"),
+                "specificity": with_ci(record, "specificity"),
             })  # fmt: skip
     return rows
 

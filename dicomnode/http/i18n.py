@@ -100,6 +100,7 @@ MESSAGES: dict[str, dict[str, str]] = {
             "AUC at most 0.20 wide)."
         ),
         "about.operating_points": "Operating points",
+        "about.body_parts": "Body parts trained on",
         "about.point": "Operating point",
         "about.threshold": "Threshold",
         "about.data_set": "Data set",
@@ -231,6 +232,7 @@ MESSAGES: dict[str, dict[str, str]] = {
             "переломів у кожному наборі даних, 95 % ДІ AUC не ширший за 0,20)."
         ),
         "about.operating_points": "Робочі точки",
+        "about.body_parts": "Частини тіла в навчальних даних",
         "about.point": "Робоча точка",
         "about.threshold": "Поріг",
         "about.data_set": "Набір даних",

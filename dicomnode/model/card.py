@@ -26,6 +26,8 @@ PLOT_FILES = {"roc": "roc.png", "pr": "pr.png", "reliability": "reliability.png"
 #: real CR/DX images have 1,000-4,000 px per side. Below it an image is a thumbnail, an icon
 #: or a test pattern, not a radiograph to triage.
 DEFAULT_MIN_IMAGE_SIZE = 256
+#: Card fields stored as JSON lists.
+_TUPLE_KEYS = ("mean", "std", "class_names", "limitations", "body_parts")
 
 
 class ModelPackageError(ValueError):
@@ -59,6 +61,8 @@ class ModelCard:
     weights_sha256: str = ""
     intended_use: str = "Triage aid for bone fracture on radiographs; not a diagnosis."
     limitations: tuple[str, ...] = ()
+    #: Body parts of the training data (e.g. "hand", "leg"); empty when the data did not say.
+    body_parts: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.threshold_low <= self.threshold_high <= 1.0:
@@ -85,7 +89,7 @@ class ModelCard:
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
-        for key in ("mean", "std", "class_names", "limitations"):
+        for key in _TUPLE_KEYS:
             data[key] = list(data[key])
         return data
 
@@ -97,7 +101,7 @@ class ModelCard:
             raise ModelPackageError(f"model.json has unknown keys: {', '.join(unknown)}")
         try:
             values = dict(data)
-            for key in ("mean", "std", "class_names", "limitations"):
+            for key in _TUPLE_KEYS:
                 if key in values:
                     values[key] = tuple(values[key])
             return cls(**values)

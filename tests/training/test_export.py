@@ -134,7 +134,11 @@ def test_export_cli_without_temperature(trained_run: RunResult, tmp_path: Path) 
     default = tmp_path / "default"
     assert main(["--checkpoint", str(trained_run.out / BEST), "--out", str(default),
                  "--allow-small-validation"]) == 0  # fmt: skip
-    assert json.loads((default / "model.json").read_text())["min_image_size"] == 256
+    # By default, the smallest training image (the synthetic images are IMAGE_SIZE wide),
+    # with a limitation saying it is below the 256 px radiograph floor.
+    card = json.loads((default / "model.json").read_text())
+    assert card["min_image_size"] == IMAGE_SIZE
+    assert any("below the 256 px" in note for note in card["limitations"])
 
 
 def test_a_confident_model_is_not_refused_for_float32_rounding(tmp_path: Path) -> None:

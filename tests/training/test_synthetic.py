@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import csv
+import json
 import shutil
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +17,14 @@ import pytest
 from dicomnode.imaging import preprocess
 from dicomnode.uids import DEFAULT_UID_ROOT, is_valid_uid
 from tests.training.conftest import Synthetic
-from training.synthetic import make_dicom, make_image
+from training.synthetic import (
+    COCO_JSON,
+    IMAGES_PER_PATIENT,
+    PATIENTS_CSV,
+    make_dicom,
+    make_image,
+    write_dataset,
+)
 
 
 def test_dicom_files_are_valid_cr_the_node_accepts(synthetic_folders: Synthetic) -> None:
@@ -79,5 +89,43 @@ def test_cli_writes_both_layouts(tmp_path: Path) -> None:
     )
     assert "16 images" in result.stdout
     assert (tmp_path / "fracatlas" / "dataset.csv").is_file()
-    assert len(list((tmp_path / "folders").rglob("*.*"))) == 16
+    assert len(list((tmp_path / "folders").glob("*/*.*"))) == 16  # the class folders
     assert len(list((tmp_path / "fracatlas" / "images").rglob("*.*"))) == 16
+    for layout in ("folders", "fracatlas"):
+        assert (tmp_path / layout / PATIENTS_CSV).is_file()
+    assert (tmp_path / "fracatlas" / COCO_JSON).is_file()
+
+
+def test_fracatlas_layout_has_patients_body_parts_and_fracture_boxes(tmp_path: Path) -> None:
+    images = write_dataset(tmp_path, layout="fracatlas", n=40, size=48, seed=2)
+    with (tmp_path / PATIENTS_CSV).open() as fh:
+        patients = {row["image_id"]: row["patient_id"] for row in csv.DictReader(fh)}
+    assert {Path(i.path).name: i.patient for i in images} == patients
+    assert set(Counter(patients.values()).values()) == {IMAGES_PER_PATIENT}  # 5 patients of 8
+    for item in images:  # a DICOM file's PatientID is its patient in the list
+        if item.path.endswith(".dcm"):
+            ds = pydicom.dcmread(tmp_path / item.path)
+            assert ds.PatientID == item.patient
+            assert ds.BodyPartExamined == item.body_part.upper()
+    with (tmp_path / "dataset.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert {p for row in rows for p in ("hand", "leg", "hip", "shoulder") if row[p] == "1"} == {
+        "hand",
+        "leg",
+        "hip",
+    }
+    coco = json.loads((tmp_path / COCO_JSON).read_text())
+    fractured = {Path(i.path).name: i for i in images if i.label}
+    assert sorted(e["file_name"] for e in coco["images"]) == sorted(fractured)
+    names = {e["id"]: e["file_name"] for e in coco["images"]}
+    for annotation in coco["annotations"]:
+        item = fractured[names[annotation["image_id"]]]
+        assert annotation["bbox"] == list(item.box or ())
+        # The box holds the fracture line: it is where a fractured image differs from the
+        # same draws without a fracture.
+        normal = make_image(np.random.default_rng([2, images.index(item)]), size=48, fracture=False)
+        broken = make_image(np.random.default_rng([2, images.index(item)]), size=48, fracture=True)
+        rows_changed, cols_changed = np.nonzero(np.abs(normal - broken) > 0.2)
+        x, y, w, h = annotation["bbox"]
+        assert x <= cols_changed.min() and cols_changed.max() < x + w
+        assert y <= rows_changed.min() and rows_changed.max() < y + h

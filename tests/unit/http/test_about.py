@@ -35,9 +35,17 @@ SMALL = ModelCard(
     metrics={
         "validation": {"images": 9, "fracture": 3, "epoch": 4, "auc": 0.8333333,
                        "auc_ci95": [0.333333, 1.0], "ece": 0.1234567, "brier": 0.2,
-                       "sensitivity_at_low": 1.0, "specificity_at_low": 0.5,
-                       "sensitivity_at_high": 0.6666667, "specificity_at_high": 1.0,
-                       "sensitivity_at_high_ci95": [0.2076, 0.9385]},
+                       "operating_points": {  # as training.export writes them
+                           "low": {"threshold": 0.3, "sensitivity": 1.0,
+                                   "sensitivity_ci95": [0.4385, 1.0], "specificity": 0.5,
+                                   "specificity_ci95": [0.1876, 0.8124]},
+                           "high": {"threshold": 0.71, "sensitivity": 0.6666667,
+                                    "sensitivity_ci95": [0.2076, 0.9385],
+                                    "specificity": 1.0, "specificity_ci95": [0.6097, 1.0]}}},
+        "test": {"images": 820, "fracture": 144, "auc": 0.92, "auc_ci95": [0.894, 0.944],
+                 "average_precision": 0.81, "sensitivity_at_low": 0.965,  # evaluate's keys
+                 "specificity_at_low": 0.4, "sensitivity_at_high": 0.7,
+                 "specificity_at_high": 0.951},
         "training": {"best_epoch": 4, "epochs_run": 9, "init": "random",
                      "split": {"counts": {"val": {"fracture": 3, "normal": 6}}}},
     },
@@ -92,10 +100,15 @@ def test_about_page_shows_tables_warnings_and_plots(tmp_path: Path) -> None:
         ["Data set", "Images", "Fractures", "ROC AUC (95 % CI)", "Average precision",
          "Calibration error (ECE)", "Brier score"],
         ["Validation", "9", "3", "0.833 (0.333–1.00)", "–", "0.123", "0.200"],
+        ["Test", "820", "144", "0.920 (0.894–0.944)", "0.810", "–", "–"],
     ]  # fmt: skip
-    points = _cells(html, "card-operating-points")
-    assert points[1][1:] == ["0.300", "Validation", "1.00", "0.500"]
-    assert points[2][1:] == ["0.712", "Validation", "0.667 (0.208–0.939)", "1.00"]
+    points = [row[1:] for row in _cells(html, "card-operating-points")[1:]]
+    assert points == [
+        ["0.300", "Validation", "1.00 (0.439–1.00)", "0.500 (0.188–0.812)"],
+        ["0.300", "Test", "0.965", "0.400"],
+        ["0.712", "Validation", "0.667 (0.208–0.939)", "1.00 (0.610–1.00)"],
+        ["0.712", "Test", "0.700", "0.951"],
+    ]
     other = dict(map(tuple, _cells(html, "card-other")))  # type: ignore[arg-type]
     assert other["Validation › epoch"] == "4"
     assert other["Training › split › counts › val › fracture"] == "3"

@@ -143,6 +143,7 @@ def check_schema(engine: Engine) -> Check:
 def check_model(settings: Settings) -> Check:
     from dicomnode.model.card import ModelPackageError
     from dicomnode.model.classifier import load_classifier
+    from dicomnode.model.evidence import messages
 
     m = settings.model
     models = settings.data_dir / "models"
@@ -169,8 +170,12 @@ def check_model(settings: Settings) -> Check:
             "model",
             "warn",
             f"{card.display_name} loaded ({classifier.runtime}): no model.package, results "
-            "are not meaningful",
+            "are not meaningful; untrained demo: no validation evidence",
         )
+    weak = messages(card)  # a warning, not a failure: the site decides (docs/model-card.md)
+    if weak:
+        return Check("model", "warn", f"{card.display_name} loaded ({classifier.runtime}); "
+                     f"weak validation evidence: {' | '.join(weak)}")  # fmt: skip
     return Check("model", "ok", f"{card.display_name} loaded ({classifier.runtime})")
 
 

@@ -35,6 +35,7 @@ from dicomnode.metrics import Metrics
 from dicomnode.model.cache import clean_model_cache, mark_used
 from dicomnode.model.card import ModelPackageError
 from dicomnode.model.classifier import Classifier, load_classifier
+from dicomnode.model.evidence import log_warnings
 from dicomnode.pacs.orthanc import api_from_settings
 from dicomnode.pacs.outcome import OutcomeRecorder
 from dicomnode.pacs.pull import OrthancPull
@@ -180,10 +181,7 @@ class Node:
         except (ModelPackageError, OSError, ValueError, RuntimeError, KeyError) as exc:
             where = f"model.package = {s.model.package!r}" if s.model.package else "demo model"
             raise StartupError(f"[FAIL] model: {where} cannot be loaded ({exc})") from None
-        card = self.classifier.card
-        if not card.trained:
-            log.warning("running the UNTRAINED DEMO model: results are not meaningful",
-                        model=card.display_name)  # fmt: skip
+        log_warnings(self.classifier.card, log)  # the demo; small validation sets, wide CIs
 
     def _start_workers(self) -> None:
         """The loops: workers, outbox, lease heartbeat, upload expiry and Orthanc's. They run

@@ -253,6 +253,7 @@ def _add_to_card(package: Path, split: str, report: dict[str, Any]) -> None:
     summary = {
         "data": report["data"]["description"],
         "images": report["images"],
+        "fracture": report["fracture"],  # the positives (dicomnode.model.evidence)
         "auc": report["auc"],
         "auc_ci95": report["auc_ci95"],
         "ece": report["calibration"]["ece"],

@@ -24,6 +24,12 @@ thresholds and a heatmap, so those are what is compared. Raw float32 outputs are
 absolute figure: summation order changes with the thread count and the CPU's kernels, and the
 same export was measured at 4.8e-07 on one machine and 1.07e-04 on another. Every figure is
 reported (`metrics.onnx_check` in the card, and on the command line).
+
+A package whose validation set is too small for its claims is refused (fewer than
+`MIN_POSITIVES` fractures, or a 95 % CI of the AUC wider than `MAX_AUC_CI_WIDTH`: see
+`dicomnode.model.evidence` and docs/model-card.md); `--allow-small-validation` exports it
+anyway and records the warning in the card's limitations. The ROC, PR and reliability plots of
+the validation set are drawn into the package (`plots/`), where the node's About page shows them.
 """
 
 from __future__ import annotations
@@ -44,16 +50,19 @@ from dicomnode.imaging import preprocess
 from dicomnode.model.card import (
     CARD_FILE,
     DEFAULT_MIN_IMAGE_SIZE,
+    PLOTS_DIR,
     WEIGHTS_FILE,
     ModelCard,
     sha256_file,
     write_card,
 )
-from dicomnode.model.classifier import Classifier, create_model
+from dicomnode.model.classifier import Classifier, create_model, outcome_for
+from dicomnode.model.evidence import assess_metrics
 from dicomnode.model.runtime import MAX_CAM_RELATIVE_DELTA, MAX_PROBABILITY_DELTA, compare
 from training.card_claims import operating_points_report, trained_on
 from training.checkpoint import load_checkpoint
 from training.config import ConfigError
+from training.evaluate import compute_report, draw_plots
 from training.metrics import (
     bootstrap_auc_ci,
     brier_score,
@@ -187,6 +196,7 @@ def export(
     min_image_size: int | None = None,
     body_parts: Sequence[str] | None = None,
     force: bool = False,
+    allow_small_validation: bool = False,
 ) -> ModelCard:
     """Write the package; return its card (see the module docstring)."""
     state = load_checkpoint(checkpoint)
@@ -231,6 +241,13 @@ def export(
         },
     }
 
+    weak = [w.message() for w in assess_metrics(metrics)]
+    if weak and not allow_small_validation:
+        raise ExportError(
+            f"the validation evidence is too small for the package's claims ({' | '.join(weak)}):"
+            " train and validate on more data, or export anyway with --allow-small-validation "
+            "(the warning is then recorded in the card)"
+        )
     out.mkdir(parents=True, exist_ok=True)
     if (out / CARD_FILE).exists() and not force:
         raise ExportError(f"{out} already holds a model package (use --force to replace it)")
@@ -289,8 +306,11 @@ def export(
         training_data=training_data or state["data"]["description"],
         metrics=metrics,
         created=created.isoformat(timespec="seconds"),
-        limitations=_limitations(state) + scope.notes,
+        limitations=_limitations(state)
+        + scope.notes
+        + tuple(f"Exported with --allow-small-validation: {text}." for text in weak),
     )
+    _validation_plots(out / PLOTS_DIR, labels, p, card)
     card = write_card(out, card)
 
     # The package must give the checkpoint's probability through the node's own code path.
@@ -308,6 +328,14 @@ def export(
             "or the classifier differs from training"
         )
     return card
+
+
+def _validation_plots(folder: Path, labels: np.ndarray, p: np.ndarray, card: ModelCard) -> None:
+    """ROC, PR and reliability plots of the validation set, drawn as `training.evaluate`
+    draws a test set's, into the package (the node's About page shows them)."""
+    outcomes = [str(outcome_for(float(x), card)) for x in p]
+    folder.mkdir(exist_ok=True)
+    draw_plots(labels, p, compute_report(labels, p, outcomes, card=card), folder)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -344,6 +372,12 @@ def build_parser() -> argparse.ArgumentParser:
         "FracAtlas's hand/leg/hip/shoulder columns)",
     )
     parser.add_argument("--force", action="store_true", help="replace an existing package")
+    parser.add_argument(
+        "--allow-small-validation",
+        action="store_true",
+        help="export even when the validation set is too small for the package's claims "
+        "(recorded in the card's limitations and shown by the node)",
+    )
     return parser
 
 
@@ -367,6 +401,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             min_image_size=args.min_image_size,
             body_parts=_split_list(args.body_parts),
             force=args.force,
+            allow_small_validation=args.allow_small_validation,
         )
     except (ConfigError, ExportError, ValueError) as exc:
         print(f"export: {exc}", file=sys.stderr)
@@ -391,6 +426,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"card: body parts {', '.join(card.body_parts) or 'not recorded'}; minimum image size "
         f"{card.min_image_size} px"
     )
+    for note in card.limitations:
+        if note.startswith("Exported with --allow-small-validation"):
+            print(f"WARNING: {note}", file=sys.stderr)
     if "onnx_check" in card.metrics:
         check = card.metrics["onnx_check"]
         print(

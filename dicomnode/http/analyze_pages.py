@@ -1,4 +1,5 @@
-"""The "Analyze" and "About the model" pages (HTML; the API they call is `http/analyze.py`).
+"""The "Analyze" page (HTML; the API it calls is `http/analyze.py`; "About the model" is
+`http/about.py`).
 
 Signed out, a page answers the worklist's sign-in form with 401.
 """
@@ -77,12 +78,6 @@ def analyze_page(request: Request, service: Annotated[Analysis, Depends(analysis
                      hours=f"{api.upload_retention_hours:g}")  # fmt: skip
     return _page(request, service, "analyze.html", active="analyze", messages=catalog,
                  limit_text=limit, max_upload_bytes=int(api.max_upload_mb * MIB))  # fmt: skip
-
-
-@router.get("/about-model")
-def about_page(request: Request, service: Annotated[Analysis, Depends(analysis)]) -> Response:
-    # The page's own, more specific banner replaces the general one.
-    return _page(request, service, "about_model.html", active="about", untrained=False)
 
 
 def t_format(template: str, **params: str) -> str:

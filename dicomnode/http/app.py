@@ -15,7 +15,8 @@ session cookie). Patient identifiers are only returned behind the token and only
 | `worklist` | /api/worklist, /api/results/{uid}/thumbnail.png, the page / |
 | `login` | /login, /logout, /static/{name} |
 | `orthanc` | /api/orthanc/studies/{id} (only with `orthanc.pull`) |
-| `analyze` | /api/analyze(-study), /api/preview, /api/analyses/…, /analyze, /about-model |
+| `analyze` | /api/analyze(-study), /api/preview, /api/analyses/…, /analyze |
+| `about` | /about-model, /about-model/plots/{name} |
 | `dicomweb` | /dicomweb/studies, /dicomweb/studies/{study} (STOW-RS) |
 """
 
@@ -27,6 +28,7 @@ from fastapi import FastAPI, Request
 
 from dicomnode.audit import AuditAction, AuditEventID, AuditOutcome
 from dicomnode.http import audit_trail, docs, health, jobs, login, model, orthanc, studies, worklist
+from dicomnode.http.about import router as about_router
 from dicomnode.http.access import AccessAudit, client_id
 from dicomnode.http.analyze import include_analysis
 from dicomnode.http.auth import TokenAuth
@@ -63,11 +65,11 @@ def create_app(ctx: ApiContext) -> FastAPI:
     )
     for router in (health.router, model.router, jobs.router, studies.router,
                    audit_trail.router, docs.router, worklist.router, login.router,
-                   worklist.page_router):  # fmt: skip
+                   worklist.page_router, about_router):  # fmt: skip
         app.include_router(router)
     if ctx.orthanc_pull is not None:
         app.include_router(orthanc.router)
-    include_analysis(app, ctx)  # /api/analyze, /api/analyze-study, /analyze, /about-model
+    include_analysis(app, ctx)  # /api/analyze, /api/analyze-study, /analyze
     include_stow(app, ctx)  # /dicomweb/studies (STOW-RS)
     install_error_pages(app)  # a page's HTTP error as a page in the reader's language
     return app

@@ -1,4 +1,5 @@
-"""`GET /api/model`: the model card of the loaded model and the engine that runs it."""
+"""`GET /api/model`: the model card of the loaded model, the engine that runs it and the
+warnings about its validation evidence (`dicomnode.model.evidence`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from fastapi import APIRouter, HTTPException, status
 
 from dicomnode.http.context import BEARER, Context
 from dicomnode.model.card import ModelCard
+from dicomnode.model.evidence import messages
 
 router = APIRouter(dependencies=BEARER)
 
@@ -27,4 +29,6 @@ def model_json(card: ModelCard) -> dict[str, Any]:
     data = card.to_json()
     data["display_name"] = card.display_name
     data["untrained_demo"] = not card.trained
+    #: Small validation sets, wide intervals, no metrics, the demo: with the numbers.
+    data["warnings"] = messages(card)
     return data

@@ -17,6 +17,9 @@ from typing import Any
 CARD_FILE = "model.json"
 WEIGHTS_FILE = "weights.safetensors"
 UNTRAINED_LABEL = "UNTRAINED DEMO"
+#: The validation plots `training.export` draws into the package (shown on the About page).
+PLOTS_DIR = "plots"
+PLOT_FILES = {"roc": "roc.png", "pr": "pr.png", "reliability": "reliability.png"}
 #: 256 px per side: the smallest radiographic cassette (18 cm) sampled that coarsely is at
 #: 0.7 mm per pixel, 3.5x coarser than the 0.2 mm that digital radiography detectors and
 #: guidance (ACR-AAPM-SIIM) take as the floor, so fine fracture lines are no longer resolved;

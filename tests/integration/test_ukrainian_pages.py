@@ -41,6 +41,7 @@ ALLOWED = {
     "fracture", "triage",  # the demo model's name, "dicomnode fracture triage"
     "doe", "jane", "hand",  # the test patient and body part (a DICOM defined term)
     "pacs", "destinations", "enter",  # a term, the config table `[[destinations]]`, a key
+    "auc", "roc",  # the metrics' international abbreviations
 }  # fmt: skip
 
 

@@ -56,3 +56,35 @@ def probabilities(folder: Path, files: Sequence[Path]) -> list[float]:
 def place_thresholds(folder: Path, card: ModelCard, *, low: float, high: float) -> ModelCard:
     """Rewrite the card with the given operating thresholds (weights unchanged)."""
     return write_card(folder, dataclasses.replace(card, threshold_low=low, threshold_high=high))
+
+
+#: A validation set like that of issue 19: 9 images, 3 fractures, AUC 0.833 (95 % CI ~0.44-1.00).
+SMALL_LABELS = (1, 1, 1, 0, 0, 0, 0, 0, 0)
+SMALL_PROBABILITIES = (0.91, 0.62, 0.35, 0.7, 0.4, 0.22, 0.15, 0.1, 0.05)
+
+
+def small_validation_package(folder: Path, *, seed: int = 0) -> ModelCard:
+    """A trained-looking package of the tiny arch whose card records the small validation set
+    of issue 19 (metrics computed by `training.metrics`), with the ROC, PR and reliability
+    plots `training.export` draws into a package."""
+    import numpy as np
+
+    from dicomnode.model.card import PLOTS_DIR
+    from dicomnode.model.classifier import outcome_for
+    from training.evaluate import compute_report, draw_plots
+    from training.thresholds import choose_thresholds
+
+    card = dataclasses.replace(tiny_package(folder, seed=seed), trained=True,
+                               name="small validation package")  # fmt: skip
+    y, p = np.array(SMALL_LABELS), np.array(SMALL_PROBABILITIES)
+    outcomes = [str(outcome_for(float(x), card)) for x in p]
+    report = compute_report(y, p, outcomes, card=card, n_bootstrap=500)
+    points = choose_thresholds(y, p)
+    card = dataclasses.replace(card, metrics={"validation": {
+        "images": report["images"], "fracture": report["fracture"], "auc": report["auc"],
+        "auc_ci95": report["auc_ci95"], "brier": report["calibration"]["brier"],
+        **{k: v for k, v in points.to_json().items() if k.endswith(("_at_low", "_at_high"))},
+    }})  # fmt: skip
+    (folder / PLOTS_DIR).mkdir(exist_ok=True)
+    draw_plots(y, p, report, folder / PLOTS_DIR)
+    return write_card(folder, card)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -125,9 +126,7 @@ def test_evaluate_all_images_and_update_card(
     package: Path, synthetic_folders: Synthetic, tmp_path: Path
 ) -> None:
     copy = tmp_path / "pkg"
-    copy.mkdir()
-    for item in package.iterdir():
-        (copy / item.name).write_bytes(item.read_bytes())
+    shutil.copytree(package, copy)  # with its plots/ folder
     report = evaluate(
         package=copy,
         data=synthetic_folders.root,

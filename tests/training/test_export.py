@@ -10,13 +10,16 @@ import numpy as np
 import onnxruntime
 import pytest
 import torch
+from PIL import Image
 
 from dicomnode.imaging import preprocess
-from dicomnode.model.card import ModelPackageError, read_package
+from dicomnode.model.card import PLOT_FILES, PLOTS_DIR, ModelPackageError, read_package
 from dicomnode.model.classifier import Classifier, create_model
+from dicomnode.model.evidence import messages
 from dicomnode.model.runtime import MAX_CAM_RELATIVE_DELTA, MAX_PROBABILITY_DELTA
 from tests.support.data import TINY_ARCH
 from tests.training.conftest import IMAGE_SIZE, TINY_CONFIG, Synthetic
+from training import evaluate
 from training.checkpoint import BEST
 from training.export import ONNX_FILE, ExportError, export, export_onnx, main, onnx_refusal
 from training.thresholds import calibrated_probability
@@ -69,13 +72,39 @@ def test_export_refuses_to_overwrite_and_bad_packages_are_refused(
     package: Path, trained_run: RunResult, tmp_path: Path
 ) -> None:
     with pytest.raises(ExportError, match="already holds"):
-        export(checkpoint=trained_run.out / BEST, out=package)
+        export(checkpoint=trained_run.out / BEST, out=package, allow_small_validation=True)
     # A tampered card no longer matches the weights: the node refuses it.
     copy = tmp_path / "pkg"
     shutil.copytree(package, copy)
     (copy / "weights.safetensors").write_bytes(b"x" + (copy / "weights.safetensors").read_bytes())
     with pytest.raises(ModelPackageError, match="does not match"):
         Classifier.from_package(copy)
+
+
+def test_a_small_validation_set_is_refused_unless_allowed(
+    package: Path, trained_run: RunResult, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "refused"
+    small = r"validation: \d+ images \(\d+ fractures\); fewer than 50 fractures"
+    with pytest.raises(ExportError, match=small):
+        export(checkpoint=trained_run.out / BEST, out=out)
+    assert not out.exists()  # nothing written
+    assert main(["--checkpoint", str(trained_run.out / BEST), "--out", str(out)]) == 2
+    assert "--allow-small-validation" in capsys.readouterr().err
+    # Allowed (the session's package): the warning is in the card, with its numbers.
+    card, _ = read_package(package)
+    [note] = [n for n in card.limitations if "--allow-small-validation" in n]
+    validation = card.metrics["validation"]
+    assert f"{validation['images']} images ({validation['fracture']} fractures)" in note
+    assert validation["fracture"] < 50 and messages(card)  # the node warns too
+
+
+def test_the_package_carries_its_validation_plots(package: Path) -> None:
+    assert PLOT_FILES == evaluate.PLOT_FILES  # the node serves what training draws
+    for name in PLOT_FILES.values():
+        with Image.open(package / PLOTS_DIR / name) as plot:
+            assert plot.format == "PNG" and plot.width >= 400
+            assert np.unique(np.asarray(plot.convert("L"))).size > 10  # a drawing, not a blank
 
 
 def test_export_cli_without_temperature(trained_run: RunResult, tmp_path: Path) -> None:
@@ -92,6 +121,7 @@ def test_export_cli_without_temperature(trained_run: RunResult, tmp_path: Path) 
                 "v-test",
                 "--min-image-size",
                 "300",
+                "--allow-small-validation",
             ]
         )
         == 0
@@ -102,7 +132,8 @@ def test_export_cli_without_temperature(trained_run: RunResult, tmp_path: Path) 
     assert not (out / ONNX_FILE).exists()
     assert main(["--checkpoint", str(tmp_path / "nothing.pt"), "--out", str(out)]) == 2
     default = tmp_path / "default"
-    assert main(["--checkpoint", str(trained_run.out / BEST), "--out", str(default)]) == 0
+    assert main(["--checkpoint", str(trained_run.out / BEST), "--out", str(default),
+                 "--allow-small-validation"]) == 0  # fmt: skip
     # By default, the smallest training image (the synthetic images are IMAGE_SIZE wide),
     # with a limitation saying it is below the 256 px radiograph floor.
     card = json.loads((default / "model.json").read_text())

@@ -28,9 +28,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
+from training.checkpoint import BEST, METRICS_LOG, load_checkpoint, read_metrics, save_checkpoint
 from training.config import ConfigError, TrainConfig
-from training.data import LabelledImages, Split, load_or_make_split
+from training.data import CLASS_NAMES, LabelledImages, Split, load_or_make_split
+from training.epochs import EarlyStopping
 from training.metrics import (
     average_precision,
     bootstrap_auc_ci,
@@ -138,13 +141,16 @@ def write_json(path: Path, data: Mapping[str, Any]) -> None:
     tmp.replace(path)
 
 
-def write_history(out: Path, history: Sequence[Mapping[str, Any]], *, best_epoch: int) -> None:
-    """`history.csv` and `curves.png` from the per-epoch records (rewritten every epoch)."""
+def write_history(
+    out: Path, history: Sequence[Mapping[str, Any]], *, best_epoch: int, plot: bool
+) -> None:
+    """`history.csv` (every epoch, cheap) and, with `plot`, `curves.png` (at the run's end: a
+    matplotlib figure costs about as much as an epoch of a tiny test model)."""
     with (out / HISTORY_CSV).open("w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=HISTORY_COLUMNS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(history)
-    if history:
+    if plot and history:
         save_png(curves_plot(history, best_epoch=best_epoch), out / CURVES_PNG)
 
 
@@ -188,6 +194,67 @@ def validation_report(
     )
     write_json(out / VALIDATION_FILE, report)
     return report
+
+
+def write_run_record(
+    out: Path, fixed: dict[str, Any], *, state: EarlyStopping, status: str, **extra: Any
+) -> dict[str, Any]:
+    """`run.json`: what makes this run comparable and reproducible (no patient data)."""
+    data = fixed["data"]
+    record = {
+        "name": out.name,
+        "status": status,
+        "updated": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "git": git_commit(),
+        "data": {
+            "description": data["description"],
+            "layout": data["layout"],
+            "sha256": data["data_sha256"],
+            "split_file": SPLIT_FILE,
+            "split_sha256": data["split_sha256"],
+            "split_seed": data["split_seed"],
+            "group_by": data["group_by"],
+            "counts": data["counts"],
+        },
+        "init": fixed["init"],
+        "config_file": CONFIG_FILE,
+        "versions": fixed["versions"],
+        "epochs_run": state.epoch,
+        "best_epoch": state.best_epoch,
+        "best_val_auc": state.best_auc if state.best_epoch else None,
+        "stopped_early": state.stop,
+        **extra,
+    }
+    write_json(out / RUN_FILE, record)
+    return record
+
+
+def finish_run(
+    out: Path, fixed: dict[str, Any], *, state: EarlyStopping, trackers: Trackers, complete: bool
+) -> None:
+    """Record the run's end: the epoch count in best.pt (a copy made at the best epoch, so it
+    said the best epoch where the total belongs), the best epoch's validation report and plots,
+    `run.json`, and the trackers' summary."""
+    write_history(out, read_metrics(out / METRICS_LOG), best_epoch=state.best_epoch, plot=True)
+    validation: dict[str, Any] = {}
+    if (out / BEST).is_file():
+        best = load_checkpoint(out / BEST)
+        best["epochs_run"] = state.epoch
+        best.pop("format", None)
+        save_checkpoint(out / BEST, best)
+        logits, labels = best["validation"]["logits"], best["validation"]["labels"]
+        p = torch.softmax(logits.double(), dim=1)[:, CLASS_NAMES.index("fracture")].numpy()
+        validation = validation_report(
+            labels.numpy(), p, out=out, epoch=int(best["validation"]["epoch"])
+        )
+    record = write_run_record(
+        out,
+        fixed,
+        state=state,
+        status="finished" if complete else "paused (continue with --resume last.pt)",
+        validation=validation,
+    )
+    trackers.finish(out=out, summary=record)
 
 
 def _flat(prefix: str, value: Any) -> dict[str, Any]:

@@ -26,20 +26,16 @@ epoch's order and augmentations are seeded from (seed, epoch) and the global RNG
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import math
 import shutil
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-import numpy as np
 import timm
 import torch
-from torch.utils.data import DataLoader, RandomSampler, Sampler, WeightedRandomSampler
 from tqdm.auto import tqdm
 
 import dicomnode
@@ -56,15 +52,22 @@ from training.checkpoint import (
 )
 from training.config import ConfigError, TrainConfig, config_from_dict, load_config
 from training.data import (
-    CLASS_NAMES,
     DataError,
     LabelledImages,
     RadiographDataset,
-    Sample,
     Split,
     load_or_make_split,
     read_dataset,
     select,
+)
+from training.epochs import (
+    EarlyStopping,
+    class_weights,
+    log,
+    make_loaders,
+    predict_logits,
+    show_progress,
+    train_one_epoch,
 )
 from training.metrics import roc_auc
 from training.model import (
@@ -76,132 +79,18 @@ from training.model import (
 )
 from training.tracking import (
     CONFIG_FILE,
-    RUN_FILE,
     SPLIT_FILE,
     Trackers,
     cached_split,
     dataset_hash,
-    git_commit,
+    finish_run,
     new_run_folder,
-    validation_report,
     write_history,
     write_json,
+    write_run_record,
 )
 
 __all__ = ["BEST", "LAST", "METRICS_LOG", "EarlyStopping", "RunResult", "main", "run"]
-T = TypeVar("T")
-Loader = DataLoader[tuple[torch.Tensor, int]]
-
-
-def _show_progress() -> bool:
-    """Progress bars on a terminal only: logs of batch jobs stay one line per epoch."""
-    return sys.stderr.isatty()
-
-
-def log(message: str) -> None:
-    if _show_progress():
-        tqdm.write(message, file=sys.stdout)  # above the bars, not through them
-    else:
-        print(message, flush=True)
-
-
-def progress(items: Iterable[T], *, total: int, desc: str, leave: bool = False) -> tqdm[T]:
-    """A tqdm bar on stderr, silent when stderr is not a terminal."""
-    return tqdm(
-        items,
-        total=total,
-        desc=desc,
-        leave=leave,
-        dynamic_ncols=True,
-        disable=not _show_progress(),
-        unit="batch",
-    )
-
-
-def train_one_epoch(
-    model: torch.nn.Module,
-    loader: Loader,
-    *,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    criterion: torch.nn.Module,
-    scaler: torch.amp.GradScaler,
-    runtime: Runtime,
-    desc: str,
-) -> float:
-    """One pass over the training data; returns the mean loss. The LR is stepped per batch."""
-    model.train()
-    total, count = 0.0, 0
-    for x, y in progress(loader, total=len(loader), desc=desc):
-        x, y = runtime.to_device(x), y.to(runtime.device)
-        optimizer.zero_grad(set_to_none=True)
-        with runtime.autocast():
-            loss = criterion(model(x).float(), y)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        scheduler.step()
-        total += float(loss.detach()) * y.numel()
-        count += y.numel()
-    return total / max(1, count)
-
-
-@torch.no_grad()
-def predict_logits(
-    model: torch.nn.Module, loader: Loader, runtime: Runtime
-) -> tuple[np.ndarray, np.ndarray]:
-    """(logits (N, classes) float64, labels (N,)) in the loader's order, eval mode."""
-    model.eval()
-    outputs, labels = [], []
-    for x, y in loader:
-        with runtime.autocast():
-            outputs.append(model(runtime.to_device(x)).float().cpu())
-        labels.append(y)
-    return torch.cat(outputs).double().numpy(), torch.cat(labels).numpy()
-
-
-def _loaders(
-    train_set: RadiographDataset,
-    val_set: RadiographDataset,
-    *,
-    config: TrainConfig,
-    runtime: Runtime,
-    epoch: int,
-) -> tuple[Loader, Loader]:
-    """This epoch's loaders; order and worker seeds come from a generator seeded by the epoch."""
-    generator = torch.Generator().manual_seed((config.seed * 1_000_003 + epoch) % 2**63)
-    sampler: Sampler[int]
-    if config.imbalance == "sampler":
-        labels = np.array(train_set.labels)
-        weights = 1.0 / np.bincount(labels, minlength=len(CLASS_NAMES))[labels]
-        sampler = WeightedRandomSampler(
-            weights.tolist(), num_samples=len(labels), replacement=True, generator=generator
-        )
-    else:
-        sampler = RandomSampler(train_set, generator=generator)
-    train_set.set_epoch(epoch)
-    common: dict[str, Any] = {
-        "num_workers": config.num_workers,
-        "pin_memory": runtime.device.type == "cuda",
-    }
-    train = DataLoader(
-        train_set,
-        batch_size=config.batch_size,
-        sampler=sampler,
-        drop_last=len(train_set) > config.batch_size,  # no batch of one for batch norm
-        generator=generator,
-        **common,
-    )
-    val = DataLoader(val_set, batch_size=config.batch_size * 2, shuffle=False, **common)
-    return train, val
-
-
-def _class_weights(samples: Sequence[Sample]) -> torch.Tensor:
-    """Inverse-frequency weights, normalised so a balanced set would get 1.0 each."""
-    counts = np.bincount([s.label for s in samples], minlength=len(CLASS_NAMES))
-    if counts.min() == 0:
-        raise DataError("the training split needs images of both classes")
-    return torch.tensor(counts.sum() / (len(counts) * counts), dtype=torch.float32)
 
 
 def _prepare_data(
@@ -244,35 +133,6 @@ def _prepare_data(
     return images, split, data_sha256
 
 
-@dataclass
-class EarlyStopping:
-    """Early stopping on validation AUC: stop after `patience` epochs without a higher one."""
-
-    patience: int
-    #: Last finished epoch.
-    epoch: int = 0
-    best_auc: float = -math.inf
-    best_epoch: int = 0
-    #: Epochs since the best one.
-    stale: int = 0
-
-    def update(self, epoch: int, auc: float) -> bool:
-        """Record `epoch`'s AUC; True if it is a new best (equal is not better)."""
-        self.epoch = epoch
-        if auc > self.best_auc:
-            self.best_auc, self.best_epoch, self.stale = auc, epoch, 0
-            return True
-        self.stale += 1
-        return False
-
-    @property
-    def stop(self) -> bool:
-        return self.stale >= self.patience
-
-    def to_json(self) -> dict[str, Any]:
-        return {"auc": self.best_auc, "epoch": self.best_epoch, "stale_epochs": self.stale}
-
-
 @dataclass(frozen=True)
 class RunResult:
     best_auc: float
@@ -281,66 +141,6 @@ class RunResult:
     last_epoch: int
     stopped_early: bool
     out: Path
-
-
-def _write_run_record(
-    out: Path, fixed: dict[str, Any], *, state: EarlyStopping, status: str, **extra: Any
-) -> dict[str, Any]:
-    """`run.json`: what makes this run comparable and reproducible (no patient data)."""
-    data = fixed["data"]
-    record = {
-        "name": out.name,
-        "status": status,
-        "updated": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "git": git_commit(),
-        "data": {
-            "description": data["description"],
-            "layout": data["layout"],
-            "sha256": data["data_sha256"],
-            "split_file": SPLIT_FILE,
-            "split_sha256": data["split_sha256"],
-            "split_seed": data["split_seed"],
-            "group_by": data["group_by"],
-            "counts": data["counts"],
-        },
-        "init": fixed["init"],
-        "config_file": CONFIG_FILE,
-        "versions": fixed["versions"],
-        "epochs_run": state.epoch,
-        "best_epoch": state.best_epoch,
-        "best_val_auc": state.best_auc if state.best_epoch else None,
-        "stopped_early": state.stop,
-        **extra,
-    }
-    write_json(out / RUN_FILE, record)
-    return record
-
-
-def _finish(
-    out: Path, fixed: dict[str, Any], *, state: EarlyStopping, trackers: Trackers, complete: bool
-) -> None:
-    """Record the run's end: the epoch count in best.pt (a copy made at the best epoch, so it
-    said the best epoch where the total belongs), the best epoch's validation report and plots,
-    `run.json`, and the trackers' summary."""
-    validation: dict[str, Any] = {}
-    if (out / BEST).is_file():
-        best = load_checkpoint(out / BEST)
-        best["epochs_run"] = state.epoch
-        best.pop("format", None)
-        save_checkpoint(out / BEST, best)
-        logits, labels = best["validation"]["logits"], best["validation"]["labels"]
-        p = torch.softmax(logits.double(), dim=1)[:, CLASS_NAMES.index("fracture")].numpy()
-        validation = validation_report(
-            labels.numpy(), p, out=out, epoch=int(best["validation"]["epoch"])
-        )
-    record = _write_run_record(
-        out,
-        fixed,
-        state=state,
-        status="finished" if complete else "paused (continue with --resume last.pt)",
-        validation=validation,
-    )
-    trackers.finish(out=out, summary=record)
 
 
 def run(
@@ -398,13 +198,13 @@ def run(
     val_set = RadiographDataset(
         images.root, samples["val"], input_size=info.input_size, mean=info.mean, std=info.std
     )
-    weight = _class_weights(samples["train"]) if config.imbalance == "loss" else None
+    weight = class_weights(samples["train"]) if config.imbalance == "loss" else None
     criterion = torch.nn.CrossEntropyLoss(
         weight=None if weight is None else weight.to(runtime.device),
         label_smoothing=config.label_smoothing,
     )
     optimizer = make_optimizer(model, config)
-    steps = len(_loaders(train_set, val_set, config=config, runtime=runtime, epoch=1)[0])
+    steps = len(make_loaders(train_set, val_set, config=config, runtime=runtime, epoch=1)[0])
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
         cosine_with_warmup(
@@ -469,14 +269,14 @@ def run(
         },
     }
     trackers = Trackers(config, run_name=out.name, resumed=checkpoint is not None)
-    _write_run_record(out, fixed, state=state, status="running")
+    write_run_record(out, fixed, state=state, status="running")
     epochs_bar = tqdm(
         total=config.epochs,
         initial=state.epoch,
         desc="epochs",
         unit="epoch",
         dynamic_ncols=True,
-        disable=not _show_progress(),
+        disable=not show_progress(),
     )
     ran = 0
     try:
@@ -487,7 +287,7 @@ def run(
             epoch = state.epoch + 1
             ran += 1
             started = time.monotonic()
-            train_loader, val_loader = _loaders(
+            train_loader, val_loader = make_loaders(
                 train_set, val_set, config=config, runtime=runtime, epoch=epoch
             )
             train_loss = train_one_epoch(
@@ -546,7 +346,8 @@ def run(
             }
             append_metrics(out / METRICS_LOG, record)
             trackers.epoch(record)
-            write_history(out, read_metrics(out / METRICS_LOG), best_epoch=state.best_epoch)
+            history = read_metrics(out / METRICS_LOG)
+            write_history(out, history, best_epoch=state.best_epoch, plot=False)
             epochs_bar.update(1)
             epochs_bar.set_postfix(val_auc=f"{val_auc:.4f}", best=f"{state.best_auc:.4f}")
             log(
@@ -562,7 +363,7 @@ def run(
     if state.stop:
         log(f"early stopping: no better validation AUC for {config.patience} epochs")
     complete = state.stop or state.epoch >= config.epochs
-    _finish(out, fixed, state=state, trackers=trackers, complete=complete)
+    finish_run(out, fixed, state=state, trackers=trackers, complete=complete)
     log(
         f"best validation AUC {state.best_auc:.4f} at epoch {state.best_epoch}; next: "
         f"python -m training.export --checkpoint {out / BEST} --out PACKAGE_DIR"

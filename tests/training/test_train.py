@@ -100,7 +100,8 @@ def test_default_input_size_matches_the_nodes_demo_for_efficientnet_b4() -> None
 
 def test_cli_fracatlas_layout_on_a_read_only_data_folder(tmp_path: Path) -> None:
     """The CLI trains from a read-only data folder, writes nothing into it, and keeps the split
-    (cached under the data's content hash) with the run, in a timestamped run folder."""
+    (cached under the data's content hash) with the run, in a timestamped run folder; with
+    `--tensorboard` it also logs there. No progress bars: stderr is not a terminal."""
     data = tmp_path / "fracatlas"
     write_dataset(data, layout="fracatlas", n=48, size=48, seed=2)
     config = tmp_path / "c.toml"
@@ -124,6 +125,8 @@ def test_cli_fracatlas_layout_on_a_read_only_data_folder(tmp_path: Path) -> None
                 "atlas tiny",
                 "--config",
                 str(config),
+                "--tensorboard",
+                str(tmp_path / "tb"),
             ],
             capture_output=True,
             text=True,
@@ -144,6 +147,9 @@ def test_cli_fracatlas_layout_on_a_read_only_data_folder(tmp_path: Path) -> None
     assert json.loads(cached.read_text())["test"] == split["test"]
     state = load_checkpoint(run_dir / LAST)
     assert state["init"] == "random" and state["config"]["imbalance"] == "sampler"
+    # --tensorboard: one TensorBoard run per run folder, in the given directory.
+    assert list((tmp_path / "tb" / run_dir.name).glob("events.out.tfevents.*"))
+    assert state["config"]["tracking"]["tensorboard"] == str((tmp_path / "tb").resolve())
     assert not result.stderr.strip() or "epoch" not in result.stderr  # no bars off a terminal
 
 

@@ -110,6 +110,11 @@ def _prepare_data(
     dc = config.data
     images = read_dataset(data, positive_class=dc.positive_class, group_by=dc.group_by)
     data_sha256 = dataset_hash(images)
+    legacy = data / SPLIT_FILE
+    if split_file is None and legacy.is_file():
+        # Written there by earlier versions: keep testing on the same images (read only).
+        log(f"found {legacy} (written by an earlier version); reusing it")
+        split_file = legacy
     if split_file is not None:
         split, notes = load_or_make_split(
             images,

@@ -190,3 +190,46 @@ def test_resume_rewrites_the_run_record(tmp_path: Path, synthetic_folders: Synth
     assert record["status"] == "finished" and record["epochs_run"] == 2
     assert load_checkpoint(out / BEST)["epochs_run"] == 2
     assert torch.load(out / LAST, weights_only=True)["epochs_run"] == 2
+
+
+def test_progress_bars_on_a_terminal_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """tqdm draws on stderr when it is a terminal; a batch job's stderr stays empty."""
+    import io
+
+    from training.epochs import progress
+
+    class Terminal(io.StringIO):
+        def __init__(self, tty: bool) -> None:
+            super().__init__()
+            self.tty = tty
+
+        def isatty(self) -> bool:
+            return self.tty
+
+    for tty in (True, False):
+        stream = Terminal(tty)
+        monkeypatch.setattr(sys, "stderr", stream)
+        assert list(progress(range(5), total=5, desc="epoch 1/2")) == list(range(5))
+        assert ("epoch 1/2" in stream.getvalue()) is tty
+        assert tty or stream.getvalue() == ""
+
+
+def test_a_split_file_left_in_the_data_folder_by_an_older_version_is_reused(
+    synthetic_folders: Synthetic, tmp_path: Path
+) -> None:
+    """Runs made before the split moved to the run folder keep their test images."""
+    from training.data import make_split, save_split
+    from training.train import _prepare_data
+
+    data = tmp_path / "data"
+    shutil.copytree(synthetic_folders.root, data)
+    images = read_dataset(data)
+    old = make_split(images, val_fraction=0.3, test_fraction=0.3, seed=99, group_by="")
+    save_split(old, data / "split.json", images)
+    out = tmp_path / "run"
+    out.mkdir()
+    _, split, _ = _prepare_data(
+        data=data, out=out, config=TINY_CONFIG, split_file=None, split_cache=tmp_path / "cache"
+    )
+    assert split == old and load_split(out / "split.json")[0] == old
+    assert not (tmp_path / "cache").exists()

@@ -33,7 +33,7 @@ $(VENV)/.stamp-base: pyproject.toml
 	touch $@
 
 $(VENV)/.stamp-test: $(VENV)/.stamp-base
-	$(PIP) install -q -e ".[test,dev,openvino]"
+	$(PIP) install -q -e ".[test,dev,openvino,training]"
 	touch $@
 
 install: $(VENV)/.stamp-base

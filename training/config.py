@@ -1,9 +1,9 @@
 """Training configuration: defaults here, overrides from a TOML file (`--config`).
 
-The file has top-level training keys and two tables, `[data]` and `[augment]`; an unknown key
-is an error (a typo must not silently fall back to a default). `training/configs/*.toml` are
-examples. The resolved configuration is stored in every checkpoint, so a resumed run continues
-with exactly the settings it started with.
+The file has top-level training keys and three tables, `[data]`, `[augment]` and
+`[tracking]`; an unknown key is an error (a typo must not silently fall back to a default).
+`training/configs/*.toml` are examples. The resolved configuration is stored in every
+checkpoint, so a resumed run continues with exactly the settings it started with.
 """
 
 from __future__ import annotations
@@ -44,11 +44,22 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
+class TrackingConfig:
+    """Optional experiment loggers, off by default; both write to a local directory (offline)."""
+
+    #: TensorBoard log directory (`--tensorboard DIR`); each run writes a sub-folder by its name.
+    tensorboard: str = ""
+    #: MLflow file store directory (`--mlflow DIR`); used only if mlflow is installed.
+    mlflow: str = ""
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     architecture: str = "efficientnet_b4"
-    #: Start from timm's ImageNet weights when they are cached or downloadable.
+    #: Start from timm's ImageNet weights, found in the local timm/Hugging Face cache only.
     pretrained: bool = False
-    #: A local weights file (timm/PyTorch state dict, .safetensors/.pth) to start from.
+    #: A local weights file (timm/PyTorch state dict, .safetensors/.pt) to start from
+    #: (`--init-weights`).
     pretrained_file: str = ""
     #: Square input size; 0 means the architecture's default from timm's pretrained config.
     image_size: int = 0
@@ -73,8 +84,11 @@ class TrainConfig:
     channels_last: bool = True
     data: DataConfig = field(default_factory=DataConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def __post_init__(self) -> None:
+        if self.pretrained and self.pretrained_file:
+            raise ConfigError("pretrained and pretrained_file (--init-weights) exclude each other")
         if self.imbalance not in IMBALANCE_MODES:
             raise ConfigError(f"imbalance must be one of {', '.join(IMBALANCE_MODES)}")
         positive = {

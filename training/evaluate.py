@@ -5,8 +5,8 @@
 Probabilities come from `dicomnode.model.classifier.Classifier.from_package(PKG).predict_batch` on
 `dicomnode.imaging.preprocess.load_image` output: the node's own code path (same preprocessing,
 temperature and thresholds), so `dicomnode classify` reproduces them. The split is read from
-the split file written by training (default `DATA/split.json`); `--split all` evaluates every
-image in DIR (an external test set needs no split file).
+the split file training keeps in its run folder (`--split-file RUN/split.json`); `--split all`
+evaluates every image in DIR (an external test set needs no split file).
 
 Written to OUT: `report.json` (AUC with a 95 % bootstrap CI, average precision, sensitivity,
 specificity, PPV, NPV and the confusion matrix at both operating points, the three-outcome
@@ -199,7 +199,12 @@ def evaluate(
         samples = list(images.samples)
         split_note = "all images in the folder"
     else:
-        split_path = split_file or data / "split.json"
+        split_path = split_file or data / "split.json"  # an older version's, read only
+        if not split_path.exists():
+            raise DataError(
+                f"no split file {split_path}: pass --split-file RUN/split.json (training keeps "
+                "the split in its run folder, never in the data folder)"
+            )
         parsed, raw = load_split(split_path)
         samples = select(images, parsed, split)
         split_note = str(raw.get("note", ""))
@@ -279,7 +284,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", required=True, type=Path, help="data folder (either layout)")
     parser.add_argument("--out", required=True, type=Path, help="folder for report and plots")
     parser.add_argument("--split", default="test", choices=["train", "val", "test", "all"])
-    parser.add_argument("--split-file", type=Path, help="default: DATA/split.json")
+    parser.add_argument(
+        "--split-file", type=Path,
+        help="the run's RUN/split.json (DATA/split.json, left by an older version, if absent)",
+    )  # fmt: skip
     parser.add_argument("--positive-class", default="", help="class folder meaning fracture")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--batch-size", type=int, default=8)

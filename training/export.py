@@ -233,7 +233,7 @@ def export(
         },
         "training": {
             "best_epoch": int(state["best"]["epoch"]),
-            "epochs_run": int(state["epoch"]),
+            "epochs_run": int(state.get("epochs_run", state["epoch"])),
             "init": str(state.get("init", "")),
             "split": {k: state["data"][k] for k in ("split_seed", "group_by", "counts")},
             "profile": state["data"].get("profile", {}),

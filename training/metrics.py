@@ -1,16 +1,33 @@
-"""Binary classification metrics in plain numpy (no scikit-learn in the node's dependencies).
+"""Binary classification metrics: scikit-learn's, behind the names the training tools use.
 
 `y` holds true labels (1 = fracture, 0 = normal), `p` the predicted P(fracture). A case counts
 as positive at threshold t when p >= t, the rule the node uses for its operating points.
+
+scikit-learn computes the AUC, the ROC and precision-recall curves, average precision, the
+confusion matrix, the reliability (calibration) curve and the Brier score; the AUC's confidence
+interval is a stratified percentile bootstrap by `scipy.stats.bootstrap`. Written here only
+what neither has: the expected calibration error and per-bin case counts. These modules are in
+the `training` extra (`pip install -e ".[training]"`); the node never imports them.
 """
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import ArrayLike
+
+try:
+    from scipy import stats
+    from sklearn import calibration
+    from sklearn import metrics as skm
+except ImportError as exc:  # pragma: no cover - depends on the install
+    raise ImportError(
+        f"training needs the 'training' extra ({exc.name} is missing): pip install -e '.[training]'"
+    ) from exc
 
 
 def _check(y: ArrayLike, p: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
@@ -25,22 +42,30 @@ def _check(y: ArrayLike, p: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     return y_arr, p_arr
 
 
-def average_ranks(values: np.ndarray) -> np.ndarray:
-    """1-based ranks, ties sharing the mean of their ranks."""
-    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
-    first = np.cumsum(counts) - counts + 1
-    return (first + (counts - 1) / 2.0)[inverse]
+def _both_classes(y: np.ndarray, what: str) -> None:
+    # scikit-learn only warns (and returns nan) here; a training run must not carry on silently.
+    if y.size == 0 or y.min() == y.max():
+        raise ValueError(f"{what} needs both classes")
 
 
 def roc_auc(y: ArrayLike, p: ArrayLike) -> float:
-    """Area under the ROC curve (Mann–Whitney U; a tie counts one half)."""
+    """Area under the ROC curve (a tie counts one half)."""
     y_arr, p_arr = _check(y, p)
-    n_pos = int(y_arr.sum())
-    n_neg = y_arr.size - n_pos
-    if n_pos == 0 or n_neg == 0:
-        raise ValueError("AUC needs both classes")
-    ranks = average_ranks(p_arr)
-    return float((ranks[y_arr == 1].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+    _both_classes(y_arr, "AUC")
+    return float(skm.roc_auc_score(y_arr, p_arr))
+
+
+def _auc_of_groups(pos: np.ndarray, neg: np.ndarray, axis: int = -1) -> np.ndarray:
+    """AUC = Mann–Whitney U of the positives / (n_pos · n_neg), vectorised along `axis`."""
+    u = stats.mannwhitneyu(pos, neg, axis=axis, method="asymptotic").statistic
+    return np.asarray(u / (pos.shape[axis] * neg.shape[axis]))
+
+
+def _auc_against_one(
+    x: np.ndarray, axis: int = -1, *, single: np.ndarray, single_is_positive: bool
+) -> np.ndarray:
+    fixed = np.broadcast_to(single, (*x.shape[:-1], 1))
+    return _auc_of_groups(*((fixed, x) if single_is_positive else (x, fixed)), axis=axis)
 
 
 def bootstrap_auc_ci(
@@ -51,25 +76,37 @@ def bootstrap_auc_ci(
     confidence: float = 0.95,
     seed: int = 0,
 ) -> tuple[float, float]:
-    """Percentile bootstrap CI of the AUC.
+    """Seeded percentile bootstrap CI of the AUC (scikit-learn has none).
 
-    Stratified: positives and negatives are resampled separately, so every resample keeps the
-    class counts of the data (and has an AUC).
+    Stratified: `scipy.stats.bootstrap` resamples the positives and the negatives separately
+    (two unpaired samples), so every resample keeps the class counts and has an AUC.
     """
     y_arr, p_arr = _check(y, p)
+    _both_classes(y_arr, "AUC")
     pos, neg = p_arr[y_arr == 1], p_arr[y_arr == 0]
-    if pos.size == 0 or neg.size == 0:
-        raise ValueError("AUC needs both classes")
-    rng = np.random.default_rng(seed)
-    labels = np.concatenate([np.ones(pos.size), np.zeros(neg.size)])
-    aucs = np.empty(n_resamples)
-    for i in range(n_resamples):
-        scores = np.concatenate(
-            [pos[rng.integers(0, pos.size, pos.size)], neg[rng.integers(0, neg.size, neg.size)]]
+    if pos.size == 1 and neg.size == 1:
+        auc = float(_auc_of_groups(pos, neg))
+        return auc, auc
+    data: tuple[np.ndarray, ...] = (pos, neg)
+    statistic: Callable[..., np.ndarray] = _auc_of_groups
+    if min(pos.size, neg.size) == 1:
+        # scipy resamples samples of two or more; a class of one is the same in every resample.
+        data = (neg,) if pos.size == 1 else (pos,)
+        statistic = functools.partial(
+            _auc_against_one, single=pos if pos.size == 1 else neg, single_is_positive=pos.size == 1
         )
-        aucs[i] = roc_auc(labels, scores)
-    alpha = (1.0 - confidence) / 2.0
-    low, high = np.quantile(aucs, [alpha, 1.0 - alpha])
+    result = stats.bootstrap(
+        data,
+        statistic,
+        n_resamples=n_resamples,
+        confidence_level=confidence,
+        method="percentile",
+        vectorized=True,
+        paired=False,
+        batch=max(1, min(n_resamples, 2_000_000 // max(1, y_arr.size))),
+        rng=np.random.default_rng(seed),
+    )
+    low, high = result.confidence_interval
     return float(low), float(high)
 
 
@@ -79,37 +116,31 @@ def roc_curve(y: ArrayLike, p: ArrayLike) -> tuple[np.ndarray, np.ndarray, np.nd
     The first threshold is +inf (nothing positive); point i is "positive when p >= thresholds[i]".
     """
     y_arr, p_arr = _check(y, p)
-    n_pos, n_neg = int(y_arr.sum()), int(y_arr.size - y_arr.sum())
-    if n_pos == 0 or n_neg == 0:
-        raise ValueError("a ROC curve needs both classes")
-    order = np.argsort(-p_arr, kind="stable")
-    scores, labels = p_arr[order], y_arr[order]
-    last_of_tie = np.r_[np.diff(scores) != 0, True]
-    tp = np.cumsum(labels)[last_of_tie]
-    fp = np.cumsum(1 - labels)[last_of_tie]
-    fpr = np.r_[0.0, fp / n_neg]
-    tpr = np.r_[0.0, tp / n_pos]
-    return fpr, tpr, np.r_[np.inf, scores[last_of_tie]]
+    _both_classes(y_arr, "a ROC curve")
+    fpr, tpr, thresholds = skm.roc_curve(y_arr, p_arr, drop_intermediate=False)
+    return fpr, tpr, thresholds
 
 
 def pr_curve(y: ArrayLike, p: ArrayLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(precision, recall, thresholds), one point per distinct score, by decreasing threshold."""
+    """(precision, recall, thresholds), one point per distinct score, by decreasing threshold.
+
+    scikit-learn's curve in the other order, without its closing (recall 0, precision 1) point.
+    """
     y_arr, p_arr = _check(y, p)
-    n_pos = int(y_arr.sum())
-    if n_pos == 0:
+    if not y_arr.sum():
         raise ValueError("a precision-recall curve needs positives")
-    order = np.argsort(-p_arr, kind="stable")
-    scores, labels = p_arr[order], y_arr[order]
-    last_of_tie = np.r_[np.diff(scores) != 0, True]
-    tp = np.cumsum(labels)[last_of_tie].astype(np.float64)
-    predicted = (np.arange(1, labels.size + 1))[last_of_tie]
-    return tp / predicted, tp / n_pos, scores[last_of_tie]
+    precision, recall, thresholds = skm.precision_recall_curve(
+        y_arr, p_arr, drop_intermediate=False
+    )
+    return precision[-2::-1], recall[-2::-1], thresholds[::-1]
 
 
 def average_precision(y: ArrayLike, p: ArrayLike) -> float:
     """Σ (R_k − R_{k−1}) · P_k over decreasing thresholds (the step-wise PR-curve area)."""
-    precision, recall, _ = pr_curve(y, p)
-    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+    y_arr, p_arr = _check(y, p)
+    if not y_arr.sum():
+        raise ValueError("average precision needs positives")
+    return float(skm.average_precision_score(y_arr, p_arr))
 
 
 @dataclass(frozen=True)
@@ -145,13 +176,8 @@ def _ratio(num: int, den: int) -> float:
 
 def confusion(y: ArrayLike, p: ArrayLike, threshold: float) -> Confusion:
     y_arr, p_arr = _check(y, p)
-    predicted = p_arr >= threshold
-    return Confusion(
-        tp=int(np.sum(predicted & (y_arr == 1))),
-        fp=int(np.sum(predicted & (y_arr == 0))),
-        tn=int(np.sum(~predicted & (y_arr == 0))),
-        fn=int(np.sum(~predicted & (y_arr == 1))),
-    )
+    tn, fp, fn, tp = skm.confusion_matrix(y_arr, p_arr >= threshold, labels=[0, 1]).ravel()
+    return Confusion(tp=int(tp), fp=int(fp), tn=int(tn), fn=int(fn))
 
 
 @dataclass(frozen=True)
@@ -166,28 +192,42 @@ class ReliabilityBin:
 
 
 def reliability_bins(y: ArrayLike, p: ArrayLike, *, n_bins: int = 10) -> list[ReliabilityBin]:
-    """Equal-width bins over [0, 1]: p falls in bin floor(p · n_bins); the last includes 1.0."""
+    """Equal-width bins over [0, 1], as `sklearn.calibration.calibration_curve` makes them.
+
+    A bin holds low < p <= high (the first also p = 0). scikit-learn gives the mean probability
+    and observed fraction of the non-empty bins; the count per bin is added here.
+    """
     y_arr, p_arr = _check(y, p)
+    if p_arr.size and (p_arr.min() < 0 or p_arr.max() > 1):
+        raise ValueError("probabilities must be in [0, 1]")
     edges = np.linspace(0.0, 1.0, n_bins + 1)
-    index = np.clip(np.floor(p_arr * n_bins).astype(np.int64), 0, n_bins - 1)
+    counts = np.bincount(np.searchsorted(edges[1:-1], p_arr), minlength=n_bins)
+    observed, predicted = (
+        calibration.calibration_curve(y_arr, p_arr, n_bins=n_bins, strategy="uniform")
+        if y_arr.size
+        else (np.empty(0), np.empty(0))
+    )
+    filled = iter(zip(predicted.tolist(), observed.tolist(), strict=True))
     bins = []
     for b in range(n_bins):
-        members = index == b
-        count = int(members.sum())
+        mean_p, fraction = next(filled) if counts[b] else (math.nan, math.nan)
         bins.append(
             ReliabilityBin(
                 low=float(edges[b]),
                 high=float(edges[b + 1]),
-                count=count,
-                mean_probability=float(p_arr[members].mean()) if count else math.nan,
-                fraction_positive=float(y_arr[members].mean()) if count else math.nan,
+                count=int(counts[b]),
+                mean_probability=float(mean_p),
+                fraction_positive=float(fraction),
             )
         )
     return bins
 
 
 def expected_calibration_error(y: ArrayLike, p: ArrayLike, *, n_bins: int = 10) -> float:
-    """ECE of P(fracture): Σ_b (n_b / N) · |fraction of fractures in b − mean p in b|."""
+    """ECE of P(fracture): Σ_b (n_b / N) · |fraction of fractures in b − mean p in b|.
+
+    Not in scikit-learn; built on its calibration curve (`reliability_bins`).
+    """
     y_arr, _ = _check(y, p)
     total = y_arr.size
     return float(
@@ -201,4 +241,4 @@ def expected_calibration_error(y: ArrayLike, p: ArrayLike, *, n_bins: int = 10) 
 
 def brier_score(y: ArrayLike, p: ArrayLike) -> float:
     y_arr, p_arr = _check(y, p)
-    return float(np.mean((p_arr - y_arr) ** 2))
+    return float(skm.brier_score_loss(y_arr, p_arr, pos_label=1))

@@ -8,14 +8,19 @@ from timm's data config at the architecture's test size, as the node's demo mode
 from __future__ import annotations
 
 import math
+import os
+import pickle
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from huggingface_hub import try_to_load_from_cache
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 from timm.data import resolve_model_data_config
+from timm.models import get_pretrained_cfg
 
 from dicomnode.model.classifier import create_model
 from training.config import ConfigError, TrainConfig
@@ -24,54 +29,95 @@ from training.data import CLASS_NAMES
 
 def load_backbone_weights(model: torch.nn.Module, path: Path) -> str:
     """Load a local state dict into `model`, skipping tensors of other shapes (the old head)."""
-    if path.suffix == ".safetensors":
-        state: dict[str, Any] = load_file(path, device="cpu")
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        for key in ("state_dict", "model", "state_dict_ema"):
-            if isinstance(state.get(key), dict):
-                state = state[key]
-                break
+    if not path.is_file():
+        raise ConfigError(f"initial weights file {path} does not exist")
+    try:
+        if path.suffix == ".safetensors":
+            state: dict[str, Any] = load_file(path, device="cpu")
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            for key in ("state_dict", "model", "state_dict_ema"):
+                if isinstance(state.get(key), dict):
+                    state = state[key]
+                    break
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError, SafetensorError) as exc:
+        raise ConfigError(f"cannot read initial weights {path.name}: {exc}") from exc
+    if not isinstance(state, dict):
+        raise ConfigError(f"{path.name} is not a state dict")
     own = model.state_dict()
     fitting = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     if len(fitting) < len(own) // 2:
         raise ConfigError(
-            f"pretrained_file {path.name} does not fit {type(model).__name__}: only "
+            f"initial weights {path.name} do not fit {type(model).__name__}: only "
             f"{len(fitting)} of {len(own)} tensors match"
         )
     model.load_state_dict(fitting, strict=False)
     return f"file {path.name} ({len(fitting)}/{len(own)} tensors)"
 
 
+def _hf_hub_cache() -> Path:
+    """The Hugging Face hub cache, read from the environment now (not at import time)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"])
+    home = os.environ.get("HF_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "huggingface"
+    )
+    return Path(home) / "hub"
+
+
+def cached_pretrained_file(architecture: str) -> tuple[Path | None, list[str]]:
+    """timm's ImageNet weights for `architecture` if already on this machine, and where it looked.
+
+    Only looks: the Hugging Face hub cache (`HF_HUB_CACHE`, `HF_HOME`; timm's weights live in
+    `timm/<architecture>.<tag>`) and torch hub's checkpoint folder (older timm URLs). Nothing is
+    ever downloaded, so training on an offline machine is the same as anywhere.
+    """
+    cfg = get_pretrained_cfg(architecture)
+    if cfg is None:
+        raise ConfigError(f"timm has no pretrained weights for {architecture!r}")
+    looked: list[str] = []
+    hub = _hf_hub_cache()
+    if cfg.hf_hub_id:
+        for filename in ("model.safetensors", "pytorch_model.bin"):
+            found = try_to_load_from_cache(cfg.hf_hub_id, filename, cache_dir=hub)
+            if isinstance(found, str):
+                return Path(found), looked
+        looked.append(f"{hub} (Hugging Face repo {cfg.hf_hub_id})")
+    if isinstance(cfg.url, str) and cfg.url:
+        path = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(cfg.url)
+        if path.is_file():
+            return path, looked
+        looked.append(str(path))
+    return None, looked
+
+
 def build_model(
     config: TrainConfig, *, log: Callable[[str], None] = print
 ) -> tuple[torch.nn.Module, str]:
-    """The network and where its initial weights came from ("imagenet (timm)", "random", a file).
+    """The network and where its initial weights came from ("imagenet (timm cache)", "random",
+    a file).
 
-    `pretrained` never fails the run: without cached weights and without network, it says
-    so through `log` and falls back to a (seeded) random initialisation.
+    `pretrained_file` (`--init-weights`) loads a local state dict; `pretrained` loads timm's
+    ImageNet weights from the local cache only. Either one missing is an error that says what
+    to do: a run the user asked to start from ImageNet must not silently start from random.
     """
     torch.manual_seed(config.seed)
-    classes = len(CLASS_NAMES)
+    model = create_model(config.architecture, num_classes=len(CLASS_NAMES))
     if config.pretrained_file:
-        model = create_model(config.architecture, num_classes=classes)
         return model, load_backbone_weights(model, Path(config.pretrained_file))
     if config.pretrained:
-        log(
-            f"loading ImageNet weights for {config.architecture} (timm cache, else download; "
-            "set HF_HUB_OFFLINE=1 to skip the download attempt)"
-        )
-        try:
-            model = create_model(config.architecture, num_classes=classes, pretrained=True)
-            return model, "imagenet (timm)"
-        except (OSError, RuntimeError, ValueError) as exc:
-            reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
-            log(
-                f"WARNING: ImageNet weights for {config.architecture} are not available "
-                f"({reason}); training from RANDOM initialisation instead"
+        path, looked = cached_pretrained_file(config.architecture)
+        if path is None:
+            raise ConfigError(
+                f"--pretrained: timm's ImageNet weights for {config.architecture} are not on "
+                f"this machine (looked in {'; '.join(looked)}); nothing is downloaded. Copy "
+                "them into the cache or pass --init-weights FILE (see training/README.md, "
+                "'Offline machines')"
             )
-            torch.manual_seed(config.seed)
-    return create_model(config.architecture, num_classes=classes), "random"
+        log(f"initial weights: timm ImageNet weights from the local cache ({path.name})")
+        loaded = load_backbone_weights(model, path)
+        return model, f"imagenet (timm cache; {loaded})"
+    return model, "random"
 
 
 @dataclass(frozen=True)

@@ -1,105 +1,75 @@
-"""ROC, precision-recall and reliability plots drawn with PIL (no matplotlib dependency).
+"""ROC, precision-recall, reliability, threshold and learning-curve plots, drawn by matplotlib.
 
-Every plot is a PLOT_SIZE RGB PNG with both axes on [0, 1], a grid, axis labels and a legend.
+Figures are made with matplotlib's object API on the Agg canvas (no pyplot, no display, no
+global backend state), rendered to a PLOT_SIZE RGB image and saved as PNG. The file names the
+tools write (`roc.png`, `pr.png`, `reliability.png`, `thresholds.png`, `curves.png`) are stable:
+the node's About page embeds them from the exported package.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
+
+try:
+    from matplotlib.axes import Axes
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+except ImportError as exc:  # pragma: no cover - depends on the install
+    raise ImportError("training needs the 'training' extra: pip install -e '.[training]'") from exc
 
 from training.metrics import ReliabilityBin
 
 PLOT_SIZE = (640, 640)
-_MARGIN_LEFT, _MARGIN_RIGHT, _MARGIN_TOP, _MARGIN_BOTTOM = 78, 24, 48, 70
-_BLUE, _ORANGE, _GREEN, _GREY = (31, 119, 180), (255, 127, 14), (44, 160, 44), (150, 150, 150)
-_BLACK, _LIGHT = (0, 0, 0), (225, 225, 225)
-
-
-def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
-    return ImageFont.load_default(size=size)
+CURVES_SIZE = (1120, 480)
+_DPI = 100
+_BLUE, _ORANGE, _GREEN, _GREY = "#1f77b4", "#ff7f0e", "#2ca02c", "#969696"
 
 
 @dataclass(frozen=True)
 class Marker:
+    """An operating point on a curve; `color` is RGB 0-255."""
+
     x: float
     y: float
     label: str
     color: tuple[int, int, int]
 
+    @property
+    def mpl_color(self) -> tuple[float, float, float]:
+        r, g, b = self.color
+        return (r / 255, g / 255, b / 255)
 
-class _Axes:
-    """A [0, 1] × [0, 1] plotting area inside a PLOT_SIZE canvas."""
 
-    def __init__(self, *, title: str, xlabel: str, ylabel: str) -> None:
-        self.image = Image.new("RGB", PLOT_SIZE, "white")
-        self.draw = ImageDraw.Draw(self.image)
-        width, height = PLOT_SIZE
-        self.left, self.top = _MARGIN_LEFT, _MARGIN_TOP
-        self.right, self.bottom = width - _MARGIN_RIGHT, height - _MARGIN_BOTTOM
-        self.legend: list[tuple[str, tuple[int, int, int]]] = []
-        font, small = _font(18), _font(13)
-        for i in range(6):
-            v = i / 5
-            x, y = self.to_pixel(v, v)
-            self.draw.line([(x, self.top), (x, self.bottom)], fill=_LIGHT)
-            self.draw.line([(self.left, y), (self.right, y)], fill=_LIGHT)
-            self.draw.text((x, self.bottom + 6), f"{v:.1f}", fill=_BLACK, font=small, anchor="mt")
-            self.draw.text((self.left - 6, y), f"{v:.1f}", fill=_BLACK, font=small, anchor="rm")
-        self.draw.rectangle([self.left, self.top, self.right, self.bottom], outline=_BLACK)
-        self.draw.text((width / 2, 14), title, fill=_BLACK, font=font, anchor="mt")
-        centre_x = (self.left + self.right) / 2
-        self.draw.text((centre_x, height - 22), xlabel, fill=_BLACK, font=_font(15), anchor="mb")
-        label = Image.new("RGB", (self.bottom - self.top, 22), "white")
-        ImageDraw.Draw(label).text(
-            (label.width / 2, 11), ylabel, fill=_BLACK, font=_font(15), anchor="mm"
-        )
-        self.image.paste(label.rotate(90, expand=True), (8, self.top))
+def _figure(size: tuple[int, int] = PLOT_SIZE, ncols: int = 1) -> tuple[Figure, list[Axes]]:
+    figure = Figure(figsize=(size[0] / _DPI, size[1] / _DPI), dpi=_DPI, layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(1, ncols, squeeze=False)[0]
+    return figure, list(axes)
 
-    def to_pixel(self, x: float, y: float) -> tuple[float, float]:
-        return (
-            self.left + x * (self.right - self.left),
-            self.bottom - y * (self.bottom - self.top),
-        )
 
-    def line(
-        self,
-        xs: Sequence[float] | np.ndarray,
-        ys: Sequence[float] | np.ndarray,
-        *,
-        color: tuple[int, int, int],
-        label: str = "",
-        width: int = 3,
-    ) -> None:
-        points = [self.to_pixel(float(x), float(y)) for x, y in zip(xs, ys, strict=True)]
-        if len(points) >= 2:
-            self.draw.line(points, fill=color, width=width, joint="curve")
-        if label:
-            self.legend.append((label, color))
+def _unit_axes(ax: Axes, *, title: str, xlabel: str, ylabel: str) -> None:
+    ax.set(xlim=(0, 1), ylim=(0, 1.01), title=title, xlabel=xlabel, ylabel=ylabel)
+    ax.set_aspect("equal")
+    ax.grid(True, color="#e1e1e1")
 
-    def marker(self, marker: Marker) -> None:
-        x, y = self.to_pixel(marker.x, marker.y)
-        self.draw.ellipse([x - 6, y - 6, x + 6, y + 6], fill=marker.color, outline=_BLACK)
-        self.legend.append((marker.label, marker.color))
 
-    def finish(self, *, legend_at: str = "bottom-right") -> Image.Image:
-        font = _font(13)
-        rows = len(self.legend)
-        if rows:
-            box_w = 18 + max(int(self.draw.textlength(t, font=font)) for t, _ in self.legend) + 14
-            box_h = rows * 20 + 10
-            x0 = self.right - box_w - 8 if legend_at.endswith("right") else self.left + 8
-            y0 = self.bottom - box_h - 8 if legend_at.startswith("bottom") else self.top + 8
-            self.draw.rectangle([x0, y0, x0 + box_w, y0 + box_h], fill="white", outline=_GREY)
-            for i, (text, color) in enumerate(self.legend):
-                y = y0 + 8 + i * 20
-                self.draw.rectangle([x0 + 6, y + 2, x0 + 18, y + 12], fill=color)
-                self.draw.text((x0 + 24, y), text, fill=_BLACK, font=font)
-        return self.image
+def _markers(ax: Axes, markers: Sequence[Marker]) -> None:
+    for m in markers:
+        ax.plot([m.x], [m.y], "o", ms=9, color=m.mpl_color, markeredgecolor="black", label=m.label)
+
+
+def render(figure: Figure) -> Image.Image:
+    """The figure as an RGB image of exactly its pixel size (no tight-bbox cropping)."""
+    canvas = figure.canvas
+    assert isinstance(canvas, FigureCanvasAgg)
+    canvas.draw()
+    return Image.fromarray(np.asarray(canvas.buffer_rgba())).convert("RGB")
 
 
 def roc_plot(
@@ -110,12 +80,13 @@ def roc_plot(
     ci: tuple[float, float],
     markers: Sequence[Marker],
 ) -> Image.Image:
-    axes = _Axes(title="ROC curve", xlabel="1 - specificity", ylabel="sensitivity")
-    axes.line([0, 1], [0, 1], color=_GREY, width=1)
-    axes.line(fpr, tpr, color=_BLUE, label=f"AUC {auc:.3f} (95% CI {ci[0]:.3f}-{ci[1]:.3f})")
-    for marker in markers:
-        axes.marker(marker)
-    return axes.finish()
+    figure, (ax,) = _figure()
+    _unit_axes(ax, title="ROC curve", xlabel="1 - specificity", ylabel="sensitivity")
+    ax.plot([0, 1], [0, 1], color=_GREY, lw=1, ls="--", label="chance")
+    ax.plot(fpr, tpr, color=_BLUE, lw=2, label=f"AUC {auc:.3f} (95% CI {ci[0]:.3f}-{ci[1]:.3f})")
+    _markers(ax, markers)
+    ax.legend(loc="lower right")
+    return render(figure)
 
 
 def pr_plot(
@@ -126,45 +97,103 @@ def pr_plot(
     prevalence: float,
     markers: Sequence[Marker],
 ) -> Image.Image:
-    axes = _Axes(title="Precision-recall curve", xlabel="recall (sensitivity)", ylabel="precision")
-    axes.line([0, 1], [prevalence, prevalence], color=_GREY, width=1, label="prevalence")
-    # Step-wise curve starting at recall 0 with the first precision.
-    xs = np.repeat(np.r_[0.0, recall], 2)[1:-1]
-    ys = np.repeat(precision, 2)
-    axes.line(xs, ys, color=_BLUE, label=f"average precision {average_precision:.3f}")
-    for marker in markers:
-        axes.marker(marker)
-    return axes.finish(legend_at="bottom-left")
+    """Step-wise curve by decreasing threshold, starting at recall 0 with the first precision."""
+    figure, (ax,) = _figure()
+    _unit_axes(
+        ax, title="Precision-recall curve", xlabel="recall (sensitivity)", ylabel="precision"
+    )
+    ax.axhline(prevalence, color=_GREY, lw=1, ls="--", label=f"prevalence {prevalence:.3f}")
+    ax.step(
+        np.r_[0.0, recall],
+        np.r_[precision[:1], precision],
+        where="pre",
+        color=_BLUE,
+        lw=2,
+        label=f"average precision {average_precision:.3f}",
+    )
+    _markers(ax, markers)
+    ax.legend(loc="lower left")
+    return render(figure)
 
 
 def reliability_plot(bins: Sequence[ReliabilityBin], *, ece: float) -> Image.Image:
-    """Observed fraction of fractures per probability bin against the diagonal."""
-    axes = _Axes(
-        title="Reliability (calibration)",
-        xlabel="predicted P(fracture)",
-        ylabel="observed fraction",
+    """Observed fraction of fractures per probability bin against the diagonal, with counts."""
+    figure, (ax,) = _figure()
+    _unit_axes(
+        ax, title="Reliability (calibration)", xlabel="predicted P(fracture)", ylabel="observed"
     )
-    largest = max([1, *(b.count for b in bins)])
-    for b in bins:
-        if not b.count:
-            continue
-        x0, y0 = axes.to_pixel(b.low, b.fraction_positive)
-        x1, y1 = axes.to_pixel(b.high, 0.0)
-        axes.draw.rectangle([x0 + 1, y0, x1 - 1, y1], fill=(174, 199, 232), outline=_BLUE)
-        # Number of cases in the bin, relative to the fullest bin (which reaches 0.2).
-        _, yh = axes.to_pixel(0.0, 0.2 * b.count / largest)
-        axes.draw.rectangle([x0 + 3, yh, x1 - 3, y1], fill=_ORANGE)
-    axes.legend.append((f"observed (ECE {ece:.3f})", (174, 199, 232)))
-    axes.legend.append(("cases per bin (relative)", _ORANGE))
-    axes.line([0, 1], [0, 1], color=_GREY, width=2, label="perfect calibration")
-    populated = [b for b in bins if b.count]
-    axes.line(
-        [b.mean_probability for b in populated],
-        [b.fraction_positive for b in populated],
+    filled = [b for b in bins if b.count]
+    lows = [b.low for b in filled]
+    widths = [b.high - b.low for b in filled]
+    ax.bar(
+        lows,
+        [b.fraction_positive for b in filled],
+        width=widths,
+        align="edge",
+        color="#aec7e8",
+        edgecolor=_BLUE,
+        label=f"observed fraction (ECE {ece:.3f})",
+    )
+    largest = max([1, *(b.count for b in filled)])
+    ax.bar(
+        lows,
+        [0.2 * b.count / largest for b in filled],
+        width=[0.6 * w for w in widths],
+        align="edge",
+        color=_ORANGE,
+        label="cases per bin (relative)",
+    )
+    ax.plot([0, 1], [0, 1], color=_GREY, lw=1.5, ls="--", label="perfect calibration")
+    ax.plot(
+        [b.mean_probability for b in filled],
+        [b.fraction_positive for b in filled],
+        "o-",
         color=_GREEN,
-        width=2,
+        lw=1.5,
     )
-    return axes.finish(legend_at="top-left")
+    ax.legend(loc="upper left")
+    return render(figure)
+
+
+def threshold_plot(
+    thresholds: np.ndarray,
+    sensitivity: np.ndarray,
+    specificity: np.ndarray,
+    *,
+    operating_points: Mapping[str, float],
+) -> Image.Image:
+    """Sensitivity and specificity against the threshold (positive when p >= t), with the
+    operating points as vertical lines: what moving a threshold costs on either side."""
+    figure, (ax,) = _figure()
+    _unit_axes(ax, title="Sensitivity and specificity by threshold", xlabel="threshold", ylabel="")
+    finite = np.isfinite(thresholds)
+    ax.step(thresholds[finite], sensitivity[finite], where="post", color=_BLUE, label="sensitivity")
+    ax.step(
+        thresholds[finite], specificity[finite], where="post", color=_ORANGE, label="specificity"
+    )
+    for (name, value), color in zip(
+        operating_points.items(), ("#d62728", "#9467bd", _GREEN), strict=False
+    ):
+        ax.axvline(value, color=color, lw=1.5, ls=":", label=f"{name} {value:.3f}")
+    ax.legend(loc="center right")
+    return render(figure)
+
+
+def curves_plot(history: Sequence[Mapping[str, Any]], *, best_epoch: int) -> Image.Image:
+    """Per-epoch training/validation loss and validation AUC, the best epoch marked."""
+    figure, (loss_ax, auc_ax) = _figure(CURVES_SIZE, ncols=2)
+    epochs = [int(r["epoch"]) for r in history]
+    loss_ax.plot(epochs, [r["train_loss"] for r in history], "o-", color=_BLUE, label="train")
+    loss_ax.plot(epochs, [r["val_loss"] for r in history], "o-", color=_ORANGE, label="validation")
+    loss_ax.set(title="Loss", xlabel="epoch", ylabel="cross-entropy")
+    auc_ax.plot(epochs, [r["val_auc"] for r in history], "o-", color=_GREEN, label="validation")
+    auc_ax.set(title="Validation AUC", xlabel="epoch", ylabel="AUC", ylim=(0, 1.01))
+    for ax in (loss_ax, auc_ax):
+        if best_epoch:
+            ax.axvline(best_epoch, color=_GREY, ls="--", label=f"best epoch {best_epoch}")
+        ax.grid(True, color="#e1e1e1")
+        ax.legend(loc="best")
+    return render(figure)
 
 
 def save_png(image: Image.Image, path: Path) -> Path:

@@ -67,8 +67,18 @@ def package(tmp_path_factory: pytest.TempPathFactory, trained_run: RunResult) ->
 
 @pytest.fixture(scope="session")
 def evaluation(
-    tmp_path_factory: pytest.TempPathFactory, package: Path, synthetic_folders: Synthetic
+    tmp_path_factory: pytest.TempPathFactory,
+    package: Path,
+    synthetic_folders: Synthetic,
+    trained_run: RunResult,
 ) -> tuple[Path, dict[str, object]]:
     out = tmp_path_factory.mktemp("evaluation")
-    report = evaluate(package=package, data=synthetic_folders.root, out=out, split="test")
+    # The split is kept with the run (the data folder is only read).
+    report = evaluate(
+        package=package,
+        data=synthetic_folders.root,
+        out=out,
+        split="test",
+        split_file=trained_run.out / "split.json",
+    )
     return out, report

@@ -20,6 +20,7 @@ from dicomnode.model.runtime import MAX_PROBABILITY_DELTA
 from tests.training.conftest import Synthetic
 from training.evaluate import PLOT_FILES, PREDICTIONS_FILE, REPORT_FILE, evaluate
 from training.plots import PLOT_SIZE
+from training.train import RunResult
 
 REPO = Path(__file__).parents[2]
 
@@ -141,7 +142,9 @@ def test_evaluate_all_images_and_update_card(
     assert "validation" in card.metrics
 
 
-def test_evaluate_cli(package: Path, synthetic_folders: Synthetic, tmp_path: Path) -> None:
+def test_evaluate_cli(
+    package: Path, synthetic_folders: Synthetic, trained_run: RunResult, tmp_path: Path
+) -> None:
     from training.evaluate import main
 
     assert (
@@ -155,6 +158,8 @@ def test_evaluate_cli(package: Path, synthetic_folders: Synthetic, tmp_path: Pat
                 str(tmp_path),
                 "--split",
                 "val",
+                "--split-file",
+                str(trained_run.out / "split.json"),
                 "--bootstrap",
                 "50",
             ]

@@ -98,44 +98,67 @@ def test_default_input_size_matches_the_nodes_demo_for_efficientnet_b4() -> None
     assert sum(p.numel() for p in model.parameters()) > 17_000_000
 
 
-def test_cli_fracatlas_layout_with_pretrained_offline(tmp_path: Path) -> None:
-    """`--pretrained` without cached weights and without network: random init, said clearly."""
+def test_cli_fracatlas_layout_on_a_read_only_data_folder(tmp_path: Path) -> None:
+    """The CLI trains from a read-only data folder, writes nothing into it, and keeps the split
+    (cached under the data's content hash) with the run, in a timestamped run folder; with
+    `--tensorboard` it also logs there. No progress bars: stderr is not a terminal."""
     data = tmp_path / "fracatlas"
     write_dataset(data, layout="fracatlas", n=48, size=48, seed=2)
     config = tmp_path / "c.toml"
     config.write_text(
-        f'architecture = "{TINY_CONFIG.architecture}"\nimage_size = 48\nepochs = 1\n'
+        f'architecture = "{TINY_CONFIG.architecture}"\nimage_size = 48\nepochs = 2\n'
         'batch_size = 8\nnum_workers = 0\nimbalance = "sampler"\n'
     )
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "training.train",
-            "--data",
-            str(data),
-            "--out",
-            str(tmp_path / "run"),
-            "--config",
-            str(config),
-            "--pretrained",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO,
-        timeout=300,
-    )
+    before = sorted(p.relative_to(data) for p in data.rglob("*"))
+    _read_only(data)
+    try:
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "training.train",
+                "--data",
+                str(data),
+                "--runs-dir",
+                str(tmp_path / "runs"),
+                "--name",
+                "atlas tiny",
+                "--config",
+                str(config),
+                "--tensorboard",
+                str(tmp_path / "tb"),
+            ],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")},
+            cwd=REPO,
+            timeout=300,
+        )
+    finally:
+        _read_only(data, writable=True)
     assert result.returncode == 0, result.stderr
-    assert "RANDOM initialisation" in result.stdout
+    assert sorted(p.relative_to(data) for p in data.rglob("*")) == before
     assert "fracatlas layout" in result.stdout
-    assert len(_log(tmp_path / "run")) == 1
-    split = json.loads((data / "split.json").read_text())
+    (run_dir,) = (tmp_path / "runs").glob("*-atlas-tiny")
+    assert len(_log(run_dir)) == 2
+    split = json.loads((run_dir / "split.json").read_text())
     assert "no patient ids" in split["note"]
-    state = load_checkpoint(tmp_path / "run" / LAST)
+    (cached,) = (tmp_path / "runs" / "splits").glob("*.json")
+    assert json.loads(cached.read_text())["test"] == split["test"]
+    state = load_checkpoint(run_dir / LAST)
     assert state["init"] == "random" and state["config"]["imbalance"] == "sampler"
-    assert state["config"]["pretrained"] is True
+    # --tensorboard: one TensorBoard run per run folder, in the given directory.
+    assert list((tmp_path / "tb" / run_dir.name).glob("events.out.tfevents.*"))
+    assert state["config"]["tracking"]["tensorboard"] == str((tmp_path / "tb").resolve())
+    assert not result.stderr.strip() or "epoch" not in result.stderr  # no bars off a terminal
+
+
+def _read_only(root: Path, *, writable: bool = False) -> None:
+    for path in [root, *root.rglob("*")]:
+        if path.is_dir():
+            path.chmod(0o755 if writable else 0o555)
+        else:
+            path.chmod(0o644 if writable else 0o444)
 
 
 def test_cli_rejects_config_with_resume(tmp_path: Path) -> None:

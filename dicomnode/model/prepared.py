@@ -39,7 +39,7 @@ from dicomnode.model.runtime import (
     open_backend,
     open_variant,
 )
-from dicomnode.model.select import DEFAULT_ROUNDS, TORCH, host
+from dicomnode.model.select import DEFAULT_ROUNDS, TORCH, host, log_served
 
 __all__ = ["installed_version"]
 
@@ -121,6 +121,8 @@ def load(
         card = card or ModelCard.from_json(prepared.manifest["card"])
         selection = prepared.manifest.get("selection") if select else None
         variant = str(selection["chosen"]) if selection else ""
+        if selection:
+            log_served(selection)
         if variant == TORCH:
             mark_used(prepared.files)
             return Loaded(card, None, prepared.files, selection)

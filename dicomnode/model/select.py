@@ -254,6 +254,16 @@ def record(measured: list[Measured], *, notes: list[str], rounds: int) -> dict[s
     return summary
 
 
+def log_served(selection: dict[str, Any]) -> None:
+    """The start-up log's line on what `auto` serves and why (the measured figures)."""
+    log.info("runtime auto: serving the fastest runtime equivalent to PyTorch",
+             chosen=selection.get("chosen"), ms_per_image=selection.get("ms_per_image"),
+             speedup_vs_torch=selection.get("speedup_vs_torch"),
+             refused=[c["variant"] for c in selection.get("candidates", [])
+                      if not c.get("passed")],
+             notes=selection.get("notes"), measured_at=selection.get("measured_at"))  # fmt: skip
+
+
 def summary_line(selection: dict[str, Any]) -> str:
     """One line for doctor: the choice, its time against PyTorch's, what was refused."""
     ms = selection.get("ms_per_image", {})

@@ -1,13 +1,14 @@
 """Serving without PyTorch: a model prepared once, checked against PyTorch at every load.
 
-With `runtime` onnxruntime or openvino on the CPU (the default), the node needs two things from
-PyTorch: the exported graph, and PyTorch's own outputs for the seeded check inputs
-(`runtime.check_inputs`). A child process (`python -m dicomnode.model.prepare`) makes both once per
-model and writes them to the node's model cache with a manifest. The node then opens the graph,
-runs the check inputs and compares with PyTorch's outputs, with the tolerances of
-`dicomnode.model.runtime`, at every start: the same check as before, but `import torch` and timm
-(≈ 650 MB of RSS, ~3 s) never happen in the serving process, and the child's memory is
-returned when it exits.
+With `runtime` auto, onnxruntime or openvino on the CPU, the node needs two things from
+PyTorch: the exported graph, and PyTorch's own outputs for the check inputs (the seeded
+`runtime.check_inputs` and the package's validation images). With auto the same child also
+measures the installed runtimes and records its choice (`select`). The child process
+(`python -m dicomnode.model.prepare`) makes them once per model and writes them to the
+node's model cache with a manifest. The node then opens the graph, runs the check inputs and
+compares with PyTorch's outputs (`dicomnode.model.equivalence`) at every start, but
+`import torch` and timm (≈ 650 MB of RSS, ~3 s) never happen in the serving process, and the
+child's memory is returned when it exits.
 
 The manifest is keyed by what shapes the outputs: the weights (SHA-256 from the card, or the
 demo's architecture and seed) and the installed torch and timm versions, so an upgrade prepares

@@ -7,15 +7,15 @@ it (≈ 650 MB of RSS). The PyTorch side (the graph, its export, the in-process 
 Every runtime runs one graph, `torchnet.CamNet`: image batch → (logits, CAM grid). The CAM grid
 is the class activation map before ReLU (`classifier` explains the formula), so the heatmap
 works in every runtime and costs nothing extra. For ONNX Runtime and OpenVINO the graph is
-exported once to ONNX and cached under the node's data dir, keyed by the SHA-256 of the weights
-(and of everything else that shapes the graph), then checked against PyTorch at load: on
-seeded inputs the fracture probability may differ by at most `MAX_PROBABILITY_DELTA` and the
-CAM by 1 % of its range, otherwise the runtime is refused with `RuntimeCheckFailed`.
+exported once to ONNX and cached under the node's data dir, keyed by the SHA-256 of the weights,
+everything else that shapes the graph and the torch version, then checked against PyTorch at
+load with the clinical equivalence check of `dicomnode.model.equivalence` (identical decisions
+at both operating points, |Δp| bound, heatmap half-peak overlap and peak), otherwise the runtime
+is refused with `RuntimeCheckFailed`.
 
-Measured (benchmarks/RESULTS.md): ONNX Runtime fp32 is 1.7–2.2× (2-vCPU Intel Xeon, run to
-run) to 2.4× (2-vCPU Zen 4) faster than PyTorch eager at batch 1, at equal outputs (≈1e-6),
-and always installed, so `auto` means ONNX Runtime on CPU and PyTorch on CUDA. OpenVINO fp32
-was between 13 % faster and 8 % slower on the Xeon (run to run) and 1.6× slower on the Zen 4.
+`runtime = "auto"` measures every installed runtime and precision on the host and serves the
+fastest equivalent one (`dicomnode.model.select`): the fastest runtime depends on the CPU
+(benchmarks/RESULTS.md: ONNX Runtime fastest on one host, OpenVINO bf16 on another).
 """
 
 from __future__ import annotations

@@ -192,12 +192,13 @@ def quantize_int8(graph: Path, target: Path, calibration: np.ndarray) -> Path:
 
 
 def median_ms(runs: dict[str, Run], one: np.ndarray, *, rounds: int) -> dict[str, float]:
-    """Median ms of each run on `one` (batch 1): a warm-up, then `rounds` interleaved rounds."""
+    """Median ms of each run on `one` (batch 1): `rounds` interleaved rounds (background load
+    hits every run alike), each timed call right after an untimed one of the same run (the
+    previous runtime's pool threads may still be spinning, and caches are the run's own)."""
     times: dict[str, list[float]] = {name: [] for name in runs}
-    for run in runs.values():
-        run(one)
     for _ in range(max(1, rounds)):
         for name, run in runs.items():
+            run(one)
             started = time.perf_counter()
             run(one)
             times[name].append((time.perf_counter() - started) * 1000)

@@ -7,8 +7,9 @@ torch backend (channels-last, inference_mode), ONNX Runtime fp32 (with and witho
 OpenVINO fp32 and bf16 (when installed), ONNX Runtime int8 (static quantisation calibrated on
 the package's `validation/` images, when it ships some), and the node's own choice with
 `runtime = "auto"` (prepared and measured in its child process, as the node does), a row whose
-runtime reads `auto (<chosen>)`. Rounds interleave the variants so background load hits them
-alike; the figure is the median ms/image. Accuracy against eager PyTorch with the node's
+runtime reads `auto (<chosen>)`. Each variant is timed in a block after two untimed runs (see
+`select.median_ms`: interleaving let one runtime's spinning threads slow the next); the
+figure is the median ms/image. Accuracy against eager PyTorch with the node's
 equivalence check (`dicomnode.model.equivalence`) on real radiographs (pydicom-data RG3, RG1;
 deid-data cat DX), the seeded check inputs and the package's validation images: decision
 agreement at both operating points, max |Δp|, heatmap half-peak IoU and peak shift, the former
@@ -112,6 +113,11 @@ def main() -> None:
     )
     check_set = np.concatenate([inputs, check_inputs(card.input_size), validation])
     with tempfile.TemporaryDirectory() as tmp:
+        # First, while this process runs nothing: its runtimes' threads would compete with the
+        # child's measurements (PyTorch measured 5x slower there after them).
+        auto = load_classifier(args.package or None, device="cpu",
+                               demo_architecture=args.architecture, runtime="auto",
+                               cache_dir=Path(tmp) / "auto", threads=args.threads)  # fmt: skip
         onnx_path = export_onnx(net, input_size=card.input_size, target=Path(tmp) / "m.onnx")
         variants["node torch (channels-last)"] = node_torch.run
         names = ["onnxruntime", "onnxruntime-spinning", "openvino-f32", "openvino-bf16"]
@@ -126,9 +132,6 @@ def main() -> None:
         if not len(calibration):
             print(f"int8: {select.NO_CALIBRATION} (the package has no validation/ images)",
                   file=sys.stderr)  # fmt: skip
-        auto = load_classifier(args.package or None, device="cpu",
-                               demo_architecture=args.architecture, runtime="auto",
-                               cache_dir=Path(tmp) / "auto", threads=args.threads)  # fmt: skip
         variants[auto.runtime] = auto._backend.run  # "auto (<chosen>)"
         reference = variants["torch eager fp32"](check_set)
         outputs = {name: run(check_set) for name, run in variants.items()}
@@ -140,10 +143,13 @@ def main() -> None:
         timings: dict[tuple[str, int], list[float]] = {}
         for batch_size in batches:
             batch = np.concatenate([inputs] * (batch_size // len(inputs) + 1))[:batch_size]
-            for run in variants.values():
-                run(batch)  # warm-up (first-run allocations, OpenVINO compilation of shapes)
-            for _ in range(args.rounds):
-                for name, run in variants.items():
+            # Variant after variant, each after two untimed runs, as `select.median_ms` does:
+            # interleaved, PyTorch measured 5-10x slower right after OpenVINO/ONNX Runtime
+            # (their pool threads still spinning), which swamps the background load's drift.
+            for name, run in variants.items():
+                run(batch)
+                run(batch)
+                for _ in range(args.rounds):
                     started = time.perf_counter()
                     run(batch)
                     elapsed = (time.perf_counter() - started) * 1000 / batch_size

@@ -4,7 +4,7 @@ fastest one that is equivalent to PyTorch (`dicomnode.model.equivalence`).
 Which runtime is fastest depends on the CPU: on one 2-vCPU Zen 4 ONNX Runtime was fastest and
 OpenVINO bf16 slower; on a 2-vCPU Xeon with AVX-512 bf16 OpenVINO bf16 was 3× PyTorch
 (issue 22). So the child process that prepares the model (`dicomnode.model.prepare`) times each
-variant at batch 1 (rounds interleaved so background load hits them alike; the median), checks
+variant at batch 1 (a block of rounds per variant after two untimed runs; the median), checks
 each against PyTorch on the check inputs, and records the choice, the timings and the check's
 figures in the prepared model's manifest. `choose` is pure and tested with injected timings.
 
@@ -192,17 +192,21 @@ def quantize_int8(graph: Path, target: Path, calibration: np.ndarray) -> Path:
 
 
 def median_ms(runs: dict[str, Run], one: np.ndarray, *, rounds: int) -> dict[str, float]:
-    """Median ms of each run on `one` (batch 1): `rounds` interleaved rounds (background load
-    hits every run alike), each timed call right after an untimed one of the same run (the
-    previous runtime's pool threads may still be spinning, and caches are the run's own)."""
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    for _ in range(max(1, rounds)):
-        for name, run in runs.items():
-            run(one)
+    """Median ms of each run on `one` (batch 1), run after run: two untimed calls, then
+    `rounds` timed ones. Not interleaved: in one process a runtime's pool threads keep
+    spinning for a while after it returns, and PyTorch's OpenMP team measured 5-10x slower
+    right after OpenVINO or ONNX Runtime (87 vs 457-962 ms for EfficientNet-B4)."""
+    out: dict[str, float] = {}
+    for name, run in runs.items():
+        run(one)
+        run(one)
+        times = []
+        for _ in range(max(1, rounds)):
             started = time.perf_counter()
             run(one)
-            times[name].append((time.perf_counter() - started) * 1000)
-    return {name: float(np.median(values)) for name, values in times.items()}
+            times.append((time.perf_counter() - started) * 1000)
+        out[name] = float(np.median(times))
+    return out
 
 
 def measure(

@@ -112,53 +112,44 @@ def main() -> None:
         Path(args.package) if args.package else None, card
     )
     check_set = np.concatenate([inputs, check_inputs(card.input_size), validation])
+    batches = [int(b) for b in args.batches.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
-        # First, while this process runs nothing: its runtimes' threads would compete with the
-        # child's measurements (PyTorch measured 5x slower there after them).
+        onnx_path = export_onnx(net, input_size=card.input_size, target=Path(tmp) / "m.onnx")
+        variants["node torch (channels-last)"] = node_torch.run
+        # PyTorch first, before any other runtime exists in this process: its OpenMP team
+        # measured 5-50x slower once OpenVINO's and ONNX Runtime's pools were there too.
+        timings = time_blocks(variants, inputs, batches=batches, rounds=args.rounds)
+        # The node's choice next, while this process runs nothing that competes with its child.
         auto = load_classifier(args.package or None, device="cpu",
                                demo_architecture=args.architecture, runtime="auto",
                                cache_dir=Path(tmp) / "auto", threads=args.threads)  # fmt: skip
-        onnx_path = export_onnx(net, input_size=card.input_size, target=Path(tmp) / "m.onnx")
-        variants["node torch (channels-last)"] = node_torch.run
+        others: dict[str, Callable[[np.ndarray], Any]] = {}
         names = ["onnxruntime", "onnxruntime-spinning", "openvino-f32", "openvino-bf16"]
         for name in [*names, select.INT8] if len(calibration) else names:
             try:
                 graph = onnx_path
                 if name == select.INT8:
                     graph = select.quantize_int8(onnx_path, Path(tmp) / "int8.onnx", calibration)
-                variants[name] = open_variant(name, graph, threads=args.threads).run
+                others[name] = open_variant(name, graph, threads=args.threads).run
             except Exception as exc:  # not installed / no bf16: reported, not fatal
                 print(f"{name} skipped: {exc}", file=sys.stderr)
         if not len(calibration):
             print(f"int8: {select.NO_CALIBRATION} (the package has no validation/ images)",
                   file=sys.stderr)  # fmt: skip
-        variants[auto.runtime] = auto._backend.run  # "auto (<chosen>)"
+        others[auto.runtime] = auto._backend.run  # "auto (<chosen>)"
+        timings.update(time_blocks(others, inputs, batches=batches, rounds=args.rounds))
+        variants.update(others)
         reference = variants["torch eager fp32"](check_set)
         outputs = {name: run(check_set) for name, run in variants.items()}
         accuracy = {name: compare_outputs(reference, out, card=card)
                     for name, out in outputs.items()}  # fmt: skip
         write_overlays(args.overlays, inputs=[i for i in real_images()], reference=reference,
                        outputs=outputs, count=len(inputs))  # fmt: skip
-        batches = [int(b) for b in args.batches.split(",")]
-        timings: dict[tuple[str, int], list[float]] = {}
-        for batch_size in batches:
-            batch = np.concatenate([inputs] * (batch_size // len(inputs) + 1))[:batch_size]
-            # Variant after variant, each after two untimed runs, as `select.median_ms` does:
-            # interleaved, PyTorch measured 5-10x slower right after OpenVINO/ONNX Runtime
-            # (their pool threads still spinning), which swamps the background load's drift.
-            for name, run in variants.items():
-                run(batch)
-                run(batch)
-                for _ in range(args.rounds):
-                    started = time.perf_counter()
-                    run(batch)
-                    elapsed = (time.perf_counter() - started) * 1000 / batch_size
-                    timings.setdefault((name, batch_size), []).append(elapsed)
         concurrency = two_at_once(onnx_path, variants["torch eager fp32"], inputs[:1],
                                   images=4 * args.rounds)  # fmt: skip
     base = {b: median(timings[("torch eager fp32", b)]) for b in batches}
     rows = []
-    for (name, batch_size), values in timings.items():
+    for (name, batch_size), values in sorted(timings.items(), key=lambda kv: kv[0][1]):
         figures = accuracy[name]
         ms = median(values)
         rows.append({
@@ -190,6 +181,30 @@ def main() -> None:
                              "check_figures": {k: v.to_json() for k, v in accuracy.items()},
                              "two_at_once": concurrency, "raw_ms": raw},
                args.out)  # fmt: skip
+
+
+def time_blocks(
+    runs: dict[str, Callable[[np.ndarray], Any]],
+    inputs: np.ndarray,
+    *,
+    batches: list[int],
+    rounds: int,
+) -> dict[tuple[str, int], list[float]]:
+    """ms/image of each run at each batch size: variant after variant, each after two untimed
+    runs, as `select.median_ms` times them (interleaved, one runtime's pool threads, still
+    spinning, slowed the next one far more than the background load drifts)."""
+    timings: dict[tuple[str, int], list[float]] = {}
+    for batch_size in batches:
+        batch = np.concatenate([inputs] * (batch_size // len(inputs) + 1))[:batch_size]
+        for name, run in runs.items():
+            run(batch)
+            run(batch)
+            for _ in range(rounds):
+                started = time.perf_counter()
+                run(batch)
+                elapsed = (time.perf_counter() - started) * 1000 / batch_size
+                timings.setdefault((name, batch_size), []).append(elapsed)
+    return timings
 
 
 def two_at_once(

@@ -37,6 +37,7 @@ from dicomnode.model.select import (
     Run,
     int8_key,
     measure,
+    median_ms,
     quantize_int8,
     record,
     validation_inputs,
@@ -103,6 +104,9 @@ def _select(
     """The manifest's `selection` (and `int8` graph): every variant checked and timed."""
     card = classifier.card
     names, notes = variants(trained=card.trained, calibration=len(calibration) > 0)
+    # PyTorch is timed before any other runtime exists in this process: beside their thread
+    # pools its OpenMP team measured 5-10x slower (403-962 instead of 78-87 ms, B4 demo).
+    timed = median_ms({TORCH: classifier._backend.run}, inputs[:1], rounds=rounds)
     runs: dict[str, Run] = {}
     failed: dict[str, str] = {}
     extra: dict[str, Any] = {}
@@ -123,7 +127,7 @@ def _select(
         except Exception as exc:  # a runtime or quantiser that cannot take the graph
             failed[name] = f"cannot build: {type(exc).__name__}: {str(exc)[:200]}"
     measured = measure(runs, inputs=inputs, reference=reference, card=card, rounds=rounds,
-                       failed=failed)  # fmt: skip
+                       failed=failed, timed=timed)  # fmt: skip
     return {**extra, "selection": record(measured, notes=notes, rounds=rounds)}
 
 

@@ -217,8 +217,10 @@ def measure(
     card: ModelCard,
     rounds: int,
     failed: dict[str, str] | None = None,
+    timed: dict[str, float] | None = None,
 ) -> list[Measured]:
-    """Check every run against `reference` on `inputs`; time those that pass."""
+    """Check every run against `reference` on `inputs`; time those that pass (`timed`: runs
+    timed already, e.g. PyTorch before any other runtime's threads existed)."""
     checked: dict[str, Run] = {}
     out: dict[str, Measured] = {}
     for name, run in runs.items():
@@ -231,7 +233,10 @@ def measure(
                              "; ".join(figures.reasons()))  # fmt: skip
         if figures.passed:
             checked[name] = run
-    for name, ms in median_ms(checked, inputs[:1], rounds=rounds).items():
+    pending = {name: run for name, run in checked.items() if name not in (timed or {})}
+    times = {**{k: v for k, v in (timed or {}).items() if k in checked},
+             **median_ms(pending, inputs[:1], rounds=rounds)}  # fmt: skip
+    for name, ms in times.items():
         out[name] = Measured(name, round(ms, 2), True, out[name].check)
     for name, reason in (failed or {}).items():
         out[name] = Measured(name, None, False, None, reason)

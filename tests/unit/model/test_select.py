@@ -173,3 +173,22 @@ def test_a_selection_from_another_host_is_measured_again(auto_cache, tmp_path):
     load_classifier(None, device="cpu", demo_architecture=data.TINY_ARCH, runtime="auto",
                     cache_dir=cache)  # fmt: skip
     assert json.loads(manifest_path.read_text())["selection"]["host"] == select.host()
+
+
+def test_measure_times_only_what_passed_and_keeps_pre_timed_runs():
+    maps = np.stack([blob(4, 4), blob(7, 3)])
+    reference = (logits_for([0.2, 0.8]), maps)
+    runs = {
+        "torch": lambda x: reference,
+        "onnxruntime": lambda x: (reference[0] + 1e-6, maps * 1.01),
+        "openvino-bf16": lambda x: (logits_for([0.35, 0.8]), maps),  # a decision flips
+    }
+    measured = {m.variant: m for m in select.measure(
+        runs, inputs=np.zeros((2, 3, 8, 8), np.float32), reference=reference, card=CARD,
+        rounds=1, failed={"onnxruntime-int8": "cannot build"}, timed={"torch": 123.0})}  # fmt: skip
+    assert measured["torch"].ms == 123.0
+    assert measured["onnxruntime"].passed and measured["onnxruntime"].ms is not None
+    bf16 = measured["openvino-bf16"]
+    assert not bf16.passed and bf16.ms is None and "decisions differ" in bf16.note
+    assert not measured["onnxruntime-int8"].passed
+    assert choose(list(measured.values())) == "onnxruntime"

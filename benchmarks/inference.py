@@ -8,7 +8,7 @@ OpenVINO fp32 and bf16 (when installed), ONNX Runtime int8 (static quantisation 
 the package's `validation/` images, when it ships some), and the node's own choice with
 `runtime = "auto"` (prepared and measured in its child process, as the node does), a row whose
 runtime reads `auto (<chosen>)`. Each variant is timed in a block after two untimed runs (see
-`select.median_ms`: interleaving let one runtime's spinning threads slow the next); the
+`select.median_ms`: interleaved, one runtime's spinning threads may slow the next); the
 figure is the median ms/image. Accuracy against eager PyTorch with the node's
 equivalence check (`dicomnode.model.equivalence`) on real radiographs (pydicom-data RG3, RG1;
 deid-data cat DX), the seeded check inputs and the package's validation images: decision
@@ -116,8 +116,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = export_onnx(net, input_size=card.input_size, target=Path(tmp) / "m.onnx")
         variants["node torch (channels-last)"] = node_torch.run
-        # PyTorch first, before any other runtime exists in this process: its OpenMP team
-        # measured 5-50x slower once OpenVINO's and ONNX Runtime's pools were there too.
+        # PyTorch first, before any other runtime's thread pool exists in this process (on a
+        # loaded host its two-thread OpenMP team still measured 83 ms to 4.3 s per image).
         timings = time_blocks(variants, inputs, batches=batches, rounds=args.rounds)
         # The node's choice next, while this process runs nothing that competes with its child.
         auto = load_classifier(args.package or None, device="cpu",
@@ -192,7 +192,7 @@ def time_blocks(
 ) -> dict[tuple[str, int], list[float]]:
     """ms/image of each run at each batch size: variant after variant, each after two untimed
     runs, as `select.median_ms` times them (interleaved, one runtime's pool threads, still
-    spinning, slowed the next one far more than the background load drifts)."""
+    spinning, may take the cores from the next one)."""
     timings: dict[tuple[str, int], list[float]] = {}
     for batch_size in batches:
         batch = np.concatenate([inputs] * (batch_size // len(inputs) + 1))[:batch_size]

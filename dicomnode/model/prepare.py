@@ -104,8 +104,9 @@ def _select(
     """The manifest's `selection` (and `int8` graph): every variant checked and timed."""
     card = classifier.card
     names, notes = variants(trained=card.trained, calibration=len(calibration) > 0)
-    # PyTorch is timed before any other runtime exists in this process: beside their thread
-    # pools its OpenMP team measured 5-10x slower (403-962 instead of 78-87 ms, B4 demo).
+    # PyTorch is timed before any other runtime's thread pool exists in this process, so that
+    # at least they do not compete with its OpenMP team (on a loaded 2-vCPU host it still
+    # measured 78-962 ms for the B4 demo: see benchmarks/RESULTS.md, issue 22).
     timed = median_ms({TORCH: classifier._backend.run}, inputs[:1], rounds=rounds)
     runs: dict[str, Run] = {}
     failed: dict[str, str] = {}

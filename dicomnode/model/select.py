@@ -193,9 +193,10 @@ def quantize_int8(graph: Path, target: Path, calibration: np.ndarray) -> Path:
 
 def median_ms(runs: dict[str, Run], one: np.ndarray, *, rounds: int) -> dict[str, float]:
     """Median ms of each run on `one` (batch 1), run after run: two untimed calls, then
-    `rounds` timed ones. Not interleaved: in one process a runtime's pool threads keep
-    spinning for a while after it returns, and PyTorch's OpenMP team measured 5-10x slower
-    right after OpenVINO or ONNX Runtime (87 vs 457-962 ms for EfficientNet-B4)."""
+    `rounds` timed ones. Not interleaved: in one process a runtime's pool threads may still
+    spin after it returns and take the cores from the next one. (PyTorch's OpenMP team
+    measured 87 to 962 ms for EfficientNet-B4 on a loaded 2-vCPU host, whichever way it was
+    timed: see benchmarks/RESULTS.md, issue 22.)"""
     out: dict[str, float] = {}
     for name, run in runs.items():
         run(one)

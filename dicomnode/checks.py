@@ -165,18 +165,23 @@ def check_model(settings: Settings) -> Check:
             "model", "fail", f"{where} cannot be loaded ({type(exc).__name__}: {str(exc)[:200]})"
         )
     card = classifier.card
+    measured = ""
+    if classifier.selection is not None:  # runtime = "auto": what was measured on this host
+        from dicomnode.model.select import summary_line
+
+        measured = f"; {summary_line(classifier.selection)}"
     if not card.trained:
         return Check(
             "model",
             "warn",
             f"{card.display_name} loaded ({classifier.runtime}): no model.package, results "
-            "are not meaningful; untrained demo: no validation evidence",
+            f"are not meaningful; untrained demo: no validation evidence{measured}",
         )
     weak = messages(card)  # a warning, not a failure: the site decides (docs/model-card.md)
     if weak:
         return Check("model", "warn", f"{card.display_name} loaded ({classifier.runtime}); "
-                     f"weak validation evidence: {' | '.join(weak)}")  # fmt: skip
-    return Check("model", "ok", f"{card.display_name} loaded ({classifier.runtime})")
+                     f"weak validation evidence: {' | '.join(weak)}{measured}")  # fmt: skip
+    return Check("model", "ok", f"{card.display_name} loaded ({classifier.runtime}){measured}")
 
 
 def check_destinations(settings: Settings) -> list[Check]:

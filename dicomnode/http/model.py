@@ -21,7 +21,9 @@ def model(ctx: Context) -> dict[str, Any]:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "model not loaded")
     data = model_json(card)
     if ctx.classifier is not None:  # which engine runs it: torch, onnxruntime, openvino-f32
-        data["runtime"] = ctx.classifier.runtime
+        data["runtime"] = ctx.classifier.runtime  # "auto (openvino-bf16)" when measured
+        # runtime = "auto": what was measured on this host (choice, ms/image, check figures)
+        data["runtime_selection"] = ctx.classifier.selection
     return data
 
 

@@ -5,16 +5,18 @@ The cache holds only what `dicomnode.model.prepare` and `dicomnode.model.torchne
 - manifests `demo-<arch>-seed<n>-torch<v>-timm<v>.json` and
   `package-<arch>-<key>-torch<v>-timm<v>.json`, each naming a graph and a reference;
 - graphs `<arch>-<key>.onnx` (~75 MB for EfficientNet-B4; `key`: 32 hex digits from
-  `runtime.export_key`) and PyTorch's outputs for the load-time check
-  `<arch>-<key>.reference.npz`;
+  `runtime.export_key`, which includes the torch version) and PyTorch's outputs for the
+  load-time check `<arch>-<key>.reference.npz`; with `runtime = "auto"` on a package with
+  validation images, the int8 graph `<arch>-int8-<key>.onnx` (`select.quantize_int8`);
 - temporary files `.prepare-*.part` and `.export-*.part`, left only by a killed preparation.
 
 "Used" is a file's modification time: each load touches the files it used (`mark_used`). A
 file is removed when it has one of those names, is a regular file (a symlink is never followed
 nor removed), has not been used for `days`, is not a file of the model this node serves, and
-no manifest that stays names it: after a torch upgrade the new manifest names the same graph
-as the old one. A manifest goes before the files it names, so a reader never finds a manifest
-whose graph is gone. Anything else in the directory is left alone.
+no manifest that stays names it: after a timm upgrade the new manifest names the same graph
+as the old one (a torch upgrade exports a new graph). A manifest goes before the files it
+names, so a reader never finds a manifest whose graph is gone. Anything else in the
+directory is left alone.
 """
 
 from __future__ import annotations
@@ -109,7 +111,7 @@ def _named(path: Path) -> tuple[str, ...]:
     """The plain file names a manifest names (nothing when it cannot be read)."""
     try:
         manifest = json.loads(path.read_text("utf-8"))
-        values = [manifest.get("onnx"), manifest.get("reference")]
+        values = [manifest.get("onnx"), manifest.get("reference"), manifest.get("int8")]
     except (OSError, ValueError, AttributeError):
         return ()
     return tuple(v for v in values if isinstance(v, str) and v and v == Path(v).name)

@@ -132,6 +132,9 @@ class Classifier:
     device: str
     #: The model cache files this classifier is served from (kept by `dicomnode.model.cache`).
     cache_files: tuple[Path, ...] = ()
+    #: What `runtime = "auto"` measured on this host (`dicomnode.model.select.record`): the
+    #: choice, the timings and the equivalence figures; None for an explicit runtime.
+    selection: dict[str, Any] | None = None
 
     def __init__(
         self,
@@ -203,7 +206,7 @@ class Classifier:
                 fracture_index=self.card.fracture_index,
                 classes=len(self.card.class_names),
                 cache_dir=cache_dir,
-                probability=self._probabilities,
+                card=self.card,
                 threads=threads,
                 spinning=spinning,
                 parallel=parallel,
@@ -215,13 +218,14 @@ class Classifier:
             return build_backend(Runtime.TORCH, net=self._net, device=self.device,
                                  input_size=self.card.input_size, weights_sha256="",
                                  architecture=self.card.architecture, fracture_index=0,
-                                 classes=0, cache_dir=None,
-                                 probability=self._probabilities)  # fmt: skip
+                                 classes=0, cache_dir=None, card=self.card)  # fmt: skip
 
     @property
     def runtime(self) -> str:
-        """The inference runtime in use (torch, onnxruntime, openvino-f32)."""
-        return self._backend.name
+        """The inference runtime in use (torch, onnxruntime, openvino-f32, …); chosen by
+        measurement: "auto (openvino-bf16)"."""
+        name = self._backend.name
+        return f"auto ({name})" if self.selection is not None else name
 
     def _probabilities(self, logits: np.ndarray) -> np.ndarray:
         return probabilities(logits, self.card)
@@ -376,6 +380,7 @@ def load_classifier(
     (`parallel` is for callers classifying from several threads at once).
     """
     chosen = Runtime(runtime)
+    selection: dict[str, Any] | None = None
     if cache_dir is not None and chosen != Runtime.TORCH and resolve_device(device) == "cpu":
         from dicomnode.model import prepared
 
@@ -383,15 +388,19 @@ def load_classifier(
             Path(package) if package else None, demo_architecture=demo_architecture
         )
         try:
-            card, backend, files = prepared.load(
+            card, backend, files, selection = prepared.load(
                 source,
-                runtime=Runtime.ONNXRUNTIME if chosen == Runtime.AUTO else chosen,
+                runtime=chosen,
                 cache_dir=cache_dir,
                 threads=threads,
                 spinning=spinning,
                 parallel=parallel,
             )
-            return Classifier.served(card, backend, cache_files=files)
+            if backend is not None:
+                served = Classifier.served(card, backend, cache_files=files)
+                served.selection = selection
+                return served
+            runtime = Runtime.TORCH  # measured fastest on this host
         except RuntimeCheckFailed as exc:
             if chosen != Runtime.AUTO:
                 raise
@@ -404,5 +413,8 @@ def load_classifier(
     options: dict[str, Any] = {"runtime": runtime, "cache_dir": cache_dir, "threads": threads,
                                "spinning": spinning, "parallel": parallel}  # fmt: skip
     if package is None or str(package) == "":
-        return Classifier.demo(architecture=demo_architecture, device=device, **options)
-    return Classifier.from_package(package, device=device, **options)
+        classifier = Classifier.demo(architecture=demo_architecture, device=device, **options)
+    else:
+        classifier = Classifier.from_package(package, device=device, **options)
+    classifier.selection = selection  # PyTorch measured fastest by `auto`, else None
+    return classifier

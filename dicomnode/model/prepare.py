@@ -16,7 +16,7 @@ import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -29,14 +29,33 @@ from dicomnode.model.prepared import (
     ModelSource,
     installed_version,
 )
-from dicomnode.model.runtime import check_inputs, export_key
+from dicomnode.model.runtime import check_inputs, export_key, open_variant
+from dicomnode.model.select import (
+    DEFAULT_ROUNDS,
+    INT8,
+    TORCH,
+    Run,
+    int8_key,
+    measure,
+    median_ms,
+    quantize_int8,
+    record,
+    validation_inputs,
+    variants,
+)
 
 
-def prepare(source: ModelSource, cache_dir: Path) -> Path:
-    """Export the graph and PyTorch's check outputs for `source`; returns the manifest path.
+def prepare(source: ModelSource, cache_dir: Path, *, select: bool = False,
+            rounds: int = DEFAULT_ROUNDS, threads: int = 0) -> Path:  # fmt: skip
+    """Export the graph and PyTorch's check outputs for `source`; with `select`, also measure
+    the installed runtimes on this host (`dicomnode.model.select`). Returns the manifest path.
     Imports PyTorch: run it in a child process (`python -m dicomnode.model.prepare`)."""
+    import torch
+
     from dicomnode.model.torchnet import ensure_export, state_sha256
 
+    if threads:
+        torch.set_num_threads(threads)
     if source.package is not None:
         classifier = Classifier.from_package(source.package, device="cpu", runtime="torch")
     else:
@@ -50,17 +69,67 @@ def prepare(source: ModelSource, cache_dir: Path) -> Path:
                      classes=len(card.class_names))  # fmt: skip
     onnx = ensure_export(classifier._net, input_size=card.input_size,
                          path=cache_dir / f"{card.architecture}-{key}.onnx")  # fmt: skip
-    logits, cam = classifier._backend.run(check_inputs(card.input_size))
+    calibration, validation = validation_inputs(source.package, card)
+    inputs = np.concatenate([check_inputs(card.input_size), validation])
+    torch_run = classifier._backend.run
+    logits, cam = torch_run(inputs)
     reference = f"{card.architecture}-{key}.reference.npz"
     with _atomic(cache_dir / reference) as fh:
-        np.savez(fh, logits=logits, cam=cam)
-    manifest = {"format": MANIFEST_FORMAT, "onnx": onnx.name, "reference": reference,
-                "card": card.to_json(), "torch": installed_version("torch"),
-                "timm": installed_version("timm")}  # fmt: skip
+        np.savez(fh, logits=logits, cam=cam, inputs=inputs)
+    manifest: dict[str, Any] = {
+        "format": MANIFEST_FORMAT, "onnx": onnx.name, "reference": reference,
+        "card": card.to_json(), "torch": installed_version("torch"),
+        "timm": installed_version("timm"),
+    }  # fmt: skip
+    if select:
+        manifest.update(_select(classifier, onnx, inputs, (logits, cam), calibration,
+                                key=key, rounds=rounds, threads=threads))  # fmt: skip
     path = cache_dir / source.manifest_name(card)
     with _atomic(path) as fh:
         fh.write(json.dumps(manifest, indent=2).encode())
     return path
+
+
+def _select(
+    classifier: Classifier,
+    onnx: Path,
+    inputs: np.ndarray,
+    reference: tuple[np.ndarray, np.ndarray],
+    calibration: np.ndarray,
+    *,
+    key: str,
+    rounds: int,
+    threads: int,
+) -> dict[str, Any]:
+    """The manifest's `selection` (and `int8` graph): every variant checked and timed."""
+    card = classifier.card
+    names, notes = variants(trained=card.trained, calibration=len(calibration) > 0)
+    # PyTorch is timed before any other runtime's thread pool exists in this process, so that
+    # at least they do not compete with its OpenMP team (on a loaded 2-vCPU host it still
+    # measured 78-962 ms for the B4 demo: see benchmarks/RESULTS.md, issue 22).
+    timed = median_ms({TORCH: classifier._backend.run}, inputs[:1], rounds=rounds)
+    runs: dict[str, Run] = {}
+    failed: dict[str, str] = {}
+    extra: dict[str, Any] = {}
+    for name in names:
+        try:
+            if name == TORCH:
+                runs[name] = classifier._backend.run
+                continue
+            graph = onnx
+            if name == INT8:
+                graph = quantize_int8(
+                    onnx,
+                    onnx.with_name(f"{card.architecture}-int8-{int8_key(key, calibration)}.onnx"),
+                    calibration,
+                )
+                extra["int8"] = graph.name
+            runs[name] = open_variant(name, graph, threads=threads).run
+        except Exception as exc:  # a runtime or quantiser that cannot take the graph
+            failed[name] = f"cannot build: {type(exc).__name__}: {str(exc)[:200]}"
+    measured = measure(runs, inputs=inputs, reference=reference, card=card, rounds=rounds,
+                       failed=failed, timed=timed)  # fmt: skip
+    return {**extra, "selection": record(measured, notes=notes, rounds=rounds)}
 
 
 @contextlib.contextmanager
@@ -75,10 +144,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--package", default=None, help="model package folder")
     parser.add_argument("--demo", default="efficientnet_b4", help="demo architecture")
     parser.add_argument("--seed", type=int, default=0, help="demo seed")
+    parser.add_argument("--select", action="store_true", help='measure runtimes ("auto")')
+    parser.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS, help="timing rounds")
+    parser.add_argument("--threads", type=int, default=0, help="threads (0: all cores)")
     args = parser.parse_args(argv)
     source = ModelSource(Path(args.package) if args.package else None, args.demo, args.seed)
     try:
-        print(prepare(source, Path(args.cache)))
+        print(prepare(source, Path(args.cache), select=args.select, rounds=args.rounds,
+                      threads=args.threads))  # fmt: skip
     except ModelPackageError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_MODEL_ERROR

@@ -1,13 +1,14 @@
 """Serving without PyTorch: a model prepared once, checked against PyTorch at every load.
 
-With `runtime` onnxruntime or openvino on the CPU (the default), the node needs two things from
-PyTorch: the exported graph, and PyTorch's own outputs for the seeded check inputs
-(`runtime.check_inputs`). A child process (`python -m dicomnode.model.prepare`) makes both once per
-model and writes them to the node's model cache with a manifest. The node then opens the graph,
-runs the check inputs and compares with PyTorch's outputs, with the tolerances of
-`dicomnode.model.runtime`, at every start: the same check as before, but `import torch` and timm
-(≈ 650 MB of RSS, ~3 s) never happen in the serving process, and the child's memory is
-returned when it exits.
+With `runtime` auto, onnxruntime or openvino on the CPU, the node needs two things from
+PyTorch: the exported graph, and PyTorch's own outputs for the check inputs (the seeded
+`runtime.check_inputs` and the package's validation images). With auto the same child also
+measures the installed runtimes and records its choice (`select`). The child process
+(`python -m dicomnode.model.prepare`) makes them once per model and writes them to the
+node's model cache with a manifest. The node then opens the graph, runs the check inputs and
+compares with PyTorch's outputs (`dicomnode.model.equivalence`) at every start, but
+`import torch` and timm (≈ 650 MB of RSS, ~3 s) never happen in the serving process, and the
+child's memory is returned when it exits.
 
 The manifest is keyed by what shapes the outputs: the weights (SHA-256 from the card, or the
 demo's architecture and seed) and the installed torch and timm versions, so an upgrade prepares
@@ -17,12 +18,10 @@ missing file is prepared again, once.
 
 from __future__ import annotations
 
-import functools
 import json
 import subprocess
 import sys
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -37,13 +36,19 @@ from dicomnode.model.runtime import (
     RuntimeCheckFailed,
     check_backend,
     export_key,
+    installed_version,
     open_backend,
-    probabilities,
+    open_variant,
 )
+from dicomnode.model.select import DEFAULT_ROUNDS, TORCH, host, log_served
+
+__all__ = ["installed_version"]
 
 log = structlog.stdlib.get_logger("dicomnode.prepared")
 
-MANIFEST_FORMAT = 1
+#: 2: the reference holds its check inputs (the package's validation images join the seeded
+#: ones); `selection` records what `runtime = "auto"` measured.
+MANIFEST_FORMAT = 2
 #: A preparation exports and runs the network once: minutes at most even on a slow machine.
 PREPARE_TIMEOUT_SECONDS = 900.0
 #: Exit status of the child for a model that cannot be loaded (bad package, unknown arch).
@@ -57,6 +62,8 @@ class ModelSource:
     package: Path | None = None
     demo_architecture: str = "efficientnet_b4"
     seed: int = 0
+    #: Timing rounds per variant when `runtime = "auto"` measures (`dicomnode.model.select`).
+    rounds: int = DEFAULT_ROUNDS
 
     def manifest_name(self, card: ModelCard | None) -> str:
         versions = f"torch{installed_version('torch')}-timm{installed_version('timm')}"
@@ -74,18 +81,13 @@ class ModelSource:
         return ["--package", str(self.package)]
 
 
-def installed_version(distribution: str) -> str:
-    """The installed version of `distribution` (it keys the cache), or "none"."""
-    try:
-        return metadata.version(distribution)
-    except metadata.PackageNotFoundError:
-        return "none"
-
-
 class Loaded(NamedTuple):
     card: ModelCard
-    backend: Backend
+    #: None: `runtime = "auto"` measured PyTorch fastest (the caller loads it in-process).
+    backend: Backend | None
     files: tuple[Path, ...]  # the cache files the model is served from
+    #: What `runtime = "auto"` measured on this host (`select.record`), else None.
+    selection: dict[str, Any] | None = None
 
 
 def load(
@@ -101,22 +103,39 @@ def load(
     preparing the model in a child process when the cache does not have it yet. The cache
     files it is served from are marked used (`dicomnode.model.cache`).
 
+    With `runtime` auto, the child also measures the installed runtimes on this host (once per
+    model, host and runtime versions) and the variant it chose is served (`select`).
+
     Raises ModelPackageError for a model that cannot be loaded and RuntimeCheckFailed (a
     ModelPackageError) for a runtime that does not reproduce PyTorch.
     """
     card = read_package(source.package)[0] if source.package is not None else None
     manifest_path = Path(cache_dir) / source.manifest_name(card)
+    select = runtime == Runtime.AUTO
     for attempt in (1, 2):
         prepared = _read(manifest_path)
-        if prepared is None:
-            _prepare_in_child(source, Path(cache_dir))
+        if prepared is None or (select and not _selected_here(prepared.manifest)):
+            _prepare_in_child(source, Path(cache_dir), select=select, threads=threads)
             prepared = _read(manifest_path)
             if prepared is None:
                 raise ModelPackageError(f"preparing the model left no usable {manifest_path}")
         card = card or ModelCard.from_json(prepared.manifest["card"])
+        selection = prepared.manifest.get("selection") if select else None
+        variant = str(selection["chosen"]) if selection else ""
+        if selection:
+            log_served(selection)
+        if variant == TORCH:
+            mark_used(prepared.files)
+            return Loaded(card, None, prepared.files, selection)
         try:
-            backend = open_backend(runtime, prepared.onnx, threads=threads, spinning=spinning,
-                                   parallel=parallel)  # fmt: skip
+            if variant:
+                graph = prepared.int8 if variant.endswith("int8") else prepared.onnx
+                if graph is None:
+                    raise RuntimeCheckFailed(f"runtime {variant}: its graph is not prepared")
+                backend = open_variant(variant, graph, threads=threads, parallel=parallel)
+            else:
+                backend = open_backend(runtime, prepared.onnx, threads=threads,
+                                       spinning=spinning, parallel=parallel)  # fmt: skip
         except RuntimeCheckFailed:
             raise
         except Exception as exc:  # a damaged export: prepare again, once
@@ -128,11 +147,17 @@ def load(
                         error=type(exc).__name__)  # fmt: skip
             prepared.discard()
             continue
-        check_backend(runtime, backend, prepared.reference, input_size=card.input_size,
-                      probability=functools.partial(probabilities, card=card))  # fmt: skip
+        check_backend(variant or runtime, backend, prepared.reference, inputs=prepared.inputs,
+                      card=card)  # fmt: skip
         mark_used(prepared.files)
-        return Loaded(card, backend, prepared.files)
+        return Loaded(card, backend, prepared.files, selection)
     raise AssertionError("unreachable")
+
+
+def _selected_here(manifest: dict[str, Any]) -> bool:
+    """Whether the manifest holds a selection measured on this host (CPU, cores, runtimes)."""
+    selection = manifest.get("selection")
+    return isinstance(selection, dict) and selection.get("host") == host()
 
 
 @dataclass
@@ -142,14 +167,18 @@ class _Prepared:
     onnx: Path
     reference: tuple[np.ndarray, np.ndarray]
     reference_path: Path
+    inputs: np.ndarray
+    int8: Path | None = None
 
     @property
     def files(self) -> tuple[Path, ...]:
-        return (self.manifest_path, self.onnx, self.reference_path)
+        extra = (self.int8,) if self.int8 is not None else ()
+        return (self.manifest_path, self.onnx, self.reference_path, *extra)
 
     def discard(self) -> None:
-        for path in (self.manifest_path, self.onnx):
-            path.unlink(missing_ok=True)
+        for path in (self.manifest_path, self.onnx, self.int8):
+            if path is not None:
+                path.unlink(missing_ok=True)
 
 
 def _read(manifest_path: Path) -> _Prepared | None:
@@ -163,17 +192,24 @@ def _read(manifest_path: Path) -> _Prepared | None:
         reference_path = folder / manifest["reference"]
         with np.load(reference_path) as npz:
             reference = (np.asarray(npz["logits"], np.float32), np.asarray(npz["cam"], np.float32))
-        if not onnx.is_file():
+            inputs = np.asarray(npz["inputs"], np.float32)
+        int8 = folder / manifest["int8"] if manifest.get("int8") else None
+        if not onnx.is_file() or (int8 is not None and not int8.is_file()):
             return None
-        return _Prepared(manifest_path, manifest, onnx, reference, reference_path)
+        return _Prepared(manifest_path, manifest, onnx, reference, reference_path, inputs, int8)
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
-def _prepare_in_child(source: ModelSource, cache_dir: Path) -> None:
-    log.info("preparing the model for serving without PyTorch (once per model)")
+def _prepare_in_child(
+    source: ModelSource, cache_dir: Path, *, select: bool = False, threads: int = 0
+) -> None:
+    log.info("preparing the model for serving without PyTorch (once per model)",
+             measuring_runtimes=select)  # fmt: skip
     command = [sys.executable, "-m", "dicomnode.model.prepare", "--cache", str(cache_dir),
-               *source.args()]  # fmt: skip
+               *source.args(), "--threads", str(threads)]  # fmt: skip
+    if select:
+        command += ["--select", "--rounds", str(source.rounds)]
     try:
         done = subprocess.run(command, capture_output=True, text=True,
                               timeout=PREPARE_TIMEOUT_SECONDS)  # fmt: skip

@@ -7,15 +7,15 @@ it (≈ 650 MB of RSS). The PyTorch side (the graph, its export, the in-process 
 Every runtime runs one graph, `torchnet.CamNet`: image batch → (logits, CAM grid). The CAM grid
 is the class activation map before ReLU (`classifier` explains the formula), so the heatmap
 works in every runtime and costs nothing extra. For ONNX Runtime and OpenVINO the graph is
-exported once to ONNX and cached under the node's data dir, keyed by the SHA-256 of the weights
-(and of everything else that shapes the graph), then checked against PyTorch at load: on
-seeded inputs the fracture probability may differ by at most `MAX_PROBABILITY_DELTA` and the
-CAM by 1 % of its range, otherwise the runtime is refused with `RuntimeCheckFailed`.
+exported once to ONNX and cached under the node's data dir, keyed by the SHA-256 of the weights,
+everything else that shapes the graph and the torch version, then checked against PyTorch at
+load with the clinical equivalence check of `dicomnode.model.equivalence` (identical decisions
+at both operating points, |Δp| bound, heatmap half-peak overlap and peak), otherwise the runtime
+is refused with `RuntimeCheckFailed`.
 
-Measured (benchmarks/RESULTS.md): ONNX Runtime fp32 is 1.7–2.2× (2-vCPU Intel Xeon, run to
-run) to 2.4× (2-vCPU Zen 4) faster than PyTorch eager at batch 1, at equal outputs (≈1e-6),
-and always installed, so `auto` means ONNX Runtime on CPU and PyTorch on CUDA. OpenVINO fp32
-was between 13 % faster and 8 % slower on the Xeon (run to run) and 1.6× slower on the Zen 4.
+`runtime = "auto"` measures every installed runtime and precision on the host and serves the
+fastest equivalent one (`dicomnode.model.select`): the fastest runtime depends on the CPU
+(benchmarks/RESULTS.md: ONNX Runtime fastest on one host, OpenVINO bf16 on another).
 """
 
 from __future__ import annotations
@@ -32,24 +32,20 @@ import structlog
 
 from dicomnode.config import Runtime
 from dicomnode.model.card import ModelCard, ModelPackageError
+from dicomnode.model.equivalence import Equivalence, compare_outputs, probabilities
+
+__all__ = ["probabilities"]  # re-exported: callers compute P(fracture) from here
 
 log = structlog.stdlib.get_logger("dicomnode.runtime")
 
-#: Tolerance of the load-time check (and of the tests): max |Δ P(fracture)|.
+#: Tolerance of the training export's fp32 ONNX check (`training.export`) and of tests: max
+#: |Δ P(fracture)|. The node's own gate is `dicomnode.model.equivalence`.
 MAX_PROBABILITY_DELTA = 1e-3
-#: Tolerance of the CAM grid, relative to the reference grid's largest magnitude.
+#: The training export's CAM tolerance, relative to the grid's largest magnitude (fp32 only).
 MAX_CAM_RELATIVE_DELTA = 1e-2
 #: Bump when the exported graph changes shape or meaning (invalidates cached exports).
 EXPORT_FORMAT = 1
 OPSET = 17
-
-
-def probabilities(logits: np.ndarray, card: ModelCard) -> np.ndarray:
-    """Calibrated P(fracture) per row of logits: softmax(logits / temperature)[fracture]."""
-    scaled = logits.astype(np.float64) / card.temperature
-    scaled -= scaled.max(axis=1, keepdims=True)
-    exp = np.exp(scaled)
-    return (exp[:, card.fracture_index] / exp.sum(axis=1)).astype(np.float32)
 
 
 class RuntimeCheckFailed(ModelPackageError):
@@ -148,14 +144,25 @@ class OpenVinoBackend:
         return logits, cam
 
 
+def installed_version(distribution: str) -> str:
+    """The installed version of `distribution` (it keys the cache), or "none"."""
+    from importlib import metadata
+
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return "none"
+
+
 def export_key(
     *, weights_sha256: str, architecture: str, input_size: int, fracture_index: int, classes: int
 ) -> str:
     """Cache key of an exported graph: the weights and everything else that shapes it (the
-    CAM weights depend on which of the card's classes is "fracture")."""
+    CAM weights depend on which of the card's classes is "fracture"), and the installed
+    PyTorch, whose exporter writes the graph: a torch upgrade exports again."""
     text = (
         f"{EXPORT_FORMAT}|{OPSET}|{architecture}|{input_size}|{weights_sha256}"
-        f"|{fracture_index}/{classes}"
+        f"|{fracture_index}/{classes}|torch{installed_version('torch')}"
     )
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
@@ -188,7 +195,8 @@ def compare(
     *,
     probability: Callable[[np.ndarray], np.ndarray],
 ) -> tuple[float, float]:
-    """(max |Δp|, max |Δcam| / max |cam|) between two runtimes' outputs."""
+    """(max |Δp|, max |Δcam| / max |cam|) between two runtimes' outputs: the fp32 export
+    figures of `training.export`. The node's gate is `equivalence.compare_outputs`."""
     dp = float(np.max(np.abs(probability(reference[0]) - probability(candidate[0]))))
     scale = max(float(np.max(np.abs(reference[1]))), 1e-12)
     dcam = float(np.max(np.abs(reference[1] - candidate[1]))) / scale
@@ -210,22 +218,35 @@ def open_backend(
     return OnnxRuntimeBackend(path, threads=threads, spinning=spinning, parallel=parallel)
 
 
+def open_variant(variant: str, path: Path, *, threads: int = 0, parallel: bool = False) -> Backend:
+    """A backend by its measured name (`select.VARIANTS`: onnxruntime, onnxruntime-spinning,
+    onnxruntime-int8, openvino-f32, openvino-bf16); `path` is the variant's graph."""
+    if variant.startswith("openvino-"):
+        return OpenVinoBackend(path, threads=threads, precision=variant.removeprefix("openvino-"))
+    if variant not in ("onnxruntime", "onnxruntime-spinning", "onnxruntime-int8"):
+        raise RuntimeCheckFailed(f"unknown runtime variant {variant!r}")
+    backend = OnnxRuntimeBackend(path, threads=threads, spinning=variant.endswith("spinning"),
+                                 parallel=parallel)  # fmt: skip
+    backend.name = variant
+    return backend
+
+
 def check_backend(
-    runtime: Runtime,
+    runtime: str,
     backend: Backend,
     reference: tuple[np.ndarray, np.ndarray],
     *,
-    input_size: int,
-    probability: Callable[[np.ndarray], np.ndarray],
-) -> tuple[float, float]:
-    """Run `backend` on `check_inputs(input_size)` and compare with PyTorch's outputs for the
-    same inputs; (max |Δp|, CAM delta), or RuntimeCheckFailed beyond the tolerances."""
-    worst_dp = worst_dcam = 0.0
+    inputs: np.ndarray,
+    card: ModelCard,
+) -> Equivalence:
+    """Run `backend` on the check `inputs` and compare with PyTorch's outputs for them
+    (`equivalence`): the worst figures, or RuntimeCheckFailed when it is not equivalent."""
+    worst: Equivalence | None = None
     # Every session the backend may use is checked (the single-core one of a `parallel` ONNX
     # Runtime backend as well: thread counts change the order of the sums).
     for busy in (False, True) if getattr(backend, "parallel", False) else (False,):
         try:
-            candidate = backend.run(check_inputs(input_size), busy=busy)
+            candidate = backend.run(inputs, busy=busy)
         except Exception as exc:  # runtimes raise anything on graphs they cannot run
             raise RuntimeCheckFailed(f"runtime {runtime}: cannot run the graph ({exc})") from exc
         if candidate[0].shape != reference[0].shape or candidate[1].shape != reference[1].shape:
@@ -234,15 +255,15 @@ def check_backend(
                 f"{candidate[0].shape}, {candidate[1].shape} instead of "
                 f"{reference[0].shape}, {reference[1].shape}"
             )
-        dp, dcam = compare(reference, candidate, probability=probability)
-        if dp > MAX_PROBABILITY_DELTA or dcam > MAX_CAM_RELATIVE_DELTA:
+        figures = compare_outputs(reference, candidate, card=card)
+        if not figures.passed:
             raise RuntimeCheckFailed(
-                f"runtime {runtime} does not reproduce PyTorch: max |Δp| = {dp:.2e} "
-                f"(allowed {MAX_PROBABILITY_DELTA:.0e}), CAM differs by {dcam:.1%} "
-                f'(allowed {MAX_CAM_RELATIVE_DELTA:.0%}); use runtime = "torch"'
+                f"runtime {runtime} does not reproduce PyTorch: "
+                f'{"; ".join(figures.reasons())}; use runtime = "torch"'
             )
-        worst_dp, worst_dcam = max(worst_dp, dp), max(worst_dcam, dcam)
+        if worst is None or figures.max_delta_p > worst.max_delta_p:
+            worst = figures
+    assert worst is not None
     log.info("inference runtime checked against PyTorch", runtime=backend.name,
-             max_delta_p=float(f"{worst_dp:.2e}"),
-             cam_delta=float(f"{worst_dcam:.2e}"))  # fmt: skip
-    return worst_dp, worst_dcam
+             **worst.to_json())  # fmt: skip
+    return worst

@@ -11,7 +11,6 @@ import contextlib
 import hashlib
 import tempfile
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ import torch
 
 from dicomnode.durable import atomic_write
 from dicomnode.model.cache import mark_used
+from dicomnode.model.card import ModelCard
 from dicomnode.model.runtime import (
     OPSET,
     Backend,
@@ -115,11 +115,12 @@ def _open_checked(
     threads: int,
     spinning: bool = False,
     parallel: bool = False,
-    probability: Callable[[np.ndarray], np.ndarray],
+    card: ModelCard,
 ) -> Backend:
     """Open (exporting if needed) and check against PyTorch; a damaged export is made again."""
     net = torch_backend.net
-    reference = torch_backend.run(check_inputs(input_size))
+    inputs = check_inputs(input_size)
+    reference = torch_backend.run(inputs)
     try:
         try:
             ensure_export(net, input_size=input_size, path=path)
@@ -136,7 +137,7 @@ def _open_checked(
         raise
     except Exception as exc:  # exporters and runtimes raise anything on unsupported graphs
         raise RuntimeCheckFailed(f"runtime {runtime}: cannot build the graph ({exc})") from exc
-    check_backend(runtime, backend, reference, input_size=input_size, probability=probability)
+    check_backend(runtime, backend, reference, inputs=inputs, card=card)
     return backend
 
 
@@ -151,7 +152,7 @@ def build_backend(
     fracture_index: int,
     classes: int,
     cache_dir: Path | None,
-    probability: Callable[[np.ndarray], np.ndarray],
+    card: ModelCard,
     threads: int = 0,
     spinning: bool = False,
     parallel: bool = False,
@@ -174,6 +175,6 @@ def build_backend(
         path = Path(cache_dir) / f"{architecture}-{key}.onnx"
         backend = _open_checked(runtime, torch_backend, path, input_size=input_size,
                                 threads=threads, spinning=spinning, parallel=parallel,
-                                probability=probability)  # fmt: skip
+                                card=card)  # fmt: skip
     _release_freed_memory()  # the export and the check leave ~100 MB of freed heap behind
     return backend

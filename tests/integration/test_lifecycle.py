@@ -135,7 +135,8 @@ def test_doctor_reports_each_check_and_serve_refuses_to_start_on_a_failure(tmp_p
     assert "UNTRAINED DEMO" in done.stdout and "all checks passed" not in done.stdout
     last = done.stdout.rstrip().splitlines()[-1]  # the warnings are pointed at, not hidden
     assert last.startswith("no check failed; read the warnings:") and "destinations" in last
-    assert "(onnxruntime)" in done.stdout  # checked as the node runs it: runtime auto on a CPU
+    # checked as the node runs it: runtime auto on a CPU, measured on this host, and shown
+    assert "loaded (auto (" in done.stdout and "auto chose " in done.stdout
 
     # An unreachable database: named (without its password), and the exit code says so.
     bad_db = write_node_config(

@@ -242,7 +242,9 @@ def test_shipped_config_starts_with_the_untrained_efficientnet_b4_and_sqlite(
     )[0]  # fmt: skip
     assert job["model_version"].startswith("demo-efficientnet_b4")
     assert "UNTRAINED DEMO" in node.log_path.read_text()
-    # runtime auto on the CPU = ONNX Runtime, served without PyTorch in the node's process
-    assert model["runtime"] == "onnxruntime"
+    # runtime auto on the CPU: measured on this host; PyTorch only if > 10 % faster than every
+    # other runtime, which it never is for efficientnet_b4: served without PyTorch
+    assert model["runtime"].startswith("auto (") and model["runtime"] != "auto (torch)"
+    assert model["runtime_selection"]["chosen"] in model["runtime"]
     assert node.pid is not None
     assert "libtorch" not in Path(f"/proc/{node.pid}/maps").read_text()

@@ -56,7 +56,7 @@ def test_served_without_torch_in_the_process(tmp_path):
         from dicomnode.model.classifier import load_classifier
         for _ in range(2):  # prepares in a child, then reuses the prepared model
             c = load_classifier(None, device="auto", demo_architecture={TINY!r},
-                                runtime="auto", cache_dir=Path({str(tmp_path)!r}))
+                                runtime="onnxruntime", cache_dir=Path({str(tmp_path)!r}))
         import numpy as np
         p = c.predict(np.full((300, 200), 0.5, np.float32)).probability
         print(c.runtime, c.card.trained, "torch" in sys.modules, "timm" in sys.modules, p)
@@ -97,9 +97,11 @@ def test_a_graph_that_does_not_reproduce_torch_is_refused(cache, tmp_path):
     mine.write_bytes(next(other.glob("*.onnx")).read_bytes())
     with pytest.raises(RuntimeCheckFailed, match="does not reproduce PyTorch"):
         load(cache)
-    # auto: refused graph → the node still serves, in PyTorch, with the right outputs
+    # auto: the graph is measured and refused → the node still serves, in PyTorch
     fallback = load(cache, runtime="auto")
-    assert fallback.runtime == "torch"
+    assert fallback.runtime == "auto (torch)"
+    refused = {c["variant"] for c in fallback.selection["candidates"] if not c["passed"]}
+    assert {"onnxruntime", "onnxruntime-spinning"} <= refused
 
 
 def test_a_damaged_export_is_prepared_again(cache, rg3):
@@ -118,7 +120,7 @@ def test_a_damaged_manifest_or_reference_is_prepared_again(cache):
     assert load(cache).runtime == "onnxruntime"
     manifest.write_text("{")
     assert load(cache).runtime == "onnxruntime"
-    assert json.loads(manifest.read_text())["format"] == 1
+    assert json.loads(manifest.read_text())["format"] == 2
 
 
 def test_package_served_and_its_errors_reported(tmp_path, rg3):

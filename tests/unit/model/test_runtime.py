@@ -183,14 +183,11 @@ def test_the_load_check_covers_the_busy_session(tmp_path):
             logits, cam = reference_backend.run(batch)
             return (logits + np.array([0.0, 5.0], np.float32), cam) if busy else (logits, cam)
 
-    def probability(logits):
-        return 1 / (1 + np.exp(logits[:, 0] - logits[:, 1]))
-
-    check_backend(Runtime.ONNXRUNTIME, reference_backend, reference, input_size=size,
-                  probability=probability)  # fmt: skip
+    card = Classifier.demo(architecture=TINY, device="cpu", runtime="torch").card
+    inputs = check_inputs(size)
+    check_backend(Runtime.ONNXRUNTIME, reference_backend, reference, inputs=inputs, card=card)
     with pytest.raises(RuntimeCheckFailed, match="does not reproduce PyTorch"):
-        check_backend(Runtime.ONNXRUNTIME, BusyIsWrong(), reference, input_size=size,
-                      probability=probability)  # fmt: skip
+        check_backend(Runtime.ONNXRUNTIME, BusyIsWrong(), reference, inputs=inputs, card=card)
 
 
 def _tiny_export(tmp_path):
@@ -199,3 +196,14 @@ def _tiny_export(tmp_path):
     tiny = Classifier.demo(architecture=TINY, device="cpu", runtime="torch")
     size = tiny.card.input_size
     return export_onnx(tiny._net, input_size=size, target=tmp_path / "tiny.onnx"), size
+
+
+def test_a_torch_upgrade_exports_the_graph_again(monkeypatch):
+    from dicomnode.model import runtime
+
+    args = dict(weights_sha256="ab" * 32, architecture="a", input_size=64, fracture_index=1,
+                classes=2)  # fmt: skip
+    monkeypatch.setattr(runtime, "installed_version", lambda name: "2.14.1")
+    before = runtime.export_key(**args)
+    monkeypatch.setattr(runtime, "installed_version", lambda name: "2.15.0")
+    assert runtime.export_key(**args) != before

@@ -121,12 +121,19 @@ class NodeSettings(_Section):
         return value
 
 
+#: The objects the node makes, by result kind: the study report (SR), the overlay (Secondary
+#: Capture) and the findings (GSPS on the source image).
+ObjectKind = Literal["sr", "sc", "gsps"]
+
+
 class Destination(_Section):
     name: str = Field(min_length=1)
     ae_title: AETitle
     host: str = Field(min_length=1)
     port: Port
     tls: bool = False
+    #: Which objects are sent here (e.g. ["sr", "sc"] for a PACS without GSPS storage).
+    objects: tuple[ObjectKind, ...] = Field(("sr", "sc", "gsps"), min_length=1)
 
 
 class ApiSettings(_Section):

@@ -58,6 +58,11 @@ def deliver_due(
                         give_up=True, metrics=metrics, tally=(sent, result))  # fmt: skip
             _audit_sent(audit, settings, name, sent)
             continue
+        for delivery, result in [item for item in items if item[1].kind not in destination.objects]:
+            # Queued before the destination's `objects` left this kind out: not sent.
+            _failed(jobs, delivery, settings, None, f"destination does not take {result.kind}",
+                    give_up=True, metrics=metrics, tally=(sent, result))  # fmt: skip
+        items = [item for item in items if item[1].kind in destination.objects]
         paths = {spool.path(result.path): (delivery, result) for delivery, result in items}
         missing = [p for p in paths if not p.is_file()]
         for path in missing:

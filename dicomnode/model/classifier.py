@@ -25,6 +25,7 @@ import numpy as np
 import structlog
 
 from dicomnode.imaging import preprocess
+from dicomnode.imaging.regions import Region, find_regions
 from dicomnode.model.card import ModelCard, ModelPackageError, read_package
 from dicomnode.model.runtime import Backend, Runtime, RuntimeCheckFailed, probabilities
 
@@ -60,6 +61,9 @@ class Prediction:
     #: float32 in [0, 1], same aspect ratio and orientation as the input image (smaller:
     #: long side at most `preprocess.HEATMAP_MAX_SIZE`); all zeros when nothing is evidence.
     heatmap: np.ndarray
+    #: Where the heatmap is hottest (`imaging.regions`), for positive and doubt outcomes;
+    #: none for a negative one.
+    regions: tuple[Region, ...] = ()
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.probability <= 1.0:
@@ -328,11 +332,16 @@ class Classifier:
         predictions = []
         for image, p, grid in zip(images, fracture, cams, strict=True):
             probability = float(np.clip(p, 0.0, 1.0))
+            outcome = outcome_for(probability, card)
+            heatmap = _image_heatmap(grid, (int(image.shape[0]), int(image.shape[1])))
+            regions = (
+                ()
+                if outcome == Outcome.NEGATIVE
+                else find_regions(heatmap, fraction=card.region_threshold)
+            )
             predictions.append(
                 Prediction(
-                    probability=probability,
-                    outcome=outcome_for(probability, card),
-                    heatmap=_image_heatmap(grid, (int(image.shape[0]), int(image.shape[1]))),
+                    probability=probability, outcome=outcome, heatmap=heatmap, regions=regions
                 )
             )
         return predictions

@@ -168,10 +168,12 @@ def test_orthanc_selection_takes_only_old_own_series():
 
 
 def test_own_series_descriptions_match_the_builders():
+    from dicomnode.objects.gsps import GSPS_SERIES_DESCRIPTION
     from dicomnode.objects.sc import SC_SERIES_DESCRIPTION
     from dicomnode.objects.sr import SR_SERIES_DESCRIPTION
 
-    assert {SC_SERIES_DESCRIPTION, SR_SERIES_DESCRIPTION} == OWN_SERIES_DESCRIPTIONS
+    own = {SC_SERIES_DESCRIPTION, SR_SERIES_DESCRIPTION, GSPS_SERIES_DESCRIPTION}
+    assert own == OWN_SERIES_DESCRIPTIONS
 
 
 # --- configuration and schedule ---------------------------------------------------------------

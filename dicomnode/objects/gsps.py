@@ -110,6 +110,8 @@ def build_gsps(
     gsps.SeriesDescription = GSPS_SERIES_DESCRIPTION
     gsps.add_new("SoftwareVersions", "LO", software_versions(card))
     body_part = str(header.get("BodyPartExamined") or "").upper()
+    if body_part:  # tells a validator (and a viewer) whether Laterality applies
+        gsps.BodyPartExamined = body_part
     if body_part not in UNPAIRED_BODY_PARTS:  # General Series Laterality, Type 2C (as the SC)
         laterality = header.get("Laterality") or header.get("ImageLaterality")
         gsps.add_new("Laterality", "CS", laterality if laterality in ("R", "L") else None)

@@ -5,6 +5,7 @@ so it sees exactly what an operator would, without waiting on timers."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,9 +60,13 @@ class InProcessNode:
         return [self.spool.path(r.path) for r in self.jobs.results_for_study(study_uid, kind)]
 
 
-def inprocess_node(folder: Path, *, classifier: Classifier | None = None) -> InProcessNode:
-    """A node over `folder` (database, spool) with studies stable at once."""
-    settings = Settings.model_validate({"api": {"token": TOKEN}, "node": {"data_dir": str(folder)}})
+def inprocess_node(
+    folder: Path, *, classifier: Classifier | None = None, destinations: Sequence[dict] = ()
+) -> InProcessNode:
+    """A node over `folder` (database, spool) with studies stable at once; `destinations` as
+    [[destinations]] entries (delivery is the test's to run: `deliver.outbox.deliver_due`)."""
+    settings = Settings.model_validate({"api": {"token": TOKEN}, "node": {"data_dir": str(folder)},
+                                        "destinations": list(destinations)})  # fmt: skip
     jobs = Jobs(make_engine(settings.database_url))
     spool = Spool(folder / "spool")
     classifier = classifier or Classifier.demo(architecture=TINY_ARCH, device="cpu")

@@ -3,6 +3,8 @@ they contain, and that the geometry from the model grid back to the source image
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -22,7 +24,7 @@ heatmaps = arrays(
 def _contains(region: Region, x: float, y: float, *, rows: int, columns: int) -> bool:
     """(x, y) inside or on the convex outline: on the same side of every edge."""
     outline = region.in_pixels(rows=rows, columns=columns)
-    edges = zip(outline[:-1], outline[1:], strict=True)
+    edges = itertools.pairwise(outline)
     turns = [(b[0] - a[0]) * (y - a[1]) - (b[1] - a[1]) * (x - a[0]) for a, b in edges]
     return all(t >= -1e-9 for t in turns) or all(t <= 1e-9 for t in turns)
 

@@ -107,6 +107,11 @@ NOTES: dict[str, str] = {
     "certificate and host name are verified against `node.tls_ca_certificate` (else the "
     "system CAs); the node's `tls_certificate`, when set, is presented as client certificate. "
     "Independent of what receiving requires (`node.tls_verify_clients`).",
+    "destinations[].objects": "Which objects are sent here: `\"sr\"` (the study report), "
+    "`\"sc\"` (the overlay), `\"gsps\"` (the findings outlined on the source image). Default: "
+    "all three; `[\"sr\", \"sc\"]` for a PACS that cannot store a presentation state. Applied "
+    "when a result is queued; one queued before a kind was left out is not sent (failed: "
+    "\"destination does not take …\").",
     "delivery.max_attempts": "Attempts per result and destination before the delivery is "
     "marked failed. 0: retry forever.",
     "delivery.backoff_initial_seconds": "Delay after the first failed attempt; doubled after "
@@ -244,6 +249,8 @@ def _default(field: Any) -> str:
         return f"`{str(value).lower()}`"
     if isinstance(value, str | Path):
         return f'`"{value}"`'
+    if isinstance(value, tuple | list):  # as written in TOML
+        return "`[" + ", ".join(f'"{v}"' if isinstance(v, str) else str(v) for v in value) + "]`"
     return f"`{value}`"
 
 

@@ -21,7 +21,7 @@ from dicomnode.deliver.scu import AssociationFailed, client_tls_context, send_fi
 from dicomnode.metrics import Metrics
 from dicomnode.store.jobs import Jobs
 from dicomnode.store.spool import Spool
-from dicomnode.store.tables import Delivery, Result, utcnow
+from dicomnode.store.tables import Delivery, Result, ResultKind, utcnow
 
 log = structlog.stdlib.get_logger("dicomnode.outbox")
 
@@ -101,7 +101,7 @@ def deliver_due(
                 metrics.delivered.inc()
                 delivered += 1
                 sent[(result.study_instance_uid, AuditOutcome.SUCCESS, "sent")] += 1
-                if result.job_id is not None:
+                if result.job_id is not None and result.kind == ResultKind.SC:
                     _observe_end_to_end(jobs, result.job_id, metrics)
                 if on_delivered is not None:
                     on_delivered(name, result)

@@ -57,6 +57,13 @@ class Region:
         points = np.array([*self.outline, self.outline[0]], dtype=np.float64) * scale
         return np.clip(points, 0.0, scale)
 
+    def box_in_pixels(self, *, rows: int, columns: int) -> np.ndarray:
+        """The outline's bounding box in pixel coordinates, as a closed rectangle (5 points,
+        clockwise on screen from the top-left corner)."""
+        outline = self.in_pixels(rows=rows, columns=columns)
+        (left, top), (right, bottom) = outline.min(axis=0), outline.max(axis=0)
+        return np.array([[left, top], [right, top], [right, bottom], [left, bottom], [left, top]])
+
     def peak_in_pixels(self, *, rows: int, columns: int) -> tuple[float, float]:
         return (self.peak[0] * columns, self.peak[1] * rows)
 

@@ -203,37 +203,46 @@ def _region_groups(
     card: ModelCard,
     uid_root: str,
 ) -> list[hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations]:
-    """One TID 1410 group per suspected region of the image: a closed SCOORD POLYLINE on the
-    source image, in its pixel coordinates, with the finding type Fracture. None for a
-    negative image. Tracking UIDs are derived (image, model version, region number)."""
+    """Two TID 1410 groups per suspected region of the image: its outline and its bounding
+    box, each a closed SCOORD POLYLINE on the source image in its pixel coordinates, with the
+    finding type Fracture. None for a negative image. Tracking UIDs are derived (image, model
+    version, region number, shape).
+
+    Why both shapes: the outline is what the GSPS draws; the box is what consumers that only
+    handle rectangles use. (pixelmed's DicomSRValidator also misreads a document holding a
+    single TID 1410 group, applying that template to the TID 1501 groups: with two per region
+    there is never a single one.)"""
     if str(prediction.outcome) == "negative":
         return []
     rows, columns = int(header.Rows), int(header.Columns)
     label = _image_label(header, index)
     demo = "" if card.trained else f" ({UNTRAINED_LABEL})"
     source = hd.sr.SourceImageForRegion.from_source_image(header)
-    return [
-        hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
-            tracking_identifier=hd.sr.TrackingIdentifier(
-                uid=derive_uid(
-                    uid_root,
-                    "sr-tracking-region",
-                    str(header.SOPInstanceUID),
-                    card.version,
-                    str(number),
-                ),
-                identifier=f"Fracture triage image {label} region {number}{demo}",
-            ),
-            referenced_region=hd.sr.ImageRegion(
-                graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
-                graphic_data=region.in_pixels(rows=rows, columns=columns),
-                source_image=source,
-            ),
-            finding_type=FRACTURE,
-            algorithm_id=algorithm,
+    groups = []
+    for number, region in enumerate(prediction.regions, start=1):
+        shapes = (
+            ("", "outline", region.in_pixels(rows=rows, columns=columns)),
+            (" bounding box", "box", region.box_in_pixels(rows=rows, columns=columns)),
         )
-        for number, region in enumerate(prediction.regions, start=1)
-    ]
+        for suffix, shape, points in shapes:
+            uid = derive_uid(uid_root, "sr-tracking-region", str(header.SOPInstanceUID),
+                             card.version, str(number), shape)  # fmt: skip
+            groups.append(
+                hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+                    tracking_identifier=hd.sr.TrackingIdentifier(
+                        uid=uid,
+                        identifier=f"Fracture triage image {label} region {number}{suffix}{demo}",
+                    ),
+                    referenced_region=hd.sr.ImageRegion(
+                        graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
+                        graphic_data=points,
+                        source_image=source,
+                    ),
+                    finding_type=FRACTURE,
+                    algorithm_id=algorithm,
+                )
+            )
+    return groups
 
 
 def _image_label(ds: Dataset, index: int) -> str:

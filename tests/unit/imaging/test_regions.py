@@ -42,6 +42,10 @@ def test_regions_lie_inside_the_image(heatmap, fraction, rows, columns) -> None:
         assert (outline[:, 0] >= 0).all() and (outline[:, 0] <= columns).all()
         assert (outline[:, 1] >= 0).all() and (outline[:, 1] <= rows).all()
         assert (outline[0] == outline[-1]).all()  # closed, as a DICOM area outline
+        box = region.box_in_pixels(rows=rows, columns=columns)
+        assert (box[0] == box[-1]).all() and len(box) == 5
+        assert (box.min(axis=0) == outline.min(axis=0)).all()
+        assert (box.max(axis=0) == outline.max(axis=0)).all()
         assert regions_from_json([region.to_json()]) == (region,)
 
 

@@ -125,9 +125,11 @@ def test_sr_holds_the_regions_as_planar_rois_readable_by_highdicom(tmp_path: Pat
 
     report = hd.sr.srread(path)
     groups = report.content.get_planar_roi_measurement_groups()
-    assert len(groups) == 2  # the positive image's two regions; the negative image has none
-    for number, group in enumerate(groups, start=1):
-        assert group.tracking_identifier.endswith(f"region {number} (UNTRAINED DEMO)")
+    # The positive image's two regions, each as outline and bounding box; none for the other.
+    assert len(groups) == 4
+    names = ["region 1", "region 1 bounding box", "region 2", "region 2 bounding box"]
+    for name, group in zip(names, groups, strict=True):
+        assert group.tracking_identifier.endswith(f"{name} (UNTRAINED DEMO)")
         region = group.roi
         assert region.graphic_type == hd.sr.GraphicTypeValues.POLYLINE
         image = region.ContentSequence[0].ReferencedSOPSequence[0]
@@ -139,3 +141,23 @@ def test_sr_holds_the_regions_as_planar_rois_readable_by_highdicom(tmp_path: Pat
     gsps = _gsps(pydicom.dcmread(testdata(RG3_UNCR)))
     first = gsps.GraphicAnnotationSequence[0].GraphicObjectSequence[0].GraphicData
     assert np.allclose(np.array(first, dtype=float).reshape(-1, 2), groups[0].roi.value)
+
+
+def test_a_report_with_a_single_region_passes_the_validators(tmp_path: Path):
+    """One image, one region (the common case): still 0 errors (pixelmed misreads a report
+    holding a single TID 1410 group; the outline and its box make two)."""
+    source = pydicom.dcmread(cat_dx(), stop_before_pixels=True)
+    heatmap = np.zeros((24, 32), np.float32)
+    heatmap[2:5, 3:6] = 1.0
+    prediction = Prediction(0.9, Outcome.POSITIVE, heatmap, find_regions(heatmap, fraction=0.5))
+    assert len(prediction.regions) == 1
+    sr = build_sr(sources=[source], predictions=[prediction], card=result_card(),
+                  sop_instance_uid=UID, series_instance_uid=SERIES_UID)  # fmt: skip
+    path = tmp_path / "sr.dcm"
+    sr.save_as(path, enforce_file_format=True)
+    assert dciodvfy(path) == []
+    assert run_sr_validator(path).errors == []
+    outline, box = (g.roi.value for g in
+                    hd.sr.srread(path).content.get_planar_roi_measurement_groups())  # fmt: skip
+    assert (box.min(axis=0) == outline.min(axis=0)).all()
+    assert (box.max(axis=0) == outline.max(axis=0)).all() and len(box) == 5

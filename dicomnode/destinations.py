@@ -36,8 +36,16 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+#: The objects the node makes, by result kind: the study report (SR), the overlay (Secondary
+#: Capture) and the findings (GSPS on the source image).
+ObjectKind = Literal["sr", "sc", "gsps"]
+
+
 class _Table(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: Which objects are sent here (e.g. ["sr", "sc"] for a PACS without GSPS storage).
+    objects: tuple[ObjectKind, ...] = Field(("sr", "sc", "gsps"), min_length=1)
 
     def resolved(self, base: Path) -> Self:
         """With relative file paths taken from `base` (the configuration file's folder)."""

@@ -24,7 +24,7 @@ from dicomnode.destinations import AnyDestination, DicomwebDestination
 from dicomnode.metrics import Metrics
 from dicomnode.store.jobs import Jobs
 from dicomnode.store.spool import Spool
-from dicomnode.store.tables import Delivery, Result, utcnow
+from dicomnode.store.tables import Delivery, Result, ResultKind, utcnow
 
 log = structlog.stdlib.get_logger("dicomnode.outbox")
 
@@ -61,6 +61,11 @@ def deliver_due(
                         give_up=True, metrics=metrics, tally=(sent, result))  # fmt: skip
             _audit_sent(audit, settings, name, sent)
             continue
+        for delivery, result in [item for item in items if item[1].kind not in destination.objects]:
+            # Queued before the destination's `objects` left this kind out: not sent.
+            _failed(jobs, delivery, settings, None, f"destination does not take {result.kind}",
+                    give_up=True, metrics=metrics, tally=(sent, result))  # fmt: skip
+        items = [item for item in items if item[1].kind in destination.objects]
         paths = {spool.path(result.path): (delivery, result) for delivery, result in items}
         missing = [p for p in paths if not p.is_file()]
         for path in missing:
@@ -93,7 +98,7 @@ def deliver_due(
                 metrics.delivered.inc()
                 delivered += 1
                 sent[(result.study_instance_uid, AuditOutcome.SUCCESS, "sent")] += 1
-                if result.job_id is not None:
+                if result.job_id is not None and result.kind == ResultKind.SC:
                     _observe_end_to_end(jobs, result.job_id, metrics)
                 if on_delivered is not None:
                     on_delivered(name, result)

@@ -101,7 +101,7 @@ class Analysis:
             assert self.ctx.spool is not None
             result["send"] = queue_analysis(
                 directory, result, spool=self.ctx.spool, jobs=self.ctx.jobs,
-                destinations=[d.name for d in self.ctx.settings.destinations],
+                destinations=self.ctx.settings.destinations,
             )  # fmt: skip
         now = datetime.now(UTC)
         result["created_at"] = now.isoformat()

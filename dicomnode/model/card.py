@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dicomnode.imaging.regions import DEFAULT_REGION_THRESHOLD
+
 CARD_FILE = "model.json"
 WEIGHTS_FILE = "weights.safetensors"
 UNTRAINED_LABEL = "UNTRAINED DEMO"
@@ -51,6 +53,9 @@ class ModelCard:
     #: False for the randomly initialised demo model; shown as UNTRAINED DEMO everywhere.
     trained: bool = True
     temperature: float = 1.0
+    #: A suspected region is the heatmap at or above this fraction of its peak
+    #: (`dicomnode.imaging.regions`); cards written before the field existed get the default.
+    region_threshold: float = DEFAULT_REGION_THRESHOLD
     #: Smallest Rows and Columns (pixels) of an image the model classifies; a smaller one is
     #: skipped as too small to be a diagnostic radiograph (0: no minimum). Cards written
     #: before the field existed get this default.
@@ -77,6 +82,8 @@ class ModelCard:
             raise ModelPackageError("min_image_size must be 0 (no minimum) or more")
         if self.temperature <= 0:
             raise ModelPackageError("temperature must be positive")
+        if not 0.0 < self.region_threshold <= 1.0:
+            raise ModelPackageError("region_threshold must be in (0, 1]")
 
     @property
     def fracture_index(self) -> int:

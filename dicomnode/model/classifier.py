@@ -25,8 +25,15 @@ import numpy as np
 import structlog
 
 from dicomnode.imaging import preprocess
+from dicomnode.imaging.regions import Region, find_regions
 from dicomnode.model.card import ModelCard, ModelPackageError, read_package
-from dicomnode.model.runtime import Backend, Runtime, RuntimeCheckFailed, probabilities
+from dicomnode.model.runtime import (
+    Backend,
+    Runtime,
+    RuntimeCheckFailed,
+    probabilities,
+    resolve_device,
+)
 
 if TYPE_CHECKING:  # PyTorch is imported only where a torch model is built (see `prepared`)
     import torch
@@ -60,6 +67,9 @@ class Prediction:
     #: float32 in [0, 1], same aspect ratio and orientation as the input image (smaller:
     #: long side at most `preprocess.HEATMAP_MAX_SIZE`); all zeros when nothing is evidence.
     heatmap: np.ndarray
+    #: Where the heatmap is hottest (`imaging.regions`), for positive and doubt outcomes;
+    #: none for a negative one.
+    regions: tuple[Region, ...] = ()
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.probability <= 1.0:
@@ -75,27 +85,6 @@ def create_model(
     import timm
 
     return timm.create_model(architecture, pretrained=pretrained, num_classes=num_classes)
-
-
-def resolve_device(device: str) -> str:
-    """Resolve "auto" to "cuda" when available, else "cpu"; other values must be torch devices."""
-    if device == "cpu" or (device == "auto" and not _nvidia_device_present()):
-        return "cpu"  # decided without importing PyTorch
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        torch.device(device)
-    except (RuntimeError, ValueError) as exc:
-        raise ValueError(f"unknown device {device!r}") from exc
-    return device
-
-
-def _nvidia_device_present() -> bool:
-    """Whether CUDA can possibly be there (an NVIDIA driver is loaded); if not, no need to ask
-    PyTorch."""
-    return Path("/proc/driver/nvidia").exists() or Path("/dev/nvidia0").exists()
 
 
 def _check_cam_head(model: torch.nn.Module, card: ModelCard) -> torch.nn.Linear:
@@ -332,11 +321,16 @@ class Classifier:
         predictions = []
         for image, p, grid in zip(images, fracture, cams, strict=True):
             probability = float(np.clip(p, 0.0, 1.0))
+            outcome = outcome_for(probability, card)
+            heatmap = _image_heatmap(grid, (int(image.shape[0]), int(image.shape[1])))
+            regions = (
+                ()
+                if outcome == Outcome.NEGATIVE
+                else find_regions(heatmap, fraction=card.region_threshold)
+            )
             predictions.append(
                 Prediction(
-                    probability=probability,
-                    outcome=outcome_for(probability, card),
-                    heatmap=_image_heatmap(grid, (int(image.shape[0]), int(image.shape[1]))),
+                    probability=probability, outcome=outcome, heatmap=heatmap, regions=regions
                 )
             )
         return predictions

@@ -267,3 +267,24 @@ def check_backend(
     log.info("inference runtime checked against PyTorch", runtime=backend.name,
              **worst.to_json())  # fmt: skip
     return worst
+
+
+def resolve_device(device: str) -> str:
+    """Resolve "auto" to "cuda" when available, else "cpu"; other values must be torch devices."""
+    if device == "cpu" or (device == "auto" and not _nvidia_device_present()):
+        return "cpu"  # decided without importing PyTorch
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        torch.device(device)
+    except (RuntimeError, ValueError) as exc:
+        raise ValueError(f"unknown device {device!r}") from exc
+    return device
+
+
+def _nvidia_device_present() -> bool:
+    """Whether CUDA can possibly be there (an NVIDIA driver is loaded); if not, no need to ask
+    PyTorch."""
+    return Path("/proc/driver/nvidia").exists() or Path("/dev/nvidia0").exists()

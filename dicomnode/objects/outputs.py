@@ -7,7 +7,7 @@ pipeline (`work.pipeline`), `dicomnode classify` and the HTTP analysis (`uploads
 all make their objects with `image_outputs` and `study_outputs` below, so a file analysed
 offline gives the same objects, with the same UIDs, as when the node receives it by C-STORE.
 
-A new object (a GSPS, a SEG) is one builder module plus one entry in `IMAGE_OUTPUTS` or
+A new object (a SEG) is one builder module plus one entry in `IMAGE_OUTPUTS` or
 `STUDY_OUTPUTS` (and its series in `objects.series`, its kind in `store.tables.ResultKind`).
 Pure: values in, datasets out.
 """
@@ -23,8 +23,11 @@ from pydicom import Dataset
 
 from dicomnode.imaging.dicom_errors import READ_ERRORS
 from dicomnode.model.card import ModelCard
+from dicomnode.objects.gsps import build_gsps
 from dicomnode.objects.sc import build_sc
 from dicomnode.objects.series import (
+    GSPS_SERIES_DESCRIPTION,
+    GSPS_SERIES_NUMBER,
     SC_SERIES_DESCRIPTION,
     SC_SERIES_NUMBER,
     SR_SERIES_DESCRIPTION,
@@ -64,10 +67,12 @@ class StudyImages:
 
 
 class ImageBuilder(Protocol):
+    """Returns None when the image has nothing of this kind (a negative image's GSPS)."""
+
     def __call__(
         self, *, image: ClassifiedImage, card: ModelCard, sop_instance_uid: str,
         series_instance_uid: str, uid_root: str, language: str,
-    ) -> Dataset: ...  # fmt: skip
+    ) -> Dataset | None: ...  # fmt: skip
 
 
 class StudyBuilder(Protocol):
@@ -152,6 +157,17 @@ def _secondary_capture(
                     language=language)  # fmt: skip
 
 
+def _presentation_state(
+    *, image: ClassifiedImage, card: ModelCard, sop_instance_uid: str,
+    series_instance_uid: str, uid_root: str, language: str,
+) -> Dataset | None:  # fmt: skip
+    # The annotation's short text stays English ASCII whatever `language`: it must fit the
+    # source image's character set, which the GSPS shares (objects/gsps.py).
+    return build_gsps(source=image.source, prediction=image.prediction, card=card,
+                      sop_instance_uid=sop_instance_uid, series_instance_uid=series_instance_uid,
+                      instance_number=instance_number(image.source))  # fmt: skip
+
+
 def _structured_report(
     *, study: StudyImages, card: ModelCard, sop_instance_uid: str,
     series_instance_uid: str, uid_root: str,
@@ -165,10 +181,13 @@ def _structured_report(
 
 SC = ImageOutput(kind="sc", noun="overlay", series_number=SC_SERIES_NUMBER,
                  series_description=SC_SERIES_DESCRIPTION, build=_secondary_capture)  # fmt: skip
+GSPS = ImageOutput(kind="gsps", noun="presentation state", series_number=GSPS_SERIES_NUMBER,
+                   series_description=GSPS_SERIES_DESCRIPTION,
+                   build=_presentation_state)  # fmt: skip
 SR = StudyOutput(kind="sr", noun="study report", series_number=SR_SERIES_NUMBER,
                  series_description=SR_SERIES_DESCRIPTION, build=_structured_report)  # fmt: skip
 
-IMAGE_OUTPUTS: tuple[ImageOutput, ...] = (SC,)
+IMAGE_OUTPUTS: tuple[ImageOutput, ...] = (SC, GSPS)
 STUDY_OUTPUTS: tuple[StudyOutput, ...] = (SR,)
 OUTPUTS: tuple[ImageOutput | StudyOutput, ...] = (*IMAGE_OUTPUTS, *STUDY_OUTPUTS)
 
@@ -179,9 +198,10 @@ OUTPUTS: tuple[ImageOutput | StudyOutput, ...] = (*IMAGE_OUTPUTS, *STUDY_OUTPUTS
 def image_outputs(
     image: ClassifiedImage, *, card: ModelCard, uids: OutputUIDs, language: str = "en"
 ) -> list[tuple[ImageOutput, Dataset]]:
-    """Every image-scope object of one classified image; raises `OutputRefused` when a
-    builder refuses the source (the image is classified, its objects cannot be made).
-    `language`: of the text burned into them (`[outputs] language`)."""
+    """Every image-scope object of one classified image (a kind with nothing to show, such as
+    a negative image's GSPS, is absent); raises `OutputRefused` when a builder refuses the
+    source (the image is classified, its objects cannot be made). `language`: of the text
+    burned into them (`[outputs] language`)."""
     built = []
     for output in IMAGE_OUTPUTS:
         try:
@@ -195,7 +215,8 @@ def image_outputs(
             )
         except Exception as exc:  # the builder refused this source: explained, not a crash
             raise OutputRefused(output, exc) from exc
-        built.append((output, ds))
+        if ds is not None:
+            built.append((output, ds))
     return built
 
 

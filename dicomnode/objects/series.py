@@ -10,6 +10,10 @@ SR_SERIES_NUMBER = 9901
 SR_SERIES_DESCRIPTION = "AI fracture triage report"
 SC_SERIES_NUMBER = 9902
 SC_SERIES_DESCRIPTION = "AI fracture triage overlay"
+GSPS_SERIES_NUMBER = 9903
+GSPS_SERIES_DESCRIPTION = "AI fracture triage findings"
 
 #: Series descriptions of every object the node writes (retention deletes only these in PACS).
-OWN_SERIES_DESCRIPTIONS = frozenset({SR_SERIES_DESCRIPTION, SC_SERIES_DESCRIPTION})
+OWN_SERIES_DESCRIPTIONS = frozenset(
+    {SR_SERIES_DESCRIPTION, SC_SERIES_DESCRIPTION, GSPS_SERIES_DESCRIPTION}
+)

@@ -13,6 +13,10 @@ Content tree (highdicom builds and checks every template):
             thresholds as parameters), Probability (122157, DCM) in (1, UCUM),
             Fracture (72704001, SCT) = Present / Absent / Undetermined [CID 240],
             Source of Measurement = the image
+        Measurement Group "Fracture triage image N region K" (TID 1410), one per suspected
+            region of a positive or doubt image (`imaging.regions`): Tracking Identifier + UID,
+            Finding Type = Fracture, Algorithm Identification, Image Region = a closed
+            SCOORD POLYLINE on the source image in its pixel coordinates (TID 1411 style)
 
 The doubt outcome is written as "Undetermined" (see `dicomnode.objects.codes`). Patient and study
 modules and Specific Character Set come from the first source, normalised by
@@ -32,7 +36,7 @@ from pydicom import Dataset
 from pydicom.sr.codedict import codes as dcm_codes
 
 from dicomnode import MANUFACTURER
-from dicomnode.model.card import ModelCard
+from dicomnode.model.card import UNTRAINED_LABEL, ModelCard
 from dicomnode.objects.codes import (
     FRACTURE,
     IMAGING_PROCEDURE,
@@ -99,7 +103,10 @@ def build_sr(
         parameters=algorithm_parameters(card),
     )
     top = max(range(len(predictions)), key=lambda i: predictions[i].probability)
-    groups = [
+    groups: list[
+        hd.sr.MeasurementsAndQualitativeEvaluations
+        | hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations
+    ] = [
         _group(
             identifier=STUDY_TRACKING_IDENTIFIER,
             tracking_uid=derive_uid(uid_root, "sr-tracking-study", study_uid, card.version),
@@ -120,6 +127,8 @@ def build_sr(
                 images=[header],
             )
         )
+        groups += _region_groups(header=header, prediction=prediction, index=index,
+                                 algorithm=algorithm, card=card, uid_root=uid_root)  # fmt: skip
 
     observer = hd.sr.ObserverContext(
         observer_type=dcm_codes.DCM.Device,
@@ -183,6 +192,57 @@ def _group(
         ],
         source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(ds) for ds in images],
     )
+
+
+def _region_groups(
+    *,
+    header: Dataset,
+    prediction: Prediction,
+    index: int,
+    algorithm: hd.sr.AlgorithmIdentification,
+    card: ModelCard,
+    uid_root: str,
+) -> list[hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations]:
+    """Two TID 1410 groups per suspected region of the image: its outline and its bounding
+    box, each a closed SCOORD POLYLINE on the source image in its pixel coordinates, with the
+    finding type Fracture. None for a negative image. Tracking UIDs are derived (image, model
+    version, region number, shape).
+
+    Why both shapes: the outline is what the GSPS draws; the box is what consumers that only
+    handle rectangles use. (pixelmed's DicomSRValidator also misreads a document holding a
+    single TID 1410 group, applying that template to the TID 1501 groups: with two per region
+    there is never a single one.)"""
+    if str(prediction.outcome) == "negative":
+        return []
+    rows, columns = int(header.Rows), int(header.Columns)
+    label = _image_label(header, index)
+    demo = "" if card.trained else f" ({UNTRAINED_LABEL})"
+    source = hd.sr.SourceImageForRegion.from_source_image(header)
+    groups = []
+    for number, region in enumerate(prediction.regions, start=1):
+        shapes = (
+            ("", "outline", region.in_pixels(rows=rows, columns=columns)),
+            (" bounding box", "box", region.box_in_pixels(rows=rows, columns=columns)),
+        )
+        for suffix, shape, points in shapes:
+            uid = derive_uid(uid_root, "sr-tracking-region", str(header.SOPInstanceUID),
+                             card.version, str(number), shape)  # fmt: skip
+            groups.append(
+                hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+                    tracking_identifier=hd.sr.TrackingIdentifier(
+                        uid=uid,
+                        identifier=f"Fracture triage image {label} region {number}{suffix}{demo}",
+                    ),
+                    referenced_region=hd.sr.ImageRegion(
+                        graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
+                        graphic_data=points,
+                        source_image=source,
+                    ),
+                    finding_type=FRACTURE,
+                    algorithm_id=algorithm,
+                )
+            )
+    return groups
 
 
 def _image_label(ds: Dataset, index: int) -> str:

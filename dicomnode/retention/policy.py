@@ -52,6 +52,8 @@ class ImageRow:
     spool_path: str  # "" once retention deleted the source
     header_path: str
     received_at: datetime
+    #: The suspected regions kept next to the header ("" when the image has none).
+    regions_path: str = ""
 
 
 @dataclass(frozen=True)
@@ -187,7 +189,9 @@ def select_expired(
             continue  # never anything whose results are not delivered
         uid = study.study_instance_uid
         if _older(last_activity(study), policy.records_days, now):
-            paths = [p for i in study.images for p in (i.spool_path, i.header_path) if p]
+            paths = [
+                p for i in study.images for p in (i.spool_path, i.header_path, i.regions_path) if p
+            ]
             paths += [r.path for r in study.results if r.path]
             out.append(
                 Deletion(

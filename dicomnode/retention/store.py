@@ -25,7 +25,7 @@ from dicomnode.retention.policy import (
     ResultRow,
     StudyRow,
 )
-from dicomnode.store.spool import Spool
+from dicomnode.store.spool import REGIONS_SUFFIX, Spool
 from dicomnode.store.tables import Delivery, Job, Result, Study, utcnow
 
 
@@ -71,7 +71,7 @@ class SqlRetentionStore:
                     ResultRow(rid, path, created_at, tuple(deliveries.get(rid, ())), job_id)
                 )
             images: dict[str, list[ImageRow]] = defaultdict(list)
-            for jid, study, sop, state, spool_path, received_at in s.execute(
+            for jid, study, sop, state, spool_path, received_at, outcome in s.execute(
                 select(
                     col(Job.id),
                     col(Job.study_instance_uid),
@@ -79,10 +79,19 @@ class SqlRetentionStore:
                     col(Job.state),
                     col(Job.spool_path),
                     col(Job.received_at),
+                    col(Job.outcome),
                 )
             ):
                 header = self.spool.relative_path(sop, kind="hdr")
-                images[study].append(ImageRow(jid, str(state), spool_path, header, received_at))
+                # Only positive and doubt images have regions kept next to their header.
+                regions = (
+                    self.spool.relative_path(sop, kind="hdr", suffix=REGIONS_SUFFIX)
+                    if outcome in ("positive", "doubt")
+                    else ""
+                )
+                images[study].append(
+                    ImageRow(jid, str(state), spool_path, header, received_at, regions)
+                )
             return [
                 StudyRow(
                     uid,

@@ -23,6 +23,9 @@ from pathlib import Path
 
 from dicomnode.durable import atomic_write
 
+#: Suffix of an image's suspected regions, kept next to its header (kind "hdr").
+REGIONS_SUFFIX = ".regions.json"
+
 
 class SpoolFull(OSError):
     """Free space is below the configured minimum; the caller answers 0xA700."""
@@ -64,6 +67,8 @@ class Spool:
         return name.startswith(self.tmp_prefix)
 
     def relative_path(self, key: str, *, kind: str, suffix: str = ".dcm") -> str:
+        """`kind`: "in" (received), "out" (results), "hdr" (kept headers; with
+        `REGIONS_SUFFIX`, the image's suspected regions next to its header)."""
         digest = hashlib.sha256(f"{kind}\x1f{key}".encode()).hexdigest()
         return f"{kind}/{digest[:2]}/{digest[2:4]}/{digest[:40]}{suffix}"
 

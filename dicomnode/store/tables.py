@@ -43,6 +43,7 @@ class DeliveryState(StrEnum):
 class ResultKind(StrEnum):
     SR = "sr"
     SC = "sc"
+    GSPS = "gsps"
 
 
 class Job(SQLModel, table=True):

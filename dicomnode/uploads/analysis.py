@@ -345,7 +345,9 @@ def _image_row(
         row.update(prediction_fields(r.prediction.probability, card))
         row["files"] = {"overlay": overlay}
         for output in IMAGE_OUTPUTS:
-            path = r.outputs[output.kind]
+            path = r.outputs.get(output.kind)
+            if path is None:  # nothing of this kind for this image (a negative one's GSPS)
+                continue
             row[f"{output.kind}_sop_instance_uid"] = _sop_uid(path)
             row["files"][output.kind] = path.name
         files += row["files"].values()

@@ -41,8 +41,8 @@ from dicomnode.store.reports import report_model
 from dicomnode.store.spool import Spool, SpoolFull
 from dicomnode.store.tables import Job, JobState, ResultKind, utcnow
 from dicomnode.uids import hash_uid
+from dicomnode.work import results as kept  # the spool's headers and results, the outbox
 from dicomnode.work.prepare import NotClassified, display_image
-from dicomnode.work.results import read_header, read_result, store_result, write_header
 
 log = structlog.stdlib.get_logger("dicomnode.pipeline")
 
@@ -87,7 +87,7 @@ class Pipeline:
         self.metrics = metrics
         self.uids = OutputUIDs(root=settings.node.uid_root, model_version=classifier.card.version)
         self.salt = settings.node.log_salt
-        self.destinations = [d.name for d in settings.destinations]
+        self.destinations = settings.destinations
         wanted = settings.model.decode_min_size
         # Decode only what the model and the overlay need (0: always full resolution).
         self.decode_min_size = max(wanted, classifier.card.input_size) if wanted else 0
@@ -204,21 +204,15 @@ class Pipeline:
                                 prediction=prediction, preprocess_ms=preprocess_ms,
                                 inference_ms=inference_ms)  # fmt: skip
         try:
-            write_header(ds, spool=self.spool)
+            kept.write_header(ds, spool=self.spool, regions=prediction.regions)
             for output, result in built:
                 self._store_result(result, kind=ResultKind(output.kind), job_id=job.id, version=1)
         except OSError as exc:
             # The image was acknowledged and is fine: the disk is not. Wait, never fail.
             return self._defer(job, exc, doing="results cannot be written")
         self.metrics.classified.inc()
-        return self._finish(
-            job,
-            JobState.CLASSIFIED,
-            None,
-            prediction=prediction,
-            preprocess_ms=preprocess_ms,
-            inference_ms=inference_ms,
-        )
+        return self._finish(job, JobState.CLASSIFIED, None, prediction=prediction,
+                            preprocess_ms=preprocess_ms, inference_ms=inference_ms)  # fmt: skip
 
     def _finish(
         self,
@@ -301,11 +295,12 @@ class Pipeline:
             return None
         images: list[_ReportImage] = []
         for job in classified:
-            header = read_header(self.spool, job.sop_instance_uid)
+            header = kept.read_header(self.spool, job.sop_instance_uid)
             if header is None or job.probability is None:
                 log.warning("image left out of the report: header missing", job_id=job.id)
                 continue
-            images.append(_ReportImage(job, header, self._recorded_prediction(job.probability)))
+            prediction = self._recorded_prediction(job.probability, job.sop_instance_uid)
+            images.append(_ReportImage(job, header, prediction))
         if not images:
             return None
         version = study.report_version + 1
@@ -375,7 +370,7 @@ class Pipeline:
         earlier = {}
         for output in STUDY_OUTPUTS if previous >= 1 else ():
             uid = self.uids.instance(output, study_instance_uid, previous)
-            if (found := read_result(self.spool, uid)) is not None:
+            if (found := kept.read_result(self.spool, uid)) is not None:
                 earlier[output.kind] = found
         built, reasons = study_outputs(study, card=self.classifier.card, uids=self.uids,
                                        previous=earlier, on_refused=log_refusal)  # fmt: skip
@@ -388,17 +383,21 @@ class Pipeline:
             if index in reasons and image.job.id is not None
         }
 
-    def _recorded_prediction(self, probability: float) -> Prediction:
+    def _recorded_prediction(self, probability: float, sop_instance_uid: str) -> Prediction:
+        """An image's result as recorded: probability, and the regions kept with its header."""
         outcome: Outcome = outcome_for(probability, self.classifier.card)
+        negative = outcome == Outcome.NEGATIVE
+        regions = () if negative else kept.read_regions(self.spool, sop_instance_uid)
         return Prediction(probability=probability, outcome=outcome,
-                          heatmap=np.zeros((1, 1), dtype=np.float32))  # fmt: skip
+                          heatmap=np.zeros((1, 1), dtype=np.float32), regions=regions)  # fmt: skip
 
     # --- files --------------------------------------------------------------------------------
 
     def _store_result(self, ds: Dataset, *, kind: ResultKind, job_id: int | None,
                       version: int) -> None:  # fmt: skip
-        store_result(ds, spool=self.spool, jobs=self.jobs, kind=kind,
-                     destinations=self.destinations, job_id=job_id, version=version)  # fmt: skip
+        kept.store_result(ds, spool=self.spool, jobs=self.jobs, kind=kind,
+                          destinations=kept.destinations_taking(self.destinations, str(kind)),
+                          job_id=job_id, version=version)  # fmt: skip
         self.on_result()
 
 

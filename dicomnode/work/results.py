@@ -7,16 +7,24 @@ wrote (the same objects, the same UIDs). Delivery itself is the outbox's (`deliv
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import json
+from collections.abc import Iterable, Sequence
 from io import BytesIO
 from pathlib import Path
 
 from pydicom import Dataset, dcmread
 
+from dicomnode.config import Destination
 from dicomnode.imaging.dicom_errors import READ_ERRORS
+from dicomnode.imaging.regions import Region, regions_from_json, regions_to_json
 from dicomnode.store.jobs import Jobs
-from dicomnode.store.spool import Spool
+from dicomnode.store.spool import REGIONS_SUFFIX, Spool
 from dicomnode.store.tables import Result, ResultKind
+
+
+def destinations_taking(destinations: Iterable[Destination], kind: str) -> list[str]:
+    """The destinations an object of `kind` is queued for: those whose `objects` name it."""
+    return [d.name for d in destinations if kind in d.objects]
 
 
 def store_result(
@@ -68,8 +76,10 @@ def read_result(spool: Spool, sop_instance_uid: str) -> Dataset | None:
         return None
 
 
-def write_header(ds: Dataset, *, spool: Spool) -> None:
+def write_header(ds: Dataset, *, spool: Spool, regions: Sequence[Region] = ()) -> None:
     """Keep the source's header (no pixels): the SR needs it after the image is deleted.
+    So it needs the image's suspected regions (the heatmap is gone by then): kept next to it
+    (`regions_path`), when there are any.
     An element pydicom cannot decode (e.g. a damaged VR) is left out, as the outputs
     leave it out (`sources.output_header`): it must not fail an image already classified."""
     header = Dataset()
@@ -88,6 +98,31 @@ def write_header(ds: Dataset, *, spool: Spool) -> None:
     relative = spool.relative_path(str(ds.SOPInstanceUID), kind="hdr")
     spool.check_space(buffer.getbuffer().nbytes)
     spool.write_bytes(relative, buffer.getbuffer())
+    if regions:
+        _write_regions(str(ds.SOPInstanceUID), regions, spool=spool)
+
+
+def regions_path(spool: Spool, sop_instance_uid: str) -> str:
+    """Where an image's suspected regions are kept, next to its header (retention deletes both
+    with the records)."""
+    return spool.relative_path(sop_instance_uid, kind="hdr", suffix=REGIONS_SUFFIX)
+
+
+def _write_regions(sop_instance_uid: str, regions: Sequence[Region], *, spool: Spool) -> None:
+    data = json.dumps({"regions": regions_to_json(regions)}).encode()
+    relative = regions_path(spool, sop_instance_uid)
+    spool.check_space(len(data))
+    spool.write_bytes(relative, data)
+
+
+def read_regions(spool: Spool, sop_instance_uid: str) -> tuple[Region, ...]:
+    """The regions `write_header` kept; none when there are none or they cannot be read
+    (the report is then made without them rather than not at all)."""
+    try:
+        data = json.loads(spool.path(regions_path(spool, sop_instance_uid)).read_bytes())
+        return regions_from_json(data["regions"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return ()
 
 
 def read_header(spool: Spool, sop_instance_uid: str) -> Dataset | None:

@@ -127,6 +127,11 @@ NOTES: dict[str, str] = {
     "outputs.language": "Language of the text burned into the Secondary Capture overlay "
     "(banner, footer): `en` or `uk`. The SR's coded content does not depend on it; the pages "
     "follow each reader's browser.",
+    "destinations[].objects": "Which objects are sent here: `\"sr\"` (the study report), "
+    "`\"sc\"` (the overlay), `\"gsps\"` (the findings outlined on the source image). Default: "
+    "all three; `[\"sr\", \"sc\"]` for a PACS that cannot store a presentation state. Applied "
+    "when a result is queued; one queued before a kind was left out is not sent (failed: "
+    "\"destination does not take …\").",
     "delivery.max_attempts": "Attempts per result and destination before the delivery is "
     "marked failed. 0: retry forever.",
     "delivery.backoff_initial_seconds": "Delay after the first failed attempt; doubled after "
@@ -227,8 +232,9 @@ NOTES: dict[str, str] = {
     "while the node lives, returned to the queue when it expires.",
     "database.auto_upgrade": "Apply schema migrations at start (under a lock). false: refuse "
     "to start when the schema needs an upgrade.",
-    "model.runtime": "`auto` (ONNX Runtime on CPU, PyTorch on CUDA), `torch`, `onnxruntime` "
-    "or `openvino`; a non-PyTorch runtime is checked against PyTorch at start, and served "
+    "model.runtime": "`auto` (on CPU: every installed runtime and precision timed once on the "
+    "host, the fastest that passes the equivalence check against PyTorch served, see the model "
+    "card; PyTorch on CUDA), `torch`, `onnxruntime` or `openvino`; a non-PyTorch runtime is checked against PyTorch at start, and served "
     "without loading PyTorch into the node's process.",
     "model.max_batch": "Images classified in one forward pass when that many are queued.",
     "model.spinning": "ONNX Runtime's pool threads spin between operators instead of sleeping "
@@ -266,6 +272,8 @@ def _default(field: Any) -> str:
         return f"`{str(value).lower()}`"
     if isinstance(value, str | Path):
         return f'`"{value}"`'
+    if isinstance(value, tuple | list):  # as written in TOML
+        return "`[" + ", ".join(f'"{v}"' if isinstance(v, str) else str(v) for v in value) + "]`"
     return f"`{value}`"
 
 

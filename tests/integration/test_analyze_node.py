@@ -73,25 +73,27 @@ def test_http_result_equals_the_dicom_node_result(tmp_path, node_factory, stores
     assert (http_sc.SeriesInstanceUID, http_sc.StudyInstanceUID) == \
         (node_sc.SeriesInstanceUID, node_sc.StudyInstanceUID)  # fmt: skip
 
+    # The demo's outcome here is doubt: the findings (GSPS) are made too, with the same UID.
+    assert body["dicom"]["gsps_sop_instance_uid"] == by_kind["gsps"]
     # send=true for results the node already delivered: nothing is queued twice.
     again = _upload(node, cr, send="true").json()["send"]
-    assert {r["sop_instance_uid"] for r in again["results"]} == {by_kind["sc"], by_kind["sr"]}
+    assert {r["sop_instance_uid"] for r in again["results"]} == set(by_kind.values())
     assert all(d["state"] == "delivered" for r in again["results"] for d in r["deliveries"])
 
-    # send=true for a new study: its SR and SC reach the peer through the outbox.
+    # send=true for a new study: its SR, SC and GSPS reach the peer through the outbox.
     other = copy_with_new_uids(cr, tmp_path / "other.dcm", study_uid=new_uid("http-send"))
     sent = _upload(node, other, send="true")
     assert sent.status_code == 200, sent.text
     queued = sent.json()["send"]
     assert queued["destinations"] == ["peer"]
     wanted = {r["sop_instance_uid"] for r in queued["results"]}
-    assert len(wanted) == 2
-    assert wanted == {sent.json()["dicom"]["sc_sop_instance_uid"],
-                      sent.json()["dicom"]["sr_sop_instance_uid"]}  # fmt: skip
+    assert len(wanted) == 3
+    assert wanted == {sent.json()["dicom"][f"{kind}_sop_instance_uid"]
+                      for kind in ("sc", "sr", "gsps")}  # fmt: skip
     wait_until(
         lambda: wanted <= set(_received(storescp_peer)),
         timeout=120,
-        what="the uploaded study's SR and SC at the peer",
+        what="the uploaded study's SR, SC and GSPS at the peer",
         ignore=(InvalidDicomError, EOFError, OSError),
     )  # a file still being written
     sr = _received(storescp_peer)[sent.json()["dicom"]["sr_sop_instance_uid"]]

@@ -100,8 +100,9 @@ def start_cluster(tmp_path, node_factory, url: str, names: list[str], *, lease: 
     for name in names:
         config = write_node_config(
             tmp_path / name,
+            # SC and SR: what the exactly-once checks count (a GSPS is queued as the SC is).
             destinations=[{"name": "pacs", "ae_title": "PACS", "host": "127.0.0.1",
-                           "port": pacs.port}],
+                           "port": pacs.port, "objects": ["sr", "sc"]}],
             node={"node_id": name, "spool_dir": str(shared_spool),
                   "study_stable_seconds": STABLE_SECONDS},
             extra_sections={"database": {"url": url, "lease_seconds": lease}},

@@ -78,7 +78,9 @@ def test_real_cstores_are_counted_listed_and_thumbnailed(tmp_path, status_scp, n
     assert metrics["dicomnode_images_skipped_total"] == 1
     assert metrics["dicomnode_images_classified_total"] == 1
     assert metrics["dicomnode_jobs_failed_total"] == 1
-    assert metrics["dicomnode_results_delivered_total"] == 2  # the SC and the SR
+    # The SC and the SR, and the GSPS unless the outcome is negative.
+    located = cr_row["outcome"] != "negative"
+    assert metrics["dicomnode_results_delivered_total"] == 2 + located
     assert metrics["dicomnode_delivery_retries_total"] >= 1
     assert metrics["dicomnode_queue_depth"] == 0
     assert metrics["dicomnode_inference_seconds_count"] == 1

@@ -58,8 +58,9 @@ def run_crash_rounds(
     try:
         config = write_node_config(
             tmp_path / "node",
+            # SC and SR: what the durability checks count (a GSPS is queued as the SC is).
             destinations=[{"name": "peer", "ae_title": scp.aet, "host": "127.0.0.1",
-                           "port": scp.port}],
+                           "port": scp.port, "objects": ["sr", "sc"]}],
             node={"max_associations": senders + 4, "uid_root": UID_ROOT},
         )  # fmt: skip
         port = read_ports(config)[0]

@@ -153,8 +153,10 @@ def test_disk_filling_after_ack_makes_jobs_wait_then_deliver_once(tmp_path, node
             node={"data_dir": str(data_dir), "spool_dir": str(spool), "uid_root": UID_ROOT,
                   "min_free_mb": min_free_mb, "study_stable_seconds": 5,
                   "resource_retry_initial_seconds": 0.5, "resource_retry_max_seconds": 2},
+            # SC and SR only: the counts below are of those (the GSPS is written and queued
+            # like the SC; tests/integration/test_gsps_delivery.py delivers it).
             destinations=[{"name": "results", "ae_title": "RESULTS", "host": "127.0.0.1",
-                           "port": peer.port}],
+                           "port": peer.port, "objects": ["sr", "sc"]}],
         )  # fmt: skip
         port = read_ports(config)[0]
         node = node_factory(config).wait_ready()

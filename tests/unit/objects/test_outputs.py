@@ -10,6 +10,7 @@ import pydicom
 import pytest
 
 from dicomnode.imaging.preprocess import to_grayscale
+from dicomnode.imaging.regions import find_regions
 from dicomnode.model.classifier import Outcome, Prediction
 from dicomnode.objects.outputs import (
     IMAGE_OUTPUTS,
@@ -35,8 +36,10 @@ def _classified() -> ClassifiedImage:
     ds = pydicom.dcmread(testdata(RG3_UNCR))
     image = to_grayscale(ds)
     heatmap = np.full((8, 8), 0.5, dtype=np.float32)
+    heatmap[2:4, 5:7] = 1.0
+    regions = find_regions(heatmap, fraction=0.5)
     return ClassifiedImage(source=ds, image=image,
-                           prediction=Prediction(0.9, Outcome.POSITIVE, heatmap),
+                           prediction=Prediction(0.9, Outcome.POSITIVE, heatmap, regions),
                            sop_instance_uid=str(ds.SOPInstanceUID),
                            study_instance_uid=str(ds.StudyInstanceUID))  # fmt: skip
 
@@ -85,3 +88,19 @@ def test_a_refused_source_names_the_object() -> None:
     with pytest.raises(OutputRefused) as refused:
         image_outputs(image, card=card, uids=OutputUIDs(root=ROOT, model_version=card.version))
     assert refused.value.reason.startswith(f"the {IMAGE_OUTPUTS[0].noun} cannot be built: ")
+
+
+def test_a_negative_image_has_no_presentation_state() -> None:
+    """A GSPS only where there is a finding to show: a negative image gets the overlay only."""
+    image = _classified()
+    negative = Prediction(0.1, Outcome.NEGATIVE, image.prediction.heatmap)
+    card = result_card()
+    uids = OutputUIDs(root=ROOT, model_version=card.version)
+    built = image_outputs(
+        ClassifiedImage(source=image.source, image=image.image, prediction=negative,
+                        sop_instance_uid=image.sop_instance_uid,
+                        study_instance_uid=image.study_instance_uid),
+        card=card, uids=uids,
+    )  # fmt: skip
+    assert [o.kind for o, _ in built] == ["sc"]
+    assert [o.kind for o, _ in image_outputs(image, card=card, uids=uids)] == ["sc", "gsps"]

@@ -167,11 +167,25 @@ def test_orthanc_selection_takes_only_old_own_series():
     assert select_orthanc_series(series, now=NOW, days=0, uid_root=root) == []
 
 
+def test_an_images_kept_regions_go_with_its_header():
+    """The suspected regions kept for a later report version (next to the header) go when
+    the records go, never before."""
+    located = replace(image(1, age=100), regions_path="hdr/1.regions.json")
+    s = study(last=100, images=[located], results=[result(10, age=100, delivered=95)])
+    [d] = select_expired([s], now=NOW, policy=POLICY)
+    assert "hdr/1.regions.json" in d.paths and "hdr/1.dcm" in d.paths
+    recent = study(last=1, images=[located], results=[result(10, age=1, delivered=1)])
+    assert all("hdr/1.regions.json" not in d.paths
+               for d in select_expired([recent], now=NOW, policy=POLICY))  # fmt: skip
+
+
 def test_own_series_descriptions_match_the_builders():
+    from dicomnode.objects.gsps import GSPS_SERIES_DESCRIPTION
     from dicomnode.objects.sc import SC_SERIES_DESCRIPTION
     from dicomnode.objects.sr import SR_SERIES_DESCRIPTION
 
-    assert {SC_SERIES_DESCRIPTION, SR_SERIES_DESCRIPTION} == OWN_SERIES_DESCRIPTIONS
+    own = {SC_SERIES_DESCRIPTION, SR_SERIES_DESCRIPTION, GSPS_SERIES_DESCRIPTION}
+    assert own == OWN_SERIES_DESCRIPTIONS
 
 
 # --- configuration and schedule ---------------------------------------------------------------

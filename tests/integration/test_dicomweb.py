@@ -20,6 +20,7 @@ from dicomnode.model.classifier import Classifier
 from dicomnode.store.tables import DeliveryState, ResultKind
 from tests.support.data import TINY_ARCH, new_uid
 from tests.support.inprocess import TOKEN, InProcessNode, inprocess_node
+from tests.support.models import place_thresholds, tiny_package
 from tests.support.peers import Orthanc, wait_until
 from tests.support.smallcr import small_cr
 
@@ -69,9 +70,12 @@ def _deliver(node: InProcessNode) -> int:
                        metrics=Metrics())  # fmt: skip
 
 
-def test_the_node_delivers_sr_and_sc_by_stow_rs_into_the_source_study_retrying_a_stopped_orthanc(
-    tmp_path: Path, orthanc_factory: Callable[..., Orthanc], classifier: Classifier
+def test_the_node_delivers_sr_sc_gsps_by_stow_rs_into_the_source_study_retrying_a_stopped_orthanc(
+    tmp_path: Path, orthanc_factory: Callable[..., Orthanc]
 ) -> None:
+    package = tmp_path / "package"
+    place_thresholds(package, tiny_package(package), low=0.0, high=0.0)  # every image positive
+    classifier = Classifier.from_package(package, device="cpu")  # so it has a GSPS too
     orthanc = orthanc_factory(dicomweb={}, users={"dicomnode": "s3cret"})
     destination = {"type": "dicomweb", "name": "orthanc-web",
                    "url": f"{orthanc.http_url}/dicom-web", "auth": "basic",
@@ -85,7 +89,7 @@ def test_the_node_delivers_sr_and_sc_by_stow_rs_into_the_source_study_retrying_a
     assert node.receive(source.read_bytes()) == 0
     node.run_until_idle()
     results = node.jobs.results_for_study(study)
-    assert {r.kind for r in results} == {ResultKind.SR, ResultKind.SC}
+    assert {r.kind for r in results} == {ResultKind.SR, ResultKind.SC, ResultKind.GSPS}
 
     orthanc.stop(kill=True)  # the PACS is down: the attempt fails and is scheduled again
     assert _deliver(node) == 0

@@ -169,13 +169,14 @@ def page_context(ctx: ApiContext, card: ModelCard | None, t: Translate) -> dict[
         "low": card.threshold_low, "high": card.threshold_high,
         "temperature": card.temperature, "mean": card.mean, "std": card.std,
     }  # fmt: skip
+    local = getattr(t, "numerals", lambda text: text)  # the page's decimal sign
     return {
         "card": card,
-        "warnings": warnings,
-        "thresholds": {key: number(value) for key, value in numbers.items()},
-        "evidence_rows": evidence_rows(card, t),
-        "operating_rows": operating_rows(card, t),
-        "other_rows": other_rows(card, t),
+        "warnings": [local(text) for text in warnings],
+        "thresholds": {key: local(number(value)) for key, value in numbers.items()},
+        "evidence_rows": [{k: local(v) for k, v in r.items()} for r in evidence_rows(card, t)],
+        "operating_rows": [{k: local(v) for k, v in r.items()} for r in operating_rows(card, t)],
+        "other_rows": [(name, local(value)) for name, value in other_rows(card, t)],
         "plots": plots(ctx, card, t),
     }
 

@@ -25,6 +25,7 @@ from dicomnode.imaging.reasons import match_template, template_pattern
 from dicomnode.model.card import ModelCard
 
 LANG_COOKIE = "dicomnode_lang"
+_DECIMAL_POINT = re.compile(r"(?<=\d)\.(?=\d)")
 DEFAULT_LANGUAGE = "en"
 #: The languages with a catalogue under dicomnode/locale (a test checks they agree).
 LANGUAGES = ("en", "uk")
@@ -171,6 +172,11 @@ class Translator:
             return "–"
         pattern = "0" + ("." + "0" * digits if digits else "") + "%"
         return numbers.format_percent(value, format=pattern, locale=self.language)
+
+    def numerals(self, text: str) -> str:
+        """`text`'s decimal numbers ("0.833 (0.500–1.00)") with the locale's decimal sign."""
+        sign = numbers.get_decimal_symbol(self.language)
+        return text if sign == "." else _DECIMAL_POINT.sub(sign, text)
 
     def reason(self, text: str | None) -> str:
         """An English skip/fail reason (`imaging.reasons`) in the page's language; a reason

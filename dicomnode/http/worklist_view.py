@@ -9,6 +9,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from dicomnode.http.i18n import Translator
 from dicomnode.store.tables import utcnow
 from dicomnode.store.worklist import SortKey, StudyState, WorklistFilters, WorklistRow
 
@@ -127,11 +128,11 @@ def model_badge(model: dict[str, Any] | None, t: Translate) -> dict[str, str] | 
     return {"kind": kind, "text": text, "title": title, "old": "" if model["served"] else "old"}
 
 
-def row_view(row: WorklistRow, data: dict[str, Any], t: Translate) -> dict[str, Any]:
+def row_view(row: WorklistRow, data: dict[str, Any], t: Translator) -> dict[str, Any]:
     """The page's values of a row, on top of its API form `data`."""
     view = dict(data)
     probability = row.max_probability
-    view["probability_text"] = f"{probability:.2f}" if probability is not None else "–"
+    view["probability_text"] = t.decimal(probability, 2) if probability is not None else "–"
     view["outcome_key"] = row.outcome.value if row.outcome else "none"
     if "patient" in data:
         view["patient_display"] = format_person_name(data["patient"]["name"])

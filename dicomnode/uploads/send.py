@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from dicomnode.config import Destination
+from dicomnode.config import Destination, DicomwebDestination
 from dicomnode.objects.outputs import OUTPUTS
 from dicomnode.store.jobs import Jobs
 from dicomnode.store.spool import Spool
@@ -24,7 +24,7 @@ def queue_analysis(
     *,
     spool: Spool,
     jobs: Jobs,
-    destinations: Sequence[Destination],
+    destinations: Sequence[Destination | DicomwebDestination],
 ) -> dict[str, Any]:
     """Queue every object of an analysis result (its `files` by output kind, at every level)
     for the `destinations` that take its kind; the `send` field of the result. Idempotent by

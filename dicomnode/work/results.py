@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pydicom import Dataset, dcmread
 
-from dicomnode.config import Destination
+from dicomnode.config import Destination, DicomwebDestination
 from dicomnode.imaging.dicom_errors import READ_ERRORS
 from dicomnode.imaging.regions import Region, regions_from_json, regions_to_json
 from dicomnode.store.jobs import Jobs
@@ -22,7 +22,9 @@ from dicomnode.store.spool import REGIONS_SUFFIX, Spool
 from dicomnode.store.tables import Result, ResultKind
 
 
-def destinations_taking(destinations: Iterable[Destination], kind: str) -> list[str]:
+def destinations_taking(
+    destinations: Iterable[Destination | DicomwebDestination], kind: str
+) -> list[str]:
     """The destinations an object of `kind` is queued for: those whose `objects` name it."""
     return [d.name for d in destinations if kind in d.objects]
 

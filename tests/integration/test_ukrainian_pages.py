@@ -184,6 +184,8 @@ def test_no_english_reaches_a_ukrainian_page(client: TestClient, tmp_path: Path)
     worklist = client.get("/?lang=uk", headers=AUTH).text
     assert "невизначено" in worklist
     assert "<span>5 січ. 2024\u202fр.</span> <span>10:15</span>" in worklist  # Babel
+    assert '<td class="probability">0,90</td>' in worklist  # the locale's decimal sign
+    assert '<td class="probability">0.90</td>' in client.get("/?lang=en", headers=AUTH).text
     script = re.search(r'<script id="messages" type="application/json">(.*?)</script>',
                        client.get("/analyze?lang=uk", headers=AUTH).text, re.S)  # fmt: skip
     assert script is not None

@@ -126,7 +126,7 @@ def test_about_page_shows_tables_warnings_and_plots(tmp_path: Path) -> None:
 
     uk = client.get("/about-model?lang=uk", headers=AUTH).text
     assert "валідація: 9 зображень (3 переломів); менше ніж 50 переломів; " in uk
-    assert "95 % ДІ 0.333–1.00 ширший за 0.20" in uk and "Слабкі докази валідації" in uk
+    assert "95 % ДІ 0,333–1,00 ширший за 0,20" in uk and "Слабкі докази валідації" in uk
 
 
 def test_plots_need_the_pages_authentication_and_the_served_model(tmp_path: Path) -> None:

@@ -93,7 +93,7 @@ def test_analyze_page_in_chromium(tmp_path, node_factory, browser):  # noqa: F81
     assert outcome in ("positive", "doubt", "negative")
     fracture = driver.find_element(By.ID, "value-fracture").text
     normal = driver.find_element(By.ID, "value-normal").text
-    p, q = (float(v.replace("%", "").strip()) for v in (fracture, normal))
+    p, q = (float(v.replace("%", "").strip()) for v in (fracture, normal))  # English: 52.0 %
     assert p + q == pytest.approx(100.0, abs=0.11)
     bar = driver.find_element(By.ID, "bar-fracture")
     track = bar.find_element(By.XPATH, "..")
@@ -113,7 +113,8 @@ def test_analyze_page_in_chromium(tmp_path, node_factory, browser):  # noqa: F81
     assert "НЕНАВЧЕНА" in driver.find_element(By.ID, "untrained-banner").text
     assert driver.find_element(By.ID, "result-badge").text in OUTCOMES_UK
     assert driver.find_element(By.ID, "nav-analyze").text == "Аналіз"
-    assert float(driver.find_element(By.ID, "value-fracture").text.replace("%", "")) == p
+    ukrainian = driver.find_element(By.ID, "value-fracture").text  # "52,0 %": decimal comma
+    assert "," in ukrainian and float(ukrainian.replace("%", "").replace(",", ".")) == p
     save_screenshot(driver, "analyze-uk")
 
     driver.find_element(By.ID, "new-analysis").click()

@@ -15,7 +15,12 @@
   var maxUploadBytes = Number(document.body.getAttribute("data-max-upload-bytes")) || Infinity;
 
   function t(key) { return messages[key] || key; }
-  function percent(p) { return (100 * p).toFixed(1) + " %"; }
+  // Numbers in the page's language (its decimal sign: "52,0 %" in Ukrainian), by the browser's Intl.
+  function number(x, digits) {
+    return Number(x).toLocaleString(document.documentElement.lang || "en",
+      {minimumFractionDigits: digits, maximumFractionDigits: digits});
+  }
+  function percent(p) { return number(100 * p, 1) + " %"; }
   function show(el, visible) { el.hidden = !visible; }
   function clear(el) { while (el.firstChild) { el.removeChild(el.firstChild); } }
   function el(tag, text, cls) {
@@ -253,7 +258,8 @@
     section.setAttribute("data-outcome", outcome);
     section.className = "result outcome-" + outcome;
     var th = $("result-thresholds");
-    th.textContent = format(th.getAttribute("data-template"), result.thresholds);
+    th.textContent = format(th.getAttribute("data-template"), {
+      low: number(result.thresholds.low, 2), high: number(result.thresholds.high, 2)});
     $("result-model").textContent = (result.model.display_text || result.model.display_name) + " · " + result.model.version;
     $("result-time").textContent = Math.round(result.processing_ms) + " " + t("unit.ms");
     $("result-expires").textContent = result.expires_at ? new Date(result.expires_at).toLocaleString(lang) : "–";

@@ -123,8 +123,14 @@ def cached_split(
 ) -> tuple[Split, Path, list[str]]:
     """Reuse the cached split for this data content, or make and cache one."""
     path = split_cache_path(cache_dir, data_sha256=data_sha256, config=config)
+    split, notes = split_at(images, path, config=config)
+    return split, path, notes
+
+
+def split_at(images: LabelledImages, path: Path, *, config: TrainConfig) -> tuple[Split, list[str]]:
+    """The split kept in `path` (made there with the config's fractions and seed if absent)."""
     dc = config.data
-    split, notes = load_or_make_split(
+    return load_or_make_split(
         images,
         path,
         val_fraction=dc.val_fraction,
@@ -132,7 +138,6 @@ def cached_split(
         seed=config.seed,
         group_by=dc.group_by,
     )
-    return split, path, notes
 
 
 def write_json(path: Path, data: Mapping[str, Any]) -> None:

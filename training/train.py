@@ -56,7 +56,6 @@ from training.data import (
     LabelledImages,
     RadiographDataset,
     Split,
-    load_or_make_split,
     read_dataset,
     select,
 )
@@ -86,6 +85,7 @@ from training.tracking import (
     dataset_hash,
     finish_run,
     new_run_folder,
+    split_at,
     write_history,
     write_json,
     write_run_record,
@@ -117,14 +117,7 @@ def _prepare_data(
         log(f"found {legacy} (written by an earlier version); reusing it")
         split_file = legacy
     if split_file is not None:
-        split, notes = load_or_make_split(
-            images,
-            split_file,
-            val_fraction=dc.val_fraction,
-            test_fraction=dc.test_fraction,
-            seed=config.seed,
-            group_by=dc.group_by,
-        )
+        split, notes = split_at(images, split_file, config=config)
         source = split_file
     else:
         split, source, notes = cached_split(

@@ -211,7 +211,8 @@ def test_hostile_identifiers_never_name_a_path(tmp_path, node_factory, raw_sendi
         rel = path.relative_to(data_dir / "spool")
         assert rel.parts[0] in ("in", "out", "hdr", "tmp"), rel
         if rel.parts[0] != "tmp":
-            assert len(rel.parts) == 4 and len(rel.stem) == 40 and rel.stem.isalnum(), rel
+            hashed = rel.name.split(".")[0]  # <hash>.dcm, <hash>.json, <hash>.regions.json
+            assert len(rel.parts) == 4 and len(hashed) == 40 and hashed.isalnum(), rel
     # Besides: the retention lock, the inference-runtime cache (named by the weights' sha256)
     # and HTTP uploads (random ids) - fixed or generated names, never one from a dataset.
     names = {p.name for p in data_dir.iterdir()}

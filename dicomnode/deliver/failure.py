@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import socket
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,7 +41,19 @@ class AssociationWatch:
     def _received(self, event: Any) -> None:
         self.received.append(event.primitive)
 
+    def _settle(self, assoc: Any) -> None:
+        """pynetdicom runs the event handlers on its own threads: the connection's opening and
+        the peer's A-ASSOCIATE-RJ or A-ABORT can be recorded a moment after `associate` has
+        returned (seen under load). Wait for them briefly before naming the cause (only a
+        failed echo pays this): up to 2 s once connected or rejected, else 0.5 s."""
+        start = time.monotonic()
+        while not self.received and time.monotonic() - start < 2.0:
+            if not (assoc.is_rejected or self.opened) and time.monotonic() - start > 0.5:
+                return  # never connected: nothing will arrive
+            time.sleep(0.01)
+
     def reason(self, assoc: Any) -> str:
+        self._settle(assoc)
         if assoc.is_rejected:
             return "association rejected by the peer" + _rejection(self.received)
         if not self.opened:

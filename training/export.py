@@ -30,12 +30,17 @@ A package whose validation set is too small for its claims is refused (fewer tha
 `dicomnode.model.evidence` and docs/model-card.md); `--allow-small-validation` exports it
 anyway and records the warning in the card's limitations. The ROC, PR and reliability plots of
 the validation set are drawn into the package (`plots/`), where the node's About page shows them.
+
+With `--calibration-data DATA` (the training data folder), up to `--calibration-images` of the
+run's validation images go into `validation/` as pixel-only PNGs, for the node's int8
+calibration and runtime check (`training.calibration`, which says what is and is not carried).
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import shutil
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -59,6 +64,8 @@ from dicomnode.model.card import (
 from dicomnode.model.classifier import Classifier, create_model, outcome_for
 from dicomnode.model.evidence import assess_metrics
 from dicomnode.model.runtime import MAX_CAM_RELATIVE_DELTA, MAX_PROBABILITY_DELTA, compare
+from dicomnode.model.select import VALIDATION_DIR
+from training.calibration import DEFAULT_CALIBRATION_IMAGES, write_validation_images
 from training.card_claims import operating_points_report, trained_on
 from training.checkpoint import load_checkpoint
 from training.config import ConfigError
@@ -197,6 +204,9 @@ def export(
     body_parts: Sequence[str] | None = None,
     force: bool = False,
     allow_small_validation: bool = False,
+    calibration_data: Path | None = None,
+    calibration_images: int = DEFAULT_CALIBRATION_IMAGES,
+    split_file: Path | None = None,
 ) -> ModelCard:
     """Write the package; return its card (see the module docstring)."""
     state = load_checkpoint(checkpoint)
@@ -253,6 +263,7 @@ def export(
         raise ExportError(f"{out} already holds a model package (use --force to replace it)")
     if not onnx:
         (out / ONNX_FILE).unlink(missing_ok=True)  # never leave a stale ONNX next to new weights
+    _carry_validation_images(state, out, metrics, calibration_data, calibration_images, split_file)
     weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_file(weights, str(out / WEIGHTS_FILE), metadata={"architecture": info["architecture"]})
     created = dt.datetime.now(dt.UTC)
@@ -338,6 +349,24 @@ def _validation_plots(folder: Path, labels: np.ndarray, p: np.ndarray, card: Mod
     draw_plots(labels, p, compute_report(labels, p, outcomes, card=card), folder)
 
 
+def _carry_validation_images(
+    state: dict[str, Any],
+    out: Path,
+    metrics: dict[str, Any],
+    data: Path | None,
+    count: int,
+    split_file: Path | None,
+) -> None:
+    """`out/validation/` from the run's validation split when `data` is given
+    (`training.calibration`); otherwise none, and a stale folder is removed."""
+    if data is None or count <= 0:
+        shutil.rmtree(out / VALIDATION_DIR, ignore_errors=True)
+        return
+    written = write_validation_images(state=state, data=data, package=out, count=count,
+                                      split_file=split_file)  # fmt: skip
+    metrics["validation_images"] = written.to_json(input_size=int(state["model_info"]["input_size"]))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m training.export", description=__doc__.split("\n\n")[0]
@@ -378,6 +407,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="export even when the validation set is too small for the package's claims "
         "(recorded in the card's limitations and shown by the node)",
     )
+    parser.add_argument(
+        "--calibration-data",
+        type=Path,
+        help="the training data folder: carry up to --calibration-images of the run's validation "
+        "images in the package (pixels only, PNG) so that the node can calibrate and check int8 "
+        "(runtime = auto). They are patients' pixels: share the package only where they may go",
+    )
+    parser.add_argument(
+        "--calibration-images",
+        type=int,
+        default=DEFAULT_CALIBRATION_IMAGES,
+        help=f"how many (default {DEFAULT_CALIBRATION_IMAGES}; 0: none)",
+    )
+    parser.add_argument(
+        "--split-file",
+        type=Path,
+        help="the run's split (default: the one recorded in the checkpoint, RUN/split.json)",
+    )
     return parser
 
 
@@ -402,8 +449,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             body_parts=_split_list(args.body_parts),
             force=args.force,
             allow_small_validation=args.allow_small_validation,
+            calibration_data=args.calibration_data,
+            calibration_images=args.calibration_images,
+            split_file=args.split_file,
         )
-    except (ConfigError, ExportError, ValueError) as exc:
+    except (ConfigError, ExportError, ValueError, OSError) as exc:
         print(f"export: {exc}", file=sys.stderr)
         return 2
     validation = card.metrics["validation"]
@@ -426,6 +476,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"card: body parts {', '.join(card.body_parts) or 'not recorded'}; minimum image size "
         f"{card.min_image_size} px"
     )
+    carried = card.metrics.get("validation_images")
+    if carried:
+        print(
+            f"the package carries {carried['images']} validation images ({carried['fracture']} "
+            f"fracture) in {VALIDATION_DIR}/ for the node's int8 calibration: patients' pixels, "
+            f"share it only where they may go ({carried['skipped_burned_in_annotation']} skipped: "
+            "Burned In Annotation not NO)"
+        )
+    else:
+        print(f"no {VALIDATION_DIR}/ images: the node will not try int8 (see --calibration-data)")
     for note in card.limitations:
         if note.startswith("Exported with --allow-small-validation"):
             print(f"WARNING: {note}", file=sys.stderr)

@@ -1,10 +1,10 @@
 """runtime = "auto" on the trained package (the synthetic-trained tiny model): lower precision
 (bf16, int8) is tried there and admitted only through the equivalence check; int8 is calibrated
-on the package's own validation images, and not tried without them."""
+on the package's own validation images (written by `training.export --calibration-data`), and
+not tried without them."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -14,16 +14,19 @@ from dicomnode.imaging.files import load_image
 from dicomnode.model import select
 from dicomnode.model.classifier import Classifier, load_classifier
 from dicomnode.model.equivalence import MAX_DELTA_P, MIN_HALF_PEAK_IOU
+from tests.training.conftest import IMAGE_SIZE
+from training.export import export
+from training.train import RunResult
 
 
 @pytest.fixture(scope="module")
-def with_validation(tmp_path_factory, package: Path, synthetic_folders) -> Path:
-    """The package with validation images of its own (`validation/`), 6 of each class."""
-    out = Path(shutil.copytree(package, tmp_path_factory.mktemp("pkg") / "p"))
-    (out / select.VALIDATION_DIR).mkdir()
-    for label in ("fracture", "normal"):
-        for path in sorted((synthetic_folders.root / label).iterdir())[:6]:
-            shutil.copy(path, out / select.VALIDATION_DIR / f"{label}-{path.name}")
+def with_validation(tmp_path_factory, trained_run: RunResult, synthetic_folders) -> Path:
+    """The package exported with 12 validation images of its own (`validation/`)."""
+    out = tmp_path_factory.mktemp("pkg") / "p"
+    export(checkpoint=trained_run.out / "best.pt", out=out, onnx=True, min_image_size=IMAGE_SIZE,
+           allow_small_validation=True, calibration_data=synthetic_folders.root,
+           calibration_images=12)  # fmt: skip
+    assert len(list((out / select.VALIDATION_DIR).iterdir())) == 12
     return out
 
 

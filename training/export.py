@@ -364,7 +364,8 @@ def _carry_validation_images(
         return
     written = write_validation_images(state=state, data=data, package=out, count=count,
                                       split_file=split_file)  # fmt: skip
-    metrics["validation_images"] = written.to_json(input_size=int(state["model_info"]["input_size"]))
+    size = int(state["model_info"]["input_size"])
+    metrics["validation_images"] = written.to_json(input_size=size)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -40,7 +40,10 @@ def test_export_carries_validation_images_of_the_validation_split_only(
                   calibration_data=synthetic_folders.root, calibration_images=10)  # fmt: skip
     written = sorted((out / VALIDATION_DIR).iterdir())
     assert [p.name for p in written][:4] == [
-        "000-fracture.png", "001-fracture.png", "002-normal.png", "003-normal.png"
+        "000-fracture.png",
+        "001-fracture.png",
+        "002-normal.png",
+        "003-normal.png",
     ]
     assert len(written) == 10
     # the node's halves (every second image) are balanced between the classes

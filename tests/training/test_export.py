@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -13,15 +14,30 @@ import torch
 from PIL import Image
 
 from dicomnode.imaging import preprocess
-from dicomnode.model.card import PLOT_FILES, PLOTS_DIR, ModelPackageError, read_package
+from dicomnode.model.card import PLOT_FILES, PLOTS_DIR, ModelCard, ModelPackageError, read_package
 from dicomnode.model.classifier import Classifier, create_model
+from dicomnode.model.equivalence import (
+    MAX_DELTA_P,
+    MAX_PEAK_SHIFT,
+    MIN_HALF_PEAK_IOU,
+    Equivalence,
+)
 from dicomnode.model.evidence import messages
-from dicomnode.model.runtime import MAX_CAM_RELATIVE_DELTA, MAX_PROBABILITY_DELTA
+from dicomnode.model.runtime import MAX_PROBABILITY_DELTA
+from dicomnode.model.select import VALIDATION_DIR
 from tests.support.data import TINY_ARCH
 from tests.training.conftest import IMAGE_SIZE, TINY_CONFIG, Synthetic
 from training import evaluate
 from training.checkpoint import BEST
-from training.export import ONNX_FILE, ExportError, export, export_onnx, main, onnx_refusal
+from training.export import (
+    ONNX_FILE,
+    ExportError,
+    check_batch,
+    export,
+    export_onnx,
+    main,
+    onnx_refusal,
+)
 from training.thresholds import calibrated_probability
 from training.train import RunResult
 
@@ -41,8 +57,9 @@ def test_package_loads_in_the_node_with_a_complete_card(package: Path) -> None:
     assert "160 images" in card.training_data
     assert any("not by patient" in note for note in card.limitations)
     check = card.metrics["onnx_check"]
-    assert check["max_delta_probability"] <= MAX_PROBABILITY_DELTA
-    assert check["cam_relative"] <= MAX_CAM_RELATIVE_DELTA
+    assert check["passed"] and check["decisions_differ"] == 0
+    assert check["max_delta_p"] <= MAX_PROBABILITY_DELTA and check["min_iou"] >= MIN_HALF_PEAK_IOU
+    assert check["inputs"] == 3  # the probe and the node's two seeded check inputs
     assert check["logits_max_abs"] >= 0 and check["features_relative"] >= 0  # reported
 
 
@@ -150,32 +167,47 @@ def test_a_confident_model_is_not_refused_for_float32_rounding(tmp_path: Path) -
     model = create_model(TINY_ARCH, num_classes=2).eval()
     with torch.no_grad():
         model.get_classifier().weight.mul_(1e4)
-    inputs = torch.randn(4, 3, 96, 96, generator=torch.Generator().manual_seed(0))
-    check = export_onnx(
-        model,
-        tmp_path / ONNX_FILE,
-        inputs,
-        probability=lambda z: calibrated_probability(z, class_index=1),
-        fracture=1,
-    )
+    card = ModelCard(name="t", version="1", architecture=TINY_ARCH, input_size=96,
+                     mean=(0.5,) * 3, std=(0.25,) * 3)  # fmt: skip
+    inputs = check_batch(card, tmp_path)
+    figures, extra = export_onnx(model, tmp_path / ONNX_FILE, inputs, card=card)
     with torch.inference_mode():
         assert float(model(inputs).abs().max()) > 50  # the scenario: large logits
-    assert onnx_refusal(check) is None, check
-    assert check["max_delta_probability"] <= MAX_PROBABILITY_DELTA
+    assert onnx_refusal(figures) is None, figures
+    assert figures.max_delta_p <= MAX_PROBABILITY_DELTA and extra["logits_max_abs"] > 0
+
+
+def test_the_onnx_check_runs_on_the_images_the_package_carries(tmp_path: Path) -> None:
+    card = ModelCard(name="t", version="1", architecture=TINY_ARCH, input_size=96,
+                     mean=(0.5,) * 3, std=(0.25,) * 3)  # fmt: skip
+    assert len(check_batch(card, tmp_path)) == 3  # probe + two seeded
+    (tmp_path / VALIDATION_DIR).mkdir()
+    for index in range(4):
+        image = (np.random.default_rng(index).random((120, 90)) * 255).astype(np.uint8)
+        Image.fromarray(image).save(tmp_path / VALIDATION_DIR / f"{index:03d}-normal.png")
+    batch = check_batch(card, tmp_path)
+    assert batch.shape == (7, 3, 96, 96) and torch.isfinite(batch).all()
+
+
+BASE = Equivalence(inputs=5, decisions_differ=0, max_delta_p=0.0, min_iou=1.0,
+                   max_peak_shift=0.0, cam_max_abs_relative=0.5)  # fmt: skip
 
 
 @pytest.mark.parametrize(
-    ("dp", "dcam", "refused"),
+    ("change", "refused"),
     [
-        (0.0, 0.0, False),
-        (MAX_PROBABILITY_DELTA, MAX_CAM_RELATIVE_DELTA, False),
-        (MAX_PROBABILITY_DELTA * 1.5, 0.0, True),
-        (0.0, MAX_CAM_RELATIVE_DELTA * 1.5, True),
-        (0.3, 0.5, True),  # another model's graph
+        ({}, False),  # a raw CAM difference alone (the former 1 % gate) is not a refusal
+        ({"max_delta_p": MAX_DELTA_P, "min_iou": MIN_HALF_PEAK_IOU}, False),
+        ({"decisions_differ": 1}, True),
+        ({"max_delta_p": MAX_DELTA_P * 1.5}, True),
+        ({"min_iou": MIN_HALF_PEAK_IOU - 0.01}, True),
+        ({"max_peak_shift": MAX_PEAK_SHIFT * 2}, True),
+        ({"decisions_differ": 3, "max_delta_p": 0.3, "min_iou": 0.1}, True),  # another graph
     ],
 )
-def test_onnx_check_refuses_what_the_node_would_refuse(dp: float, dcam: float, refused: bool):
-    reason = onnx_refusal({"max_delta_probability": dp, "cam_relative": dcam})
+def test_onnx_check_refuses_what_the_node_would_refuse(change: dict, refused: bool) -> None:
+    figures = dataclasses.replace(BASE, **change)
+    reason = onnx_refusal(figures)
     assert (reason is not None) == refused
     if reason:
-        assert f"{dp:.2e}" in reason and f"{dcam:.2e}" in reason
+        assert all(r in reason for r in figures.reasons()) and "5 check inputs" in reason

@@ -23,6 +23,7 @@ import numpy as np
 from dicomnode.durable import atomic_write
 from dicomnode.model.card import ModelPackageError
 from dicomnode.model.classifier import Classifier
+from dicomnode.model.equivalence import reproducible
 from dicomnode.model.prepared import (
     EXIT_MODEL_ERROR,
     MANIFEST_FORMAT,
@@ -33,6 +34,7 @@ from dicomnode.model.runtime import check_inputs, export_key, open_variant
 from dicomnode.model.select import (
     DEFAULT_ROUNDS,
     INT8,
+    NO_CHECK_INPUTS,
     TORCH,
     Run,
     int8_key,
@@ -70,20 +72,24 @@ def prepare(source: ModelSource, cache_dir: Path, *, select: bool = False,
     onnx = ensure_export(classifier._net, input_size=card.input_size,
                          path=cache_dir / f"{card.architecture}-{key}.onnx")  # fmt: skip
     calibration, validation = validation_inputs(source.package, card)
-    inputs = np.concatenate([check_inputs(card.input_size), validation])
+    candidates = np.concatenate([check_inputs(card.input_size), validation])
     torch_run = classifier._backend.run
-    logits, cam = torch_run(inputs)
+    logits, cam = torch_run(candidates)
+    keep = reproducible(torch_run, candidates, (logits, cam), card=card)
+    inputs, logits, cam = candidates[keep], logits[keep], cam[keep]
     reference = f"{card.architecture}-{key}.reference.npz"
     with _atomic(cache_dir / reference) as fh:
         np.savez(fh, logits=logits, cam=cam, inputs=inputs)
     manifest: dict[str, Any] = {
         "format": MANIFEST_FORMAT, "onnx": onnx.name, "reference": reference,
         "card": card.to_json(), "torch": installed_version("torch"),
-        "timm": installed_version("timm"),
+        "timm": installed_version("timm"), "unreproducible_inputs": int((~keep).sum()),
     }  # fmt: skip
     if select:
         manifest.update(_select(classifier, onnx, inputs, (logits, cam), calibration,
-                                key=key, rounds=rounds, threads=threads))  # fmt: skip
+                                key=key, rounds=rounds, threads=threads,
+                                timing_input=candidates[:1],
+                                left_out=int((~keep).sum())))  # fmt: skip
     path = cache_dir / source.manifest_name(card)
     with _atomic(path) as fh:
         fh.write(json.dumps(manifest, indent=2).encode())
@@ -100,14 +106,22 @@ def _select(
     key: str,
     rounds: int,
     threads: int,
+    timing_input: np.ndarray,
+    left_out: int,
 ) -> dict[str, Any]:
     """The manifest's `selection` (and `int8` graph): every variant checked and timed."""
     card = classifier.card
     names, notes = variants(trained=card.trained, calibration=len(calibration) > 0)
+    if left_out:
+        notes.append(f"{left_out} check inputs left out: PyTorch does not reproduce itself "
+                     "on them (batch 1 against batched)")  # fmt: skip
+    if not len(inputs):
+        names = [TORCH]
+        notes.append(NO_CHECK_INPUTS)
     # PyTorch is timed before any other runtime's thread pool exists in this process, so that
     # at least they do not compete with its OpenMP team (on a loaded 2-vCPU host it still
     # measured 78-962 ms for the B4 demo: see benchmarks/RESULTS.md, issue 22).
-    timed = median_ms({TORCH: classifier._backend.run}, inputs[:1], rounds=rounds)
+    timed = median_ms({TORCH: classifier._backend.run}, timing_input, rounds=rounds)
     runs: dict[str, Run] = {}
     failed: dict[str, str] = {}
     extra: dict[str, Any] = {}
@@ -128,7 +142,7 @@ def _select(
         except Exception as exc:  # a runtime or quantiser that cannot take the graph
             failed[name] = f"cannot build: {type(exc).__name__}: {str(exc)[:200]}"
     measured = measure(runs, inputs=inputs, reference=reference, card=card, rounds=rounds,
-                       failed=failed, timed=timed)  # fmt: skip
+                       failed=failed, timed=timed, timing_input=timing_input)  # fmt: skip
     return {**extra, "selection": record(measured, notes=notes, rounds=rounds)}
 
 

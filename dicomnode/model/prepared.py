@@ -47,8 +47,9 @@ __all__ = ["installed_version"]
 log = structlog.stdlib.get_logger("dicomnode.prepared")
 
 #: 2: the reference holds its check inputs (the package's validation images join the seeded
-#: ones); `selection` records what `runtime = "auto"` measured.
-MANIFEST_FORMAT = 2
+#: ones); `selection` records what `runtime = "auto"` measured. 3: inputs on which PyTorch does
+#: not reproduce itself are left out (`equivalence.reproducible`).
+MANIFEST_FORMAT = 3
 #: A preparation exports and runs the network once: minutes at most even on a slow machine.
 PREPARE_TIMEOUT_SECONDS = 900.0
 #: Exit status of the child for a model that cannot be loaded (bad package, unknown arch).

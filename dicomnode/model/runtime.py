@@ -224,6 +224,11 @@ def check_backend(
 ) -> Equivalence:
     """Run `backend` on the check `inputs` and compare with PyTorch's outputs for them
     (`equivalence`): the worst figures, or RuntimeCheckFailed when it is not equivalent."""
+    if not len(inputs):
+        raise RuntimeCheckFailed(
+            f"runtime {runtime} cannot be checked: PyTorch reproduces itself on none of the "
+            'check inputs; use runtime = "torch"'
+        )
     worst: Equivalence | None = None
     # Every session the backend may use is checked (the single-core one of a `parallel` ONNX
     # Runtime backend as well: thread counts change the order of the sums).

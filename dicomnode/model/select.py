@@ -49,6 +49,7 @@ VALIDATION_DIR = "validation"
 #: Validation images used: every second one calibrates int8, the others join the check inputs.
 MAX_CALIBRATION, MAX_CHECK = 16, 8
 NO_CALIBRATION = "no calibration set, int8 not tried"
+NO_CHECK_INPUTS = "PyTorch reproduces itself on no check input: only PyTorch is served"
 DEMO_NOTE = "untrained demo: bf16 and int8 not tried (a check on random weights means nothing)"
 
 Run = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
@@ -219,6 +220,7 @@ def measure(
     rounds: int,
     failed: dict[str, str] | None = None,
     timed: dict[str, float] | None = None,
+    timing_input: np.ndarray | None = None,
 ) -> list[Measured]:
     """Check every run against `reference` on `inputs`; time those that pass (`timed`: runs
     timed already, e.g. PyTorch before any other runtime's threads existed)."""
@@ -236,7 +238,8 @@ def measure(
             checked[name] = run
     pending = {name: run for name, run in checked.items() if name not in (timed or {})}
     times = {**{k: v for k, v in (timed or {}).items() if k in checked},
-             **median_ms(pending, inputs[:1], rounds=rounds)}  # fmt: skip
+             **median_ms(pending, inputs[:1] if timing_input is None else timing_input,
+                         rounds=rounds)}  # fmt: skip
     for name, ms in times.items():
         out[name] = Measured(name, round(ms, 2), True, out[name].check)
     for name, reason in (failed or {}).items():

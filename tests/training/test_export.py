@@ -60,6 +60,7 @@ def test_package_loads_in_the_node_with_a_complete_card(package: Path) -> None:
     assert check["passed"] and check["decisions_differ"] == 0
     assert check["max_delta_p"] <= MAX_PROBABILITY_DELTA and check["min_iou"] >= MIN_HALF_PEAK_IOU
     assert check["inputs"] == 3  # the probe and the node's two seeded check inputs
+    assert check["unreproducible_inputs"] == 0
     assert check["logits_max_abs"] >= 0 and check["features_relative"] >= 0  # reported
 
 

@@ -17,6 +17,7 @@ import pytest
 from dicomnode.imaging.preprocess import to_grayscale
 from dicomnode.model.card import ModelPackageError
 from dicomnode.model.classifier import Classifier, load_classifier
+from dicomnode.model.prepared import MANIFEST_FORMAT
 from dicomnode.model.runtime import RuntimeCheckFailed
 from tests.support import data
 from tests.support.models import tiny_package
@@ -120,7 +121,7 @@ def test_a_damaged_manifest_or_reference_is_prepared_again(cache):
     assert load(cache).runtime == "onnxruntime"
     manifest.write_text("{")
     assert load(cache).runtime == "onnxruntime"
-    assert json.loads(manifest.read_text())["format"] == 2
+    assert json.loads(manifest.read_text())["format"] == MANIFEST_FORMAT
 
 
 def test_package_served_and_its_errors_reported(tmp_path, rg3):

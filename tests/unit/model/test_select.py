@@ -13,7 +13,7 @@ import pytest
 from dicomnode.model import select
 from dicomnode.model.card import ModelCard
 from dicomnode.model.classifier import load_classifier
-from dicomnode.model.equivalence import MAX_DELTA_P, compare_maps, compare_outputs
+from dicomnode.model.equivalence import MAX_DELTA_P, compare_maps, compare_outputs, reproducible
 from dicomnode.model.select import Measured, choose
 from tests.support import data
 
@@ -192,3 +192,49 @@ def test_measure_times_only_what_passed_and_keeps_pre_timed_runs():
     assert not bf16.passed and bf16.ms is None and "decisions differ" in bf16.note
     assert not measured["onnxruntime-int8"].passed
     assert choose(list(measured.values())) == "onnxruntime"
+
+
+# --- inputs on which PyTorch does not reproduce itself are not judged -----------------------
+
+
+def chaotic_run(chaotic: set[int]):
+    """A network that gives each input's own outputs at batch 1 and batched, except for the
+    inputs in `chaotic`, whose outputs depend on the batch (as a network far from its data
+    can: a synthetic-trained B4 gave a half-peak IoU of 0.10 between its own batch-1 and
+    batched heatmaps on noise)."""
+
+    def run(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        ids = [int(x[0, 0, 0]) for x in batch]
+        p = [0.2 if i % 2 else 0.8 for i in ids]
+        maps = [blob(3 + (len(batch) if i in chaotic else 0), 4) for i in ids]
+        return logits_for(p), np.stack(maps)
+
+    return run
+
+
+@pytest.mark.parametrize("chaotic", [set(), {1}, {0, 3}, {0, 1, 2, 3}])
+def test_only_inputs_pytorch_reproduces_are_checked(chaotic):
+    inputs = np.stack([np.full((3, 8, 8), i, np.float32) for i in range(4)])
+    run = chaotic_run(chaotic)
+    keep = reproducible(run, inputs, run(inputs), card=CARD)
+    assert [i for i in range(4) if not keep[i]] == sorted(chaotic)
+
+
+def test_a_runtime_cannot_pass_a_check_without_inputs():
+    from dicomnode.model.runtime import RuntimeCheckFailed, check_backend
+
+    class Backend:
+        def run(self, batch, busy=False):
+            return logits_for([0.5] * len(batch)), np.zeros((len(batch), 4, 4), np.float32)
+
+    empty = (np.zeros((0, 2), np.float32), np.zeros((0, 4, 4), np.float32))
+    with pytest.raises(RuntimeCheckFailed, match="reproduces itself on none"):
+        check_backend("onnxruntime", Backend(), empty, inputs=np.zeros((0, 3, 8, 8)), card=CARD)
+
+
+def test_the_manifest_says_how_many_check_inputs_were_left_out(auto_cache):
+    (manifest_path,) = auto_cache.glob("demo-*.json")
+    manifest = json.loads(manifest_path.read_text())
+    assert manifest["unreproducible_inputs"] == 0  # the seeded inputs, on the tiny demo
+    with np.load(auto_cache / manifest["reference"]) as npz:
+        assert len(npz["inputs"]) == len(npz["logits"]) == 2

@@ -187,7 +187,8 @@ class Translator:
         """An English sentence made from one of the English `<prefix>.<code>` messages
         (a skip reason, a worklist filter error) in the page's language: its code and
         parameters are read back from the English template. A parameter `reason` is a nested
-        reason; one `name` that is a message key (a form field) is translated too.
+        reason; one `name` that is a message key (a form field) is translated too, and so is
+        any parameter that is the English text of a `term.*` message (`reasons.TERMS`).
         Unrecognised: the `<prefix>.unknown` message."""
         if not text:
             return ""
@@ -201,6 +202,11 @@ class Translator:
             params["reason"] = self.reason(params["reason"])
         if "name" in params and self.has(params["name"]):
             params["name"] = self(params["name"])
+        terms = _english_texts("term")
+        for name, value in params.items():
+            term = terms.get(value)
+            if name != "reason" and term is not None and self.has(term):
+                params[name] = self(term)
         return self.format(key, **params)
 
     # --- the model card: its texts are the card's own (English), the demo's are known -------

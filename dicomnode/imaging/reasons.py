@@ -73,6 +73,8 @@ REASONS: dict[str, str] = {
     "pixel_decode_error": "pixel data cannot be decoded ({error})",
     "classified_but": "classified, but {reason}",
     "report_impossible": "study report cannot be built: {reason}",
+    "deferred": "waiting: {doing} ({cause}); attempt {attempt}, next in {delay} s",
+    "deferred_error": "waiting: {error} while processing",
     "unexpected": (
         "the node hit an unexpected {error} while processing this image; details are in the "
         "node log; retry the job from the API once resolved"
@@ -130,6 +132,8 @@ TERMS: dict[str, str] = {
     "overlay": "overlay",
     "presentation_state": "presentation state",
     "study_report": "study report",
+    "spool_unreadable": "spooled file cannot be read",
+    "results_unwritable": "results cannot be written",
     "rejected_permanent": "Rejected Permanent",
     "rejected_transient": "Rejected Transient",
     "service_user": "Service User",

@@ -264,8 +264,10 @@ class Pipeline:
         cause = resource_cause(exc)
         attempt = max(1, job.attempts)
         delay = self.backoff(attempt)
-        reason = f"waiting: {doing} ({cause}); attempt {attempt}, next in {delay:.0f} s"
-        kept = self.jobs.defer(job.id, owner=job.lease_owner, reason=reason,
+        waiting = reason(
+            "deferred", doing=doing, cause=cause, attempt=attempt, delay=f"{delay:.0f}"
+        )
+        kept = self.jobs.defer(job.id, owner=job.lease_owner, reason=waiting,
                                retry_at=utcnow() + timedelta(seconds=delay))  # fmt: skip
         if not kept:
             log.warning("job lease lost; outcome left to the node that took it over")

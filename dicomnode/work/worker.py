@@ -107,7 +107,7 @@ class JobWorker:
         else:
             log.exception("job crashed", job_ids=[job.id for job in claimed])
         state = JobState.QUEUED if transient else JobState.FAILED
-        reason = (f"waiting: {type(exc).__name__} while processing" if transient
+        reason = (reasons.reason("deferred_error", error=type(exc).__name__) if transient
                   else unexpected_reason(exc))  # fmt: skip
         for job in claimed:
             assert job.id is not None

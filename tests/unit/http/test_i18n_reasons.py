@@ -26,7 +26,13 @@ PACKAGE = Path(dicomnode.__file__).parent
 CARRIERS = {
     "NotClassifiable", "NotClassified", "SourceRejected", "AssociationFailed", "SendOutcome",
     "_finish", "_failed", "finish", "leave_out_of_report", "delivery_failed", "_Entry",
+    "AnalysisError", "ArchiveRejected",
 }  # fmt: skip
+#: Packages whose reasons go to the audit trail and logs only (refused C-STOREs, Orthanc pulls,
+#: retention), never to a page.
+_NOT_ON_PAGES = ("ingest/", "pacs/", "retention/")
+#: Variables that hold such a reason before it is handed on.
+NAMED = {"reason", "error", "why", "unreachable", "refused", "skipped", "unreadable"}
 _SAMPLE = "17"
 
 
@@ -61,6 +67,13 @@ def _emitted() -> tuple[set[str], list[tuple[str, int, str]]]:
     sentences: list[tuple[str, int, str]] = []
     for module, tree in _modules():
         for node in ast.walk(tree):
+            named = isinstance(node, ast.Assign) and any(
+                isinstance(target, ast.Name) and target.id in NAMED for target in node.targets
+            )
+            if named and not module.startswith(_NOT_ON_PAGES):
+                assert isinstance(node, ast.Assign)
+                if (text := _sentence(node.value)) is not None:
+                    sentences.append((module, node.lineno, text))
             if not isinstance(node, ast.Call):
                 continue
             name = _name(node.func)

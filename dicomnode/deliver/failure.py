@@ -17,6 +17,8 @@ from typing import Any
 from pynetdicom import evt
 from pynetdicom.pdu_primitives import A_ABORT, A_ASSOCIATE, A_P_ABORT
 
+from dicomnode.imaging.reasons import reason
+
 _UNREACHABLE = {errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN, errno.ENETDOWN}
 
 
@@ -55,22 +57,21 @@ class AssociationWatch:
     def reason(self, assoc: Any) -> str:
         self._settle(assoc)
         if assoc.is_rejected:
-            return "association rejected by the peer" + _rejection(self.received)
+            return _rejection(self.received)
         if not self.opened:
             return connect_failure(self.host, self.port, timeout=self.timeout, tls=self.tls)
         if any(isinstance(p, A_ABORT | A_P_ABORT) for p in self.received):
-            return "association aborted by the peer (it accepted the connection, then aborted)"
-        return (
-            f"association aborted: no answer to the association request within "
-            f"{self.timeout:g} s (the peer accepted the connection, then said nothing)"
-        )
+            return reason("aborted_by_peer")
+        return reason("no_associate_answer", timeout=f"{self.timeout:g}")
 
 
 def _rejection(received: list[Any]) -> str:
+    """The peer's A-ASSOCIATE-RJ in pynetdicom's words (each one a `reasons.TERMS` entry)."""
     for primitive in received:
         if isinstance(primitive, A_ASSOCIATE) and primitive.result in (0x01, 0x02):
-            return f" ({primitive.result_str}, {primitive.source_str}: {primitive.reason_str})"
-    return ""
+            return reason("rejected_because", result=primitive.result_str,
+                          source=primitive.source_str, why=primitive.reason_str)  # fmt: skip
+    return reason("rejected")
 
 
 def connect_failure(host: str, port: int, *, timeout: float, tls: bool = False) -> str:
@@ -79,18 +80,16 @@ def connect_failure(host: str, port: int, *, timeout: float, tls: bool = False) 
         with socket.create_connection((host, port), timeout=timeout):
             pass
     except ConnectionRefusedError:
-        return f"connection refused by {host}:{port}: nothing listens on that port"
+        return reason("connection_refused", host=host, port=port)
     except socket.gaierror as exc:
-        return f"host name {host!r} not found ({exc.strerror})"
+        return reason("host_not_found", host=host, error=exc.strerror)
     except TimeoutError:
-        return (
-            f"host unreachable or timed out: no answer from {host}:{port} within "
-            f"{timeout:g} s (host down, wrong address, or a firewall drops the connection)"
-        )
+        return reason("timed_out", host=host, port=port, timeout=f"{timeout:g}")
     except OSError as exc:
         if exc.errno in _UNREACHABLE:
-            return f"host unreachable: {host}:{port} ({exc.strerror})"
-        return f"cannot connect to {host}:{port} ({exc.strerror or type(exc).__name__})"
+            return reason("unreachable", host=host, port=port, error=exc.strerror)
+        error = exc.strerror or type(exc).__name__
+        return reason("cannot_connect", host=host, port=port, error=error)
     if tls:
-        return f"TLS handshake with {host}:{port} failed (certificate or protocol mismatch)"
-    return f"connection to {host}:{port} failed, then succeeded on a second try"
+        return reason("tls_handshake", host=host, port=port)
+    return reason("connect_flaky", host=host, port=port)

@@ -21,6 +21,7 @@ from dicomnode.config import Settings
 from dicomnode.deliver.scu import AssociationFailed, SendOutcome, client_tls_context, send_files
 from dicomnode.deliver.stow import send_stow
 from dicomnode.destinations import AnyDestination, DicomwebDestination
+from dicomnode.imaging.reasons import reason
 from dicomnode.metrics import Metrics
 from dicomnode.store.jobs import Jobs
 from dicomnode.store.spool import Spool
@@ -57,20 +58,20 @@ def deliver_due(
         destination = destinations.get(name)
         if destination is None:
             for delivery, result in items:
-                _failed(jobs, delivery, settings, None, "destination no longer configured",
+                _failed(jobs, delivery, settings, None, reason("destination_gone"),
                         give_up=True, metrics=metrics, tally=(sent, result))  # fmt: skip
             _audit_sent(audit, settings, name, sent)
             continue
         for delivery, result in [item for item in items if item[1].kind not in destination.objects]:
             # Queued before the destination's `objects` left this kind out: not sent.
-            _failed(jobs, delivery, settings, None, f"destination does not take {result.kind}",
+            _failed(jobs, delivery, settings, None, reason("destination_kind", kind=result.kind),
                     give_up=True, metrics=metrics, tally=(sent, result))  # fmt: skip
         items = [item for item in items if item[1].kind in destination.objects]
         paths = {spool.path(result.path): (delivery, result) for delivery, result in items}
         missing = [p for p in paths if not p.is_file()]
         for path in missing:
             delivery, result = paths.pop(path)
-            _failed(jobs, delivery, settings, None, "result file missing", give_up=True,
+            _failed(jobs, delivery, settings, None, reason("result_missing"), give_up=True,
                     metrics=metrics, tally=(sent, result))  # fmt: skip
         peer = f"{name} ({describe_destination(destination)})"
         if not paths:
@@ -82,10 +83,10 @@ def deliver_due(
         except (AssociationFailed, OSError, RuntimeError, ValueError) as exc:
             # Anything that ends the attempt is a failed attempt with backoff: an escaping
             # error would retry at once, forever, with nothing visible in the API.
-            reason = str(exc) if isinstance(exc, AssociationFailed) else _describe(exc)
-            bound.warning("delivery attempt failed", reason=reason)
+            why = str(exc) if isinstance(exc, AssociationFailed) else _describe(exc)
+            bound.warning("delivery attempt failed", reason=why)
             for delivery, result in paths.values():
-                _failed(jobs, delivery, settings, None, reason, metrics=metrics,
+                _failed(jobs, delivery, settings, None, why, metrics=metrics,
                         tally=(sent, result))  # fmt: skip
             _audit_sent(audit, settings, peer, sent)
             continue
@@ -103,7 +104,7 @@ def deliver_due(
                 if on_delivered is not None:
                     on_delivered(name, result)
             else:
-                error = outcome.error or f"peer answered 0x{outcome.status:04X}"
+                error = outcome.error or reason("peer_status", status=f"{outcome.status:04X}")
                 _failed(jobs, delivery, settings, outcome.status, error, metrics=metrics,
                         tally=(sent, result))  # fmt: skip
         _audit_sent(audit, settings, peer, sent)
@@ -147,7 +148,7 @@ def _audit_sent(
 
 def _describe(exc: BaseException) -> str:
     """An error as stored in `last_error`: its type and message (network errors carry no PHI)."""
-    return f"{type(exc).__name__}: {exc}"[:300]
+    return reason("not_sent", error=f"{type(exc).__name__}: {exc}"[:300])
 
 
 def _failed(

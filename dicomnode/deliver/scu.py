@@ -18,6 +18,7 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from dicomnode.config import Destination, NodeSettings
 from dicomnode.deliver.failure import AssociationWatch
+from dicomnode.imaging.reasons import reason
 
 
 class AssociationFailed(ConnectionError):
@@ -119,35 +120,37 @@ def send_files(
     is configured with `tls = true`.
     """
     if destination.tls and tls is None:
-        raise AssociationFailed("destination requires TLS but no TLS context was given")
+        raise AssociationFailed(reason("tls_required"))
     datasets = [(p, dcmread(p)) for p in paths]
     ae = _ae(calling_ae_title, timeout)
     for sop_class in sorted({str(ds.SOPClassUID) for _, ds in datasets}):
         ae.add_requested_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+    watch = AssociationWatch(host=destination.host, port=destination.port, timeout=timeout,
+                             tls=destination.tls)  # fmt: skip
     assoc = ae.associate(
         destination.host,
         destination.port,
         ae_title=destination.ae_title,
-        evt_handlers=_SOCKET_HANDLERS,
+        evt_handlers=[*_SOCKET_HANDLERS, *watch.handlers],
         tls_args=(tls, destination.host) if destination.tls and tls is not None else None,
     )
     if not assoc.is_established:
-        raise AssociationFailed(_why_not(assoc))
+        raise AssociationFailed(watch.reason(assoc))
     keep_responses(assoc)
     outcomes: list[SendOutcome] = []
     try:
         for path, ds in datasets:
             if not assoc.is_established:
-                outcomes.append(SendOutcome(path, None, "association lost"))
+                outcomes.append(SendOutcome(path, None, reason("association_lost")))
                 continue
             try:
                 status = assoc.send_c_store(ds)
             except (ValueError, RuntimeError) as exc:
-                outcomes.append(SendOutcome(path, None, f"not sent: {exc}"))
+                outcomes.append(SendOutcome(path, None, reason("not_sent", error=exc)))
                 continue
             code = int(status.Status) if status and "Status" in status else None
             outcomes.append(
-                SendOutcome(path, code, None if code is not None else "no response from peer",
+                SendOutcome(path, code, None if code is not None else reason("no_response"),
                             answered_at=datetime.now(UTC) if code is not None else None)
             )  # fmt: skip
     finally:
@@ -156,14 +159,6 @@ def send_files(
         else:
             assoc.abort()
     return outcomes
-
-
-def _why_not(assoc: Any) -> str:
-    if assoc.is_rejected:
-        return "association rejected by the peer"
-    if assoc.is_aborted:
-        return "association aborted"
-    return "peer unreachable or did not answer"
 
 
 def echo(*, host: str, port: int, called_ae_title: str, calling_ae_title: str,
@@ -181,7 +176,7 @@ def echo(*, host: str, port: int, called_ae_title: str, calling_ae_title: str,
     try:
         status = assoc.send_c_echo()
         if not status or "Status" not in status:
-            raise AssociationFailed("no response to C-ECHO")
+            raise AssociationFailed(reason("no_echo_response"))
         return int(status.Status)
     finally:
         if assoc.is_established:

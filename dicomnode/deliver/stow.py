@@ -19,6 +19,7 @@ from pydicom import Dataset, dcmread
 
 from dicomnode.deliver.scu import SendOutcome
 from dicomnode.destinations import DicomwebDestination
+from dicomnode.imaging.reasons import reason
 
 #: The status recorded for an instance the peer's response does not confirm (PS3.18 Table
 #: I.2-2: 0110H, processing failure): not named while others are, or failed without a reason.
@@ -69,11 +70,11 @@ def send_stow(
             answer = _failure_response(exc.response)
             if answer is None:
                 code = exc.response.status_code if exc.response is not None else "?"
-                outcomes += [SendOutcome(path, None, f"peer answered HTTP {code}")
+                outcomes += [SendOutcome(path, None, reason("peer_http", http_status=code))
                              for path, _ in items]  # fmt: skip
                 continue
         except (requests.RequestException, ValueError) as exc:
-            unreachable = f"STOW-RS failed: {type(exc).__name__}"
+            unreachable = reason("stow_failed", error=type(exc).__name__)
             outcomes += [SendOutcome(path, None, unreachable) for path, _ in items]
             continue
         assert answer is not None
@@ -126,13 +127,13 @@ def instance_outcomes(
     for path, ds in items:
         uid = str(ds.SOPInstanceUID)
         if uid in failed:
-            reason = int(failed[uid].get("FailureReason", PROCESSING_FAILURE))
-            outcomes.append(SendOutcome(path, reason, f"peer refused it: 0x{reason:04X}",
-                                        answered_at=answered_at))  # fmt: skip
+            failure = int(failed[uid].get("FailureReason", PROCESSING_FAILURE))
+            refused = reason("peer_refused", status=f"{failure:04X}")
+            outcomes.append(SendOutcome(path, failure, refused, answered_at=answered_at))
         elif uid in stored or not (stored or failed):
             warning = int(stored[uid].get("WarningReason", 0)) if uid in stored else 0
             outcomes.append(SendOutcome(path, warning, answered_at=answered_at))
         else:
-            outcomes.append(SendOutcome(path, PROCESSING_FAILURE, "not confirmed by the peer",
+            outcomes.append(SendOutcome(path, PROCESSING_FAILURE, reason("not_confirmed"),
                                         answered_at=answered_at))  # fmt: skip
     return outcomes

@@ -23,7 +23,7 @@ from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.responses import FileResponse, Response
 
 from dicomnode.http.context import ApiContext, Context, PageAuth
-from dicomnode.http.i18n import LANGUAGES, translator
+from dicomnode.http.i18n import LANGUAGES, Translator, translator
 from dicomnode.http.pages import TEMPLATES, language, languages, login_page, remember_language
 from dicomnode.model.card import CARD_FILE, PLOT_FILES, PLOTS_DIR, ModelCard
 from dicomnode.model.evidence import assess, data_sets, significant
@@ -160,11 +160,12 @@ def plots(ctx: ApiContext, card: ModelCard, t: Translate) -> list[dict[str, str]
     ]
 
 
-def page_context(ctx: ApiContext, card: ModelCard | None, t: Translate) -> dict[str, Any]:
+def page_context(ctx: ApiContext, card: ModelCard | None, t: Translator) -> dict[str, Any]:
     """What the template shows of `card` (None: no model loaded)."""
     if card is None:
         return {"card": None}
-    warnings = [w.message(t, split_name=lambda s: split_name(t, s).lower()) for w in assess(card)]
+    warnings = [w.message(t, split_name=lambda s: split_name(t, s).lower(), count=t.count)
+                for w in assess(card)]  # fmt: skip
     numbers = {
         "low": card.threshold_low, "high": card.threshold_high,
         "temperature": card.temperature, "mean": card.mean, "std": card.std,

@@ -129,6 +129,11 @@ def present(result: dict[str, Any], upload_id: str, language: str) -> dict[str, 
         if key in result:
             out[key] = [decorate(item) for item in result[key]]
     for study in out.get("studies", []):
+        if isinstance(study.get("images"), int):  # "3 of 21 images": the noun agrees with 21
+            of_images = t.count("count.of_images", study["images"])
+            study["images_text"] = t.format("analyze.study_images",
+                                            classified=study.get("classified", 0),
+                                            images=of_images)  # fmt: skip
         summary = study["summary"] = dict(study.get("summary", {}))
         summary["study_date_text"] = format_date(summary.get("study_date"), language)
     if isinstance(out.get("dicom"), dict):

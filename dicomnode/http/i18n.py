@@ -5,7 +5,9 @@ The language is, in order: `?lang=` (the switch on the page, remembered in a coo
 cookie, the browser's Accept-Language (highest q first), English.
 
 Templates get `t`, a `Translator`: `t("key")` is the message, `t.format("key", n=1)` fills its
-placeholders, `t.date(...)`, `t.time(...)`, `t.decimal(...)`, `t.percent(...)` format by the
+placeholders, `t.count("count.images", 3)` is a number with its noun in the form the language's
+plural rules choose (gettext plural forms: Ukrainian has three, "1 перелом", "3 переломи",
+"5 переломів"), `t.date(...)`, `t.time(...)`, `t.decimal(...)`, `t.percent(...)` format by the
 page's locale (Babel/CLDR), `t.reason(text)` renders an English skip/fail reason in the page's
 language.
 """
@@ -144,6 +146,21 @@ class Translator:
         except (KeyError, IndexError, ValueError):
             return template
 
+    def count(self, key: str, n: int, **params: object) -> str:
+        """The plural message `key` (msgid `key`, msgid_plural `key.plural`) in the form the
+        page's language uses for `n`, with `{n}` the number in its locale; falls back to
+        English, then to the key."""
+        plural = f"{key}.plural"
+        number = numbers.format_decimal(n, locale=self.language)
+        for catalogue in (self._own, self._english):
+            text = catalogue.ngettext(key, plural, n)
+            if text not in (key, plural):
+                try:
+                    return text.format(n=number, **params)
+                except (KeyError, IndexError, ValueError):
+                    return text
+        return key
+
     def has(self, key: str) -> bool:
         return self._own.gettext(key) != key
 
@@ -187,7 +204,8 @@ class Translator:
         """An English sentence made from one of the English `<prefix>.<code>` messages
         (a skip reason, a worklist filter error) in the page's language: its code and
         parameters are read back from the English template. A parameter `reason` is a nested
-        reason; one `name` that is a message key (a form field) is translated too.
+        reason; one `name` that is a message key (a form field) is translated too, and so is
+        any parameter that is the English text of a `term.*` message (`reasons.TERMS`).
         Unrecognised: the `<prefix>.unknown` message."""
         if not text:
             return ""
@@ -201,6 +219,11 @@ class Translator:
             params["reason"] = self.reason(params["reason"])
         if "name" in params and self.has(params["name"]):
             params["name"] = self(params["name"])
+        terms = _english_texts("term")
+        for name, value in params.items():
+            term = terms.get(value)
+            if name != "reason" and term is not None and self.has(term):
+                params[name] = self(term)
         return self.format(key, **params)
 
     # --- the model card: its texts are the card's own (English), the demo's are known -------

@@ -15,7 +15,8 @@ Every top-level `NAME = {...}` / `NAME: ... = {...}` whose name ends in `MESSAGE
 language code to `{key: text}` is read (`ast.literal_eval`, nothing is imported or run). Keys the
 catalogues lack are added; `--update` also replaces the text of keys they have.
 
-The English `reason.<code>` messages are the sentences of `dicomnode.imaging.reasons.REASONS`;
+The English `reason.<code>` and `term.<code>` messages are `dicomnode.imaging.reasons.REASONS`
+and `TERMS`;
 `python -m dicomnode.http.i18n_catalogue reasons` copies them after a reason is added or
 changed (its Ukrainian message is then written by hand; a test checks both exist).
 """
@@ -153,9 +154,10 @@ def main(argv: list[str] | None = None) -> int:
     reasons_cmd.add_argument("--locale-dir", type=Path, default=LOCALE_DIR)
     args = parser.parse_args(argv)
     if args.command == "reasons":
-        from dicomnode.imaging.reasons import REASONS
+        from dicomnode.imaging.reasons import REASONS, TERMS
 
         english = {f"reason.{code}": text for code, text in REASONS.items()}
+        english |= {f"term.{code}": text for code, text in TERMS.items()}
         written = merge({"en": english}, update=True, locale_dir=args.locale_dir)
         print(f"en: {len(written['en'])} reason(s) written")
         return 0

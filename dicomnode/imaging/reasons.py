@@ -1,4 +1,6 @@
-"""Why an input is not classified: one code and its English sentence per reason.
+"""Why an input is not classified, an image failed or a result was not delivered: one code
+and its English sentence per reason (skip, fail and delivery reasons alike: every one a reader
+can see on a page).
 
 Logs, the database and the API's `reason` keep the English sentence (it names DICOM things and
 is what an administrator greps for). A page in another language needs the reason's code and
@@ -65,6 +67,87 @@ REASONS: dict[str, str] = {
     "inflated_too_large": "inflated dataset larger than max_dataset_mb",
     # study reports
     "left_out": "left out of the study report: {reason}",
+    # jobs (work/)
+    "spooled_missing": "spooled file is missing",
+    "unreadable_dataset": "cannot read dataset ({error})",
+    "pixel_decode_error": "pixel data cannot be decoded ({error})",
+    "classified_but": "classified, but {reason}",
+    "report_impossible": "study report cannot be built: {reason}",
+    "deferred": "waiting: {doing} ({cause}); attempt {attempt}, next in {delay} s",
+    "deferred_error": "waiting: {error} while processing",
+    "unexpected": (
+        "the node hit an unexpected {error} while processing this image; details are in the "
+        "node log; retry the job from the API once resolved"
+    ),
+    # output builders (objects/): `output` is a term (the overlay, the study report, ...)
+    "not_built": "the {output} cannot be built: {reason}",
+    "source_invalid_uid": "source image has an invalid {attribute}",
+    "source_no_uid": "source image has no {attribute}",
+    "source_unknown_class": "source image has an unknown SOP Class UID",
+    "source_no_pixel_description": "source image lacks its image pixel description (Rows, Columns)",
+    "source_lacks": "source image lacks {attribute}",
+    "builder_refused": (
+        "the output builder refused the source image's header ({error}); details in the node log"
+    ),
+    # delivery (deliver/): the outbox's last error of a result not delivered
+    "destination_gone": "destination no longer configured",
+    "destination_kind": "destination does not take {kind}",
+    "result_missing": "result file missing",
+    "tls_required": "destination requires TLS but no TLS context was given",
+    "association_lost": "association lost",
+    "no_response": "no response from peer",
+    "not_sent": "not sent: {error}",
+    "peer_status": "peer answered 0x{status}",
+    "peer_http": "peer answered HTTP {http_status}",
+    "peer_refused": "peer refused it: 0x{status}",
+    "not_confirmed": "not confirmed by the peer",
+    "stow_failed": "STOW-RS failed: {error}",
+    # association set-up (deliver/failure.py); `result`, `source`, `why` are terms
+    "no_echo_response": "no response to C-ECHO",
+    "rejected": "association rejected by the peer",
+    "rejected_because": "association rejected by the peer ({result}, {source}: {why})",
+    "aborted_by_peer": "association aborted by the peer (it accepted the connection, then aborted)",
+    "no_associate_answer": (
+        "association aborted: no answer to the association request within {timeout} s (the "
+        "peer accepted the connection, then said nothing)"
+    ),
+    "connection_refused": "connection refused by {host}:{port}: nothing listens on that port",
+    "host_not_found": "host name '{host}' not found ({error})",
+    "timed_out": (
+        "host unreachable or timed out: no answer from {host}:{port} within {timeout} s (host "
+        "down, wrong address, or a firewall drops the connection)"
+    ),
+    "unreachable": "host unreachable: {host}:{port} ({error})",
+    "cannot_connect": "cannot connect to {host}:{port} ({error})",
+    "tls_handshake": "TLS handshake with {host}:{port} failed (certificate or protocol mismatch)",
+    "connect_flaky": "connection to {host}:{port} failed, then succeeded on a second try",
+    # written by earlier versions (still in databases): read back, no longer written
+    "aborted": "association aborted",
+    "no_answer": "peer unreachable or did not answer",
+}
+
+#: code -> English words a reason's parameter may hold that a page translates (message
+#: `term.<code>`): the output builders' nouns, pynetdicom's words for an association rejection.
+TERMS: dict[str, str] = {
+    "overlay": "overlay",
+    "presentation_state": "presentation state",
+    "study_report": "study report",
+    "spool_unreadable": "spooled file cannot be read",
+    "results_unwritable": "results cannot be written",
+    "rejected_permanent": "Rejected Permanent",
+    "rejected_transient": "Rejected Transient",
+    "service_user": "Service User",
+    "service_provider_acse": "Service Provider (ACSE)",
+    "service_provider_presentation": "Service Provider (Presentation)",
+    "no_reason_given": "No reason given",
+    "application_context": "Application context name not supported",
+    "calling_ae": "Calling AE title not recognised",
+    "called_ae": "Called AE title not recognised",
+    "protocol_version": "Protocol version not supported",
+    "temporary_congestion": "Temporary congestion",
+    "local_limit": "Local limit exceeded",
+    "reserved": "Reserved",
+    "no_value": "(no value available)",
 }
 
 _FIELD = re.compile(r"\{(\w+)\}")

@@ -38,13 +38,32 @@ NOT_DATA_SETS = frozenset({"training", "onnx_check"})
 ENGLISH: dict[str, str] = {
     "evidence.untrained": "untrained demo model: no validation evidence at all",
     "evidence.no_evidence": "the model card records no validation or test metrics",
-    "evidence.set": "{split}: {images} images ({positives} fractures)",
-    "evidence.set_positives_unknown": "{split}: {images} images (number of fractures not recorded)",
+    "evidence.set": "{split}: {images} ({positives})",
+    "evidence.set_positives_unknown": "{split}: {images} (number of fractures not recorded)",
     "evidence.set_size_unknown": "{split}: number of images and fractures not recorded",
-    "evidence.few_positives": "fewer than {min_positives} fractures",
+    "evidence.few_positives": "fewer than {min_positives}",
     "evidence.wide_ci": "AUC {auc}, 95 % CI {low}–{high} is wider than {max_width}",
     "evidence.ci_unknown": "no confidence interval of the AUC recorded",
 }
+
+
+#: Parameters that are counts, and the plural message that names each with its noun
+#: (`count.images`: "1 image", "9 images"; Ukrainian has three forms: "3 переломи", "5 переломів").
+COUNTED: dict[str, str] = {
+    "images": "count.images",
+    "positives": "count.fractures",
+    "min_positives": "count.fractures",
+}
+#: The English forms (singular, plural) of the `COUNTED` messages.
+ENGLISH_COUNTS: dict[str, tuple[str, str]] = {
+    "count.images": ("{n} image", "{n} images"),
+    "count.fractures": ("{n} fracture", "{n} fractures"),
+}
+
+
+def english_count(key: str, n: int) -> str:
+    singular, plural = ENGLISH_COUNTS[key]
+    return (singular if n == 1 else plural).format(n=n)
 
 
 def significant(value: float, digits: int = 3) -> str:
@@ -114,11 +133,22 @@ class EvidenceWarning:
         templates: Callable[[str], str] | None = None,
         *,
         split_name: Callable[[str], str] = str,
+        count: Callable[[str, int], str] = english_count,
     ) -> str:
         """The warning as one line; `templates` maps a key to its text (default English),
-        `split_name` names a data set (default: its key in the card, e.g. "validation")."""
+        `split_name` names a data set (default: its key in the card, e.g. "validation"),
+        `count(key, n)` names a number with its noun (`COUNTED`; default English)."""
         text = templates or ENGLISH.__getitem__
-        return "; ".join(_format(text(key), params) for key, params in self.parts(split_name))
+        return "; ".join(
+            _format(text(key), _counted(params, count)) for key, params in self.parts(split_name)
+        )
+
+
+def _counted(params: Mapping[str, str], count: Callable[[str, int], str]) -> dict[str, str]:
+    return {
+        name: count(COUNTED[name], int(value)) if name in COUNTED else value
+        for name, value in params.items()
+    }
 
 
 def _format(template: str, params: Mapping[str, str]) -> str:

@@ -22,6 +22,7 @@ import numpy as np
 from pydicom import Dataset
 
 from dicomnode.imaging.dicom_errors import READ_ERRORS
+from dicomnode.imaging.reasons import reason
 from dicomnode.model.card import ModelCard
 from dicomnode.objects.gsps import build_gsps
 from dicomnode.objects.sc import build_sc
@@ -128,7 +129,7 @@ class OutputRefused(Exception):
     """A builder refused a source; `reason` names the object and why (no PHI, no UIDs)."""
 
     def __init__(self, output: ImageOutput | StudyOutput, cause: Exception) -> None:
-        super().__init__(f"the {output.noun} cannot be built: {describe_failure(cause)}")
+        super().__init__(reason("not_built", output=output.noun, reason=describe_failure(cause)))
         self.output = output
         self.cause = cause
         self.reason = str(self)

@@ -31,6 +31,8 @@ from pydicom.uid import (
 )
 from pydicom.valuerep import DA, DT, TM, PersonName, validate_value
 
+from dicomnode.imaging.reasons import reason
+
 #: Written when the source's character set cannot be carried (code extensions, unknown terms)
 #: or does not hold the copied text: UTF-8 holds every repertoire DICOM allows.
 UTF8 = "ISO_IR 192"
@@ -136,12 +138,12 @@ def output_header(source: Dataset) -> Dataset:
     for keyword in REQUIRED_UIDS:
         uid = str(header.get(keyword) or "")
         if not uid.startswith(_UID_ROOT_ARCS):
-            problem = "an invalid" if keyword in source else "no"
-            raise SourceRejected(f"source image has {problem} {_NAMES[keyword]}")
+            code = "source_invalid_uid" if keyword in source else "source_no_uid"
+            raise SourceRejected(reason(code, attribute=_NAMES[keyword]))
     if UID(str(header.SOPClassUID)).type != "SOP Class":
-        raise SourceRejected("source image has an unknown SOP Class UID")
+        raise SourceRejected(reason("source_unknown_class"))
     if not any(keyword in header for keyword in _PIXEL_DESCRIPTION):
-        raise SourceRejected("source image lacks its image pixel description (Rows, Columns)")
+        raise SourceRejected(reason("source_no_pixel_description"))
     if str(header.get("Modality") or "") in ("", *_NOT_AN_IMAGE_MODALITY):
         # Only what the builders read: no output copies the source's Modality.
         header.Modality = _MODALITY_OF_CLASS.get(str(header.SOPClassUID), "OT")
@@ -186,11 +188,8 @@ def describe_failure(exc: BaseException) -> str:
         return exc.reason
     name = getattr(exc, "name", None) if isinstance(exc, AttributeError) else None
     if isinstance(name, str) and tag_for_keyword(name) is not None:
-        return f"source image lacks {name}"
-    return (
-        f"the output builder refused the source image's header ({type(exc).__name__}); "
-        "details in the node log"
-    )
+        return reason("source_lacks", attribute=name)
+    return reason("builder_refused", error=type(exc).__name__)
 
 
 def build_leaving_out(

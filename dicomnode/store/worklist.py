@@ -54,8 +54,9 @@ __all__ = [
 
 _RANK = {StudyOutcome.POSITIVE: 0, StudyOutcome.DOUBT: 1, StudyOutcome.NEGATIVE: 2}
 _NO_OUTCOME = 3
-#: How long a failure reason may be on a worklist row (the study's page has it in full).
-REASON_LENGTH = 200
+#: How long a failure reason may be on a worklist row: as long as a delivery's stored error,
+#: since a cut sentence could not be read back to its code for a page in another language.
+REASON_LENGTH = 500
 
 
 @dataclass(frozen=True)

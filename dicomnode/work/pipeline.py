@@ -22,6 +22,7 @@ from pydicom import Dataset, dcmread
 from dicomnode.backoff import backoff_seconds
 from dicomnode.config import Settings
 from dicomnode.imaging.dicom_errors import READ_ERRORS
+from dicomnode.imaging.reasons import reason
 from dicomnode.library_warnings import summarised
 from dicomnode.metrics import Metrics
 from dicomnode.model.classifier import Classifier, Outcome, Prediction, outcome_for
@@ -157,13 +158,12 @@ class Pipeline:
         try:
             ds = dcmread(self.spool.path(job.spool_path))
         except FileNotFoundError:
-            return self._finish(job, JobState.FAILED, "spooled file is missing")
-        except OSError as exc:
-            if exc.errno in _TRANSIENT_READ_ERRNOS:
+            return self._finish(job, JobState.FAILED, reason("spooled_missing"))
+        except (OSError, *READ_ERRORS) as exc:
+            if isinstance(exc, OSError) and exc.errno in _TRANSIENT_READ_ERRNOS:
                 return self._defer(job, exc, doing="spooled file cannot be read")
-            return self._finish(job, JobState.FAILED, f"cannot read dataset ({type(exc).__name__})")
-        except READ_ERRORS as exc:
-            return self._finish(job, JobState.FAILED, f"cannot read dataset ({type(exc).__name__})")
+            unreadable = reason("unreadable_dataset", error=type(exc).__name__)
+            return self._finish(job, JobState.FAILED, unreadable)
         started = time.perf_counter()
         image = display_image(ds, uid_root=self.settings.node.uid_root,
                               min_image_size=self.classifier.card.min_image_size,
@@ -200,7 +200,7 @@ class Pipeline:
             cause = exc.cause
             log.warning(f"{exc.output.noun} not built", error=type(cause).__name__,
                         exc_info=None if isinstance(cause, SourceRejected) else cause)  # fmt: skip
-            return self._finish(job, JobState.FAILED, f"classified, but {exc.reason}",
+            return self._finish(job, JobState.FAILED, reason("classified_but", reason=exc.reason),
                                 prediction=prediction, preprocess_ms=preprocess_ms,
                                 inference_ms=inference_ms)  # fmt: skip
         try:
@@ -264,8 +264,10 @@ class Pipeline:
         cause = resource_cause(exc)
         attempt = max(1, job.attempts)
         delay = self.backoff(attempt)
-        reason = f"waiting: {doing} ({cause}); attempt {attempt}, next in {delay:.0f} s"
-        kept = self.jobs.defer(job.id, owner=job.lease_owner, reason=reason,
+        waiting = reason(
+            "deferred", doing=doing, cause=cause, attempt=attempt, delay=f"{delay:.0f}"
+        )
+        kept = self.jobs.defer(job.id, owner=job.lease_owner, reason=waiting,
                                retry_at=utcnow() + timedelta(seconds=delay))  # fmt: skip
         if not kept:
             log.warning("job lease lost; outcome left to the node that took it over")
@@ -376,9 +378,10 @@ class Pipeline:
                                        previous=earlier, on_refused=log_refusal)  # fmt: skip
         if not built:
             log.warning("study report cannot be built", images=len(images))
-        prefix = _LEFT_OUT if built else "study report cannot be built: "
-        return built, {
-            image.job.id: prefix + reasons[index]
+        return built, {  # the others are reported, or there is no report at all
+            image.job.id: reason("classified_but", reason=reason("left_out", reason=reasons[index]))
+            if built
+            else reason("report_impossible", reason=reasons[index])
             for index, image in enumerate(images)
             if index in reasons and image.job.id is not None
         }
@@ -399,9 +402,6 @@ class Pipeline:
                           destinations=kept.destinations_taking(self.destinations, str(kind)),
                           job_id=job_id, version=version)  # fmt: skip
         self.on_result()
-
-
-_LEFT_OUT = "classified, but left out of the study report: "
 
 
 def log_refusal(exc: Exception) -> None:

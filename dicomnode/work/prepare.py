@@ -13,6 +13,7 @@ from pydicom import Dataset
 
 from dicomnode.imaging import preprocess
 from dicomnode.imaging.dicom_errors import READ_ERRORS
+from dicomnode.imaging.reasons import reason
 from dicomnode.store.tables import JobState
 
 
@@ -31,13 +32,14 @@ def display_image(
 
     `min_image_size`: the model card's; `decode_min_size` > 0 lets a JPEG 2000 image be decoded
     at a reduced resolution (0: full resolution)."""
-    reason = preprocess.eligibility(ds, uid_root=uid_root, min_size=min_image_size)
-    if reason is not None:
-        return NotClassified(JobState.SKIPPED, reason)
+    skipped = preprocess.eligibility(ds, uid_root=uid_root, min_size=min_image_size)
+    if skipped is not None:
+        return NotClassified(JobState.SKIPPED, skipped)
     try:
         return preprocess.to_grayscale(ds, min_size=decode_min_size)
     except preprocess.NotClassifiable as exc:
         return NotClassified(JobState.FAILED, exc.reason)
     except READ_ERRORS as exc:
-        reason = f"pixel data cannot be decoded ({type(exc).__name__})"
-        return NotClassified(JobState.FAILED, reason)
+        return NotClassified(
+            JobState.FAILED, reason("pixel_decode_error", error=type(exc).__name__)
+        )

@@ -13,6 +13,7 @@ from datetime import timedelta
 import structlog
 from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 
+from dicomnode.imaging import reasons
 from dicomnode.store.jobs import Jobs
 from dicomnode.store.tables import Job, JobState, utcnow
 from dicomnode.work.pipeline import Pipeline, ReportDeferred
@@ -23,10 +24,7 @@ log = structlog.stdlib.get_logger("dicomnode.worker")
 def unexpected_reason(exc: BaseException) -> str:
     """What a job failed by an error no step anticipated says to an operator: not the image's
     fault as far as the node knows, where to look, and what to do (no values, no PHI)."""
-    return (
-        f"the node hit an unexpected {type(exc).__name__} while processing this image; "
-        "details are in the node log; retry the job from the API once resolved"
-    )
+    return reasons.reason("unexpected", error=type(exc).__name__)
 
 
 class Loop(threading.Thread):
@@ -109,7 +107,7 @@ class JobWorker:
         else:
             log.exception("job crashed", job_ids=[job.id for job in claimed])
         state = JobState.QUEUED if transient else JobState.FAILED
-        reason = (f"waiting: {type(exc).__name__} while processing" if transient
+        reason = (reasons.reason("deferred_error", error=type(exc).__name__) if transient
                   else unexpected_reason(exc))  # fmt: skip
         for job in claimed:
             assert job.id is not None

@@ -85,6 +85,6 @@ def test_about_page_in_chromium(tmp_path, node_factory, browser):  # noqa: F811
     wait_until(lambda: driver.find_element(By.TAG_NAME, "html").get_attribute("lang") == "uk",
                timeout=30, what="the page in Ukrainian")  # fmt: skip
     box = driver.find_element(By.ID, "evidence-warnings")
-    assert "валідація: 9 зображень (3 переломів); менше ніж 50 переломів" in box.text
+    assert "валідація: 9 зображень (3 переломи); менше ніж 50 переломів" in box.text
     assert _rows(driver.find_element(By.ID, "card-metrics"))[1][:3] == ["Валідація", "9", "3"]
     save_screenshot(driver, "about-uk")

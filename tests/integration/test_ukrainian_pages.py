@@ -164,6 +164,9 @@ def test_no_english_reaches_a_ukrainian_page(client: TestClient, tmp_path: Path)
     shown = [refused.json()["detail"], result["disclaimer"], result["model"]["display_text"]]
     shown += [i.get(k, "") for i in result["images"] for k in ("reason_text", "label_text")]
     shown += [s.get("label_text", "") for s in result["studies"]]
+    counted = [s["images_text"] for s in result["studies"]]  # "з 1 зображення": genitive
+    assert counted and all(re.fullmatch(r"класифіковано [01] з 1 зображення", c) for c in counted)
+    shown += counted
     assert english_words(" ".join(shown)) == set(), shown
 
     pages = {

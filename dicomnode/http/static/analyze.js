@@ -196,7 +196,7 @@
     }
     card.appendChild(verdict);
     var facts = [].concat(summary.modalities || [], summary.body_parts || []);
-    facts.push(format(t("analyze.study_images"), { classified: s.classified, images: s.images }));
+    facts.push(s.images_text || format(t("analyze.study_images"), { classified: s.classified, images: s.images }));
     card.appendChild(el("p", facts.join(" · "), "study-facts"));
     var thumbs = el("div", null, "thumbs");
     (s.entries || []).forEach(function (entry) {

@@ -44,7 +44,7 @@ from benchmarks.overlays import write_overlays
 from dicomnode.imaging.preprocess import to_grayscale, to_model_input
 from dicomnode.model import select
 from dicomnode.model.classifier import Classifier, load_classifier
-from dicomnode.model.equivalence import compare_outputs
+from dicomnode.model.equivalence import compare_outputs, reproducible
 from dicomnode.model.runtime import OnnxRuntimeBackend, check_inputs, open_variant
 from dicomnode.model.torchnet import TorchBackend, export_onnx
 
@@ -140,6 +140,10 @@ def main() -> None:
         timings.update(time_blocks(others, inputs, batches=batches, rounds=args.rounds))
         variants.update(others)
         reference = variants["torch eager fp32"](check_set)
+        # As the node does: inputs eager PyTorch does not reproduce itself on are not judged.
+        keep = reproducible(variants["torch eager fp32"], check_set, reference, card=card)
+        left_out = int((~keep).sum())
+        check_set, reference = check_set[keep], (reference[0][keep], reference[1][keep])
         outputs = {name: run(check_set) for name, run in variants.items()}
         accuracy = {name: compare_outputs(reference, out, card=card)
                     for name, out in outputs.items()}  # fmt: skip
@@ -148,6 +152,7 @@ def main() -> None:
         concurrency = two_at_once(onnx_path, variants["torch eager fp32"], inputs[:1],
                                   images=4 * args.rounds)  # fmt: skip
     base = {b: median(timings[("torch eager fp32", b)]) for b in batches}
+    verdict = targets(timings, accuracy, auto_name=auto.runtime, batch=batches[0])
     rows = []
     for (name, batch_size), values in sorted(timings.items(), key=lambda kv: kv[0][1]):
         figures = accuracy[name]
@@ -169,18 +174,48 @@ def main() -> None:
                "peak shift (max)", "CAM max-abs Δ", "equivalent"]  # fmt: skip
     print(f"model {card.display_name} ({card.architecture}, {card.input_size}²), "
           f"threads={torch.get_num_threads()}, load before/after {before['load_average']} / "
-          f"{after['load_average']}, check set {len(check_set)} inputs")  # fmt: skip
+          f"{after['load_average']}, check set {len(check_set)} inputs ({left_out} left out: "
+          "eager PyTorch does not reproduce itself on them)")  # fmt: skip
     print(table(rows, columns))
     print(f"\n{select.summary_line(auto.selection or {})}")
+    print("targets: " + "; ".join(f"{k} {v}" for k, v in verdict.items()))
     print(table(concurrency, ["runtime", "batch 1", "images/s", "CPU ms/image",
                               "vs eager's best"]))  # fmt: skip
     raw = {f"{k[0]}|b{k[1]}": v for k, v in timings.items()}
     write_json("inference", {"machine_before": before, "machine_after": after,
                              "model": card.version, "input_size": card.input_size,
                              "rows": rows, "auto_selection": auto.selection,
+                             "targets": verdict, "check_inputs_left_out": left_out,
                              "check_figures": {k: v.to_json() for k, v in accuracy.items()},
                              "two_at_once": concurrency, "raw_ms": raw},
                args.out)  # fmt: skip
+
+
+def targets(
+    timings: dict[tuple[str, int], list[float]],
+    accuracy: dict[str, Any],
+    *,
+    auto_name: str,
+    batch: int,
+) -> dict[str, Any]:
+    """Issue 22's targets in this run, at `batch`: the automatic choice against eager PyTorch
+    fp32, and against the fastest single runtime that is equivalent (the check above)."""
+    ms = {name: median(values) for (name, b), values in timings.items() if b == batch}
+    single = {
+        name: t
+        for name, t in ms.items()
+        if not name.startswith(("auto", "torch eager")) and accuracy[name].passed
+    }
+    best = min(single, key=lambda name: single[name]) if single else None
+    return {
+        "auto": auto_name,
+        "auto_vs_eager": round(ms["torch eager fp32"] / ms[auto_name], 2),
+        "best_single": best,
+        "auto_slower_than_best_single": round(ms[auto_name] / single[best] - 1, 3)
+        if best
+        else None,
+        "auto_decisions_identical": accuracy[auto_name].decisions_differ == 0,
+    }
 
 
 def time_blocks(

@@ -17,10 +17,13 @@ This replaced a gate of 1 % of the raw CAM's range (max-abs), which OpenVINO bf1
 bounds are in docs/model-card.md ("Runtime"). The maps are compared after the node's own
 ReLU and bilinear upsampling (`imaging.geometry.heatmap_to_image`), at `VIEW_SIZE` px.
 
-Only inputs on which PyTorch reproduces itself are checked (`reproducible`): far from its
-training data a network can be chaotic — a synthetic-trained EfficientNet-B4 gave logits of 1e4
-on the seeded noise inputs and a half-peak IoU of 0.10 between PyTorch's own batch-1 and
-batched outputs — and there no runtime can match a reference that does not match itself.
+Only inputs on which PyTorch fp32 agrees with PyTorch in double precision (the check, and the
+CAM within `MAX_FP32_DEVIATION` of its range) are checked (`reproducible`): far from its
+training data a network can be ill-conditioned — a synthetic-trained EfficientNet-B4 gave
+logits of 1e4 on the seeded noise inputs, a half-peak IoU of 0.10 between PyTorch's own
+batch-1 and batched maps, and maps on real radiographs it never saw that moved with the order
+of fp32 sums (ONNX Runtime fp32: peak 45 % of the side away) — and there fp32 rounding alone
+changes the map, so no runtime can be judged.
 """
 
 from __future__ import annotations
@@ -43,6 +46,13 @@ MIN_HALF_PEAK_IOU = 0.8
 MAX_PEAK_SHIFT = 0.05
 #: Side of the square view the maps are compared in (px).
 VIEW_SIZE = 96
+#: Largest difference of PyTorch fp32's CAM from double precision (fraction of its range) on an
+#: input the check may use. fp32 rounding moved the CAM by 2–5e-6 on the synthetic-trained
+#: B4's validation images and by 1.4e-3 and 7.6e-2 on real radiographs it never saw, where
+#: ONNX Runtime fp32 then moved the half-peak region (IoU 0.77) and the peak (45 % of the side):
+#: 1e-4 is 20–50× the first and 14× below the second. A runtime is not judged where rounding
+#: alone is amplified this much (bf16's rounding is ~3e4× fp32's).
+MAX_FP32_DEVIATION = 1e-4
 #: A map whose peak is below this fraction of its largest magnitude shows nothing.
 _EMPTY = 1e-3
 _PEAK_REGION = 0.95
@@ -151,13 +161,21 @@ def reproducible(
     reference: tuple[np.ndarray, np.ndarray],
     *,
     card: ModelCard,
+    chunk: int = 4,
 ) -> np.ndarray:
-    """Which of `inputs` `run` (PyTorch) gives its `reference` outputs (computed batched) for
-    again when run one at a time, by this check: a boolean mask. The others are where the
-    network is chaotic; a candidate runtime is not judged on them."""
+    """Which of `inputs` `run` (PyTorch in double precision: `torchnet.float64_run`) gives the
+    fp32 `reference` outputs for, by this check and within `MAX_FP32_DEVIATION`: a mask. The
+    others are where the network is ill-conditioned (fp32 rounding alone moves its map); a
+    candidate runtime is not judged on them. Run `chunk` inputs at a time (double precision
+    doubles the activations' memory)."""
     keep = np.zeros(len(inputs), bool)
-    for index in range(len(inputs)):
-        single = run(inputs[index : index + 1])
-        ref = (reference[0][index : index + 1], reference[1][index : index + 1])
-        keep[index] = compare_outputs(ref, single, card=card).passed
+    for start in range(0, len(inputs), chunk):
+        logits, cam = run(inputs[start : start + chunk])
+        for offset in range(len(logits)):
+            index = start + offset
+            ref = (reference[0][index : index + 1], reference[1][index : index + 1])
+            figures = compare_outputs(
+                ref, (logits[offset : offset + 1], cam[offset : offset + 1]), card=card
+            )
+            keep[index] = figures.passed and figures.cam_max_abs_relative <= MAX_FP32_DEVIATION
     return keep

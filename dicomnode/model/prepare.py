@@ -54,7 +54,7 @@ def prepare(source: ModelSource, cache_dir: Path, *, select: bool = False,
     Imports PyTorch: run it in a child process (`python -m dicomnode.model.prepare`)."""
     import torch
 
-    from dicomnode.model.torchnet import ensure_export, state_sha256
+    from dicomnode.model.torchnet import ensure_export, float64_run, state_sha256
 
     if threads:
         torch.set_num_threads(threads)
@@ -75,7 +75,9 @@ def prepare(source: ModelSource, cache_dir: Path, *, select: bool = False,
     candidates = np.concatenate([check_inputs(card.input_size), validation])
     torch_run = classifier._backend.run
     logits, cam = torch_run(candidates)
-    keep = reproducible(torch_run, candidates, (logits, cam), card=card)
+    net = classifier._net
+    keep = reproducible(float64_run(net.model, net.cam_weight), candidates, (logits, cam),
+                        card=card)  # fmt: skip
     inputs, logits, cam = candidates[keep], logits[keep], cam[keep]
     reference = f"{card.architecture}-{key}.reference.npz"
     with _atomic(cache_dir / reference) as fh:
@@ -113,8 +115,8 @@ def _select(
     card = classifier.card
     names, notes = variants(trained=card.trained, calibration=len(calibration) > 0)
     if left_out:
-        notes.append(f"{left_out} check inputs left out: PyTorch does not reproduce itself "
-                     "on them (batch 1 against batched)")  # fmt: skip
+        notes.append(f"{left_out} check inputs left out: there PyTorch fp32 differs from "
+                     "PyTorch in double precision (ill-conditioned)")  # fmt: skip
     if not len(inputs):
         names = [TORCH]
         notes.append(NO_CHECK_INPUTS)

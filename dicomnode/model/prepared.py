@@ -48,7 +48,7 @@ log = structlog.stdlib.get_logger("dicomnode.prepared")
 
 #: 2: the reference holds its check inputs (the package's validation images join the seeded
 #: ones); `selection` records what `runtime = "auto"` measured. 3: inputs on which PyTorch does
-#: not reproduce itself are left out (`equivalence.reproducible`).
+#: fp32 does not agree with double precision are left out (`equivalence.reproducible`).
 MANIFEST_FORMAT = 3
 #: A preparation exports and runs the network once: minutes at most even on a slow machine.
 PREPARE_TIMEOUT_SECONDS = 900.0

@@ -226,8 +226,8 @@ def check_backend(
     (`equivalence`): the worst figures, or RuntimeCheckFailed when it is not equivalent."""
     if not len(inputs):
         raise RuntimeCheckFailed(
-            f"runtime {runtime} cannot be checked: PyTorch reproduces itself on none of the "
-            'check inputs; use runtime = "torch"'
+            f"runtime {runtime} cannot be checked: every check input is ill-conditioned "
+            '(PyTorch fp32 differs from double precision there); use runtime = "torch"'
         )
     worst: Equivalence | None = None
     # Every session the backend may use is checked (the single-core one of a `parallel` ONNX

@@ -49,7 +49,7 @@ VALIDATION_DIR = "validation"
 #: Validation images used: every second one calibrates int8, the others join the check inputs.
 MAX_CALIBRATION, MAX_CHECK = 16, 8
 NO_CALIBRATION = "no calibration set, int8 not tried"
-NO_CHECK_INPUTS = "PyTorch reproduces itself on no check input: only PyTorch is served"
+NO_CHECK_INPUTS = "every check input is ill-conditioned: only PyTorch is served"
 DEMO_NOTE = "untrained demo: bf16 and int8 not tried (a check on random weights means nothing)"
 
 Run = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]

@@ -8,9 +8,11 @@ with ONNX Runtime or OpenVINO on the CPU runs this module only in a child proces
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import tempfile
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,6 +66,24 @@ class TorchBackend:
         with torch.inference_mode():
             logits, cam = self.net(x)
         return logits.cpu().numpy(), cam.cpu().numpy()
+
+
+def float64_run(
+    model: torch.nn.Module, cam_weight: torch.Tensor
+) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """`model` (a timm network) in double precision, as (logits, CAM) like `CamNet`: the
+    reference of the reference, for `equivalence.reproducible` (a copy: `model` is kept)."""
+    double: Any = copy.deepcopy(model).double().eval().cpu()
+    weight = cam_weight.detach().cpu().double()
+
+    def run(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        with torch.inference_mode():
+            features = double.forward_features(torch.from_numpy(batch).double())
+            logits = double.forward_head(features)
+            cam = torch.einsum("bchw,c->bhw", features, weight)
+        return logits.numpy(), cam.numpy()
+
+    return run
 
 
 def state_sha256(model: torch.nn.Module) -> str:

@@ -116,6 +116,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
     results = classify_files(
         [Path(f) for f in args.files], classifier=classifier,
         uid_root=settings.node.uid_root, out_dir=out, language=settings.outputs.language,
+        max_dataset_bytes=settings.node.max_dataset_bytes,
     )  # fmt: skip
     for line in json_lines(results, classifier):
         print(line, flush=True)

@@ -111,6 +111,11 @@ class NodeSettings(_Section):
         unset, not the current directory."""
         return None if isinstance(value, str) and not value.strip() else value
 
+    @property
+    def max_dataset_bytes(self) -> int:
+        """`max_dataset_mb` in bytes: the admission limit of every way in (uploads included)."""
+        return self.max_dataset_mb * 1024 * 1024
+
     @model_validator(mode="after")
     def _negotiating(self) -> NodeSettings:
         if self.max_negotiating_per_address > self.max_negotiating:

@@ -210,7 +210,7 @@ class Node:
         self.store_ctx = StoreContext(
             spool=self.spool, jobs=self.jobs, metrics=self.metrics, salt=s.node.log_salt,
             on_received=wake_workers, audit=self.audit,
-            max_dataset_bytes=s.node.max_dataset_mb * 1024 * 1024,
+            max_dataset_bytes=s.node.max_dataset_bytes,
         )  # fmt: skip
         on_delivered = self._start_orthanc(self.store_ctx)
         self.outbox_loop = Loop(

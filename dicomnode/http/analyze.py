@@ -171,10 +171,12 @@ async def analyze(request: Request, service: Annotated[Analysis, Depends(analysi
     queues the SR and SC of a DICOM upload for every destination through the outbox.
 
     Answers: 200 result; 400 no/empty/several files; 403 send without the bearer token;
-    409 send without destinations; 413 over `api.max_upload_mb`; 415 not a supported
-    format (a ZIP goes to /api/analyze-study); 422 unreadable, not a radiograph or
-    smaller than the model card's `min_image_size`;
-    503 model not loaded."""
+    409 send without destinations; 413 over `api.max_upload_mb`, or `file_refused`: a DICOM
+    dataset over `node.max_dataset_mb` (once inflated too) or a picture decoding to more;
+    415 not a supported format (a ZIP goes to /api/analyze-study); 422 unreadable, not a
+    radiograph or smaller than the model card's `min_image_size`, or `file_refused`: a DICOM
+    file the C-STORE admission refuses (sequences nested too deeply, invalid UIDs; `reason`
+    and `reason_code` are the admission's); 503 model not loaded."""
     language = _api_language(request)
     data, kind = b"", None
     try:
@@ -200,6 +202,7 @@ async def analyze(request: Request, service: Annotated[Analysis, Depends(analysi
             service.run,
             lambda: analyze_file(data, kind=kind, classifier=classifier,
                                  uid_root=service.uid_root, directory=directory,
+                                 max_dataset_bytes=service.max_dataset_bytes,
                                  language=service.ctx.settings.outputs.language),
             directory=directory, send=send,
         )  # fmt: skip
@@ -229,7 +232,9 @@ async def analyze_study_zip(
 
     Answers as /api/analyze, and: 413 for an archive over a limit (entries, total or
     per-entry uncompressed size, compression ratio); 415 not a ZIP; 422 a damaged
-    archive, unsafe entry names (`../`, absolute) or no DICOM file in it."""
+    archive, unsafe entry names (`../`, absolute) or no DICOM file in it. A DICOM entry the
+    admission refuses is left out with its reason; when it refused every one, the answer is
+    its `file_refused` (413 or 422, as /api/analyze)."""
     language = _api_language(request)
     kind = ""
     try:
@@ -261,6 +266,7 @@ async def analyze_study_zip(
             lambda: analyze_study(archive, classifier=classifier,
                                   uid_root=service.uid_root,
                                   directory=directory, limits=service.limits,
+                                  max_dataset_bytes=service.max_dataset_bytes,
                                   language=service.ctx.settings.outputs.language),
             directory=directory, send=send,
         )  # fmt: skip
@@ -285,8 +291,9 @@ async def preview(request: Request, service: Annotated[Analysis, Depends(analysi
     and inflation check as /api/analyze; nothing is kept, and nothing leaves that the client
     did not send (so, like a PNG analysis, no audit event).
 
-    Answers: 200 image/png; 400 no/empty/several files; 413 over `api.max_upload_mb` or a
-    deflate bomb; 415 a ZIP or not an image; 422 pixels that cannot be shown, with the reason."""
+    Answers: 200 image/png; 400 no/empty/several files; 413 over `api.max_upload_mb` or over
+    `node.max_dataset_mb` once inflated or decoded; 415 a ZIP or not an image; 422 a DICOM
+    file the admission refuses or pixels that cannot be shown, with the reason."""
     language = _api_language(request)
     try:
         upload, _ = await receive_file(request, max_upload_mb=service.api.max_upload_mb)
@@ -294,7 +301,9 @@ async def preview(request: Request, service: Annotated[Analysis, Depends(analysi
             data = await upload.read()
         finally:
             await upload.close()
-        png = await run_in_threadpool(upload_preview, data)
+        png = await run_in_threadpool(
+            lambda: upload_preview(data, max_dataset_bytes=service.max_dataset_bytes)
+        )
     except AnalysisError as exc:
         return _error(exc, language)
     return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})

@@ -64,6 +64,11 @@ class Analysis:
     def uid_root(self) -> str:
         return self.ctx.settings.node.uid_root
 
+    @property
+    def max_dataset_bytes(self) -> int:
+        """The node's configured admission limit (`node.max_dataset_mb`), as C-STORE meets it."""
+        return self.ctx.settings.node.max_dataset_bytes
+
     def classifier(self) -> Classifier:
         """The model; 503 when none is loaded (checked before the upload is read)."""
         if self.ctx.classifier is None:

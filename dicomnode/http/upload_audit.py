@@ -9,10 +9,15 @@ from typing import Any
 
 from dicomnode.audit import Audit, AuditAction, AuditEventID
 
-#: Reasons an archive entry is not read (analysis.py, studyzip.py); any other text is "other".
+#: Reasons an archive entry is not read (analysis.py, studyzip.py, and the admission's fixed
+#: refusals, ingest/limits.py); any other text is "other".
 ENTRY_REASONS = frozenset({
     "not a DICOM file", "not a readable DICOM file", "DICOM file without a Study Instance UID",
     "encrypted entry", "unsupported compression method",
+    "dataset larger than max_dataset_mb", "inflated dataset larger than max_dataset_mb",
+    "deflated dataset is not a valid deflate stream", "sequences nested too deeply",
+    "SOP class/instance UID is not a valid UID", "Study Instance UID missing or invalid",
+    "Series Instance UID invalid",
 })  # fmt: skip
 #: The audit actor of the node's own clean-up of HTTP uploads.
 UPLOADS_ACTOR = "dicomnode:uploads"

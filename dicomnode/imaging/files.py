@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 import pydicom
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageMode, ImageOps, UnidentifiedImageError
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
@@ -19,14 +19,22 @@ from dicomnode.imaging.header import NotClassifiable, safe_code
 _PIL_FORMATS = frozenset({"PNG", "JPEG", "MPO", "BMP", "TIFF"})
 
 
+class ImageTooLarge(NotClassifiable):
+    """A picture whose decoded pixels would pass the node's `max_dataset_mb`: refused from its
+    header, before it is decompressed (a small TIFF or PNG can inflate to gigabytes)."""
+
+
 def load_image(
     path_or_bytes: str | os.PathLike[str] | bytes | bytearray | memoryview,
+    *,
+    max_decoded_bytes: int = 0,
 ) -> np.ndarray:
     """PNG/JPEG/BMP/TIFF (8/16 bit, grey or colour → luma) or DICOM → float32 HxW in [0, 1].
 
     DICOM is recognised by content ("DICM" at offset 128, or a dataset that parses and has
     pixel data) and goes through `to_grayscale`. JPEG/TIFF EXIF orientation is applied.
-    Raises NotClassifiable for anything else; a missing file raises OSError as usual.
+    Raises NotClassifiable for anything else (ImageTooLarge for a picture that would decode to
+    more than `max_decoded_bytes`; 0: only `MAX_PIXELS`); a missing file raises OSError.
     """
     if isinstance(path_or_bytes, bytes | bytearray | memoryview):
         data = bytes(path_or_bytes)
@@ -38,7 +46,7 @@ def load_image(
     if data[128:132] == b"DICM":
         return to_grayscale(_read_dicom(data, force=False))
     try:
-        return _pil_to_float(data)
+        return _pil_to_float(data, max_decoded_bytes)
     except UnidentifiedImageError:
         pass  # not a PIL image: a DICOM dataset without preamble is the last option
     return to_grayscale(_read_dicom(data, force=True))
@@ -62,7 +70,7 @@ def _read_dicom(data: bytes, *, force: bool) -> Dataset:
         raise NotClassifiable("not an image (no recognised image format)") from exc
 
 
-def _pil_to_float(data: bytes) -> np.ndarray:
+def _pil_to_float(data: bytes, max_decoded_bytes: int) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(data)) as img:
             if img.format not in _PIL_FORMATS:
@@ -72,6 +80,8 @@ def _pil_to_float(data: bytes) -> np.ndarray:
             width, height = img.size
             if width * height > MAX_PIXELS or width * height == 0:
                 raise NotClassifiable(f"image size {width}x{height} is not supported")
+            if max_decoded_bytes and width * height * _pixel_bytes(img.mode) > max_decoded_bytes:
+                raise ImageTooLarge("decoded image larger than max_dataset_mb")
             img.load()
             oriented = ImageOps.exif_transpose(img)
             return _pil_array(oriented)
@@ -79,6 +89,15 @@ def _pil_to_float(data: bytes) -> np.ndarray:
         raise
     except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
         raise NotClassifiable("image file is truncated or corrupt") from exc
+
+
+def _pixel_bytes(mode: str) -> int:
+    """Bytes per pixel of a PIL mode once decoded (an unknown mode: 4 bands of 4 bytes)."""
+    try:
+        described = ImageMode.getmode(mode)
+    except KeyError:
+        return 16
+    return len(described.bands) * np.dtype(described.typestr).itemsize
 
 
 def _pil_array(img: Image.Image) -> np.ndarray:

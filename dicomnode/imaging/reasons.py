@@ -65,6 +65,14 @@ REASONS: dict[str, str] = {
     "zip_method": "unsupported compression method",
     "deflate_invalid": "deflated dataset is not a valid deflate stream",
     "inflated_too_large": "inflated dataset larger than max_dataset_mb",
+    "decoded_too_large": "decoded image larger than max_dataset_mb",
+    # admission (ingest/limits.py): what every way in refuses, HTTP uploads included
+    "dataset_too_large": "dataset larger than max_dataset_mb",
+    "nested_too_deeply": "sequences nested too deeply",
+    "invalid_sop_uid": "SOP class/instance UID is not a valid UID",
+    "invalid_study_uid": "Study Instance UID missing or invalid",
+    "invalid_series_uid": "Series Instance UID invalid",
+    "undecodable_dataset": "dataset cannot be decoded ({error})",
     # study reports
     "left_out": "left out of the study report: {reason}",
     # jobs (work/)

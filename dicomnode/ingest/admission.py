@@ -2,47 +2,46 @@
 
 A C-STORE (`dicomnode.ingest.scp`), an instance pulled from Orthanc (`dicomnode.pacs.orthanc`)
 and anything else that brings a DICOM file into the node go through `store_bytes` (or, for the
-SCP's zero-copy path, `store_parts`): the size limit, sequence nesting depth, UID checks,
-dataset/request mismatch, duplicate detection, the durable spool write, the job row, the DIMSE
-status and reason, the metrics and the audit of receipt. The spool file is written and the job
-committed before SUCCESS is returned; anything that prevents that is a failure status, so the
-sender keeps its copy. `oversized` counts the size limit while a deflated dataset inflates;
-the SCP applies it to what it received before anything decodes it.
+SCP's zero-copy path, `store_parts`): the checks of `ingest.limits` (the size limit, sequence
+nesting depth, UID checks, dataset/request mismatch), duplicate detection, the durable spool
+write, the job row, the DIMSE status and reason, the metrics and the audit of receipt. The
+spool file is written and the job committed before SUCCESS is returned; anything that prevents
+that is a failure status, so the sender keeps its copy. `oversized` counts the size limit while
+a deflated dataset inflates; the SCP applies it to what it received before anything decodes it.
+An HTTP upload, analysed where it is and not kept, goes through `check_file`: the same checks,
+in the same order, without the spool, the job or the audit of receipt.
 """
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from enum import IntEnum
 from io import BytesIO
 from typing import Any
 
 from pydicom import Dataset, dcmread
-from pydicom.datadict import dictionary_VR
-from pydicom.filereader import _read_file_meta_info, read_preamble
-from pydicom.tag import Tag
-from pydicom.uid import UID
 from sqlalchemy.exc import SQLAlchemyError
 
 from dicomnode import MANUFACTURER
 from dicomnode.audit import Audit, AuditAction, AuditEventID, AuditOutcome
-from dicomnode.imaging.dicom_errors import RECEIVED_ERRORS
+from dicomnode.ingest.limits import (
+    DECODE_ERRORS,
+    MAX_SEQUENCE_DEPTH,
+    Refusal,
+    StoreStatus,
+    before_reading,
+    header_refusal,
+    inflation_refusal,
+    looks_like_uid,
+    oversized,
+)
 from dicomnode.library_warnings import summarised
 from dicomnode.metrics import Metrics
 from dicomnode.store.queue import Queue, Received
 from dicomnode.store.spool import Spool
 
-
-class StoreStatus(IntEnum):
-    """The C-STORE response statuses the node answers, whichever way a dataset came in."""
-
-    SUCCESS = 0x0000
-    OUT_OF_RESOURCES = 0xA700
-    DATASET_MISMATCH = 0xA900
-    CANNOT_UNDERSTAND = 0xC000
-
+#: Re-exported: the names every way in imports from here.
+__all__ = ["MAX_SEQUENCE_DEPTH", "StoreStatus", "inflation_refusal", "looks_like_uid", "oversized"]
 
 #: Patient/study attributes kept for the worklist (shown only behind the API token).
 _STUDY_FIELDS = {
@@ -68,65 +67,6 @@ class StoreContext:
     audit: Audit | None = None
     #: Largest dataset accepted, after inflating a deflated one (0: no limit).
     max_dataset_bytes: int = 0
-
-
-def looks_like_uid(value: object) -> bool:
-    """Tolerant UID check for received identifiers: digits and dots, 1–64 characters."""
-    return (
-        isinstance(value, str)
-        and 0 < len(value) <= 64
-        and all(c.isdigit() or c == "." for c in value)
-        and not value.startswith(".")
-        and ".." not in value
-    )
-
-
-#: What pydicom raises on a dataset it cannot read.
-_DECODE_ERRORS = RECEIVED_ERRORS  # what a received dataset may raise (dicom_errors)
-
-
-_INFLATE_CHUNK = 1024 * 1024  # output per step
-_INFLATE_INPUT = 64 * 1024  # compressed input per step
-
-
-def oversized(
-    received: memoryview, *, deflated: bool, limit: int
-) -> tuple[StoreStatus, str] | None:
-    """Refuse a dataset above `limit` bytes (0: no limit), counting a deflated one as it inflates.
-
-    pydicom inflates a deflated dataset in one piece, so a few kilobytes on the wire could
-    claim gigabytes of memory; here the stream is inflated in bounded chunks and discarded,
-    stopping as soon as the limit is passed.
-    """
-    if not limit:
-        return None
-    if received.nbytes > limit:
-        return StoreStatus.OUT_OF_RESOURCES, "dataset larger than max_dataset_mb"
-    if not deflated:
-        return None
-    try:
-        total = _inflated_size(received, limit)
-    except zlib.error:
-        return StoreStatus.CANNOT_UNDERSTAND, "deflated dataset is not a valid deflate stream"
-    if total > limit:
-        return StoreStatus.OUT_OF_RESOURCES, "inflated dataset larger than max_dataset_mb"
-    return None
-
-
-def _inflated_size(data: memoryview, limit: int) -> int:
-    """Inflate raw deflate `data` piecewise, discarding the output; stops past `limit`."""
-    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-    total = 0
-    for start in range(0, len(data), _INFLATE_INPUT):
-        pending: bytes | memoryview = data[start : start + _INFLATE_INPUT]
-        while pending and not inflater.eof:
-            total += len(inflater.decompress(pending, _INFLATE_CHUNK))
-            if total > limit:
-                return total
-            pending = inflater.unconsumed_tail
-        if inflater.eof:
-            break
-    return total
 
 
 @dataclass(frozen=True)
@@ -161,56 +101,50 @@ def admit_file(ctx: StoreContext, encoded: bytes | bytearray, *, sop_class_uid: 
                calling: str, association: Hashable | None = None) -> Admitted:  # fmt: skip
     """`store_bytes`, also naming the instance; `study_instance_uid`: the study the request
     names (a STOW-RS URL), which the dataset must belong to (0xA900 if not)."""
-    refusal = _before_reading(encoded, ctx.max_dataset_bytes)
-    if refusal is None:
-        try:
-            header = dcmread(BytesIO(encoded), stop_before_pixels=True)
-        except _DECODE_ERRORS as exc:
-            refusal = (
-                StoreStatus.CANNOT_UNDERSTAND,
-                f"dataset cannot be decoded ({type(exc).__name__})",
-            )
-        else:
-            status, reason = store_parts(
-                ctx, header, _zero_preamble(encoded), len(encoded), sop_class_uid=sop_class_uid,
-                sop_instance_uid=sop_instance_uid, study_instance_uid=study_instance_uid,
-                calling=calling, association=association,
-            )  # fmt: skip
-            uids = (_text(header, "SOPClassUID"), _text(header, "SOPInstanceUID"))
-            return Admitted(status, reason, *(u if looks_like_uid(u) else "" for u in uids))
-    status, reason = refusal
+    header = _read(encoded, ctx.max_dataset_bytes)
+    if isinstance(header, Dataset):
+        status, reason = store_parts(
+            ctx, header, _zero_preamble(encoded), len(encoded), sop_class_uid=sop_class_uid,
+            sop_instance_uid=sop_instance_uid, study_instance_uid=study_instance_uid,
+            calling=calling, association=association,
+        )  # fmt: skip
+        uids = (_text(header, "SOPClassUID"), _text(header, "SOPInstanceUID"))
+        return Admitted(status, reason, *(u if looks_like_uid(u) else "" for u in uids))
+    status, reason = header
     audit_received(ctx, calling=calling, study_uid=None, status=status, reason=reason,
                    association=association)  # fmt: skip
     return Admitted(status, reason)
 
 
-def _before_reading(encoded: bytes | bytearray, limit: int) -> tuple[StoreStatus, str] | None:
-    """Refusals decided on the bytes alone: the file's size, then a deflated dataset's
-    inflated size."""
-    if limit and len(encoded) > limit:
-        return StoreStatus.OUT_OF_RESOURCES, "dataset larger than max_dataset_mb"
-    return inflation_refusal(encoded, limit)
+@dataclass(frozen=True)
+class Checked:
+    """What `check_file` decided: the header (read without pixel data) of an admitted file,
+    or None and the refusal's status and reason."""
+
+    header: Dataset | None
+    status: StoreStatus = StoreStatus.SUCCESS
+    reason: str = ""
 
 
-def inflation_refusal(encoded: bytes | bytearray, limit: int) -> tuple[StoreStatus, str] | None:
-    """`oversized` for a file whose dataset is deflated, before pydicom inflates it in one
-    piece: a deflate bomb pulled from a PACS or uploaded is refused like one sent by C-STORE
-    (HTTP uploads, which are classified without being spooled, call it too).
+def check_file(encoded: bytes | bytearray, *, max_dataset_bytes: int) -> Checked:
+    """Admission's checks on a file that is analysed where it is and not kept (an HTTP upload):
+    everything `admit_file` refuses before the spool, with the same status and reason."""
+    header = _read(encoded, max_dataset_bytes)
+    if not isinstance(header, Dataset):
+        return Checked(None, *header)
+    refusal = header_refusal(header)
+    return Checked(header) if refusal is None else Checked(None, *refusal)
 
-    Only the file meta is parsed here (pydicom's reader for it is not public API, but has been
-    stable since pydicom 1); anything odd is left to `dcmread`, which explains it."""
-    if not limit:
-        return None
-    fp = BytesIO(encoded)
+
+def _read(encoded: bytes | bytearray, limit: int) -> Dataset | Refusal:
+    """The header of a file, or the refusal of one too large (once inflated) or unreadable."""
+    refusal = before_reading(encoded, limit)
+    if refusal is not None:
+        return refusal
     try:
-        read_preamble(fp, False)
-        syntax = UID(str(_read_file_meta_info(fp).get("TransferSyntaxUID", "")))
-    except _DECODE_ERRORS:
-        return None
-    if not syntax.is_deflated:
-        return None
-    with memoryview(encoded) as view:
-        return oversized(view[fp.tell() :], deflated=True, limit=limit)
+        return dcmread(BytesIO(encoded), stop_before_pixels=True)
+    except DECODE_ERRORS as exc:
+        return StoreStatus.CANNOT_UNDERSTAND, f"dataset cannot be decoded ({type(exc).__name__})"
 
 
 def store_parts(
@@ -277,19 +211,15 @@ def _admit(
     calling: str,
 ) -> tuple[StoreStatus, str]:
     """The policy of `store_bytes` for a file given as chunks and its parsed header."""
+    refusal = header_refusal(header, sop_class_uid=sop_class_uid,
+                             sop_instance_uid=sop_instance_uid,
+                             study_instance_uid=study_instance_uid)  # fmt: skip
+    if refusal is not None:
+        return refusal
     try:
-        # pydicom converts values lazily: everything read from the header stays in here.
-        if _nesting_depth(header) > MAX_SEQUENCE_DEPTH:
-            return StoreStatus.CANNOT_UNDERSTAND, "sequences nested too deeply"
-        sop_class_uid = sop_class_uid or str(header.get("SOPClassUID", ""))
-        sop_instance_uid = sop_instance_uid or str(header.get("SOPInstanceUID", ""))
-        if not looks_like_uid(sop_instance_uid) or not looks_like_uid(sop_class_uid):
-            return StoreStatus.CANNOT_UNDERSTAND, "SOP class/instance UID is not a valid UID"
-        mismatch = _mismatch(header, sop_class_uid, sop_instance_uid, study_instance_uid)
-        if mismatch:
-            return StoreStatus.DATASET_MISMATCH, mismatch
+        sop_instance_uid = sop_instance_uid or str(header.SOPInstanceUID)
         received = _received(header, calling, ctx.spool.relative_path(sop_instance_uid, kind="in"))
-    except _DECODE_ERRORS as exc:
+    except DECODE_ERRORS as exc:
         return StoreStatus.CANNOT_UNDERSTAND, f"dataset cannot be decoded ({type(exc).__name__})"
     try:
         if ctx.jobs.exists(sop_instance_uid):
@@ -320,68 +250,12 @@ def _admit(
     return StoreStatus.SUCCESS, f"job {job_id}" if created else "duplicate: already received"
 
 
-#: Deeper nesting is refused: real objects (SR content trees included) stay far below, and
-#: pydicom reads and writes sequences recursively (stack and time grow with the depth).
-MAX_SEQUENCE_DEPTH = 32
-
-
-def _nesting_depth(ds: Dataset) -> int:
-    """How deeply sequences nest in `ds` (0: no sequences); stops counting past the limit.
-
-    Only elements that may be sequences are converted (pydicom converts values lazily, and
-    converting all of them cost as much as the rest of a small image's C-STORE)."""
-    deepest = 0
-    stack = [(ds, 0)]
-    while stack:
-        current, depth = stack.pop()
-        deepest = max(deepest, depth)
-        if depth > MAX_SEQUENCE_DEPTH:
-            break
-        for raw in current.elements():
-            if not _may_be_sequence(raw):
-                continue
-            elem = current[raw.tag]
-            if elem.VR == "SQ":
-                stack.extend((item, depth + 1) for item in elem.value)
-    return deepest
-
-
-def _may_be_sequence(elem: Any) -> bool:
-    """False only for elements pydicom will not read as a sequence when it converts them."""
-    vr, undefined = elem.VR, getattr(elem, "length", 0) == 0xFFFFFFFF
-    if vr is None:  # implicit VR, not converted yet: the dictionary (or the length) decides
-        if undefined or Tag(elem.tag).is_private:
-            return True
-        try:
-            return bool(dictionary_VR(elem.tag) == "SQ")
-        except KeyError:
-            return True
-    return vr in ("SQ", "UN") or undefined
-
-
 def _zero_preamble(encoded: bytes | bytearray) -> list[bytes | bytearray | memoryview]:
     """The file as received, but with a zeroed preamble: the preamble is free for any use
     (PS3.10 7.1), so a DICOM/executable polyglot sent to us is not kept as one."""
     if encoded[128:132] != b"DICM":
         return [encoded]
     return [bytes(128), memoryview(encoded)[128:]]
-
-
-def _mismatch(
-    header: Dataset, sop_class_uid: str, sop_instance_uid: str, study: str | None
-) -> str | None:
-    if str(header.get("SOPClassUID", "")) != sop_class_uid:
-        return "SOP Class UID in the dataset differs from the request"
-    if str(header.get("SOPInstanceUID", "")) != sop_instance_uid:
-        return "SOP Instance UID in the dataset differs from the request"
-    if not looks_like_uid(str(header.get("StudyInstanceUID", ""))):
-        return "Study Instance UID missing or invalid"
-    if study is not None and str(header.StudyInstanceUID) != study:
-        return "Study Instance UID differs from the request's study"
-    series = header.get("SeriesInstanceUID", "")
-    if series and not looks_like_uid(str(series)):
-        return "Series Instance UID invalid"
-    return None
 
 
 def _text(ds: Dataset, keyword: str, limit: int = 64) -> str:

@@ -35,7 +35,6 @@ from pynetdicom.sop_class import Verification, uid_to_service_class  # type: ign
 from dicomnode.audit import AuditAction, AuditEventID, AuditOutcome
 from dicomnode.config import NodeSettings
 from dicomnode.ingest.admission import (
-    _DECODE_ERRORS,
     StoreContext,
     StoreStatus,
     audit_received,
@@ -50,6 +49,7 @@ from dicomnode.ingest.connections import (
     handle_requested,
     thread_finished,
 )
+from dicomnode.ingest.limits import DECODE_ERRORS
 from dicomnode.ingest.pdu_guard import Pace
 from dicomnode.ingest.slots import Slots
 from dicomnode.ingest.tls import listeners, server_tls_context
@@ -96,13 +96,13 @@ def _store(
         return too_big[0], too_big[1], False
     try:
         parts = _received_parts(event)
-    except _DECODE_ERRORS as exc:
+    except DECODE_ERRORS as exc:
         reason = f"dataset cannot be decoded ({type(exc).__name__})"
         return StoreStatus.CANNOT_UNDERSTAND, reason, False
     if parts is None:  # deflated: inflate through pydicom, the one path for every syntax
         try:
             encoded = event.encoded_dataset()
-        except _DECODE_ERRORS as exc:
+        except DECODE_ERRORS as exc:
             reason = f"dataset cannot be decoded ({type(exc).__name__})"
             return StoreStatus.CANNOT_UNDERSTAND, reason, False
         status, reason = store_bytes(

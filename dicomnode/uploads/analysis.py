@@ -8,6 +8,12 @@ probability and the same SR/SC SOP Instance UIDs as when the node receives it by
 the overlay PNG is `sc.render_overlay` (or a rendering of the SC itself for DICOM). Result
 fields are `uploads.fields`'.
 
+Uploads meet the node's own limits, as configured: DICOM goes through admission's checks
+(`ingest.admission.check_file`, the policy a C-STORE meets: `node.max_dataset_mb`, once
+inflated too, sequence depth, UIDs) and a picture may not decode to more than
+`node.max_dataset_mb`; a refusal answers 413 (a size) or 422 with code `file_refused` and the
+admission's reason.
+
 Each function writes into a directory the caller owns (see `uploads.py`) and returns a
 JSON-ready dict without URLs; the web layer adds those. Errors the client caused raise
 `AnalysisError` with an HTTP status and a message code (translated by the
@@ -28,7 +34,6 @@ import io
 import time
 from collections import defaultdict
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any
@@ -36,14 +41,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 from pydicom import Dataset, dcmread
-from pydicom.dataset import FileMetaDataset
-from pydicom.uid import (
-    ExplicitVRBigEndian,
-    ExplicitVRLittleEndian,
-    ImplicitVRLittleEndian,
-)
 
 from dicomnode.imaging import preprocess
+from dicomnode.imaging.files import ImageTooLarge
+from dicomnode.ingest.admission import StoreStatus, check_file
 from dicomnode.library_warnings import summarised
 from dicomnode.model.card import ModelCard
 from dicomnode.model.classifier import Classifier
@@ -52,12 +53,12 @@ from dicomnode.objects.sc import SC_MAX_SIZE, render_overlay
 from dicomnode.uploads.fields import (
     dicom_summary,
     distinct,
-    get_value,
     model_fields,
     prediction_fields,
     text_value,
 )
-from dicomnode.uploads.offline import FileResult, classify_files, inflation_bomb
+from dicomnode.uploads.kinds import AnalysisError, UploadKind, as_part10, sniff
+from dicomnode.uploads.offline import FileResult, classify_files
 from dicomnode.uploads.studyzip import ArchiveRejected, ZipLimits, read_members
 from dicomnode.uploads.xlsx import write_report
 
@@ -65,88 +66,6 @@ OVERLAY_FILE = "overlay.png"
 REPORT_FILE = "report.xlsx"
 #: Long side of the per-image overlay PNGs of a study (the single-image one is full size).
 STUDY_OVERLAY_SIZE = 768
-
-
-class UploadKind(StrEnum):
-    DICOM = "dicom"
-    PNG = "png"
-    JPEG = "jpeg"
-    BMP = "bmp"
-    TIFF = "tiff"
-    ZIP = "zip"
-
-
-_MAGIC: tuple[tuple[bytes, UploadKind], ...] = (
-    (b"\x89PNG\r\n\x1a\n", UploadKind.PNG),
-    (b"\xff\xd8\xff", UploadKind.JPEG),
-    (b"BM", UploadKind.BMP),
-    (b"II*\x00", UploadKind.TIFF),
-    (b"MM\x00*", UploadKind.TIFF),
-    (b"PK\x03\x04", UploadKind.ZIP),
-    (b"PK\x05\x06", UploadKind.ZIP),  # an empty archive
-)
-
-
-class AnalysisError(Exception):
-    """The upload cannot be analysed; `status` is the HTTP answer, `code` names the message
-    and `params` fill it in (never patient data)."""
-
-    def __init__(self, status: int, code: str, **params: object) -> None:
-        super().__init__(code)
-        self.status = status
-        self.code = code
-        self.params = params
-
-
-# --- what was uploaded ------------------------------------------------------------------------
-
-
-def sniff(data: bytes) -> UploadKind | None:
-    """The kind of upload by its content (never by its name); None if not one we take."""
-    if data[128:132] == b"DICM":
-        return UploadKind.DICOM
-    for magic, kind in _MAGIC:
-        if data.startswith(magic):
-            return kind
-    return UploadKind.DICOM if _raw_dicom(data) is not None else None
-
-
-def _raw_dicom(data: bytes) -> Dataset | None:
-    """A DICOM dataset without the Part 10 preamble and meta header, if `data` is one."""
-    try:
-        ds = dcmread(io.BytesIO(data), force=True)
-        if "PixelData" in ds and "SOPClassUID" in ds and "Rows" in ds:
-            return ds
-    except Exception:  # pydicom raises many types on garbage: then it is not DICOM
-        return None
-    return None
-
-
-def _part10(data: bytes) -> bytes:
-    """`data` as a DICOM Part 10 file (a bare dataset gets a preamble and meta header)."""
-    if data[128:132] == b"DICM":
-        return data
-    ds = _raw_dicom(data)
-    if ds is None:
-        raise AnalysisError(415, "unsupported_format")
-    if getattr(ds.get("PixelData"), "is_undefined_length", False):
-        raise AnalysisError(422, "dicom_unreadable",
-                            reason="compressed pixel data without a transfer syntax")  # fmt: skip
-    implicit, little = ds.original_encoding
-    if little is False:
-        syntax = ExplicitVRBigEndian
-    else:
-        syntax = ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = syntax
-    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.get("SOPInstanceUID", "")
-    buffer = io.BytesIO()
-    try:
-        ds.save_as(buffer, enforce_file_format=True)
-    except (ValueError, AttributeError, TypeError) as exc:
-        raise AnalysisError(422, "dicom_unreadable", reason="incomplete DICOM dataset") from exc
-    return buffer.getvalue()
 
 
 def _png(pixels: np.ndarray, max_size: int | None = None) -> bytes:
@@ -171,19 +90,22 @@ def _sc_png(path: Path, max_size: int) -> bytes:
 @summarised("uploaded file")
 def analyze_file(
     data: bytes, *, kind: UploadKind, classifier: Classifier, uid_root: str, directory: Path,
-    language: str = "en",
+    max_dataset_bytes: int, language: str = "en",
 ) -> dict[str, Any]:  # fmt: skip
     """Classify one uploaded image (any `UploadKind` but ZIP) into `directory` (`language`:
-    of the text burned into the overlay)."""
+    of the text burned into the overlay; `max_dataset_bytes`: the node's configured limit)."""
     started = time.perf_counter()
     card = classifier.card
     if kind == UploadKind.DICOM:
         result = _analyze_dicom(data, classifier=classifier, uid_root=uid_root,
-                                directory=directory, language=language)  # fmt: skip
+                                directory=directory, language=language,
+                                max_dataset_bytes=max_dataset_bytes)  # fmt: skip
     else:
         (directory / f"upload.{kind}").write_bytes(data)
         try:
-            image = preprocess.load_image(data)
+            image = preprocess.load_image(data, max_decoded_bytes=max_dataset_bytes)
+        except ImageTooLarge as exc:
+            raise AnalysisError(413, "file_refused", reason=exc.reason) from exc
         except preprocess.NotClassifiable as exc:
             raise AnalysisError(422, "image_unreadable", reason=exc.reason) from exc
         small = preprocess.too_small(rows=image.shape[0], columns=image.shape[1],
@@ -211,12 +133,15 @@ def analyze_file(
 
 
 def _analyze_dicom(
-    data: bytes, *, classifier: Classifier, uid_root: str, directory: Path, language: str
-) -> dict[str, Any]:
+    data: bytes, *, classifier: Classifier, uid_root: str, directory: Path, language: str,
+    max_dataset_bytes: int,
+) -> dict[str, Any]:  # fmt: skip
     source = directory / "upload.dcm"
-    source.write_bytes(_part10(data))
+    source.write_bytes(as_part10(data))
     [r] = classify_files([source], classifier=classifier, uid_root=uid_root, out_dir=directory,
-                         language=language)  # fmt: skip
+                         language=language, max_dataset_bytes=max_dataset_bytes)  # fmt: skip
+    if r.refused is not None:
+        raise AnalysisError.refused(r.refused, r.reason or "")
     if r.state == "skipped":
         raise AnalysisError(422, "not_radiograph", reason=r.reason)
     if r.state != "classified" or r.prediction is None or r.dataset is None:
@@ -247,19 +172,23 @@ class _Entry:
     path: Path
     header: Dataset | None = None
     reason: str | None = None
+    #: Admission's refusal status, when it refused the entry.
+    refused: StoreStatus | None = None
 
 
 @summarised("uploaded study")
 def analyze_study(
     archive: Path, *, classifier: Classifier, uid_root: str, directory: Path, limits: ZipLimits,
-    language: str = "en",
+    max_dataset_bytes: int, language: str = "en",
 ) -> dict[str, Any]:  # fmt: skip
     """Classify the radiographs of a zipped study (DICOM at any depth) into `directory`.
 
     Every entry is reported: classified, skipped (with the reason: not DICOM, not a
     radiograph, …) or failed. Each study is a result of its own (an archive may hold several
     patients): its outcome from its own images, or, when none was classified, the reason.
-    One SR per study, one SC and overlay PNG per classified image.
+    One SR per study, one SC and overlay PNG per classified image. A DICOM entry admission
+    refuses (`max_dataset_bytes`, …) is left out with the reason; when every one was, the
+    archive is refused with the first reason.
     The extracted copies live in a private temporary directory removed before returning.
     """
     started = time.perf_counter()
@@ -269,8 +198,12 @@ def analyze_study(
             members, left_out = read_members(archive, Path(tmp), limits)
         except ArchiveRejected as exc:
             raise AnalysisError(exc.status, exc.code, **exc.params) from exc
-        entries = [_read_header(m.name, m.path) for m in members]
+        entries = [_read_header(m.name, m.path, max_dataset_bytes=max_dataset_bytes)
+                   for m in members]  # fmt: skip
         dicom = [e for e in entries if e.header is not None]
+        refused = [e for e in entries if e.refused is not None]
+        if not dicom and refused:
+            raise AnalysisError.refused(refused[0].refused, refused[0].reason or "")  # type: ignore[arg-type]
         if not dicom:
             raise AnalysisError(422, "zip_no_dicom")
         by_study: dict[str, list[_Entry]] = defaultdict(list)
@@ -281,8 +214,8 @@ def analyze_study(
         files: list[str] = []
         for study_uid, members_of_study in by_study.items():
             results = classify_files([e.path for e in members_of_study], classifier=classifier,
-                                     uid_root=uid_root, out_dir=directory,
-                                     language=language)  # fmt: skip
+                                     uid_root=uid_root, out_dir=directory, language=language,
+                                     max_dataset_bytes=max_dataset_bytes)  # fmt: skip
             pairs = zip(members_of_study, results, strict=True)
             rows = [_image_row(e, r, card, directory, len(images) + i, files)
                     for i, (e, r) in enumerate(pairs)]  # fmt: skip
@@ -313,20 +246,15 @@ def analyze_study(
     return result
 
 
-def _read_header(name: str, path: Path) -> _Entry:
+def _read_header(name: str, path: Path, *, max_dataset_bytes: int) -> _Entry:
     with open(path, "rb") as fh:
         head = fh.read(132)
     if head[128:132] != b"DICM":
         return _Entry(name, path, reason="not a DICOM file")
-    bomb = inflation_bomb(path)
-    if bomb is not None:
-        return _Entry(name, path, reason=bomb)
-    try:
-        header = dcmread(path, stop_before_pixels=True)
-    except Exception:  # pydicom raises many types on damaged files
-        return _Entry(name, path, reason="not a readable DICOM file")
-    if not str(get_value(header, "StudyInstanceUID") or ""):
-        return _Entry(name, path, reason="DICOM file without a Study Instance UID")
+    checked = check_file(path.read_bytes(), max_dataset_bytes=max_dataset_bytes)
+    header = checked.header
+    if header is None:
+        return _Entry(name, path, reason=checked.reason, refused=checked.status)
     return _Entry(name, path, header=header)
 
 
@@ -406,3 +334,7 @@ def _study_row(
                 study[f"{output.kind}_sop_instance_uid"] = _sop_uid(path)
                 study["files"][output.kind] = path.name
     return study
+
+
+#: `kinds` names re-exported: the routes and tests import them from here.
+__all__ = ["AnalysisError", "UploadKind", "analyze_file", "analyze_study", "sniff"]

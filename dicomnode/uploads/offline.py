@@ -1,7 +1,9 @@
 """Classify files without the network or the database: `dicomnode classify` and the HTTP
 analysis use this, with the same preprocessing, model, thresholds and builders as the node:
 `work.prepare.display_image` decides what is classified, `objects.outputs` makes the objects
-(one per classified image and one per study, with the node's UIDs)."""
+(one per classified image and one per study, with the node's UIDs). Each file first goes
+through admission's checks (`ingest.admission.check_file`: `node.max_dataset_mb`, once inflated
+too, sequence depth, UIDs), so what the node would refuse by C-STORE is refused here alike."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from typing import Any
 from pydicom import Dataset, dcmread
 
 from dicomnode.imaging.dicom_errors import READ_ERRORS
-from dicomnode.ingest.admission import inflation_refusal
+from dicomnode.ingest.admission import StoreStatus, check_file
 from dicomnode.model.classifier import Classifier, Prediction, outcome_for
 from dicomnode.objects.outputs import (
     OUTPUTS,
@@ -41,6 +43,8 @@ class FileResult:
     #: The objects written for this file, by kind (`objects.outputs`): "sc", "sr".
     outputs: dict[str, Path] = field(default_factory=dict)
     dataset: Dataset | None = field(default=None, repr=False)
+    #: The status of admission's refusal (`ingest.admission.check_file`), when it refused the file.
+    refused: StoreStatus | None = None
 
     def to_json(self, classifier: Classifier) -> dict[str, Any]:
         card = classifier.card
@@ -72,14 +76,16 @@ def _save(ds: Dataset, kind: str, out_dir: Path) -> Path:
 
 def classify_files(
     paths: Iterable[Path], *, classifier: Classifier, uid_root: str, out_dir: Path | None,
-    language: str = "en",
+    max_dataset_bytes: int, language: str = "en",
 ) -> list[FileResult]:  # fmt: skip
     """Classify each DICOM file; write its objects (one per image, one per study: see
-    `objects.outputs`) to `out_dir`."""
+    `objects.outputs`) to `out_dir`. `max_dataset_bytes`: the node's configured limit
+    (`NodeSettings.max_dataset_bytes`), never a default of its own."""
     uids = OutputUIDs(root=uid_root, model_version=classifier.card.version)
     results: list[FileResult] = []
     for path in paths:
-        results.append(_classify_one(Path(path), classifier, uids, out_dir, language))
+        results.append(_classify_one(Path(path), classifier, uids, out_dir, language,
+                                     max_dataset_bytes=max_dataset_bytes))  # fmt: skip
     if out_dir is not None:
         by_study: dict[str, list[FileResult]] = defaultdict(list)
         for r in results:
@@ -116,31 +122,16 @@ def _report_study(
                 m.outputs[output.kind] = path
 
 
-#: Largest dataset a deflated file may inflate to (the default of `node.max_dataset_mb`):
-#: pydicom inflates a deflated dataset in one piece, so a few MB could claim gigabytes.
-MAX_INFLATED_BYTES = 1024 * 1024 * 1024
-
-
-def inflation_bomb(path: Path) -> str | None:
-    """Why a deflated file is refused before pydicom reads it, or None."""
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(132)
-            if head[128:132] != b"DICM":
-                return None
-            fh.seek(0)
-            refusal = inflation_refusal(fh.read(), MAX_INFLATED_BYTES)
-    except OSError:
-        return None  # dcmread reports it
-    return refusal[1] if refusal else None
-
-
 def _classify_one(
-    path: Path, classifier: Classifier, uids: OutputUIDs, out_dir: Path | None, language: str
-) -> FileResult:
-    bomb = inflation_bomb(path)
-    if bomb is not None:
-        return FileResult(str(path), "failed", bomb)
+    path: Path, classifier: Classifier, uids: OutputUIDs, out_dir: Path | None, language: str,
+    *, max_dataset_bytes: int,
+) -> FileResult:  # fmt: skip
+    try:
+        checked = check_file(path.read_bytes(), max_dataset_bytes=max_dataset_bytes)
+    except OSError as exc:
+        return FileResult(str(path), "failed", f"not a readable DICOM file ({type(exc).__name__})")
+    if checked.header is None:
+        return FileResult(str(path), "failed", checked.reason, refused=checked.status)
     try:
         ds = dcmread(path)
     except READ_ERRORS as exc:

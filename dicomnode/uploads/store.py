@@ -12,17 +12,17 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import secrets
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import structlog
+
+from dicomnode.durable import atomic_write
 
 log = structlog.stdlib.get_logger("dicomnode.uploads")
 
@@ -69,16 +69,12 @@ class UploadStore:
         return path if (path / RESULT_FILE).is_file() else None
 
     def save_result(self, directory: Path, result: dict[str, Any]) -> None:
-        """Write `result.json` atomically (the last write of an analysis)."""
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".result-", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(result, fh)
-            os.replace(tmp, directory / RESULT_FILE)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        """Write `result.json` with the one durable atomic write (`durable.atomic_write`: the
+        last write of an analysis, fsynced and renamed into place, the directory fsynced), so a
+        crash or a failure while serialising never leaves half a result that lists downloads."""
+        with atomic_write(directory / RESULT_FILE, prefix=".result-", suffix=".tmp") as fh:
+            for chunk in json.JSONEncoder().iterencode(result):
+                fh.write(chunk.encode("utf-8"))
 
     def load_result(self, upload_id: str) -> dict[str, Any] | None:
         directory = self.directory(upload_id)

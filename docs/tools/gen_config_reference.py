@@ -225,7 +225,8 @@ NOTES: dict[str, str] = {
     "deflated one (bounded, so a deflate bomb cannot exhaust memory); larger: 0xA700. "
     "At least 1. Counted while the data set arrives: past it the association is aborted "
     "(A-ABORT), so no more than this is ever buffered. Instances pulled from Orthanc are "
-    "refused over it too (on their Content-Length, or as the body arrives).",
+    "refused over it too (on their Content-Length, or as the body arrives), and so are HTTP "
+    "analysis uploads (DICOM once inflated, a picture once decoded: 413 `file_refused`).",
     "delivery.timeout_seconds": "Seconds a destination may take to answer (association, each "
     "C-STORE, an idle connection) before the attempt fails and is retried with backoff.",
     "database.lease_seconds": "Lease on a job, report or delivery a node works on; renewed "

@@ -46,9 +46,11 @@ def classifier() -> Classifier:
 def make_client(tmp_path: Path, classifier: Classifier) -> Iterator[Callable[..., TestClient]]:
     engines = []
 
-    def make(*, destinations: list[dict[str, Any]] | None = None, **api: Any) -> TestClient:
+    def make(*, destinations: list[dict[str, Any]] | None = None,
+             node: dict[str, Any] | None = None, **api: Any) -> TestClient:  # fmt: skip
         data = tmp_path / f"var{len(engines)}"
-        settings = Settings.model_validate({"node": {"data_dir": str(data)}, "api": api,
+        settings = Settings.model_validate({"node": {"data_dir": str(data), **(node or {})},
+                                            "api": api,
                                             "destinations": destinations or []})  # fmt: skip
         engine = make_engine(f"sqlite:///{data / 'dicomnode.db'}")
         engines.append(engine)

@@ -20,7 +20,6 @@ from pydicom import dcmread
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
-from dicomnode.uploads.offline import MAX_INFLATED_BYTES
 from tests.integration.test_analyze_api import (  # noqa: F401 (fixtures)
     AUTH,
     TOKEN,
@@ -132,7 +131,7 @@ def test_the_preview_of_a_dicom_upload_is_what_the_node_sees(client):  # noqa: F
 
 
 def test_the_preview_keeps_the_analysis_limits(make_client):  # noqa: F811
-    http = make_client(token=TOKEN, max_upload_mb=2)
+    http = make_client(token=TOKEN, max_upload_mb=2, node={"max_dataset_mb": 16})
     radiograph = testdata(RG3_UNCR).read_bytes()
     assert preview(http, radiograph).status_code == 401  # the page's sign-in, or the token
     large = preview(http, radiograph, headers=AUTH)
@@ -149,7 +148,7 @@ def test_the_preview_keeps_the_analysis_limits(make_client):  # noqa: F811
     meta.MediaStorageSOPClassUID = CR_CLASS
     meta.MediaStorageSOPInstanceUID = new_uid("preview", "bomb")
     meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
-    bomb = file_with(meta, deflate_bomb(MAX_INFLATED_BYTES // (1024 * 1024) + 64))
+    bomb = file_with(meta, deflate_bomb(16 + 64))  # past the configured node.max_dataset_mb
     assert len(bomb) < 2 * 1024 * 1024
     refused = preview(http, bomb, headers=AUTH)
     assert refused.status_code == 413 and refused.json()["code"] == "preview_unavailable"

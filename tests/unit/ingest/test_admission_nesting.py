@@ -10,7 +10,7 @@ from pydicom.filereader import read_dataset
 from pydicom.filewriter import write_dataset
 from pydicom.sequence import Sequence
 
-from dicomnode.ingest.admission import MAX_SEQUENCE_DEPTH, _nesting_depth
+from dicomnode.ingest.limits import MAX_SEQUENCE_DEPTH, _nesting_depth
 
 
 def _nested(depth: int, *, private: bool) -> Dataset:

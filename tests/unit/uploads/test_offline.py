@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from dicomnode.config import Settings
 from dicomnode.model.card import write_card
 from dicomnode.model.classifier import Classifier
 from dicomnode.uploads.offline import classify_files
@@ -21,7 +22,8 @@ def test_min_image_size_comes_from_the_loaded_card(tmp_path):
     classifier = Classifier.from_package(package, device="cpu")
     assert classifier.card.min_image_size == 300
     files = [cropped_cr(tmp_path / f"{side}.dcm", side=side) for side in (16, 299, 300)]
-    results = classify_files(files, classifier=classifier, uid_root=ROOT, out_dir=None)
+    results = classify_files(files, classifier=classifier, uid_root=ROOT, out_dir=None,
+                             max_dataset_bytes=Settings().node.max_dataset_bytes)  # fmt: skip
     assert [r.state for r in results] == ["skipped", "skipped", "classified"]
     assert results[0].reason == (
         "image too small to be a diagnostic radiograph (16x16 px; the model card's "

@@ -1,6 +1,6 @@
 """Uploads are classified without being spooled, so they do not pass the C-STORE handler's
 inflation check: a deflated DICOM (alone, or inside a study ZIP) must still be refused before
-pydicom inflates it in one piece."""
+pydicom inflates it in one piece, at the node's configured `max_dataset_mb`."""
 
 from __future__ import annotations
 
@@ -10,12 +10,14 @@ import pytest
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
+from dicomnode.ingest.admission import StoreStatus
 from dicomnode.model.classifier import Classifier
-from dicomnode.uploads.offline import MAX_INFLATED_BYTES, classify_files
+from dicomnode.uploads.offline import classify_files
 from tests.reliability.malformed import CR_CLASS, deflate_bomb, file_with
 from tests.support import data
 
-BOMB_MB = MAX_INFLATED_BYTES // (1024 * 1024) + 64
+LIMIT = 8 * 1024 * 1024  # a configured node.max_dataset_mb of 8
+BOMB_MB = 64
 
 
 @pytest.fixture(scope="module")
@@ -33,11 +35,12 @@ def classifier() -> Classifier:
 
 
 def test_a_deflated_bomb_is_refused_before_it_is_read(bomb, classifier, tmp_path: Path) -> None:
-    assert len(bomb) < 4 * 1024 * 1024  # a few MB that inflate past the limit
+    assert len(bomb) < LIMIT  # small on disk, inflating past the limit
     path = tmp_path / "bomb.dcm"
     path.write_bytes(bomb)
-    [result] = classify_files([path], classifier=classifier, uid_root="1.2.3", out_dir=tmp_path)
-    assert result.state == "failed"
+    [result] = classify_files([path], classifier=classifier, uid_root="1.2.3", out_dir=tmp_path,
+                              max_dataset_bytes=LIMIT)  # fmt: skip
+    assert result.state == "failed" and result.refused == StoreStatus.OUT_OF_RESOURCES
     assert result.reason == "inflated dataset larger than max_dataset_mb"
 
 
@@ -46,6 +49,6 @@ def test_a_bomb_inside_a_study_zip_is_left_out_with_the_reason(bomb, tmp_path: P
 
     path = tmp_path / "bomb.dcm"
     path.write_bytes(bomb)
-    entry = _read_header("study/bomb.dcm", path)
+    entry = _read_header("study/bomb.dcm", path, max_dataset_bytes=LIMIT)
     assert entry.header is None
     assert entry.reason == "inflated dataset larger than max_dataset_mb"

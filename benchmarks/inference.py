@@ -153,7 +153,9 @@ def main() -> None:
         concurrency = two_at_once(onnx_path, variants["torch eager fp32"], inputs[:1],
                                   images=4 * args.rounds)  # fmt: skip
     base = {b: median(timings[("torch eager fp32", b)]) for b in batches}
-    verdict = targets(timings, accuracy, auto_name=auto.runtime, batch=batches[0])
+    measured = {c["variant"] for c in (auto.selection or {}).get("candidates", [])}
+    verdict = targets(timings, accuracy, auto_name=auto.runtime, admissible=measured,
+                      batch=batches[0])  # fmt: skip
     rows = []
     for (name, batch_size), values in sorted(timings.items(), key=lambda kv: kv[0][1]):
         figures = accuracy[name]
@@ -197,15 +199,18 @@ def targets(
     accuracy: dict[str, Any],
     *,
     auto_name: str,
+    admissible: set[str],
     batch: int,
 ) -> dict[str, Any]:
     """Issue 22's targets in this run, at `batch`: the automatic choice against eager PyTorch
-    fp32, and against the fastest single runtime that is equivalent (the check above)."""
+    fp32, and against the fastest single runtime it may serve for this model (`admissible`:
+    the variants the node measures; bf16 and int8 are not among them for the untrained demo)
+    that is equivalent (the check above)."""
     ms = {name: median(values) for (name, b), values in timings.items() if b == batch}
     single = {
         name: t
         for name, t in ms.items()
-        if not name.startswith(("auto", "torch eager")) and accuracy[name].passed
+        if name in admissible and name != select.TORCH and accuracy[name].passed
     }
     best = min(single, key=lambda name: single[name]) if single else None
     return {

@@ -96,12 +96,13 @@ class OrthancPull:
                                               max_bytes=self.store.max_dataset_bytes)  # fmt: skip
         except InstanceTooLarge:
             # Refused for good, like a C-STORE over the limit; not retried (it would not fit).
-            self.queue.done(instance_id)
+            # Audited before it leaves the queue: a crash in between audits it twice, never not.
             reason = "dataset larger than max_dataset_mb"
             bound.warning("pulled instance refused", status="0xA700", reason=reason)
             audit_received(self.store, calling=PULL_CALLING_AE, study_uid=None,
                            status=StoreStatus.OUT_OF_RESOURCES, reason=reason,
                            association=None)  # fmt: skip
+            self.queue.done(instance_id)
             return True
         except (OrthancError, OrthancUnavailable) as exc:
             attempts, delay = self.queue.failed(instance_id)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import socket
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
@@ -263,9 +262,11 @@ class StoreSCP:
         return echoscu(port=self.port, called=self.aet, timeout=2).returncode == 0
 
     def _listening(self) -> bool:
+        """The port is in LISTEN state (/proc/net/tcp), found without connecting: a probe
+        connection is an association to a refusing storescp, whose failed reject of it
+        ("DUL Finite State Machine Error") was followed once by no answer to the next one."""
         self._check_alive()
-        with socket.socket() as s:
-            return s.connect_ex((LOCALHOST, self.port)) == 0
+        return listening(self.port)
 
     def stop(self, timeout: float = 10.0) -> int | None:
         if self._proc is None:
@@ -295,3 +296,21 @@ class StoreSCP:
             return found if len(found) >= count else []
 
         return wait_until(enough, timeout=timeout, what=f"{count} file(s) received by storescp")
+
+
+def listening(port: int) -> bool:
+    """Whether a socket listens on TCP `port` of this host (IPv4 or IPv6), by /proc/net/tcp*."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if (
+                len(fields) > 3
+                and fields[3] == "0A"
+                and int(fields[1].rsplit(":", 1)[1], 16) == port
+            ):
+                return True
+    return False

@@ -278,9 +278,9 @@ def _family(host: str) -> socket.AddressFamily:
     return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
-def port_holder(port: int) -> str | None:
-    """The process listening on TCP `port`, from Linux's /proc ("pid 123 (orthanc …)"); None
-    where that cannot be told (another user's process, another container, another OS)."""
+def listening_sockets(port: int) -> set[str]:
+    """The sockets ("socket:[inode]") listening on TCP `port` of this host, IPv4 or IPv6, from
+    Linux's /proc/net/tcp*; empty where nothing listens or /proc cannot tell."""
     inodes = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
@@ -291,6 +291,13 @@ def port_holder(port: int) -> str | None:
             fields = row.split()  # local_address is "HEXIP:HEXPORT"; state 0A is LISTEN
             if len(fields) > 9 and fields[3] == "0A" and int(fields[1][-4:], 16) == port:
                 inodes.add(f"socket:[{fields[9]}]")
+    return inodes
+
+
+def port_holder(port: int) -> str | None:
+    """The process listening on TCP `port`, from Linux's /proc ("pid 123 (orthanc …)"); None
+    where that cannot be told (another user's process, another container, another OS)."""
+    inodes = listening_sockets(port)
     for proc in Path("/proc").iterdir() if inodes else ():
         if not proc.name.isdigit():
             continue

@@ -11,6 +11,7 @@ from typing import Self
 
 import pydicom
 
+from dicomnode.checks import listening_sockets
 from tests.support.procs import (
     LOCALHOST,
     dcmtk_env,
@@ -266,7 +267,7 @@ class StoreSCP:
         connection is an association to a refusing storescp, whose failed reject of it
         ("DUL Finite State Machine Error") was followed once by no answer to the next one."""
         self._check_alive()
-        return listening(self.port)
+        return bool(listening_sockets(self.port))
 
     def stop(self, timeout: float = 10.0) -> int | None:
         if self._proc is None:
@@ -296,21 +297,3 @@ class StoreSCP:
             return found if len(found) >= count else []
 
         return wait_until(enough, timeout=timeout, what=f"{count} file(s) received by storescp")
-
-
-def listening(port: int) -> bool:
-    """Whether a socket listens on TCP `port` of this host (IPv4 or IPv6), by /proc/net/tcp*."""
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            fields = line.split()
-            if (
-                len(fields) > 3
-                and fields[3] == "0A"
-                and int(fields[1].rsplit(":", 1)[1], 16) == port
-            ):
-                return True
-    return False
